@@ -1,0 +1,58 @@
+"""Any other corpus: a UTF-8 CSV listing ``id, audio_path, text`` and optionally ``label,
+session, speaker, split``. Audio paths are relative to the CSV's folder unless absolute.
+Rows without a label get -1 downstream (new, unlabelled recordings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from emofeat import labels as L
+from emofeat.corpus.missing import handle_missing
+from emofeat.corpus.text import normalize
+from emofeat.errors import CorpusError, LabelError
+
+REQUIRED = ("id", "audio_path", "text")
+OPTIONAL = ("label", "session", "speaker", "split")
+
+
+def read_csv_corpus(
+    path: str | Path, text_mode: str = "raw", skip_missing: bool = False
+) -> tuple[pd.DataFrame, dict]:
+    """Read a generic corpus CSV into manifest rows."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: no such CSV")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CorpusError(f"{path}: not UTF-8; save the CSV as UTF-8") from None
+    absent = [c for c in REQUIRED if c not in frame.columns]
+    if absent:
+        raise CorpusError(f"{path}: missing column(s) {absent}; required: {', '.join(REQUIRED)}")
+    rows, missing = [], []
+    for i, rec in frame.iterrows():
+        audio = Path(rec["audio_path"])
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if not audio.is_file():
+            missing.append((rec["id"], str(audio)))
+            continue
+        try:
+            label = L.canonical(rec["label"]) if rec.get("label", "").strip() else ""
+        except LabelError as err:
+            raise CorpusError(f"{path} line {i + 2}: {err}") from None
+        row = {
+            "id": rec["id"],
+            "corpus": path.stem,
+            "session": rec.get("session", ""),
+            "speaker": rec.get("speaker", ""),
+            "audio_path": str(audio),
+            "text": normalize(rec["text"], text_mode),
+            "label": label,
+        }
+        if "split" in frame.columns:
+            row["split"] = rec["split"]
+        rows.append(row)
+    skipped = handle_missing(str(path), missing, skip_missing)
+    return pd.DataFrame(rows), {"utterances": len(rows), "skipped_missing": skipped}

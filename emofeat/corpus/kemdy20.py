@@ -1,0 +1,177 @@
+"""KEMDy20 (v1_1) reader.
+
+Layout: ``annotation/SessNN_eval.csv`` (two header rows, columns by position: 0 number, 1-2 wav
+start/end, 3 Segment ID, 4-6 consensus emotion/valence/arousal, then one emotion/valence/arousal
+triple per annotator) and ``wav/SessionNN/<SegmentID>.wav`` with the transcript
+``<SegmentID>.txt`` (cp949) beside it.
+
+Multi-label consensus (``neutral;happy``) policies: ``drop`` (the reference), ``first``, or
+``soft`` (per-class fractions of the annotators' votes in ``soft_<class>`` columns; ``label`` is
+the class with most votes, ties broken by the consensus order).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofeat import labels as L
+from emofeat.corpus.manifest import SOFT_PREFIX
+from emofeat.corpus.missing import handle_missing
+from emofeat.corpus.text import decode_transcript, normalize, read_transcript
+from emofeat.errors import CorpusError, LabelError
+
+MULTILABEL_POLICIES = ("drop", "first", "soft")
+_EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
+_SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")
+
+
+def annotation_files(root: Path) -> list[Path]:
+    """The session annotation files of a KEMDy20 folder, sorted by session number."""
+    ann = Path(root) / "annotation"
+    if not ann.is_dir():
+        raise CorpusError(
+            f"{root}: no annotation/ folder; expected the KEMDy20 v1_1 layout "
+            "(annotation/SessNN_eval.csv, wav/SessionNN/)"
+        )
+    files = [p for p in ann.iterdir() if _EVAL_FILE.match(p.name)]
+    if not files:
+        raise CorpusError(f"{ann}: no SessNN_eval.csv files")
+    return sorted(files, key=lambda p: int(_EVAL_FILE.match(p.name).group(1)))
+
+
+def _read_eval_csv(path: Path) -> pd.DataFrame:
+    data = path.read_bytes()
+    text = decode_transcript(data, path)
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text), header=None, skiprows=2, dtype=str, keep_default_na=False
+        )
+    except pd.errors.ParserError as err:
+        raise CorpusError(f"{path}: not a readable annotation CSV ({err})") from None
+    if frame.shape[1] < 7:
+        raise CorpusError(
+            f"{path}: {frame.shape[1]} columns; a KEMDy20 annotation file has at least 7 "
+            "(number, wav start, wav end, Segment ID, emotion, valence, arousal)"
+        )
+    return frame
+
+
+def fix_segment_id(segment_id: str, session: int) -> str:
+    """Force a Segment ID's ``SessNN`` prefix to the session of the file it is listed in."""
+    m = _SEGMENT.match(segment_id.strip())
+    if not m:
+        raise CorpusError(
+            f"malformed Segment ID {segment_id!r}; expected SessNN_scriptSS_UserUUU(M|F)_III"
+        )
+    return f"Sess{session:02d}{m.group(2)}"
+
+
+def speaker_of(segment_id: str) -> str:
+    """Speaker (``UserUUU{M|F}``) of a Segment ID."""
+    m = _SEGMENT.match(segment_id)
+    if not m:
+        raise CorpusError(f"malformed Segment ID {segment_id!r}")
+    return m.group(3)
+
+
+def _split_labels(value: str, where: str) -> list[str]:
+    try:
+        return [L.canonical(v) for v in value.split(";") if v.strip()]
+    except LabelError as err:
+        raise CorpusError(f"{where}: {err}") from None
+
+
+def _votes(row: pd.Series, where: str) -> np.ndarray:
+    """Per-class vote fractions of the annotators (a multi-label vote is split evenly)."""
+    votes = np.zeros(L.NUM_CLASSES)
+    for col in range(7, len(row), 3):
+        value = str(row.iloc[col]).strip()
+        if not value:
+            continue
+        names = _split_labels(value, where)
+        for name in names:
+            votes[L.LABEL_NAMES.index(name)] += 1.0 / len(names)
+    total = votes.sum()
+    return votes / total if total else votes
+
+
+def read_kemdy20(
+    root: str | Path,
+    text_mode: str = "raw",
+    multilabel: str = "drop",
+    skip_missing: bool = False,
+) -> tuple[pd.DataFrame, dict]:
+    """Read a KEMDy20 folder into manifest rows (no split yet).
+
+    Returns the frame and a report dict (counts of multi-label rows, dropped and skipped ids).
+    """
+    if multilabel not in MULTILABEL_POLICIES:
+        raise ValueError(
+            f"multilabel policy must be one of {MULTILABEL_POLICIES}, got {multilabel!r}"
+        )
+    root = Path(root)
+    rows, missing, multi, dropped, fixed = [], [], 0, [], 0
+    for path in annotation_files(root):
+        session = int(_EVAL_FILE.match(path.name).group(1))
+        frame = _read_eval_csv(path)
+        for r, row in frame.iterrows():
+            where = f"{path} row {r + 3}"
+            raw_id = str(row.iloc[3]).strip()
+            if not raw_id:
+                continue
+            seg = fix_segment_id(raw_id, session)
+            fixed += seg != raw_id
+            names = _split_labels(str(row.iloc[4]), where)
+            if not names:
+                raise CorpusError(f"{where}: empty consensus emotion for {seg}")
+            soft = None
+            if len(names) > 1:
+                multi += 1
+                if multilabel == "drop":
+                    dropped.append(seg)
+                    continue
+            if multilabel == "soft":
+                soft = _votes(row, where)
+                if soft.sum() == 0:  # no annotator columns: fall back on the consensus
+                    soft = np.zeros(L.NUM_CLASSES)
+                    for n in names:
+                        soft[L.LABEL_NAMES.index(n)] += 1 / len(names)
+                # Majority of votes; ties go to the label listed first in the consensus.
+                best = soft.max()
+                tied = [n for n in L.LABEL_NAMES if soft[L.LABEL_NAMES.index(n)] == best]
+                label = next((n for n in names if n in tied), tied[0])
+            else:
+                label = names[0]
+            wav = root / "wav" / f"Session{session:02d}" / f"{seg}.wav"
+            txt = wav.with_suffix(".txt")
+            if not wav.is_file() or not txt.is_file():
+                missing.append((seg, str(wav if not wav.is_file() else txt)))
+                continue
+            rec = {
+                "id": seg,
+                "corpus": "kemdy20",
+                "session": f"Sess{session:02d}",
+                "speaker": speaker_of(seg),
+                "audio_path": str(wav),
+                "text": normalize(read_transcript(txt), text_mode),
+                "label": label,
+                "valence": pd.to_numeric(row.iloc[5], errors="coerce"),
+                "arousal": pd.to_numeric(row.iloc[6], errors="coerce"),
+            }
+            if soft is not None:
+                rec.update({SOFT_PREFIX + n: float(v) for n, v in zip(L.LABEL_NAMES, soft)})
+            rows.append(rec)
+    skipped = handle_missing(f"KEMDy20 at {root}", missing, skip_missing)
+    report = {
+        "utterances": len(rows),
+        "multilabel_rows": multi,
+        "multilabel_dropped": len(dropped),
+        "segment_ids_fixed": fixed,
+        "skipped_missing": skipped,
+    }
+    return pd.DataFrame(rows), report

@@ -1,0 +1,182 @@
+"""The manifest: one row per utterance, the single source of truth for ids, labels and splits.
+
+Columns: ``id, corpus, session, speaker, audio_path, text, label, valence, arousal, split, fold``
+and, with the ``soft`` multi-label policy, ``soft_<class>`` vote fractions. ``label`` holds the
+canonical class name (empty when unknown); ``split`` is ``train`` or ``test``; ``fold`` is
+0..K-1 for train rows and -1 for test rows. ``audio_path`` is relative to the manifest's folder
+where possible, so a corpus can move with its manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emofeat import labels as L
+from emofeat.atomic import atomic_path, write_text
+from emofeat.errors import LabelError, ManifestError
+from emofeat.provenance import dump_yaml, provenance
+
+COLUMNS = (
+    "id",
+    "corpus",
+    "session",
+    "speaker",
+    "audio_path",
+    "text",
+    "label",
+    "valence",
+    "arousal",
+    "split",
+    "fold",
+)
+SPLITS = ("train", "test")
+SOFT_PREFIX = "soft_"
+_STRING_COLUMNS = ("id", "corpus", "session", "speaker", "audio_path", "text", "label", "split")
+
+
+@dataclass
+class Manifest:
+    """A validated manifest: ``frame`` (one row per utterance) and ``root`` (the CSV's folder)."""
+
+    frame: pd.DataFrame
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.frame["id"].to_numpy(dtype=object)
+
+    @property
+    def label_indices(self) -> np.ndarray:
+        """Class index per row, -1 where the label is unknown."""
+        return np.asarray(L.indices(self.frame["label"]), dtype=np.int16)
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.frame["split"].to_numpy(dtype=object)
+
+    @property
+    def fold(self) -> np.ndarray:
+        return self.frame["fold"].to_numpy(dtype=np.int16)
+
+    @property
+    def num_folds(self) -> int:
+        folds = self.frame.loc[self.frame["split"] == "train", "fold"]
+        return int(folds.max()) + 1 if len(folds) else 0
+
+    def audio_path(self, i: int) -> Path:
+        """Absolute path of row ``i``'s audio file."""
+        p = Path(self.frame["audio_path"].iat[i])
+        return p if p.is_absolute() else self.root / p
+
+    def soft_labels(self) -> np.ndarray | None:
+        """Per-class vote fractions (N, C) when the manifest has them, else ``None``."""
+        cols = [SOFT_PREFIX + n for n in L.LABEL_NAMES]
+        if not all(c in self.frame.columns for c in cols):
+            return None
+        return self.frame[cols].to_numpy(dtype=np.float32)
+
+
+def build_frame(rows: list[dict]) -> pd.DataFrame:
+    """A manifest frame from row dicts, columns in the manifest's order (extra columns last)."""
+    frame = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in frame.columns:
+            frame[col] = -1 if col == "fold" else ("" if col in _STRING_COLUMNS else np.nan)
+    extra = [c for c in frame.columns if c not in COLUMNS]
+    return frame[list(COLUMNS) + extra]
+
+
+def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
+    """Check a manifest frame and return it normalised; raise ManifestError naming the problem."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing column(s) {', '.join(missing)}")
+    frame = frame.copy()
+    for col in _STRING_COLUMNS:
+        frame[col] = frame[col].fillna("").astype(str)
+    frame["fold"] = pd.to_numeric(frame["fold"], errors="coerce")
+    if frame["fold"].isna().any():
+        bad = frame.loc[frame["fold"].isna(), "id"].head(5).tolist()
+        raise ManifestError(f"{source}: non-integer fold for id(s) {bad}")
+    frame["fold"] = frame["fold"].astype(int)
+    for col in ("valence", "arousal"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+
+    if (frame["id"] == "").any():
+        raise ManifestError(f"{source}: {int((frame['id'] == '').sum())} row(s) have an empty id")
+    dup = frame["id"][frame["id"].duplicated(keep=False)]
+    if len(dup):
+        raise ManifestError(
+            f"{source}: duplicate id(s) {sorted(set(dup))[:5]} ({dup.nunique()} in all); ids must be unique"
+        )
+    try:
+        frame["label"] = [L.canonical(x) if x else "" for x in frame["label"]]
+    except LabelError as err:
+        raise ManifestError(f"{source}: {err}") from None
+    bad_split = frame.loc[~frame["split"].isin(SPLITS), "split"].unique()
+    if len(bad_split):
+        raise ManifestError(f"{source}: split must be train or test, got {list(bad_split)[:5]}")
+    train = frame["split"] == "train"
+    if (frame.loc[~train, "fold"] != -1).any():
+        bad = frame.loc[~train & (frame["fold"] != -1), "id"].head(5).tolist()
+        raise ManifestError(f"{source}: test rows must have fold -1: {bad}")
+    folds = frame.loc[train, "fold"]
+    if (folds < 0).any() and (folds >= 0).any():
+        raise ManifestError(f"{source}: some train rows have a fold and some do not (fold -1)")
+    if (folds >= 0).all() and len(folds):
+        present = sorted(folds.unique())
+        if present != list(range(len(present))):
+            raise ManifestError(f"{source}: train folds must be 0..K-1, got {present}")
+    return frame
+
+
+def write_manifest(
+    frame: pd.DataFrame,
+    path: str | os.PathLike,
+    config: dict | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Validate and write a manifest CSV atomically, with a ``.yaml`` provenance sidecar."""
+    path = Path(path)
+    frame = validate(frame, str(path))
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, encoding="utf-8")
+    write_text(path.with_suffix(".yaml"), dump_yaml(provenance(config, seed)))
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """Read and validate a manifest CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest; create one with `emofeat data prepare`")
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in _STRING_COLUMNS}, keep_default_na=False)
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not UTF-8; manifests are UTF-8 CSV files") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ManifestError(f"{path}: not a readable CSV ({err})") from None
+    return Manifest(validate(frame, str(path)), path.parent.resolve())
+
+
+def relative_audio_paths(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """Rewrite absolute audio paths as paths relative to ``root`` where that is possible."""
+    root = Path(root).resolve()
+
+    def rel(p: str) -> str:
+        try:
+            return os.path.relpath(Path(p).resolve(), root)
+        except ValueError:  # another drive on Windows
+            return p
+
+    frame = frame.copy()
+    frame["audio_path"] = [rel(p) if p else p for p in frame["audio_path"]]
+    return frame

@@ -1,0 +1,73 @@
+"""``emofeat data prepare``: corpora on disk → one manifest with a split recipe applied."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from emofeat.corpus.aihub import read_aihub
+from emofeat.corpus.generic import read_csv_corpus
+from emofeat.corpus.kemdy20 import read_kemdy20
+from emofeat.corpus.manifest import (
+    Manifest,
+    build_frame,
+    read_manifest,
+    relative_audio_paths,
+    write_manifest,
+)
+from emofeat.corpus.splits import apply_split
+from emofeat.errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+
+def prepare(
+    out: str | Path,
+    kemdy20: str | Path | None = None,
+    aihub: str | Path | None = None,
+    csv: str | Path | None = None,
+    split: str = "emo-ensemble",
+    folds: int = 5,
+    text: str = "raw",
+    multilabel: str = "drop",
+    seed: int = 0,
+    skip_missing: bool = False,
+) -> tuple[Manifest, dict]:
+    """Read the given corpora, apply a split recipe and write the manifest atomically.
+
+    Returns the manifest and a report of what each reader did.
+    """
+    if not (kemdy20 or aihub or csv):
+        raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
+    frames, report = [], {}
+    if kemdy20:
+        frame, report["kemdy20"] = read_kemdy20(kemdy20, text, multilabel, skip_missing)
+        frames.append(frame)
+    if aihub:
+        frame, report["aihub"] = read_aihub(aihub, text, skip_missing)
+        frames.append(frame)
+    if csv:
+        frame, report["csv"] = read_csv_corpus(csv, text, skip_missing)
+        frames.append(frame)
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise CorpusError("the corpora hold no utterances")
+    frame = build_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
+    frame = apply_split(frame, split, folds, seed)
+    out = Path(out)
+    frame = relative_audio_paths(frame, out.parent)
+    config = {
+        "kemdy20": str(kemdy20) if kemdy20 else None,
+        "aihub": str(aihub) if aihub else None,
+        "csv": str(csv) if csv else None,
+        "split": split,
+        "folds": folds,
+        "text": text,
+        "multilabel": multilabel,
+        "skip_missing": skip_missing,
+    }
+    write_manifest(frame, out, config=config, seed=seed)
+    log.info("wrote %s (%d utterances)", out, len(frame))
+    return read_manifest(out), report

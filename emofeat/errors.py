@@ -1,0 +1,25 @@
+"""Errors a user can cause. Each message names the file or value and what to do."""
+
+
+class EmofeatError(Exception):
+    """Base class of user-facing errors; the CLI prints the message without a traceback."""
+
+
+class CorpusError(EmofeatError):
+    """A corpus on disk is missing files, malformed, or holds values emofeat cannot map."""
+
+
+class ManifestError(EmofeatError):
+    """A manifest CSV is malformed or inconsistent."""
+
+
+class LabelError(EmofeatError):
+    """A label is outside the label set."""
+
+
+class StoreError(EmofeatError):
+    """A feature store is missing, malformed, or does not match what was asked of it."""
+
+
+class ModelError(EmofeatError):
+    """A model cannot be found or loaded."""

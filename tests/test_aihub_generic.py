@@ -1,0 +1,54 @@
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from emofeat.corpus.aihub import RELEASE, read_aihub
+from emofeat.corpus.generic import read_csv_corpus
+from emofeat.errors import CorpusError
+
+
+def make_aihub(root, rows):
+    (root / "annotation").mkdir(parents=True)
+    (root / "wav").mkdir()
+    for wav_id, _, _ in rows:
+        sf.write(root / "wav" / f"{wav_id}.wav", np.zeros(800, dtype=np.float32), 16000)
+    frame = pd.DataFrame(rows, columns=["wav_id", "상황", "발화문"])
+    frame["나이"] = 30
+    (root / "annotation" / f"{RELEASE}.csv").write_bytes(frame.to_csv(index=False).encode("cp949"))
+    return root
+
+
+def test_reads_cp949_csv_and_maps_labels(tmp_path):
+    root = make_aihub(
+        tmp_path / "A", [("a" * 24, "happiness", "정말 행복해"), ("b" * 24, "disgust", "역겨워")]
+    )
+    frame, report = read_aihub(root)
+    assert list(frame["label"]) == ["happy", "disqust"]
+    assert list(frame["text"]) == ["정말 행복해", "역겨워"]
+    assert report["utterances"] == 2 and (frame["speaker"] == "").all()
+
+
+def test_unknown_emotion_and_duplicates_are_named(tmp_path):
+    root = make_aihub(tmp_path / "A", [("a" * 24, "happiness", "x"), ("b" * 24, "joy", "y")])
+    with pytest.raises(CorpusError, match=r"'joy'.*line\(s\) \[3\]"):
+        read_aihub(root)
+    root = make_aihub(tmp_path / "B", [("a" * 24, "happiness", "x"), ("a" * 24, "fear", "y")])
+    with pytest.raises(CorpusError, match="duplicate wav_id"):
+        read_aihub(root)
+
+
+def test_generic_csv_with_and_without_labels(tmp_path):
+    sf.write(tmp_path / "x.wav", np.zeros(800, dtype=np.float32), 16000)
+    (tmp_path / "c.csv").write_text(
+        "id,audio_path,text,label\nu1,x.wav,안녕,disgust\nu2,x.wav,네,\n", encoding="utf-8"
+    )
+    frame, _ = read_csv_corpus(tmp_path / "c.csv")
+    assert list(frame["label"]) == ["disqust", ""]
+    assert frame["audio_path"].iloc[0] == str(tmp_path / "x.wav")
+    (tmp_path / "d.csv").write_text("id,audio_path\nu1,x.wav\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="text"):
+        read_csv_corpus(tmp_path / "d.csv")
+    (tmp_path / "e.csv").write_bytes("id,audio_path,text\nu1,x.wav,안녕\n".encode("cp949"))
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        read_csv_corpus(tmp_path / "e.csv")
