@@ -142,5 +142,61 @@ def data_stats(manifest, plot):
             click.echo(f"wrote {path}")
 
 
+# ---------------------------------------------------------------- store
+@main.group()
+def store() -> None:
+    """Feature stores (HDF5)."""
+
+
+@store.command("inspect")
+@click.argument("path", type=click.Path(path_type=Path))
+@friendly
+def store_inspect(path):
+    """Rows, datasets, provenance and a per-split/per-label table."""
+    from emofeat.store import describe
+
+    click.echo(describe(path))
+
+
+@store.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+def store_validate(path):
+    """Exit 0 when the store is valid and complete, 1 otherwise (problems are printed)."""
+    from emofeat.store import validate_store
+
+    problems = validate_store(path)
+    for p in problems:
+        click.echo(p, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{path}: valid")
+
+
+@store.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@friendly
+def store_merge(inputs, out):
+    """Merge shards with disjoint done rows into one store."""
+    from emofeat.store import merge_stores
+
+    merge_stores(inputs, out)
+    click.echo(f"wrote {out}")
+
+
+@store.command("plot")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--embedding", required=True, help="Embedding dataset name (e.g. last).")
+@click.option("--method", default="pca", show_default=True, type=click.Choice(["pca", "tsne"]))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@friendly
+def store_plot(path, embedding, method, out):
+    """2-D map of an embedding, coloured by label and marked by split."""
+    from emofeat.plots import plot_embedding
+
+    plot_embedding(path, embedding, out, method)
+    click.echo(f"wrote {out}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,96 @@
+"""Feature-store throughput: write 100k x 1024 float16 embeddings, read 1000 random rows, scan.
+
+Targets on the 2-core development machine: 1000 random rows in <= 50 ms, a full scan of the
+page-cached file at >= 1 GB/s. Prints figures and a final JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emofeat.store import create_store, open_store
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="bench-out")
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=256, help="rows per write, as extraction writes")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "store_bench.h5"
+    n, d = args.rows, args.dim
+    rng = np.random.default_rng(0)
+    ids = [f"utt{i:07d}" for i in range(n)]
+    labels = rng.integers(0, 7, n)
+    split = np.where(rng.random(n) < 0.8, "train", "test")
+    fold = np.where(split == "train", rng.integers(0, 5, n), -1)
+    block = rng.standard_normal((args.batch, d)).astype(np.float16)
+    logits = rng.standard_normal((args.batch, 7)).astype(np.float32)
+
+    t = time.perf_counter()
+    if path.exists():
+        path.unlink()
+    w = create_store(
+        path,
+        ids,
+        labels,
+        split,
+        fold,
+        [str(i) for i in range(7)],
+        {"last": d},
+        embedding_dtype="float16",
+    )
+    for start in range(0, n, args.batch):
+        rows = np.arange(start, min(n, start + args.batch))
+        w.write(rows, logits=logits[: len(rows)], embeddings={"last": block[: len(rows)]})
+    w.finalize()
+    write_s = time.perf_counter() - t
+    size = path.stat().st_size
+
+    with open_store(path) as s:
+        s.embeddings("last", np.arange(1000))  # warm the page cache of the metadata
+        times = []
+        for rep in range(5):
+            rows = np.random.default_rng(rep).choice(n, 1000, replace=False)
+            t = time.perf_counter()
+            s.embeddings("last", rows)
+            times.append(time.perf_counter() - t)
+        random_ms = 1000 * float(np.median(times))
+        s.embeddings("last")  # page cache
+        t = time.perf_counter()
+        full = s.embeddings("last")
+        scan_s = time.perf_counter() - t
+    scan_gbs = full.nbytes / scan_s / 1e9
+    result = {
+        "bench": "store",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "rows": n,
+        "dim": d,
+        "file_mb": round(size / 1e6, 1),
+        "write_s": round(write_s, 2),
+        "write_mb_s": round(size / 1e6 / write_s, 1),
+        "random_1000_rows_ms": round(random_ms, 1),
+        "scan_gb_s": round(scan_gbs, 2),
+        "targets_met": random_ms <= 50 and scan_gbs >= 1.0,
+    }
+    print(
+        f"write {n} x {d} float16: {write_s:.2f} s ({result['write_mb_s']} MB/s, file {result['file_mb']} MB)"
+    )
+    print(f"1000 random rows: {random_ms:.1f} ms (target <= 50 ms)")
+    print(f"full scan (page-cached): {scan_gbs:.2f} GB/s (target >= 1 GB/s)")
+    print(json.dumps(result))
+    path.unlink()
+
+
+if __name__ == "__main__":
+    main()

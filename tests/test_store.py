@@ -1,0 +1,324 @@
+"""The HDF5 feature store: round trips, resume, crash safety, concurrent reading, validation."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from emofeat.cli import main
+from emofeat.errors import StoreError
+from emofeat.store import create_store, merge_stores, open_store, open_writer, validate_store
+
+NAMES = ["a", "b", "c"]
+
+
+def meta(n=50):
+    ids = [f"u{i:04d}" for i in range(n)]
+    labels = np.arange(n) % 3
+    labels[0] = -1
+    split = ["test" if i % 5 == 0 else "train" for i in range(n)]
+    fold = [-1 if s == "test" else i % 2 for i, s in enumerate(split)]
+    return dict(ids=ids, labels=labels, split=split, fold=fold, label_names=NAMES)
+
+
+def row_values(rows, dim=8):
+    rows = np.asarray(rows)
+    return rows[:, None] * 1.0 + np.arange(dim)[None, :] / 10
+
+
+def test_round_trip_in_any_row_order(tmp_path):
+    m = meta()
+    path = tmp_path / "s.h5"
+    w = create_store(
+        path,
+        **m,
+        embeddings={"last": 8, "layer_01": 4},
+        embedding_dtype="float16",
+        attrs={"model_id": "x", "config": {"k": 1}},
+    )
+    rng = np.random.default_rng(0)
+    order = rng.permutation(50)
+    for batch in np.array_split(order, 7):
+        w.write(
+            batch,
+            logits=row_values(batch, 3),
+            embeddings={"last": row_values(batch), "layer_01": row_values(batch, 4)},
+        )
+    assert w.finalize() is True
+    with open_store(path) as s:
+        assert s.complete and list(s.ids) == m["ids"] and s.label_names == NAMES
+        np.testing.assert_array_equal(s.labels, m["labels"])
+        np.testing.assert_allclose(s.logits(), row_values(np.arange(50), 3))
+        np.testing.assert_allclose(
+            s.embeddings("last"), row_values(np.arange(50)).astype(np.float16)
+        )
+        assert s.embeddings("last").dtype == np.float16
+        np.testing.assert_array_equal(
+            s.embeddings("layer_01", [7, 3]), row_values([7, 3], 4).astype(np.float16)
+        )
+        assert list(s.select(split="train", fold=1)) == [
+            i for i in range(50) if i % 5 and i % 2 == 1
+        ]
+        assert s.provenance["config"] == {"k": 1} and s.attrs["model_id"] == "x"
+        frame = s.to_pandas(embedding="layer_01")
+        assert frame.loc["u0007", "logit_b"] == pytest.approx(7.1) and frame.loc[
+            "u0007", "layer_01_3"
+        ] == pytest.approx(7.3, abs=1e-2)
+        x, y = s.to_numpy("layer_01")
+        assert x.shape == (50, 4) and (y == m["labels"]).all()
+        ds = s.torch_dataset("last", split="test")
+        assert len(ds) == 10 and int(ds[1][1]) == m["labels"][5]
+
+
+def test_plain_h5py_store_is_accepted(tmp_path):
+    """Someone else's code writes the documented layout with plain h5py (default libver)."""
+    path = tmp_path / "plain.h5"
+    m = meta(6)
+    with h5py.File(path, "w") as f:
+        f["ids"] = np.array(m["ids"], dtype=h5py.string_dtype())
+        f["labels"] = np.asarray(m["labels"], np.int16)
+        f["split"] = np.array(m["split"], dtype=h5py.string_dtype())
+        f["fold"] = np.asarray(m["fold"], np.int16)
+        f["logits"] = np.ones((6, 3), np.float32)
+        f["embeddings/mine"] = np.zeros((6, 5), np.float32)
+        f["done"] = np.ones(6, bool)
+        f.attrs["schema_version"] = 1
+        f.attrs["label_names"] = NAMES
+        f.attrs["complete"] = True
+    assert validate_store(path) == []
+    with open_store(path) as s:
+        assert s.embedding_names == ["mine"] and s.skip_reasons() == {}
+
+
+def test_resume_continues_and_mismatch_is_refused(tmp_path):
+    m = meta()
+    path = tmp_path / "s.h5"
+    w = open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+    w.write(
+        np.arange(20),
+        logits=row_values(np.arange(20), 3),
+        embeddings={"last": row_values(np.arange(20))},
+    )
+    w.skip([25], "unreadable audio: x.wav")
+    w.close()
+    w = open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+    assert list(w.pending) == [i for i in range(20, 50) if i != 25]
+    w.close()
+    other = dict(m, labels=np.roll(m["labels"], 1))
+    with pytest.raises(
+        StoreError, match=r"(?s)labels differ at row 0.*-1 in the store, 1 asked for.*--overwrite"
+    ):
+        open_writer(path, **other, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+    with pytest.raises(StoreError, match="config differs"):
+        open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 2}})
+    with pytest.raises(StoreError, match="embeddings"):
+        open_writer(path, **m, embeddings={"last": 4}, attrs={"config": {"a": 1}})
+    w = open_writer(
+        path, **other, embeddings={"last": 8}, attrs={"config": {"a": 1}}, overwrite=True
+    )
+    assert len(w.pending) == 50
+    w.close()
+    with open_store(path) as s:
+        assert not s.complete
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from emofeat.store import open_writer
+    sys.path.insert(0, {tests!r})
+    from test_store import meta, row_values
+    w = open_writer({path!r}, **meta(400), embeddings={{"last": 64}}, attrs={{"config": {{"a": 1}}}})
+    for batch in np.array_split(w.pending, 100):
+        w.write(batch, logits=row_values(batch, 3), embeddings={{"last": row_values(batch, 64)}})
+        print(int(w.done.sum()), flush=True)
+        time.sleep({pause})
+    w.finalize()
+    print("finished", flush=True)
+    """
+)
+
+
+def start_writer(path, pause):
+    from pathlib import Path
+
+    code = WRITER.format(tests=str(Path(__file__).parent), path=str(path), pause=pause)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_sigkill_mid_write_leaves_a_consistent_resumable_store(tmp_path):
+    path = tmp_path / "k.h5"
+    proc = start_writer(path, pause=0.01)
+    for _ in range(20):
+        proc.stdout.readline()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open_store(path) as s:  # opens although the writer died holding it
+        done = s.select(done=True)
+        assert 0 < len(done) < 400 and not s.complete
+        np.testing.assert_allclose(s.logits(done), row_values(done, 3))
+        np.testing.assert_allclose(s.embeddings("last", done), row_values(done, 64))
+    proc = start_writer(path, pause=0)  # re-running the same job finishes the rest
+    assert proc.communicate()[0].strip().endswith("finished")
+    with open_store(path) as s:
+        assert s.complete and s.done.all()
+        np.testing.assert_allclose(s.embeddings("last"), row_values(np.arange(400), 64))
+
+
+def test_reader_sees_rows_while_writer_appends(tmp_path):
+    path = tmp_path / "r.h5"
+    proc = start_writer(path, pause=0.05)
+    proc.stdout.readline()
+    seen = []
+    try:
+        for _ in range(3):
+            with open_store(path) as s:
+                done = s.select()
+                seen.append(len(done))
+                np.testing.assert_allclose(s.logits(done), row_values(done, 3))
+            time.sleep(0.15)
+        with pytest.raises(StoreError, match="another process is writing"):
+            open_writer(path, **meta(400), embeddings={"last": 64}, attrs={"config": {"a": 1}})
+    finally:
+        proc.kill()
+        proc.wait()
+    assert seen[0] > 0 and seen[-1] > seen[0]
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    (tmp_path / "not.h5").write_text("hello")
+    with pytest.raises(StoreError, match="not.h5.*not a readable HDF5"):
+        open_store(tmp_path / "not.h5")
+    w = create_store(tmp_path / "t.h5", **meta(), embeddings={"last": 256})
+    w.finalize()
+    data = (tmp_path / "t.h5").read_bytes()
+    (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 3])
+    with pytest.raises(StoreError, match="trunc.h5"):
+        open_store(tmp_path / "trunc.h5")
+    with pytest.raises(StoreError, match="no such store"):
+        open_store(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "nolabels.h5", "w") as f:
+        f["ids"] = np.array(["a", "a"], dtype=h5py.string_dtype())
+    with pytest.raises(StoreError, match="missing labels, split, fold, done"):
+        open_store(tmp_path / "nolabels.h5")
+    with h5py.File(tmp_path / "t.h5", "r+") as f:
+        f["ids"][1] = "u0000"
+    with pytest.raises(StoreError, match="duplicate ids"):
+        open_store(tmp_path / "t.h5")
+
+
+def test_import_store_needs_neither_torch_nor_transformers():
+    code = "import sys, emofeat.store; print(sorted(m for m in ('torch', 'transformers', 'pandas') if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_merge_shards_and_refuse_overlaps(tmp_path):
+    m = meta()
+    shards = []
+    for k in range(2):
+        w = create_store(
+            tmp_path / f"s{k}.h5", **m, embeddings={"last": 8}, attrs={"config": {"a": 1}}
+        )
+        rows = np.arange(k, 50, 2)
+        w.write(rows, logits=row_values(rows, 3), embeddings={"last": row_values(rows)})
+        w.finalize()
+        shards.append(tmp_path / f"s{k}.h5")
+    out = merge_stores(shards, tmp_path / "all.h5")
+    with open_store(out) as s:
+        assert s.complete and s.attrs["config"].strip() == "a: 1"
+        np.testing.assert_allclose(s.embeddings("last"), row_values(np.arange(50)))
+    with pytest.raises(StoreError, match="both hold row 0"):
+        merge_stores([shards[0], shards[0]], tmp_path / "x.h5")
+    assert not (tmp_path / "x.h5").exists()
+    w = create_store(
+        tmp_path / "other.h5",
+        **dict(m, label_names=["x", "y", "z"]),
+        embeddings={"last": 8},
+        attrs={"config": {"a": 1}},
+    )
+    w.finalize()
+    with pytest.raises(StoreError, match="label_names differ"):
+        merge_stores([shards[0], tmp_path / "other.h5"], tmp_path / "x.h5")
+
+
+def test_store_commands(tmp_path):
+    m = meta()
+    w = create_store(tmp_path / "s.h5", **m, embeddings={"last": 8}, attrs={"model_id": "tiny"})
+    w.write(
+        np.arange(50),
+        logits=row_values(np.arange(50), 3),
+        embeddings={"last": np.random.default_rng(0).normal(size=(50, 8))},
+    )
+    w.finalize()
+    runner = CliRunner()
+    r = runner.invoke(main, ["store", "inspect", str(tmp_path / "s.h5")])
+    assert r.exit_code == 0 and "model_id" in r.output and "complete True" in r.output
+    assert "/embeddings/last" in r.output and "(50, 8)" in r.output
+    r = runner.invoke(main, ["store", "validate", str(tmp_path / "s.h5")])
+    assert r.exit_code == 0
+    (tmp_path / "bad.h5").write_text("x")
+    r = runner.invoke(main, ["store", "validate", str(tmp_path / "bad.h5")])
+    assert r.exit_code == 1
+    r = runner.invoke(
+        main,
+        [
+            "store",
+            "plot",
+            str(tmp_path / "s.h5"),
+            "--embedding",
+            "last",
+            "-o",
+            str(tmp_path / "p.png"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    r = runner.invoke(
+        main,
+        [
+            "store",
+            "plot",
+            str(tmp_path / "s.h5"),
+            "--embedding",
+            "nope",
+            "-o",
+            str(tmp_path / "q.png"),
+        ],
+    )
+    assert r.exit_code == 2 and "available: ['last']" in r.output
+
+
+@pytest.mark.parametrize("compression", [None, "lzf"])
+def test_random_row_reads_equal_a_plain_read(tmp_path, compression):
+    n = 300
+    m = dict(
+        ids=[f"r{i}" for i in range(n)],
+        labels=np.zeros(n),
+        split=["train"] * n,
+        fold=np.zeros(n),
+        label_names=NAMES,
+    )
+    w = create_store(
+        tmp_path / "s.h5", **m, embeddings={"last": 16}, chunk_rows=32, compression=compression
+    )
+    written = np.arange(0, 200)  # rows 200.. never written: their chunks do not exist
+    w.write(written, embeddings={"last": row_values(written, 16)})
+    w.close()
+    with open_store(tmp_path / "s.h5") as s:
+        rows = np.array([150, 3, 77, 31, 32, 199])
+        np.testing.assert_array_equal(
+            s.embeddings("last", rows), row_values(rows, 16).astype(np.float32)
+        )
+        mixed = s.embeddings("last", np.array([5, 250]))
+        np.testing.assert_array_equal(mixed[0], row_values([5], 16)[0].astype(np.float32))
+        assert np.isnan(mixed[1]).all()
