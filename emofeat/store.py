@@ -628,7 +628,7 @@ def _read_rows(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
                 hit = cid == c
                 out[hit] = block[rows[hit] - c * size]
             return out
-        except (KeyError, OSError, ValueError):
+        except (KeyError, OSError, ValueError, RuntimeError):
             pass  # a chunk never written (its rows are not done): use the general path
     fspace = ds.id.get_space()
     mspace = h5py.h5s.create_simple((1, *ds.shape[1:]))
