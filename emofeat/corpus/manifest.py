@@ -45,6 +45,7 @@ class Manifest:
 
     frame: pd.DataFrame
     root: Path
+    path: Path | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -75,6 +76,22 @@ class Manifest:
         """Absolute path of row ``i``'s audio file."""
         p = Path(self.frame["audio_path"].iat[i])
         return p if p.is_absolute() else self.root / p
+
+    @property
+    def prepared_config(self) -> dict:
+        """The options the manifest was prepared with (its ``.yaml`` sidecar; {} if absent)."""
+        import yaml
+
+        side = self.path.with_suffix(".yaml") if self.path else None
+        if side is None or not side.is_file():
+            return {}
+        data = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
+        return data.get("config") or {}
+
+    @property
+    def split_scheme(self) -> str:
+        """The split recipe the manifest was prepared with ('' if unknown)."""
+        return str(self.prepared_config.get("split", ""))
 
     def soft_labels(self) -> np.ndarray | None:
         """Per-class vote fractions (N, C) when the manifest has them, else ``None``."""
@@ -164,7 +181,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: not UTF-8; manifests are UTF-8 CSV files") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV ({err})") from None
-    return Manifest(validate(frame, str(path)), path.parent.resolve())
+    return Manifest(validate(frame, str(path)), path.parent.resolve(), path.resolve())
 
 
 def relative_audio_paths(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
