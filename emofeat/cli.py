@@ -142,6 +142,188 @@ def data_stats(manifest, plot):
             click.echo(f"wrote {path}")
 
 
+# ---------------------------------------------------------------- models
+@main.group()
+def models() -> None:
+    """Model helpers."""
+
+
+@models.command("tiny")
+@click.option("--kind", required=True, type=click.Choice(["kobert", "wav2vec2"]))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    help="Texts to train KoBERT's SentencePiece tokenizer on.",
+)
+@click.option("--hidden", default=64, show_default=True)
+@click.option("--layers", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@friendly
+def models_tiny(kind, out, manifest, hidden, layers, seed):
+    """Build a tiny random model in the on-disk format of the hub model."""
+    from emofeat.encoders.tiny import build_tiny_kobert, build_tiny_wav2vec2
+
+    if kind == "kobert":
+        if not manifest:
+            raise click.UsageError("--kind kobert needs --manifest (its texts train the tokenizer)")
+        from emofeat.corpus.manifest import read_manifest
+
+        build_tiny_kobert(
+            out,
+            list(read_manifest(manifest).frame["text"]),
+            hidden=hidden,
+            layers=layers,
+            seed=seed,
+        )
+    else:
+        build_tiny_wav2vec2(out, hidden=hidden, layers=layers, seed=seed)
+    click.echo(f"wrote tiny {kind} to {out}")
+
+
+# ---------------------------------------------------------------- finetune
+@main.command()
+@click.option("--model", required=True, help="kobert, wav2vec2, a hub id or a local folder.")
+@click.option(
+    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
+)
+@click.option("--manifest", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder, e.g. runs/kobert-p05.",
+)
+@click.option(
+    "--preset", type=click.Choice(["kobert-ref", "wav2vec2-ref", "kobert-tiny", "wav2vec2-tiny"])
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of options.",
+)
+@click.option(
+    "--folds",
+    type=int,
+    help="Cross-fitting folds (default: the manifest's; 0: one model on all train rows).",
+)
+@click.option("--dropout", type=float)
+@click.option(
+    "--reverse/--no-reverse",
+    default=None,
+    help="Time-reverse the audio (the reference's second speech model).",
+)
+@click.option("--epochs", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--grad-accum", type=int)
+@click.option("--lr", type=float)
+@click.option("--max-len", type=int, help="Text: token limit.")
+@click.option("--seed", type=int)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    default=None,
+    help="Leave out unreadable audio / empty text (recorded in skipped.csv).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run folder made with other options.")
+@friendly
+def finetune(model, model_path, manifest, out, preset, config_file, overwrite, **options):
+    """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
+    from emofeat.finetune import finetune as run
+    from emofeat.finetune import resolve_config
+
+    cfg = resolve_config(
+        preset,
+        config_file,
+        model=model,
+        model_path=str(model_path) if model_path else None,
+        **options,
+    )
+    results = run(manifest, out, cfg, overwrite=overwrite)
+    for fold, met in results.items():
+        click.echo(
+            f"fold {fold}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in met.items() if k in ("accuracy", "macro_f1"))
+        )
+    click.echo(f"run written to {out}")
+
+
+# ---------------------------------------------------------------- extract
+@main.command()
+@click.option("--model", help="Frozen encoder: kobert, wav2vec2, a hub id or a folder.")
+@click.option(
+    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
+)
+@click.option(
+    "--run",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A fine-tuned run (out-of-fold logits).",
+)
+@click.option("--manifest", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Store to write, e.g. store/kobert.h5.",
+)
+@click.option(
+    "--layers",
+    default="last",
+    show_default=True,
+    help="last, all, or hidden-state indices like 0,6,12.",
+)
+@click.option(
+    "--pooling", default="mean", show_default=True, type=click.Choice(["mean", "mean+std"])
+)
+@click.option(
+    "--batch-seconds",
+    type=float,
+    default=64.0,
+    show_default=True,
+    help="Speech: padded audio seconds per batch.",
+)
+@click.option(
+    "--batch-size", type=int, default=32, show_default=True, help="Text: utterances per batch."
+)
+@click.option(
+    "--dtype",
+    default="float32",
+    show_default=True,
+    type=click.Choice(["float16", "float32"]),
+    help="Embedding storage type.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16", "fp16"])
+)
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Speech: window length for long clips.",
+)
+@click.option(
+    "--skip-bad", is_flag=True, help="Record unreadable rows as skipped instead of stopping."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store made for other rows or options.")
+@friendly
+def extract(manifest, out, model_path, run, **options):
+    """Pooled embeddings (and out-of-fold logits with --run) into an HDF5 store; resumable."""
+    from emofeat.extract import ExtractConfig
+    from emofeat.extract import extract as do_extract
+
+    cfg = ExtractConfig(
+        model_path=str(model_path) if model_path else None, run=str(run) if run else None, **options
+    )
+    do_extract(manifest, out, cfg)
+    click.echo(f"store written to {out}")
+
+
 # ---------------------------------------------------------------- store
 @main.group()
 def store() -> None:

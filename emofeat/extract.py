@@ -351,14 +351,10 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         if spec.modality == "text":
             from transformers import AutoModel
 
+            from emofeat.encoders import local_source
             from emofeat.encoders.text import load_tokenizer
 
-            try:
-                models = [AutoModel.from_pretrained(spec.source)]
-            except OSError:
-                from emofeat.encoders import offline_message
-
-                raise EmofeatError(offline_message(spec.source)) from None
+            models = [AutoModel.from_pretrained(local_source(spec.source))]
             processor = load_tokenizer(spec)
         else:
             from emofeat.encoders.speech import load_feature_extractor, load_speech_encoder

@@ -34,3 +34,43 @@ def manifest(manifest_path):
     from emofeat.corpus.manifest import read_manifest
 
     return read_manifest(manifest_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_kobert(tmp_path_factory, manifest):
+    from emofeat.encoders.tiny import build_tiny_kobert
+
+    return build_tiny_kobert(
+        tmp_path_factory.mktemp("models") / "kobert", list(manifest.frame["text"]), hidden=32
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_wav2vec2(tmp_path_factory):
+    from emofeat.encoders.tiny import build_tiny_wav2vec2
+
+    return build_tiny_wav2vec2(
+        tmp_path_factory.mktemp("models") / "wav2vec2", hidden=32, conv_dim=16
+    )
+
+
+@pytest.fixture(scope="session")
+def kobert_run(tmp_path_factory, manifest, tiny_kobert):
+    from emofeat.finetune import finetune, resolve_config
+
+    out = tmp_path_factory.mktemp("runs") / "kobert"
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2, dropout=0.3
+    )
+    finetune(manifest, out, cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def w2v_run(tmp_path_factory, manifest, tiny_wav2vec2):
+    from emofeat.finetune import finetune, resolve_config
+
+    out = tmp_path_factory.mktemp("runs") / "w2v-rev"
+    cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), epochs=2, reverse=True)
+    finetune(manifest, out, cfg)
+    return out

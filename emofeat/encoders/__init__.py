@@ -87,13 +87,23 @@ def resolve(model: str, model_path: str | os.PathLike | None = None) -> ModelSpe
     )
 
 
-def _hub_model_type(model_id: str) -> str:
-    from transformers import AutoConfig
+def local_source(source: str | os.PathLike) -> str:
+    """A local folder for ``source``: itself if it is one, else the hub snapshot (downloaded when
+    the hub is reachable, from the cache otherwise). Unavailable models raise a ModelError that
+    says how to provide them."""
+    if Path(source).is_dir():
+        return str(source)
+    from huggingface_hub import snapshot_download
 
     try:
-        return AutoConfig.from_pretrained(model_id).model_type
-    except OSError:
-        raise ModelError(offline_message(model_id)) from None
+        return snapshot_download(str(source))
+    except Exception as err:  # offline, not cached, no such repo, no network: all say the same
+        raise ModelError(offline_message(str(source)) + f" ({type(err).__name__})") from None
+
+
+def _hub_model_type(model_id: str) -> str:
+    folder = Path(local_source(model_id))
+    return json.loads((folder / "config.json").read_text()).get("model_type", "")
 
 
 def offline_message(model_id: str) -> str:

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from emofeat.encoders import offline_message
+from emofeat.encoders import local_source, offline_message
 from emofeat.encoders.text import masked_mean
 from emofeat.errors import ModelError
 
@@ -139,8 +139,9 @@ def load_speech_encoder(source: str | os.PathLike):
     """The bare encoder (``AutoModel``) of a wav2vec2-family checkpoint (CTC heads are dropped)."""
     from transformers import AutoModel
 
+    source = local_source(source)
     try:
-        return AutoModel.from_pretrained(str(source))
+        return AutoModel.from_pretrained(source)
     except OSError:
         raise ModelError(offline_message(str(source))) from None
 
@@ -149,8 +150,9 @@ def load_feature_extractor(source: str | os.PathLike):
     """The checkpoint's feature extractor (``preprocessor_config.json``)."""
     from transformers import AutoFeatureExtractor
 
+    source = local_source(source)
     try:
-        return AutoFeatureExtractor.from_pretrained(str(source))
+        return AutoFeatureExtractor.from_pretrained(source)
     except OSError:
         raise ModelError(offline_message(str(source))) from None
 

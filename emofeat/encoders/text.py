@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from kobert_transformers.tokenization_kobert import KoBertTokenizer
 
-from emofeat.encoders import ModelSpec, offline_message
+from emofeat.encoders import ModelSpec, local_source, offline_message
 from emofeat.errors import ModelError
 
 
@@ -36,7 +36,7 @@ class KoBertTokenizerFixed(KoBertTokenizer):
 
 def load_tokenizer(spec: ModelSpec, source: str | os.PathLike | None = None):
     """The tokenizer of a text model (KoBERT's SentencePiece tokenizer for KoBERT folders/ids)."""
-    src = str(source or spec.source)
+    src = local_source(source or spec.source)
     try:
         if spec.kobert or (Path(src) / "tokenizer_78b3253a26.model").is_file():
             return KoBertTokenizerFixed.from_pretrained(src)
@@ -65,9 +65,10 @@ def load_text_classifier(
         )
     if dropout is not None:
         kwargs["classifier_dropout"] = dropout
+    source = local_source(source)
     try:
-        config = AutoConfig.from_pretrained(str(source), **kwargs)
-        return AutoModelForSequenceClassification.from_pretrained(str(source), config=config)
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(source, config=config)
     except OSError:
         raise ModelError(offline_message(str(source))) from None
 

@@ -1,0 +1,191 @@
+"""Encoders and cross-fitted fine-tuning on tiny models built like the hub ones."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from emofeat.audio import load_audio
+from emofeat.encoders import resolve
+from emofeat.encoders.speech import (
+    SpeechClassifier,
+    SpeechCollator,
+    load_feature_extractor,
+    load_speech_encoder,
+)
+from emofeat.errors import EmofeatError, ModelError
+from emofeat.finetune import FinetuneConfig, build_model, finetune, resolve_config
+
+
+def fold_rows(manifest, k):
+    return np.flatnonzero((manifest.split == "train") & (manifest.fold == k))
+
+
+def test_kobert_run_reloads_with_plain_transformers(kobert_run, manifest):
+    from transformers import AutoModelForSequenceClassification
+
+    from emofeat.encoders.text import KoBertTokenizerFixed
+
+    cfg = yaml.safe_load((kobert_run / "config.yaml").read_text())["config"]
+    assert cfg["folds"] == 2 and cfg["dropout"] == 0.3 and cfg["modality"] == "text"
+    for k in range(2):
+        fold = kobert_run / f"fold-{k}"
+        model = AutoModelForSequenceClassification.from_pretrained(fold).eval()
+        assert model.config.classifier_dropout == 0.3 and model.config.num_labels == 7
+        tok = KoBertTokenizerFixed.from_pretrained(fold)
+        rows = fold_rows(manifest, k)
+        enc = tok(
+            list(manifest.frame["text"].iloc[rows]),
+            padding=True,
+            truncation=True,
+            max_length=64,
+            return_tensors="pt",
+        )
+        assert "token_type_ids" in enc
+        with torch.no_grad():
+            pred = model(**enc).logits.argmax(-1).numpy()
+        # The reloaded model reproduces the validation accuracy Trainer measured in memory.
+        recorded = json.loads((fold / "metrics.json").read_text())["accuracy"]
+        assert np.mean(pred == manifest.label_indices[rows]) == pytest.approx(recorded)
+
+
+def test_speech_run_reloads_with_plain_transformers(w2v_run, manifest):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    fold = w2v_run / "fold-1"
+    rows = fold_rows(manifest, 1)[:6]
+    ours = SpeechClassifier.from_pretrained(fold).eval()
+    encoder = AutoModel.from_pretrained(fold).eval()  # plain transformers
+    head = load_file(fold / "head.safetensors")
+    fe = AutoFeatureExtractor.from_pretrained(fold)
+    for r in rows:
+        x = load_audio(manifest.audio_path(r), reverse=True)
+        inp = fe(x, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            pooled = encoder(inp["input_values"]).last_hidden_state.mean(1)
+            by_hand = (
+                torch.tanh(pooled @ head["dense.weight"].T + head["dense.bias"])
+                @ head["out_proj.weight"].T
+                + head["out_proj.bias"]
+            )
+            mine = ours(inp["input_values"], attention_mask=inp["attention_mask"]).logits
+        torch.testing.assert_close(mine, by_hand, atol=1e-5, rtol=1e-4)
+    all_rows = fold_rows(manifest, 1)
+    coll = SpeechCollator(fe, 16000)
+    batch = coll([{"audio": load_audio(manifest.audio_path(r), reverse=True)} for r in all_rows])
+    with torch.no_grad():
+        pred = ours(**batch).logits.argmax(-1).numpy()
+    recorded = json.loads((fold / "metrics.json").read_text())["accuracy"]
+    assert np.mean(pred == manifest.label_indices[all_rows]) == pytest.approx(recorded)
+
+
+def test_masked_pooling_makes_predictions_independent_of_batching(tiny_wav2vec2):
+    torch.manual_seed(0)
+    model = SpeechClassifier(load_speech_encoder(tiny_wav2vec2), 7).eval()
+    coll = SpeechCollator(load_feature_extractor(tiny_wav2vec2), 16000)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(n).astype(np.float32) for n in (4000, 16000, 9000)]
+    with torch.no_grad():
+        batched = model(**coll([{"audio": c} for c in clips])).logits
+        single = torch.cat([model(**coll([{"audio": c}])).logits for c in clips])
+        unmasked = model.head(
+            model.encoder(
+                **{k: v for k, v in coll([{"audio": c} for c in clips]).items() if k != "lengths"}
+            ).last_hidden_state.mean(1)
+        )
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(
+        unmasked[0], single[0], atol=1e-3
+    )  # the reference's unmasked mean differs
+
+
+def test_reverse_reverses(manifest):
+    x = load_audio(manifest.audio_path(0))
+    np.testing.assert_array_equal(load_audio(manifest.audio_path(0), reverse=True), x[::-1])
+    stereo22k = next(i for i in range(len(manifest)) if manifest.frame["corpus"].iat[i] == "aihub")
+    y = load_audio(manifest.audio_path(stereo22k))
+    import soundfile as sf
+
+    info = sf.info(str(manifest.audio_path(stereo22k)))
+    assert info.channels == 2 and info.samplerate == 22050
+    assert y.ndim == 1 and abs(len(y) - info.frames * 16000 / 22050) <= 2
+
+
+def test_config_precedence_and_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text("lr: 0.5\nepochs: 3\n")
+    cfg = resolve_config("kobert-ref", tmp_path / "c.yaml", epochs=9, dropout=None)
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.dropout) == (0.5, 9, 64, 0.5)
+    with pytest.raises(EmofeatError, match="unknown option"):
+        resolve_config(None, None, learning_rate=1)
+    with pytest.raises(EmofeatError, match="unknown preset"):
+        resolve_config("bert-huge")
+
+
+def test_hub_models_offline_give_a_clear_message():
+    with pytest.raises(ModelError, match=r"monologg/kobert.*--model-path"):
+        build_model(resolve("kobert"), FinetuneConfig())
+    with pytest.raises(ModelError, match="kresnik/wav2vec2-large-xlsr-korean"):
+        build_model(resolve("wav2vec2"), FinetuneConfig())
+
+
+def test_other_options_refused_and_bad_rows(kobert_run, manifest, tiny_kobert, tmp_path):
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2, dropout=0.7
+    )
+    with pytest.raises(EmofeatError, match="dropout"):
+        finetune(manifest, kobert_run, cfg)
+    frame = manifest.frame.copy()
+    frame.loc[frame.index[:2], "text"] = ""
+    from emofeat.corpus.manifest import Manifest
+
+    bad = Manifest(frame, manifest.root, manifest.path)
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), max_steps=1, folds=0
+    )
+    with pytest.raises(EmofeatError, match=r"(?s)2 unusable.*empty text.*--skip-bad"):
+        finetune(bad, tmp_path / "r", cfg)
+    cfg.skip_bad = True
+    finetune(bad, tmp_path / "r2", cfg)
+    skipped = (tmp_path / "r2" / "skipped.csv").read_text()
+    assert (
+        frame["id"].iat[0] in skipped and (tmp_path / "r2" / "fold-all" / "config.json").is_file()
+    )
+
+
+def test_interrupted_run_keeps_finished_folds_and_resumes(
+    manifest, tiny_kobert, tmp_path, monkeypatch, caplog
+):
+    import emofeat.finetune as ft
+
+    cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2)
+    real = ft._trainer_class
+
+    def crashing():
+        base = real()
+
+        class Crash(base):
+            def _save_checkpoint(self, *a, **k):
+                super()._save_checkpoint(*a, **k)
+                if self.args.output_dir.endswith("fold-1/checkpoints"):
+                    raise KeyboardInterrupt("killed after the first checkpoint of fold 1")
+
+        return Crash
+
+    monkeypatch.setattr(ft, "_trainer_class", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(manifest, tmp_path / "run", cfg)
+    assert (tmp_path / "run" / "fold-0" / "metrics.json").is_file()
+    assert any((tmp_path / "run" / "fold-1" / "checkpoints").glob("checkpoint-*"))
+    stamp = (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns
+    monkeypatch.setattr(ft, "_trainer_class", real)
+    caplog.set_level("INFO", logger="emofeat.finetune")
+    finetune(manifest, tmp_path / "run", cfg)
+    assert (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert "fold 1: resuming" in caplog.text
+    history = json.loads((tmp_path / "run" / "fold-1" / "log_history.json").read_text())
+    # Epoch 1's evaluation comes from the checkpoint's state: training went on from there.
+    assert [h["epoch"] for h in history if "eval_accuracy" in h][:2] == [1.0, 2.0]
+    assert not (tmp_path / "run" / "fold-1" / "checkpoints").exists()
