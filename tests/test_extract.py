@@ -1,0 +1,347 @@
+"""Extraction into stores, checked against independent computations with plain transformers."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from emofeat.audio import load_audio
+from emofeat.corpus.manifest import read_manifest, write_manifest
+from emofeat.errors import EmofeatError
+from emofeat.extract import ExtractConfig, duration_batches, extract
+from emofeat.store import open_store
+
+
+def independent_speech(folder, manifest, rows, reverse=False):
+    """Per hidden state, the mean over all frames of each clip run alone (no padding)."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    model = AutoModel.from_pretrained(folder).eval()
+    fe = AutoFeatureExtractor.from_pretrained(folder)
+    out = []
+    for r in rows:
+        x = load_audio(manifest.audio_path(r), reverse=reverse)
+        with torch.no_grad():
+            hs = model(
+                fe(x, sampling_rate=16000, return_tensors="pt")["input_values"],
+                output_hidden_states=True,
+            ).hidden_states
+        out.append([h[0].mean(0).numpy() for h in hs])
+    return out
+
+
+@pytest.fixture(scope="module")
+def frozen_store(tmp_path_factory, manifest_path, tiny_wav2vec2):
+    out = tmp_path_factory.mktemp("stores") / "frozen.h5"
+    extract(
+        manifest_path,
+        out,
+        ExtractConfig(model=str(tiny_wav2vec2), layers="all", pooling="mean+std", batch_seconds=6),
+    )
+    return out
+
+
+def test_frozen_embeddings_equal_plain_transformers_per_layer(
+    frozen_store, manifest, tiny_wav2vec2
+):
+    rows = [0, 5, len(manifest) - 1]
+    ref = independent_speech(tiny_wav2vec2, manifest, rows)
+    with open_store(frozen_store) as s:
+        assert (
+            s.complete
+            and not s.has_logits
+            and s.embedding_names == ["layer_00", "layer_01", "layer_02"]
+        )
+        for name in s.embedding_names:
+            layer = int(name[-2:])
+            got = s.embeddings(name, rows)
+            h = got.shape[1] // 2
+            for j in range(len(rows)):
+                np.testing.assert_allclose(got[j, :h], ref[j][layer], atol=2e-5, rtol=1e-4)
+            assert (got[:, h:] >= 0).all()  # the std half
+
+
+def test_batched_equals_one_at_a_time(frozen_store, manifest_path, tiny_wav2vec2, tmp_path):
+    one = tmp_path / "one.h5"
+    extract(
+        manifest_path,
+        one,
+        ExtractConfig(
+            model=str(tiny_wav2vec2), layers="all", pooling="mean+std", batch_seconds=0.01
+        ),
+    )
+    with open_store(frozen_store) as a, open_store(one) as b:
+        for name in a.embedding_names:
+            np.testing.assert_allclose(a.embeddings(name), b.embeddings(name), atol=2e-5, rtol=1e-4)
+
+
+def test_out_of_fold_rule_and_reverse(w2v_run, manifest, manifest_path, tmp_path):
+    from emofeat.encoders.speech import SpeechClassifier
+
+    out = tmp_path / "oof.h5"
+    extract(manifest_path, out, ExtractConfig(run=str(w2v_run)))
+    folds = [SpeechClassifier.from_pretrained(w2v_run / f"fold-{k}").eval() for k in range(2)]
+    from transformers import AutoFeatureExtractor
+
+    fe = AutoFeatureExtractor.from_pretrained(w2v_run / "fold-0")
+
+    def predict(model, r):
+        x = load_audio(
+            manifest.audio_path(r), reverse=True
+        )  # the run was trained on reversed audio
+        with torch.no_grad():
+            return (
+                model(fe(x, sampling_rate=16000, return_tensors="pt")["input_values"])
+                .logits[0]
+                .numpy()
+            )
+
+    with open_store(out) as s:
+        assert s.attrs["reverse"] and s.attrs["out_of_fold"]
+        train0 = np.flatnonzero((s.split == "train") & (s.fold == 0))[:3]
+        train1 = np.flatnonzero((s.split == "train") & (s.fold == 1))[:3]
+        test = np.flatnonzero(s.split == "test")[:3]
+        for r in train0:
+            np.testing.assert_allclose(s.logits([r])[0], predict(folds[0], r), atol=1e-4)
+            assert not np.allclose(s.logits([r])[0], predict(folds[1], r), atol=1e-4)
+        for r in train1:
+            np.testing.assert_allclose(s.logits([r])[0], predict(folds[1], r), atol=1e-4)
+        for r in test:
+            np.testing.assert_allclose(
+                s.logits([r])[0], (predict(folds[0], r) + predict(folds[1], r)) / 2, atol=1e-4
+            )
+
+
+def test_text_extraction_from_a_kobert_run(kobert_run, manifest, manifest_path, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from emofeat.encoders.text import KoBertTokenizerFixed
+
+    out = tmp_path / "kobert.h5"
+    extract(manifest_path, out, ExtractConfig(run=str(kobert_run), layers="0,last", batch_size=7))
+    model = AutoModelForSequenceClassification.from_pretrained(kobert_run / "fold-1").eval()
+    tok = KoBertTokenizerFixed.from_pretrained(kobert_run / "fold-1")
+    with open_store(out) as s:
+        assert (
+            set(s.embedding_names) == {"layer_00", "last", "pooler"}
+            and s.attrs["modality"] == "text"
+        )
+        rows = np.flatnonzero((s.split == "train") & (s.fold == 1))[:4]
+        for r in rows:
+            enc = tok(
+                manifest.frame["text"].iat[r], truncation=True, max_length=64, return_tensors="pt"
+            )
+            with torch.no_grad():
+                o = model(**enc, output_hidden_states=True)
+            np.testing.assert_allclose(s.logits([r])[0], o.logits[0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(
+                s.embeddings("last", [r])[0], o.hidden_states[-1][0].mean(0).numpy(), atol=1e-5
+            )
+
+
+def test_long_clips_are_windowed_and_pooled_over_all_frames(
+    manifest_path, manifest, tiny_wav2vec2, tmp_path
+):
+    out = tmp_path / "win.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(tiny_wav2vec2), max_seconds=0.3))
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    model = AutoModel.from_pretrained(tiny_wav2vec2).eval()
+    fe = AutoFeatureExtractor.from_pretrained(tiny_wav2vec2)
+    r = 3
+    x = load_audio(manifest.audio_path(r))
+    win = int(0.3 * 16000)
+    pieces = [x[i : i + win] for i in range(0, len(x), win)]
+    if len(pieces[-1]) < win // 4:
+        pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+    total, frames = 0, 0
+    for p in pieces:
+        with torch.no_grad():
+            h = model(
+                fe(p, sampling_rate=16000, return_tensors="pt")["input_values"]
+            ).last_hidden_state[0]
+        total, frames = total + h.sum(0).numpy(), frames + h.shape[0]
+    with open_store(out) as s:
+        np.testing.assert_allclose(
+            s.embeddings("last", [r])[0], total / frames, atol=2e-5, rtol=1e-4
+        )
+
+
+def test_bf16_on_cpu_is_close_to_fp32(frozen_store, manifest_path, tiny_wav2vec2, tmp_path):
+    out = tmp_path / "bf16.h5"
+    extract(
+        manifest_path,
+        out,
+        ExtractConfig(model=str(tiny_wav2vec2), layers="all", pooling="mean+std", precision="bf16"),
+    )
+    with open_store(frozen_store) as a, open_store(out) as b:
+        assert b.attrs["precision"] == "bf16"
+        x, y = a.embeddings("layer_02"), b.embeddings("layer_02")
+        cos = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+        assert cos.min() > 0.99
+    with pytest.raises(EmofeatError, match="fp16 needs a GPU"):
+        extract(
+            manifest_path,
+            tmp_path / "x.h5",
+            ExtractConfig(model=str(tiny_wav2vec2), precision="fp16", device="cpu"),
+        )
+
+
+def test_cuda_oom_splits_the_batch(
+    frozen_store, manifest_path, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    from emofeat import extract as ex
+
+    real = ex.SpeechFeaturizer.forward
+    calls = []
+
+    def flaky(self, model, pieces, owner, n_rows, layers):
+        calls.append(n_rows)
+        if n_rows > 2:
+            raise torch.cuda.OutOfMemoryError("simulated")
+        return real(self, model, pieces, owner, n_rows, layers)
+
+    monkeypatch.setattr(ex.SpeechFeaturizer, "forward", flaky)
+    out = tmp_path / "oom.h5"
+    extract(
+        manifest_path,
+        out,
+        ExtractConfig(model=str(tiny_wav2vec2), layers="all", pooling="mean+std", batch_seconds=6),
+    )
+    assert max(calls) > 2 and any(c <= 2 for c in calls)
+    with open_store(frozen_store) as a, open_store(out) as b:
+        assert b.complete
+        np.testing.assert_allclose(
+            a.embeddings("layer_01"), b.embeddings("layer_01"), atol=2e-5, rtol=1e-4
+        )
+
+
+def test_corrupt_wav_stops_with_its_name_or_is_skipped(manifest, tiny_wav2vec2, tmp_path):
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00garbage")
+    frame.loc[frame.index[7], "audio_path"] = str(bad)
+    write_manifest(frame, tmp_path / "m.csv")
+    with pytest.raises(EmofeatError, match="broken.wav"):
+        extract(tmp_path / "m.csv", tmp_path / "s.h5", ExtractConfig(model=str(tiny_wav2vec2)))
+    extract(
+        tmp_path / "m.csv",
+        tmp_path / "s.h5",
+        ExtractConfig(model=str(tiny_wav2vec2), skip_bad=True),
+    )
+    with open_store(tmp_path / "s.h5") as s:
+        reasons = s.skip_reasons()
+        assert list(reasons) == [frame["id"].iat[7]] and "broken.wav" in reasons[frame["id"].iat[7]]
+        assert s.done.sum() == len(frame) - 1 and s.complete
+
+
+def test_duration_batches_respect_budget_and_sort():
+    d = np.array([5.0, 1.0, 2.0, 30.0, 1.5])
+    batches = duration_batches(np.arange(5), d, budget_s=6.0, max_s=10.0)
+    assert [list(b) for b in batches] == [[1, 4, 2], [0], [3]]
+    assert sorted(np.concatenate(batches)) == list(range(5))
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "emofeat.cli", *map(str, args)]
+
+
+def test_resume_after_sigkill_equals_uninterrupted(
+    frozen_store, manifest_path, tiny_wav2vec2, tmp_path
+):
+    out = tmp_path / "killed.h5"
+    args = [
+        "extract",
+        "--model",
+        tiny_wav2vec2,
+        "--manifest",
+        manifest_path,
+        "--out",
+        out,
+        "--layers",
+        "all",
+        "--pooling",
+        "mean+std",
+        "--batch-seconds",
+        "0.01",
+    ]
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = 0
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists():
+            try:
+                with open_store(out) as s:
+                    done = int(s.done.sum())
+            except Exception:
+                done = 0
+            if done >= 5:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with open_store(out) as s:
+        assert 0 < s.done.sum() < len(s), "the writer should have been killed mid-run"
+    subprocess.run(_cli(*args), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open_store(frozen_store) as a, open_store(out) as b:
+        assert b.complete
+        for name in a.embedding_names:
+            np.testing.assert_allclose(a.embeddings(name), b.embeddings(name), atol=2e-5, rtol=1e-4)
+
+
+def test_two_processes_equal_one(frozen_store, manifest_path, tiny_wav2vec2, tmp_path):
+    out = tmp_path / "ddp.h5"
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "emofeat.cli",
+    ]
+    args = [
+        "extract",
+        "--model",
+        tiny_wav2vec2,
+        "--manifest",
+        manifest_path,
+        "--out",
+        out,
+        "--layers",
+        "all",
+        "--pooling",
+        "mean+std",
+        "--device",
+        "cpu",
+    ]
+    r = subprocess.run(torchrun + list(map(str, args)), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not list(tmp_path.glob("ddp.rank*"))
+    with open_store(frozen_store) as a, open_store(out) as b:
+        assert b.complete and list(a.ids) == list(b.ids)
+        for name in a.embedding_names:
+            np.testing.assert_allclose(a.embeddings(name), b.embeddings(name), atol=2e-5, rtol=1e-4)
+
+
+def test_refuses_a_store_made_for_other_options(
+    frozen_store, manifest_path, tiny_wav2vec2, tmp_path
+):
+    copy = tmp_path / "f.h5"
+    shutil.copy(frozen_store, copy)
+    with pytest.raises(EmofeatError, match="config differs"):
+        extract(
+            manifest_path,
+            copy,
+            ExtractConfig(
+                model=str(tiny_wav2vec2), layers="all", pooling="mean+std", max_seconds=3
+            ),
+        )
+    assert read_manifest(manifest_path)  # nothing else touched
