@@ -324,6 +324,169 @@ def extract(manifest, out, model_path, run, **options):
     click.echo(f"store written to {out}")
 
 
+# ---------------------------------------------------------------- stack
+@main.command()
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A feature store; repeat for each base model.",
+)
+@click.option(
+    "--meta", required=True, type=click.Choice(["softvote", "caruana", "logreg", "lgbm", "mixer"])
+)
+@click.option(
+    "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."
+)
+@click.option(
+    "--features", default="proba", show_default=True, type=click.Choice(["proba", "logits"])
+)
+@click.option(
+    "--passthrough",
+    help="Append this embedding (PCA-reduced, fitted on train rows) to logreg/lgbm features.",
+)
+@click.option(
+    "--mixer-embedding", default="last", show_default=True, help="Embedding the mixer fuses."
+)
+@click.option(
+    "--allow-in-sample",
+    is_flag=True,
+    help="Stack stores without out-of-fold train predictions (the report says so).",
+)
+@click.option(
+    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="e.g. runs/stack-lgbm",
+)
+@friendly
+def stack(
+    stores,
+    meta,
+    weights,
+    features,
+    passthrough,
+    mixer_embedding,
+    allow_in_sample,
+    allow_incomplete,
+    seed,
+    out,
+):
+    """Fit a meta-learner over stores (leak-free), report CV and test figures."""
+    from emofeat.stack.run import render_table, table_rows
+    from emofeat.stack.run import stack as run
+
+    result = run(
+        stores,
+        meta,
+        out,
+        weights,
+        features,
+        passthrough,
+        mixer_embedding,
+        allow_in_sample,
+        allow_incomplete,
+        seed,
+    )
+    if result.metrics.get("in_sample_warning"):
+        click.secho(result.metrics["in_sample_warning"], fg="yellow")
+    if "ensemble" in result.metrics["test"]:
+        click.echo(render_table(table_rows(result.metrics)))
+    click.echo(f"report: {out / 'report.md'}")
+
+
+@main.command()
+@click.option(
+    "--stack",
+    "stack_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--allow-incomplete", is_flag=True)
+@friendly
+def predict(stack_dir, stores, out, allow_incomplete):
+    """Predict with a fitted stack (loads its model.joblib: only use stacks you trust)."""
+    from emofeat.stack.run import predict as run
+
+    run(stack_dir, stores, out, allow_incomplete)
+    click.echo(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- demo and recipe
+@main.command()
+@click.option(
+    "--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--folds", default=5, show_default=True)
+@friendly
+def demo(out, seed, folds):
+    """The whole pipeline on a synthetic corpus with tiny models (minutes on 2 CPU cores)."""
+    from emofeat.demo import demo as run
+
+    run(out, seed=seed, folds=folds)
+
+
+@main.group()
+def recipe() -> None:
+    """Documented end-to-end protocols on real data."""
+
+
+@recipe.command("emo-ensemble")
+@click.option(
+    "--kemdy20", required=True, type=click.Path(path_type=Path), help="KEMDy20_v1_1 folder."
+)
+@click.option("--aihub", type=click.Path(path_type=Path), help="AI Hub folder (5차년도_2차).")
+@click.option(
+    "--kobert",
+    default="kobert",
+    show_default=True,
+    help="KoBERT id or local copy of monologg/kobert.",
+)
+@click.option(
+    "--wav2vec2",
+    default="wav2vec2",
+    show_default=True,
+    help="wav2vec2 id or local copy of kresnik/wav2vec2-large-xlsr-korean.",
+)
+@click.option("--folds", default=5, show_default=True)
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--precision",
+    default="fp16",
+    show_default=True,
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    help="Extraction precision (GPU).",
+)
+@click.option(
+    "--out",
+    default="emo-ensemble",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Check the inputs and print the steps; needs no GPU and no models.",
+)
+@friendly
+def recipe_emo_ensemble(kemdy20, aihub, kobert, wav2vec2, folds, device, precision, out, dry_run):
+    """The reference protocol on KEMDy20 + AI Hub with the real models, plus stacked ensembles."""
+    from emofeat.recipe import emo_ensemble
+
+    emo_ensemble(kemdy20, aihub, kobert, wav2vec2, out, folds, device, precision, dry_run)
+
+
 # ---------------------------------------------------------------- store
 @main.group()
 def store() -> None:

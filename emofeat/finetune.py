@@ -70,13 +70,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         epochs=8,
         dropout=0.1,
     ),
+    # Measured on the synthetic corpus (fold 0, 10 epochs): frozen random CNN at lr 3e-3 reached
+    # 0.33, a trainable CNN 0.37 at 10x the time; so the CNN stays frozen, as in the reference.
     "wav2vec2-tiny": dict(
         batch_size=8,
-        lr=1e-3,
+        lr=3e-3,
         weight_decay=0.01,
         scheduler="linear",
         warmup_ratio=0.1,
-        epochs=8,
+        epochs=10,
         dropout=0.1,
     ),
 }

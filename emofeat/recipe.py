@@ -1,0 +1,79 @@
+"""``emofeat recipe emo-ensemble``: the reference protocol on real KEMDy20 + AI Hub data.
+
+The reference split (emo-ensemble) with K group-aware folds, the five reference models with the
+reference hyperparameters (``kobert-ref`` at dropout 0.3/0.5/0.7, ``wav2vec2-ref`` forward and
+reverse), extraction, the soft vote with the reference weights and emofeat's stacked ensembles.
+Meant for a GPU machine; ``--dry-run`` checks the inputs and prints the steps without one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emofeat.corpus.aihub import read_aihub
+from emofeat.corpus.kemdy20 import annotation_files, read_kemdy20
+from emofeat.pipeline import Step, ensemble_plan, run_plan
+
+
+def check_inputs(kemdy20: Path, aihub: Path | None) -> dict:
+    """Read the corpora as ``prepare`` would (every file checked), and report counts."""
+    files = annotation_files(kemdy20)
+    frame, rep = read_kemdy20(kemdy20)
+    counts = {
+        "kemdy20_sessions": len(files),
+        "kemdy20_utterances": len(frame),
+        "kemdy20_multilabel_dropped": rep["multilabel_dropped"],
+    }
+    if len(files) != 40:
+        click.secho(
+            f"    note: {len(files)} session files; the published KEMDy20 v1_1 has 40", fg="yellow"
+        )
+    if aihub:
+        frame, _ = read_aihub(aihub)
+        counts["aihub_utterances"] = len(frame)
+    return counts
+
+
+def emo_ensemble(
+    kemdy20: Path,
+    aihub: Path | None,
+    kobert: str,
+    wav2vec2: str,
+    out: Path,
+    folds: int = 5,
+    device: str = "auto",
+    precision: str = "fp16",
+    dry_run: bool = False,
+) -> None:
+    """Run (or with ``dry_run`` check and print) the reference protocol into ``out``."""
+    from emofeat.corpus.prepare import prepare
+
+    out = Path(out)
+    click.secho("[inputs]", bold=True)
+    counts = check_inputs(Path(kemdy20), Path(aihub) if aihub else None)
+    click.echo("    " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    manifest = out / "manifest.csv"
+    aihub_flag = f" --aihub {aihub}" if aihub else ""
+    prep = Step(
+        "prepare the manifest (emo-ensemble split)",
+        f"emofeat data prepare --kemdy20 {kemdy20}{aihub_flag} --split emo-ensemble --folds {folds} --text raw --multilabel drop --out {manifest}",
+        lambda: prepare(manifest, kemdy20=kemdy20, aihub=aihub, split="emo-ensemble", folds=folds),
+    )
+    steps = [
+        prep,
+        *ensemble_plan(
+            manifest,
+            out,
+            kobert,
+            wav2vec2,
+            "kobert-ref",
+            "wav2vec2-ref",
+            device=device,
+            precision=precision,
+        ),
+    ]
+    run_plan(steps, dry_run=dry_run)
+    if dry_run:
+        click.echo(f"dry run: inputs look fine; {len(steps)} steps would run into {out}")

@@ -1,0 +1,289 @@
+"""Stacking over hand-made stores: leakage rules, alignment, meta-learners, metrics."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.metrics import accuracy_score, f1_score, precision_score
+
+from emofeat.cli import main
+from emofeat.errors import EmofeatError, StoreError
+from emofeat.stack.level1 import softmax
+from emofeat.stack.meta import Caruana, MixerClassifier, SoftVote
+from emofeat.stack.run import predict, stack
+from emofeat.store import create_store, open_store
+
+N, K = 400, 3
+
+
+def world(c=4, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, N)
+    split = np.where(np.arange(N) < 300, "train", "test")
+    fold = np.where(split == "train", np.arange(N) % K, -1)
+    channel = rng.integers(0, 2, N)  # 0: model A sees the label, 1: model B does
+    return rng, y, split, fold, channel
+
+
+def make_store(path, y, split, fold, logits, names, order=None, emb=None, oof=True, done=None):
+    order = np.arange(len(y)) if order is None else order
+    ids = np.array([f"u{i:04d}" for i in range(len(y))])
+    w = create_store(
+        path,
+        ids[order],
+        y[order],
+        split[order],
+        fold[order],
+        names,
+        {"last": emb.shape[1]} if emb is not None else {},
+        attrs={"out_of_fold": oof},
+    )
+    rows = np.arange(len(y)) if done is None else np.flatnonzero(done[order])
+    w.write(
+        rows,
+        logits=logits[order][rows],
+        embeddings={"last": emb[order][rows]} if emb is not None else None,
+    )
+    w.finalize()
+    return path
+
+
+def complementary(tmp_path, c=4, seed=0):
+    rng, y, split, fold, channel = world(c, seed)
+    names = [f"class{i}" for i in range(c)]
+    paths = []
+    for k, sees in enumerate((0, 1)):
+        logits = rng.normal(0, 1, (N, c))
+        hit = channel == sees
+        logits[hit, y[hit]] += 4.0
+        emb = np.hstack(
+            [np.eye(c)[y] * hit[:, None] * 2 + rng.normal(0, 0.5, (N, c)), rng.normal(0, 1, (N, 4))]
+        )
+        paths.append(make_store(tmp_path / f"m{k}.h5", y, split, fold, logits, names, emb=emb))
+    return paths, y, split
+
+
+def test_softvote_reference_weights_equal_hand_computation(tmp_path):
+    rng, y, split, fold, _ = world(7)
+    names = [str(i) for i in range(7)]
+    logits = [rng.normal(0, 2, (N, 7)) for _ in range(5)]
+    paths = [
+        make_store(tmp_path / f"s{k}.h5", y, split, fold, lg, names) for k, lg in enumerate(logits)
+    ]
+    res = stack(paths, "softvote", tmp_path / "sv", weights="0.25,0.25,1/6,1/6,1/6")
+    w = [0.25, 0.25, 1 / 6, 1 / 6, 1 / 6]
+    hand = sum(wk * softmax(lg.astype(np.float32).astype(float)) for wk, lg in zip(w, logits))
+    test = split == "test"
+    assert res.metrics["test"]["ensemble"]["accuracy"] == pytest.approx(
+        np.mean(hand[test].argmax(1) == y[test])
+    )
+    pred = pd.read_csv(tmp_path / "sv" / "predictions.csv").set_index("id")
+    ids = [f"u{i:04d}" for i in np.flatnonzero(test)]
+    np.testing.assert_allclose(
+        pred.loc[ids, [f"p_{n}" for n in names]].to_numpy(), hand[test], atol=1e-9
+    )
+
+
+def test_caruana_weights_are_a_distribution():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.eye(3)[y] * 0.6 + 0.4 / 3
+    noise = softmax(rng.normal(0, 1, (200, 3)))
+    X = np.hstack([noise, good, noise])
+    model = Caruana(n_iter=20, n_classes=3).fit(X, y)
+    assert (model.weights_ >= 0).all() and model.weights_.sum() == pytest.approx(1.0)
+    assert model.weights_[1] == model.weights_.max()
+    np.testing.assert_allclose(model.predict_proba(X).sum(1), 1.0)
+
+
+def test_stacking_beats_the_best_single_model_on_complementary_stores(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    for meta in ("logreg", "lgbm", "mixer"):
+        m = stack(paths, meta, tmp_path / meta).metrics
+        best_single = (
+            max(v["accuracy"] for v in m["test"]["models"].values()) if meta != "mixer" else 0.6
+        )
+        assert m["test"]["ensemble"]["accuracy"] > best_single + 0.1, (meta, m["test"])
+        assert m["cv"]["accuracy"]["mean"] > 0.7
+    soft = stack(paths, "softvote", tmp_path / "sv").metrics
+    assert soft["test"]["ensemble"]["accuracy"] > 0.7
+
+
+def test_metrics_equal_scikit_learn_on_the_written_predictions(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    m = json.loads((stack(paths, "lgbm", tmp_path / "l").out / "metrics.json").read_text())
+    pred = pd.read_csv(tmp_path / "l" / "predictions.csv")
+    test = pred[pred.split == "test"]
+    assert m["test"]["ensemble"]["accuracy"] == pytest.approx(
+        accuracy_score(test.label, test.predicted)
+    )
+    assert m["test"]["ensemble"]["weighted_f1"] == pytest.approx(
+        f1_score(test.label, test.predicted, average="weighted")
+    )
+    assert m["test"]["ensemble"]["weighted_precision"] == pytest.approx(
+        precision_score(test.label, test.predicted, average="weighted", zero_division=0)
+    )
+    lo, hi = m["test"]["ensemble"]["accuracy_ci95"]
+    assert lo <= m["test"]["ensemble"]["accuracy"] <= hi
+    report = (tmp_path / "l" / "report.md").read_text()
+    assert "| method | accuracy | weighted precision | weighted F1 |" in report and "m0" in report
+    assert (tmp_path / "l" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_stores_are_aligned_by_id_not_row_order(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    with open_store(paths[1]) as s:
+        logits = s.logits()
+        emb = s.embeddings("last")
+    rng = np.random.default_rng(1)
+    order = rng.permutation(N)
+    fold = np.where(split == "train", np.arange(N) % K, -1)
+    shuffled = make_store(
+        tmp_path / "shuffled.h5",
+        y,
+        split,
+        fold,
+        logits,
+        [f"class{i}" for i in range(4)],
+        order=order,
+        emb=emb,
+    )
+    a = stack([paths[0], paths[1]], "logreg", tmp_path / "a").metrics
+    b = stack([paths[0], shuffled], "logreg", tmp_path / "b").metrics
+    assert a["test"]["ensemble"] == b["test"]["ensemble"]
+
+
+def test_mismatched_stores_are_refused(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    fold = np.where(split == "train", np.arange(N) % K, -1)
+    rng = np.random.default_rng(2)
+    bad_labels = y.copy()
+    bad_labels[5] = (y[5] + 1) % 4
+    s1 = make_store(
+        tmp_path / "lab.h5",
+        bad_labels,
+        split,
+        fold,
+        rng.normal(size=(N, 4)),
+        [f"class{i}" for i in range(4)],
+    )
+    with pytest.raises(StoreError, match="disagree on labels: u0005"):
+        stack([paths[0], s1], "logreg", tmp_path / "x")
+    s2 = make_store(tmp_path / "names.h5", y, split, fold, rng.normal(size=(N, 4)), list("abcd"))
+    with pytest.raises(StoreError, match="label_names"):
+        stack([paths[0], s2], "logreg", tmp_path / "x")
+    s3 = make_store(
+        tmp_path / "fold.h5",
+        y,
+        split,
+        np.where(split == "train", (np.arange(N) + 1) % K, -1),
+        rng.normal(size=(N, 4)),
+        [f"class{i}" for i in range(4)],
+    )
+    with pytest.raises(StoreError, match="different folds"):
+        stack([paths[0], s3], "logreg", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_out_of_fold_rule_is_enforced(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    fold = np.where(split == "train", np.arange(N) % K, -1)
+    rng = np.random.default_rng(3)
+    insample = make_store(
+        tmp_path / "in.h5",
+        y,
+        split,
+        fold,
+        rng.normal(size=(N, 4)),
+        [f"class{i}" for i in range(4)],
+        oof=False,
+    )
+    with pytest.raises(EmofeatError, match="in-sample logits.*--allow-in-sample"):
+        stack([paths[0], insample], "lgbm", tmp_path / "x")
+    nofold = make_store(
+        tmp_path / "nofold.h5",
+        y,
+        split,
+        np.full(N, -1),
+        rng.normal(size=(N, 4)),
+        [f"class{i}" for i in range(4)],
+    )
+    with pytest.raises(EmofeatError, match="no fold information"):
+        stack([nofold], "logreg", tmp_path / "x")
+    stack([paths[0], insample], "lgbm", tmp_path / "ok", allow_in_sample=True)
+    assert (tmp_path / "ok" / "report.md").read_text().startswith("WARNING: in-sample")
+
+
+def test_rows_not_done_are_dropped_and_counted_and_incomplete_refused(tmp_path):
+    rng, y, split, fold, _ = world(3)
+    done = np.ones(N, bool)
+    done[[1, 2, 350]] = False
+    names = ["a", "b", "c"]
+    a = make_store(tmp_path / "a.h5", y, split, fold, rng.normal(size=(N, 3)), names)
+    b = make_store(tmp_path / "b.h5", y, split, fold, rng.normal(size=(N, 3)), names, done=done)
+    with pytest.raises(StoreError, match="not complete"):
+        stack([a, b], "logreg", tmp_path / "x")
+    m = stack([a, b], "logreg", tmp_path / "x", allow_incomplete=True).metrics
+    assert m["dropped_rows"] == 3 and m["train_rows"] == 298 and m["test_rows"] == 99
+
+
+def test_passthrough_and_predict_command(tmp_path):
+    paths, y, split = complementary(tmp_path)
+    runner = CliRunner()
+    args = [
+        "stack",
+        "--store",
+        str(paths[0]),
+        "--store",
+        str(paths[1]),
+        "--meta",
+        "logreg",
+        "--passthrough",
+        "last",
+        "--out",
+        str(tmp_path / "p"),
+    ]
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "ensemble (logreg)" in r.output
+    out = predict(tmp_path / "p", paths, tmp_path / "new.csv")
+    new = pd.read_csv(out).set_index("id")
+    old = pd.read_csv(tmp_path / "p" / "predictions.csv").set_index("id")
+    test = old[old.split == "test"].index
+    np.testing.assert_allclose(
+        new.loc[test].filter(like="p_").to_numpy(), old.loc[test].filter(like="p_").to_numpy()
+    )
+    r = runner.invoke(
+        main,
+        [
+            "stack",
+            "--store",
+            str(paths[0]),
+            "--meta",
+            "softvote",
+            "--passthrough",
+            "last",
+            "--out",
+            str(tmp_path / "q"),
+        ],
+    )
+    assert r.exit_code == 2 and "--passthrough works with logreg and lgbm" in r.output
+
+
+def test_estimator_contract():
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.estimator_checks import check_estimator
+
+    for est in (SoftVote(weights=[1, 2], n_classes=3), Caruana(n_iter=3, n_classes=3)):
+        assert clone(est).get_params() == est.get_params()
+        with pytest.raises(NotFittedError):
+            est.predict(np.ones((2, 6)))
+        X = softmax(np.random.default_rng(0).normal(size=(20, 3)))
+        fitted = est.fit(np.hstack([X, X]), np.arange(20) % 3)
+        assert fitted is est and list(est.classes_) == [0, 1, 2]
+    with pytest.raises(ValueError, match="whole number"):
+        SoftVote(n_classes=3).fit(np.ones((4, 7)), [0, 1, 2, 0])
+    check_estimator(MixerClassifier(epochs=40, d_model=16))
