@@ -426,7 +426,7 @@ def predict(stack_dir, stores, out, allow_incomplete):
     "--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--seed", default=0, show_default=True)
-@click.option("--folds", default=5, show_default=True)
+@click.option("--folds", default=3, show_default=True)
 @friendly
 def demo(out, seed, folds):
     """The whole pipeline on a synthetic corpus with tiny models (minutes on 2 CPU cores)."""

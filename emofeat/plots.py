@@ -7,13 +7,26 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, out: str | Path, dpi: int = 120) -> Path:
+    """Save a figure as PNG atomically (temporary name, then rename) and close it."""
+    from emofeat.atomic import atomic_path
+
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    pyplot().close(fig)
+    return out
 
 
 def plot_embedding(
@@ -28,7 +41,6 @@ def plot_embedding(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from emofeat.atomic import atomic_path
     from emofeat.store import open_store
 
     with open_store(store_path) as s:
@@ -43,7 +55,7 @@ def plot_embedding(
         ).fit_transform(x)
     else:
         xy = PCA(n_components=2, random_state=seed).fit_transform(x)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     cmap = plt.get_cmap("tab10")
     for k, name in [*enumerate(names), (-1, "unknown")]:
@@ -61,19 +73,12 @@ def plot_embedding(
                 )
     ax.set_title(f"{Path(store_path).name}: {embedding} ({method.upper()})")
     ax.legend(fontsize=6, ncol=2, markerscale=1.5)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], out: str | Path, title: str = "") -> Path:
     """A confusion-matrix heat map with counts."""
-    from emofeat.atomic import atomic_path
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -92,9 +97,4 @@ def plot_confusion(cm: np.ndarray, names: list[str], out: str | Path, title: str
                 color="white" if cm[i, j] > cm.max() / 2 else "black",
             )
     ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)

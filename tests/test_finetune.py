@@ -189,3 +189,28 @@ def test_interrupted_run_keeps_finished_folds_and_resumes(
     # Epoch 1's evaluation comes from the checkpoint's state: training went on from there.
     assert [h["epoch"] for h in history if "eval_accuracy" in h][:2] == [1.0, 2.0]
     assert not (tmp_path / "run" / "fold-1" / "checkpoints").exists()
+
+
+def test_seeded_runs_are_identical_on_cpu(manifest, tiny_kobert, tmp_path):
+    from safetensors.torch import load_file as load
+
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, max_steps=4, seed=3
+    )
+    finetune(manifest, tmp_path / "a", cfg)
+    finetune(
+        manifest,
+        tmp_path / "b",
+        resolve_config(
+            "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, max_steps=4, seed=3
+        ),
+    )
+    a, b = (
+        load(tmp_path / "a/fold-all/model.safetensors"),
+        load(tmp_path / "b/fold-all/model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    start = load(tiny_kobert / "model.safetensors")
+    assert not torch.equal(
+        a["bert.embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"]
+    )

@@ -23,11 +23,9 @@ def class_counts(manifest: Manifest) -> pd.DataFrame:
 
 def plot_stats(manifest: Manifest, out_dir: str | Path) -> list[Path]:
     """Class-distribution bars per corpus and split, and valence/arousal per emotion (PNG files)."""
-    import matplotlib
+    from emofeat.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = manifest.frame
@@ -39,11 +37,7 @@ def plot_stats(manifest: Manifest, out_dir: str | Path) -> list[Path]:
         ax.bar(counts.index, counts.to_numpy(), color="tab:blue")
         ax.set_title(f"{corpus} / {split} (n={len(part)})")
         ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    path = out_dir / "class_distribution.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(save_figure(fig, out_dir / "class_distribution.png"))
 
     va = frame.dropna(subset=["valence", "arousal"])
     if len(va):
@@ -54,9 +48,5 @@ def plot_stats(manifest: Manifest, out_dir: str | Path) -> list[Path]:
         ax.set_xlabel("valence")
         ax.set_ylabel("arousal")
         ax.legend(fontsize=7, markerscale=2)
-        fig.tight_layout()
-        path = out_dir / "valence_arousal.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(save_figure(fig, out_dir / "valence_arousal.png"))
     return written

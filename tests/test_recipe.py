@@ -1,0 +1,37 @@
+"""The reference recipe's dry run on the synthetic corpus: inputs checked, steps printed, nothing run."""
+
+from click.testing import CliRunner
+
+from emofeat.cli import main
+
+
+def test_dry_run_checks_inputs_and_prints_the_steps(corpus_dir, tmp_path):
+    out = tmp_path / "ref"
+    args = [
+        "recipe",
+        "emo-ensemble",
+        "--kemdy20",
+        str(corpus_dir / "KEMDy20_v1_1"),
+        "--aihub",
+        str(corpus_dir / "AI_Hub"),
+        "--out",
+        str(out),
+        "--dry-run",
+    ]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "kemdy20_sessions 5" in r.output and "published KEMDy20 v1_1 has 40" in r.output
+    assert "[16/16] stack mixer" in r.output
+    assert (
+        "--preset kobert-ref --dropout 0.5" in r.output
+        and "--preset wav2vec2-ref --reverse" in r.output
+    )
+    assert "--weights 0.25,0.25,1/6,1/6,1/6" in r.output
+    assert not out.exists()  # a dry run writes nothing
+
+
+def test_dry_run_reports_broken_inputs(corpus_dir, tmp_path):
+    r = CliRunner().invoke(
+        main, ["recipe", "emo-ensemble", "--kemdy20", str(tmp_path), "--dry-run"]
+    )
+    assert r.exit_code == 2 and "annotation" in r.output
