@@ -53,7 +53,8 @@ def lookup3(data: bytes, initval: int = 0) -> int:
     return c
 
 
-def _superblock(f) -> tuple[int, bytes]:
+def _superblock(f) -> bytes:
+    """The version 2/3 superblock at offset 0, its checksum verified."""
     f.seek(0)
     head = f.read(12)
     if head[:8] != _SIGNATURE:
@@ -61,28 +62,24 @@ def _superblock(f) -> tuple[int, bytes]:
     version, offsets = head[8], head[9]
     if version not in (2, 3):
         raise ValueError(f"superblock version {version} has no status flags")
-    size = 12 + 4 * offsets + 4
     f.seek(0)
-    return size, f.read(size)
+    block = f.read(12 + 4 * offsets + 4)
+    (stored,) = struct.unpack("<I", block[-4:])
+    if lookup3(block[:-4]) != stored:
+        raise ValueError("superblock checksum mismatch")
+    return block
 
 
 def status_flags(path: str | os.PathLike) -> int:
     """The superblock's file consistency flags (0: closed cleanly); checks the checksum."""
     with open(path, "rb") as f:
-        size, block = _superblock(f)
-    (stored,) = struct.unpack("<I", block[-4:])
-    if lookup3(block[:-4]) != stored:
-        raise ValueError("superblock checksum mismatch")
-    return block[11]
+        return _superblock(f)[11]
 
 
 def clear_status_flags(path: str | os.PathLike) -> bool:
     """Clear the open-for-write flags; return whether anything changed."""
     with open(path, "r+b") as f:
-        size, block = _superblock(f)
-        (stored,) = struct.unpack("<I", block[-4:])
-        if lookup3(block[:-4]) != stored:
-            raise ValueError("superblock checksum mismatch")
+        block = _superblock(f)
         if block[11] == 0:
             return False
         new = bytearray(block)

@@ -241,11 +241,36 @@ def test_corrupt_wav_stops_with_its_name_or_is_skipped(manifest, tiny_wav2vec2, 
         assert s.done.sum() == len(frame) - 1 and s.complete
 
 
-def test_duration_batches_respect_budget_and_sort():
-    d = np.array([5.0, 1.0, 2.0, 30.0, 1.5])
-    batches = duration_batches(np.arange(5), d, budget_s=6.0, max_s=10.0)
-    assert [list(b) for b in batches] == [[1, 4, 2], [0], [3]]
-    assert sorted(np.concatenate(batches)) == list(range(5))
+def test_duration_batches_bound_budget_and_padding():
+    rng = np.random.default_rng(0)
+    d = rng.uniform(1, 12, 200)
+    batches = duration_batches(np.arange(200), d, budget_s=30.0, max_s=20.0)
+    assert sorted(np.concatenate(batches)) == list(range(200))
+    for b in batches:
+        assert len(b) == 1 or d[b].max() * len(b) <= 30.0
+        assert d[b].max() <= 1.1 * d[b].min()
+    padded = sum(d[b].max() * len(b) for b in batches)
+    assert 1 - d.sum() / padded < 0.1
+    long = duration_batches(np.arange(3), np.array([50.0, 1.0, 1.05]), budget_s=40.0, max_s=20.0)
+    assert [list(b) for b in long] == [[1, 2], [0]]  # 50 s = 3 windows of 20 s: 60 s alone
+
+
+def extract_args(model, manifest, out, *extra):
+    """`emofeat extract` arguments of the frozen store fixture (all layers, mean+std)."""
+    return [
+        "extract",
+        "--model",
+        model,
+        "--manifest",
+        manifest,
+        "--out",
+        out,
+        "--layers",
+        "all",
+        "--pooling",
+        "mean+std",
+        *extra,
+    ]
 
 
 def _cli(*args):
@@ -256,21 +281,7 @@ def test_resume_after_sigkill_equals_uninterrupted(
     frozen_store, manifest_path, tiny_wav2vec2, tmp_path
 ):
     out = tmp_path / "killed.h5"
-    args = [
-        "extract",
-        "--model",
-        tiny_wav2vec2,
-        "--manifest",
-        manifest_path,
-        "--out",
-        out,
-        "--layers",
-        "all",
-        "--pooling",
-        "mean+std",
-        "--batch-seconds",
-        "0.01",
-    ]
+    args = extract_args(tiny_wav2vec2, manifest_path, out, "--batch-seconds", "0.01")
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
     deadline = time.time() + 120
@@ -307,21 +318,7 @@ def test_two_processes_equal_one(frozen_store, manifest_path, tiny_wav2vec2, tmp
         "-m",
         "emofeat.cli",
     ]
-    args = [
-        "extract",
-        "--model",
-        tiny_wav2vec2,
-        "--manifest",
-        manifest_path,
-        "--out",
-        out,
-        "--layers",
-        "all",
-        "--pooling",
-        "mean+std",
-        "--device",
-        "cpu",
-    ]
+    args = extract_args(tiny_wav2vec2, manifest_path, out, "--device", "cpu")
     r = subprocess.run(torchrun + list(map(str, args)), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not list(tmp_path.glob("ddp.rank*"))
