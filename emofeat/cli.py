@@ -280,9 +280,8 @@ def finetune(model, model_path, manifest, out, preset, config_file, overwrite, *
 @click.option(
     "--batch-seconds",
     type=float,
-    default=64.0,
-    show_default=True,
-    help="Speech: padded audio seconds per batch.",
+    default=None,
+    help="Speech: padded audio seconds per batch (default 64 on GPU, 12 on CPU).",
 )
 @click.option(
     "--batch-size", type=int, default=32, show_default=True, help="Text: utterances per batch."
