@@ -36,7 +36,6 @@ from emofeat import labels as L
 from emofeat.audio import AudioError, duration, load_audio
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.encoders import ModelSpec, resolve
-from emofeat.encoders.text import masked_mean
 from emofeat.errors import EmofeatError
 from emofeat.finetune import fold_dirs, load_fold_model, pick_device, read_run_config
 from emofeat.store import merge_stores, open_writer
@@ -168,6 +167,14 @@ class Featurizer:
         return cfg.num_hidden_layers + 1
 
 
+def _mean_std(
+    s: torch.Tensor, sq: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation from sums, sums of squares and counts."""
+    mean = s / c[:, None]
+    return mean, (sq / c[:, None] - mean * mean).clamp(min=0).sqrt()
+
+
 def _pool(
     hidden: torch.Tensor, mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -235,8 +242,7 @@ class SpeechFeaturizer(Featurizer):
             S = torch.zeros(n_rows, s.shape[1], device=self.device).index_add_(0, own, s)
             SQ = torch.zeros_like(S).index_add_(0, own, sq)
             C = torch.zeros(n_rows, device=self.device).index_add_(0, own, c)
-            mean = S / C[:, None]
-            pooled[i] = (mean, (SQ / C[:, None] - mean * mean).clamp(min=0).sqrt())
+            pooled[i] = _mean_std(S, SQ, C)
         logits = None
         if self.has_head:
             with self._ctx():
@@ -263,9 +269,7 @@ class TextFeaturizer(Featurizer):
         mask = enc["attention_mask"].bool()
         pooled = {}
         for i in set(layers):
-            mean = masked_mean(hs[i].float(), mask)
-            s, sq, c = _pool(hs[i], mask)
-            pooled[i] = (mean, (sq / c[:, None] - mean * mean).clamp(min=0).sqrt())
+            pooled[i] = _mean_std(*_pool(hs[i], mask))
         base = model.base_model
         pooler = getattr(base, "pooler", None)
         pooler_out = None
@@ -345,17 +349,8 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     run_cfg: dict[str, Any] = {}
     if cfg.run:
         run_cfg = read_run_config(cfg.run)
-        spec = (
-            resolve(run_cfg["source"])
-            if Path(run_cfg["source"]).is_dir()
-            else ModelSpec(
-                run_cfg["model"],
-                run_cfg["modality"],
-                run_cfg["source"],
-                run_cfg["model"] == "kobert",
-            )
-        )
-        spec = ModelSpec(spec.name, run_cfg["modality"], spec.source, spec.kobert)
+        # The fold folders hold the tokenizer or feature extractor; the spec only says what it is.
+        spec = ModelSpec(run_cfg["model"], run_cfg["modality"], run_cfg["source"], False)
         dirs = fold_dirs(cfg.run)
         loaded = [load_fold_model(d, spec.modality) for d in dirs]
         models, processor = [x[0] for x in loaded], loaded[0][1]
