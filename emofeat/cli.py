@@ -11,6 +11,13 @@ import click
 
 from emofeat import __version__
 from emofeat.errors import EmofeatError
+from emofeat.presets import PRESETS
+
+# Options shared by several commands.
+model_path_option = click.option(
+    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
+)
+manifest_option = click.option("--manifest", required=True, type=click.Path(path_type=Path))
 
 
 def friendly(fn):
@@ -184,19 +191,15 @@ def models_tiny(kind, out, manifest, hidden, layers, seed):
 # ---------------------------------------------------------------- finetune
 @main.command()
 @click.option("--model", required=True, help="kobert, wav2vec2, a hub id or a local folder.")
-@click.option(
-    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
-)
-@click.option("--manifest", required=True, type=click.Path(path_type=Path))
+@model_path_option
+@manifest_option
 @click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Run folder, e.g. runs/kobert-p05.",
 )
-@click.option(
-    "--preset", type=click.Choice(["kobert-ref", "wav2vec2-ref", "kobert-tiny", "wav2vec2-tiny"])
-)
+@click.option("--preset", type=click.Choice(list(PRESETS)))
 @click.option(
     "--config",
     "config_file",
@@ -253,15 +256,13 @@ def finetune(model, model_path, manifest, out, preset, config_file, overwrite, *
 # ---------------------------------------------------------------- extract
 @main.command()
 @click.option("--model", help="Frozen encoder: kobert, wav2vec2, a hub id or a folder.")
-@click.option(
-    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
-)
+@model_path_option
 @click.option(
     "--run",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A fine-tuned run (out-of-fold logits).",
 )
-@click.option("--manifest", required=True, type=click.Path(path_type=Path))
+@manifest_option
 @click.option(
     "--out",
     required=True,

@@ -31,64 +31,10 @@ from emofeat.audio import AudioError, duration, load_audio
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.encoders import ModelSpec, resolve
 from emofeat.errors import EmofeatError
+from emofeat.presets import PRESETS
 from emofeat.provenance import dump_yaml, provenance
 
 log = logging.getLogger(__name__)
-
-PRESETS: dict[str, dict[str, Any]] = {
-    # The reference's KoBERT runs (reference.md).
-    "kobert-ref": dict(
-        max_len=64,
-        batch_size=64,
-        lr=2e-5,
-        weight_decay=0.01,
-        scheduler="cosine",
-        warmup_ratio=0.1,
-        epochs=7,
-        max_grad_norm=1.0,
-        dropout=0.5,
-    ),
-    # The reference's wav2vec2 runs: lr 2e-4, 1 epoch, effective batch 4, fp16 on GPU, checkpointing.
-    "wav2vec2-ref": dict(
-        batch_size=4,
-        lr=2e-4,
-        epochs=1,
-        fp16=True,
-        gradient_checkpointing=True,
-        dropout=0.1,
-        warmup_ratio=0.0,
-        scheduler="linear",
-    ),
-    # Tiny models trained from scratch on the synthetic corpus (demo, tests).
-    # Measured on fold 0 of the demo corpus: 15 epochs at lr 2e-3 reach 0.64 (dropout 0.3) where
-    # 8 epochs at 1e-3 with early stopping stalled at 0.2-0.45; tiny models start slowly, so no
-    # early stopping (the best epoch is still the one kept).
-    "kobert-tiny": dict(
-        max_len=64,
-        batch_size=16,
-        lr=2e-3,
-        weight_decay=0.01,
-        scheduler="linear",
-        warmup_ratio=0.1,
-        epochs=15,
-        dropout=0.1,
-        early_stopping_patience=0,
-    ),
-    # Measured on fold 0 of the demo corpus (10 epochs): with the CNN frozen, as the reference
-    # does for a pretrained model, a from-scratch model stayed at the majority class (~0.2-0.3);
-    # trained end to end (lr 1e-3) it reached 0.46 in ~100 s. A random CNN is no feature encoder.
-    "wav2vec2-tiny": dict(
-        batch_size=8,
-        lr=1e-3,
-        weight_decay=0.01,
-        scheduler="linear",
-        warmup_ratio=0.1,
-        epochs=10,
-        dropout=0.1,
-        early_stopping_patience=0,
-        freeze_feature_encoder=False,
-    ),
-}
 
 
 @dataclass
