@@ -370,9 +370,12 @@ def finetune(
     if not len(rows):
         raise EmofeatError(f"{m.root}: the manifest has no labelled train rows")
     k = m.num_folds if cfg.folds is None else cfg.folds
-    if k > m.num_folds:
+    if k not in (0, m.num_folds):
+        # Fewer fold models than manifest folds would train every model on some rows that the
+        # extraction then treats as out-of-fold.
         raise EmofeatError(
-            f"--folds {k}, but the manifest has {m.num_folds} folds; prepare it with --folds {k}"
+            f"--folds {k}, but the manifest has {m.num_folds} folds; use --folds {m.num_folds} "
+            f"(or 0 for one model), or prepare the manifest with --folds {k}"
         )
     cfg.folds = k
     config = {

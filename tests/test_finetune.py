@@ -124,6 +124,12 @@ def test_config_precedence_and_errors(tmp_path):
         resolve_config("bert-huge")
 
 
+def test_fold_count_must_match_the_manifest(manifest, tiny_kobert, tmp_path):
+    cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=3)
+    with pytest.raises(EmofeatError, match="manifest has 2 folds"):
+        finetune(manifest, tmp_path / "r", cfg)
+
+
 def test_hub_models_offline_give_a_clear_message():
     with pytest.raises(ModelError, match=r"monologg/kobert.*--model-path"):
         build_model(resolve("kobert"), FinetuneConfig())
