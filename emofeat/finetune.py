@@ -211,10 +211,9 @@ def load_fold_model(fold_dir: str | Path, modality: str):
     """(model, processor) of a fine-tuned fold folder, in eval mode."""
     fold_dir = Path(fold_dir)
     if modality == "text":
-        from emofeat.encoders import resolve as _resolve
         from emofeat.encoders.text import load_text_classifier, load_tokenizer
 
-        return load_text_classifier(fold_dir).eval(), load_tokenizer(_resolve(str(fold_dir)))
+        return load_text_classifier(fold_dir).eval(), load_tokenizer(resolve(str(fold_dir)))
     from emofeat.encoders.speech import SpeechClassifier, load_feature_extractor
 
     return SpeechClassifier.from_pretrained(fold_dir).eval(), load_feature_extractor(fold_dir)
