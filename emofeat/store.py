@@ -304,19 +304,19 @@ def open_writer(
     refused with a message saying what differs, unless ``overwrite``.
     """
     path = Path(path)
+    layout = dict(
+        ids=ids,
+        labels=labels,
+        split=split,
+        fold=fold,
+        label_names=label_names,
+        embeddings=embeddings or {},
+        logits=logits,
+        embedding_dtype=embedding_dtype,
+        attrs=attrs or {},
+    )
     if path.exists() and not overwrite:
-        problems = _differences(
-            path,
-            ids,
-            labels,
-            split,
-            fold,
-            label_names,
-            embeddings or {},
-            logits,
-            embedding_dtype,
-            attrs or {},
-        )
+        problems = _differences(path, **layout)
         if problems:
             raise StoreError(
                 f"{path} exists and was made for something else:\n  "
@@ -326,19 +326,7 @@ def open_writer(
         return StoreWriter(path)
     if path.exists():
         path.unlink()
-    return create_store(
-        path,
-        ids,
-        labels,
-        split,
-        fold,
-        label_names,
-        embeddings,
-        logits,
-        embedding_dtype,
-        attrs,
-        **kwargs,
-    )
+    return create_store(path, **layout, **kwargs)
 
 
 def _first_diff(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> str:
@@ -347,10 +335,9 @@ def _first_diff(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> str:
 
 
 def _differences(
-    path, ids, labels, split, fold, label_names, embeddings, logits, dtype, attrs
+    path, ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
 ) -> list[str]:
-    if status_flags_safe(path):
-        _recover_if_crashed(path)
+    _recover_if_crashed(path)
     with _open_h5(path) as f:
         problems = []
         old_ids = np.array(_decode(f["ids"][:]), dtype=object)
@@ -379,19 +366,12 @@ def _differences(
                 "logits " + ("present" if "logits" in f else "absent") + " in the store"
             )
         old_emb = {k: (v.shape[1], str(v.dtype)) for k, v in f["embeddings"].items()}
-        new_emb = {k: (int(d), dtype) for k, d in embeddings.items()}
+        new_emb = {k: (int(d), embedding_dtype) for k, d in embeddings.items()}
         if old_emb != new_emb:
             problems.append(f"embeddings {old_emb} != {new_emb}")
         if "config" in attrs and _decode(f.attrs.get("config", "")) != _attr(attrs["config"]):
             problems.append("config differs (see the store's `config` attribute)")
     return problems
-
-
-def status_flags_safe(path: Path) -> int:
-    try:
-        return status_flags(path)
-    except (ValueError, OSError):
-        return 0
 
 
 # ---------------------------------------------------------------------------------------- reader
