@@ -153,6 +153,16 @@ def run_naive(manifest, model_dir):
     return time.perf_counter() - t
 
 
+def matmul_ms(dtype: torch.dtype, reps: int = 5) -> float:
+    """Time of one 512x768 @ 768x768 matmul: shows whether this CPU computes bf16 natively."""
+    a, w = torch.randn(512, 768, dtype=dtype), torch.randn(768, 768, dtype=dtype)
+    a @ w
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ w
+    return round((time.perf_counter() - t) / reps * 1000, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench-out")
@@ -179,6 +189,8 @@ def main() -> None:
         "bench": "extract",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}",
         "native_bf16": native_bf16,
+        "matmul_fp32_ms": matmul_ms(torch.float32),
+        "matmul_bf16_ms": matmul_ms(torch.bfloat16),
         "audio_seconds": round(audio_s, 1),
         "clips": args.clips,
         "padding_fraction": round(padding, 4),
