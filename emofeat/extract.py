@@ -19,6 +19,7 @@ rest. Under ``torchrun --nproc_per_node N`` each rank fills a shard and rank 0 m
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import os
@@ -477,6 +478,22 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     return out
 
 
+class _Progress:
+    """A tqdm bar in utterances with an audio-seconds-per-second rate."""
+
+    def __init__(self, total: int, name: str):
+        self.bar = tqdm(total=total, unit="utt", desc=f"extract {name}", dynamic_ncols=True)
+        self.audio_s, self.t0 = 0.0, time.perf_counter()
+
+    def update(self, n: int, audio_s: float = 0.0) -> None:
+        self.bar.update(n)
+        if audio_s:
+            self.audio_s += audio_s
+            self.bar.set_postfix(
+                audio_s_per_s=f"{self.audio_s / (time.perf_counter() - self.t0):.1f}"
+            )
+
+
 def _run(
     m: Manifest,
     feat: Featurizer,
@@ -487,113 +504,106 @@ def _run(
     cfg: ExtractConfig,
     modality: str,
 ) -> None:
-    layer_idx = [i for _, i in names]
+    """Compute the pending rows, group by group (a group: rows and the fold models they need)."""
     todo = [(mods, rows[pending[rows]]) for mods, rows in groups]
     todo = [(mods, rows) for mods, rows in todo if len(rows)]
-    total = sum(len(r) for _, r in todo)
-    if not total:
+    if not todo:
         return
-    bar = tqdm(total=total, unit="utt", desc=f"extract {writer.path.name}", dynamic_ncols=True)
-    audio_seconds, t0 = 0.0, time.perf_counter()
+    progress = _Progress(sum(len(r) for _, r in todo), writer.path.name)
     pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
+    run_group = _speech_group if modality == "speech" else _text_group
     try:
         for mods, rows in todo:
-            if modality == "speech":
-                durations = np.zeros(len(rows))
-                ok = np.ones(len(rows), bool)
-                for j, r in enumerate(rows):
-                    try:
-                        durations[j] = duration(m.audio_path(r))
-                    except AudioError as err:
-                        if not cfg.skip_bad:
-                            raise
-                        writer.skip([r], str(err))
-                        ok[j] = False
-                        bar.update(1)
-                batches = duration_batches(
-                    rows[ok], durations[ok], cfg.batch_seconds, cfg.max_seconds
-                )
-
-                def load(batch):
-                    out = []
-                    for r in batch:
-                        try:
-                            out.append(feat.load(m.audio_path(r), bool(cfg.reverse)))
-                        except AudioError as err:
-                            if not cfg.skip_bad:
-                                raise
-                            out.append(str(err))
-                    return out
-
-                future = pool.submit(load, batches[0]) if batches else None
-                for b, batch in enumerate(batches):
-                    loaded = future.result()
-                    if b + 1 < len(batches):  # decode the next batch while this one computes
-                        future = pool.submit(load, batches[b + 1])
-                    bad = [(r, x) for r, x in zip(batch, loaded) if isinstance(x, str)]
-                    for r, why in bad:
-                        writer.skip([r], why)
-                    keep = [(r, x) for r, x in zip(batch, loaded) if not isinstance(x, str)]
-                    if not keep:
-                        bar.update(len(batch))
-                        continue
-                    rows_b = np.array([r for r, _ in keep])
-                    waves = {int(r): x for r, x in keep}
-
-                    def compute(sub, waves=waves, mods=mods):
-                        pieces, owner = [], []
-                        for j, r in enumerate(sub):
-                            for p in waves[int(r)]:
-                                pieces.append(p)
-                                owner.append(j)
-                        return _combine(
-                            [
-                                feat.forward(
-                                    feat.models[k], pieces, np.array(owner), len(sub), layer_idx
-                                )
-                                for k in mods
-                            ],
-                            None,
-                        )
-
-                    with torch.inference_mode():
-                        for sub, (pooled, logits, _) in _split_on_oom(compute, rows_b):
-                            _write(writer, sub, pooled, logits, None, names, cfg)
-                    audio_seconds += sum(sum(len(p) for p in x) for _, x in keep) / feat.sample_rate
-                    bar.update(len(batch))
-                    bar.set_postfix(
-                        audio_s_per_s=f"{audio_seconds / (time.perf_counter() - t0):.1f}"
-                    )
-            else:
-                texts = m.frame["text"].to_numpy(dtype=object)
-                empty = [r for r in rows if not str(texts[r]).strip()]
-                if empty and not cfg.skip_bad:
-                    raise EmofeatError(
-                        f"{len(empty)} empty transcript(s), e.g. id {m.ids[empty[0]]!r}; pass --skip-bad to record and skip them"
-                    )
-                for r in empty:
-                    writer.skip([r], "empty text")
-                bar.update(len(empty))
-                rows = np.array([r for r in rows if str(texts[r]).strip()], dtype=int)
-                order = np.argsort([len(texts[r]) for r in rows], kind="stable")
-                rows = rows[order]
-                for start in range(0, len(rows), cfg.batch_size):
-                    batch = rows[start : start + cfg.batch_size]
-
-                    def compute(sub, mods=mods, texts=texts):
-                        outs = [
-                            feat.forward(feat.models[k], [texts[r] for r in sub], layer_idx)
-                            for k in mods
-                        ]
-                        return _combine([(p, lg) for p, lg, _ in outs], [po for _, _, po in outs])
-
-                    with torch.inference_mode():
-                        for sub, (pooled, logits, pooler) in _split_on_oom(compute, batch):
-                            _write(writer, sub, pooled, logits, pooler, names, cfg)
-                    bar.update(len(batch))
+            run_group(m, feat, writer, mods, rows, names, cfg, progress, pool)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-        bar.close()
+        progress.bar.close()
+
+
+def _speech_group(m, feat, writer, mods, rows, names, cfg, progress, pool) -> None:
+    layer_idx = [i for _, i in names]
+    durations = np.zeros(len(rows))
+    ok = np.ones(len(rows), bool)
+    for j, r in enumerate(rows):
+        try:
+            durations[j] = duration(m.audio_path(r))
+        except AudioError as err:
+            if not cfg.skip_bad:
+                raise
+            writer.skip([r], str(err))
+            ok[j] = False
+            progress.update(1)
+    batches = duration_batches(rows[ok], durations[ok], cfg.batch_seconds, cfg.max_seconds)
+
+    def load(batch):
+        """Decoded windows per row, or the error text of a row that cannot be decoded."""
+        out = []
+        for r in batch:
+            try:
+                out.append(feat.load(m.audio_path(r), bool(cfg.reverse)))
+            except AudioError as err:
+                if not cfg.skip_bad:
+                    raise
+                out.append(str(err))
+        return out
+
+    def compute(sub, waves):
+        pieces, owner = [], []
+        for j, r in enumerate(sub):
+            for p in waves[int(r)]:
+                pieces.append(p)
+                owner.append(j)
+        outs = [
+            feat.forward(feat.models[k], pieces, np.array(owner), len(sub), layer_idx) for k in mods
+        ]
+        return _combine(outs, None)
+
+    future = pool.submit(load, batches[0]) if batches else None
+    for b, batch in enumerate(batches):
+        loaded = future.result()
+        if b + 1 < len(batches):  # decode the next batch while this one computes
+            future = pool.submit(load, batches[b + 1])
+        waves = {}
+        for r, x in zip(batch, loaded):
+            if isinstance(x, str):
+                writer.skip([r], x)
+            else:
+                waves[int(r)] = x
+        if waves:
+            with torch.inference_mode():
+                for sub, (pooled, logits, _) in _split_on_oom(
+                    functools.partial(compute, waves=waves), np.array(list(waves))
+                ):
+                    _write(writer, sub, pooled, logits, None, names, cfg)
+        progress.update(
+            len(batch), sum(len(p) for x in waves.values() for p in x) / feat.sample_rate
+        )
+
+
+def _text_group(m, feat, writer, mods, rows, names, cfg, progress, pool) -> None:
+    layer_idx = [i for _, i in names]
+    texts = m.frame["text"].to_numpy(dtype=object)
+    empty = [r for r in rows if not str(texts[r]).strip()]
+    if empty and not cfg.skip_bad:
+        raise EmofeatError(
+            f"{len(empty)} empty transcript(s), e.g. id {m.ids[empty[0]]!r}; pass --skip-bad to record and skip them"
+        )
+    for r in empty:
+        writer.skip([r], "empty text")
+    progress.update(len(empty))
+    rows = np.array([r for r in rows if str(texts[r]).strip()], dtype=int)
+    rows = rows[np.argsort([len(texts[r]) for r in rows], kind="stable")]
+
+    def compute(sub):
+        outs = [feat.forward(feat.models[k], [texts[r] for r in sub], layer_idx) for k in mods]
+        return _combine([(p, lg) for p, lg, _ in outs], [po for _, _, po in outs])
+
+    for start in range(0, len(rows), cfg.batch_size):
+        batch = rows[start : start + cfg.batch_size]
+        with torch.inference_mode():
+            for sub, (pooled, logits, pooler) in _split_on_oom(compute, batch):
+                _write(writer, sub, pooled, logits, pooler, names, cfg)
+        progress.update(len(batch))
 
 
 def _combine(outs, poolers):
