@@ -4,16 +4,14 @@ Fold model k trains on the manifest's train rows with ``fold != k`` and is valid
 (best checkpoint kept, early stopping), so that every train row later gets a prediction from a
 model that never saw it (``emofeat extract --run``). ``folds=0`` trains one model on all train rows.
 
-Output ``runs/NAME/``: ``config.yaml`` (resolved), ``fold-k/`` in ``save_pretrained`` format (model,
-head, tokenizer or feature extractor) with ``metrics.json`` and ``log_history.json``, and
-``skipped.csv`` for rows left out with ``skip_bad``. A finished fold is never retrained; an
-interrupted fold resumes from its last checkpoint.
+The run folder's layout is owned by :class:`emofeat.runs.RunFolder`. A finished fold is never
+retrained; an interrupted fold resumes from its last checkpoint. Everything that differs between
+text and speech is asked of the model's encoder family (:mod:`emofeat.encoders`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -21,18 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 
-from emofeat import labels as L
-from emofeat.atomic import write_text
-from emofeat.audio import AudioError, duration, load_audio
 from emofeat.corpus.manifest import Manifest, read_manifest
-from emofeat.encoders import ModelSpec, resolve
+from emofeat.encoders import ModelSpec, local_source, resolve
+from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
+from emofeat.labels import LABEL_NAMES
 from emofeat.presets import PRESETS
-from emofeat.provenance import dump_yaml, provenance
+from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +63,7 @@ class FinetuneConfig:
     device: str = "auto"
     skip_bad: bool = False
     max_steps: int = -1  # for smoke tests
-    label_names: list[str] = field(default_factory=lambda: list(L.LABEL_NAMES))
+    label_names: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
 
 def resolve_config(
@@ -103,120 +99,47 @@ def pick_device(device: str) -> str:
 
 # ----------------------------------------------------------------------------------------- data
 class UtteranceDataset(torch.utils.data.Dataset):
-    """Rows of a manifest as training items: ``text`` or decoded ``audio``, and ``labels``."""
+    """Rows of a manifest as training items ``{"input": text or waveform, "labels": class}``."""
 
     def __init__(
         self,
         manifest: Manifest,
         rows: np.ndarray,
-        modality: str,
-        cfg: FinetuneConfig,
+        encoder: Encoder,
         min_len: int = 1,
         lengths: np.ndarray | None = None,
     ):
-        self.m, self.rows, self.modality, self.cfg, self.min_len = (
+        self.manifest, self.rows, self.encoder, self.min_len = (
             manifest,
             np.asarray(rows),
-            modality,
-            cfg,
+            encoder,
             min_len,
         )
         self.y = manifest.label_indices[self.rows].astype(int)
-        self.lengths = lengths
+        self.lengths = lengths  # read by the length-grouping sampler
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        row = int(self.rows[i])
-        item: dict[str, Any] = {"labels": int(self.y[i])}
-        if self.modality == "text":
-            item["text"] = self.m.frame["text"].iat[row]
-        else:
-            x = load_audio(self.m.audio_path(row), self.cfg.sample_rate, self.cfg.reverse)
-            if len(x) < self.min_len:  # shorter than the receptive field: pad with silence
-                x = np.pad(x, (0, self.min_len - len(x)))
-            item["audio"] = x
-        return item
-
-
-def check_rows(
-    manifest: Manifest, rows: np.ndarray, modality: str, skip_bad: bool, min_seconds: float = 0.0
-) -> tuple[np.ndarray, list[tuple[str, str]], np.ndarray]:
-    """Rows that can be used, the (id, reason) of rows that cannot, and each usable row's length.
-
-    Text: empty transcripts are bad. Speech: unreadable headers are bad; clips shorter than the
-    receptive field are padded (and counted in the log). Without ``skip_bad`` a bad row is an error.
-    """
-    good, bad, lengths, short = [], [], [], 0
-    for r in rows:
-        uid = manifest.frame["id"].iat[r]
-        if modality == "text":
-            text = manifest.frame["text"].iat[r]
-            if not text.strip():
-                bad.append((uid, "empty text"))
-                continue
-            lengths.append(len(text))
-        else:
-            try:
-                d = duration(manifest.audio_path(r))
-            except AudioError as err:
-                bad.append((uid, str(err)))
-                continue
-            short += d < min_seconds
-            lengths.append(d)
-        good.append(r)
-    if bad and not skip_bad:
-        listing = "\n".join(f"  {u}: {why}" for u, why in bad[:10])
-        raise EmofeatError(
-            f"{len(bad)} unusable utterance(s); first ones:\n{listing}\nFix them, or pass --skip-bad to leave them out (recorded in the run)."
-        )
-    if short:
-        log.warning(
-            "%d clip(s) shorter than the model's receptive field (%.3f s) are padded with silence",
-            short,
-            min_seconds,
-        )
-    return np.asarray(good, dtype=int), bad, np.asarray(lengths)
+        (piece,) = self.encoder.load_pieces(self.manifest, int(self.rows[i]), self.min_len)
+        return {"input": piece, "labels": int(self.y[i])}
 
 
 # --------------------------------------------------------------------------------------- models
-def build_model(spec: ModelSpec, cfg: FinetuneConfig):
-    """(model, processor, collator, min_samples) for a fresh classifier on a pretrained encoder."""
-    if spec.modality == "text":
-        from emofeat.encoders.text import TextCollator, load_text_classifier, load_tokenizer
+def input_options(cfg: FinetuneConfig) -> InputOptions:
+    """What the run's models see of a row (recorded in the run and re-applied by extraction)."""
+    return InputOptions(max_len=cfg.max_len, sample_rate=cfg.sample_rate, reverse=cfg.reverse)
 
-        tok = load_tokenizer(spec)
-        model = load_text_classifier(
-            spec.source, len(cfg.label_names), cfg.dropout, cfg.label_names
-        )
-        return model, tok, TextCollator(tok, cfg.max_len), 1
-    from emofeat.encoders.speech import (
-        SpeechClassifier,
-        SpeechCollator,
-        load_feature_extractor,
-        load_speech_encoder,
-        min_samples,
-    )
 
-    encoder = load_speech_encoder(spec.source)
-    fe = load_feature_extractor(spec.source)
-    model = SpeechClassifier(encoder, len(cfg.label_names), cfg.dropout, cfg.label_names)
-    if cfg.freeze_feature_encoder:
+def build_model(spec: ModelSpec, cfg: FinetuneConfig) -> tuple[torch.nn.Module, Encoder, int]:
+    """(classifier, encoder, minimum input length) for a fresh head on a pretrained encoder."""
+    source = local_source(spec.source)
+    encoder = spec.encoder_class.from_folder(source, input_options(cfg))
+    model = encoder.new_classifier(source, cfg.label_names, cfg.dropout)
+    if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
-    return model, fe, SpeechCollator(fe, cfg.sample_rate), min_samples(encoder)
-
-
-def load_fold_model(fold_dir: str | Path, modality: str):
-    """(model, processor) of a fine-tuned fold folder, in eval mode."""
-    fold_dir = Path(fold_dir)
-    if modality == "text":
-        from emofeat.encoders.text import load_text_classifier, load_tokenizer
-
-        return load_text_classifier(fold_dir).eval(), load_tokenizer(resolve(str(fold_dir)))
-    from emofeat.encoders.speech import SpeechClassifier, load_feature_extractor
-
-    return SpeechClassifier.from_pretrained(fold_dir).eval(), load_feature_extractor(fold_dir)
+    return model, encoder, encoder.min_input_length(model)
 
 
 def _metrics(pred) -> dict[str, float]:
@@ -260,27 +183,23 @@ def train_fold(
     spec: ModelSpec,
     cfg: FinetuneConfig,
     fold: int,
-    out: Path,
+    run: RunFolder,
     rows: np.ndarray,
     lengths: np.ndarray,
 ) -> dict:
-    """Train one fold model (``fold`` -1: all train rows, no validation) into ``out``."""
+    """Train one fold model (``fold`` -1: all train rows, no validation) into the run."""
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model, processor, collator, min_len = build_model(spec, cfg)
+    model, encoder, min_len = build_model(spec, cfg)
     folds = manifest.fold[rows]
     train_mask = folds != fold if fold >= 0 else np.ones(len(rows), bool)
-    train = UtteranceDataset(
-        manifest, rows[train_mask], spec.modality, cfg, min_len, lengths[train_mask]
-    )
+    train = UtteranceDataset(manifest, rows[train_mask], encoder, min_len, lengths[train_mask])
     evaluate = (
-        UtteranceDataset(manifest, rows[~train_mask], spec.modality, cfg, min_len)
-        if fold >= 0
-        else None
+        UtteranceDataset(manifest, rows[~train_mask], encoder, min_len) if fold >= 0 else None
     )
-    ckpt = out / "checkpoints"
+    ckpt = run.checkpoints(fold)
     args = TrainingArguments(
         output_dir=str(ckpt),
         num_train_epochs=cfg.epochs,
@@ -323,7 +242,7 @@ def train_fold(
         args=args,
         train_dataset=train,
         eval_dataset=evaluate,
-        data_collator=collator,
+        data_collator=encoder.collator(),
         compute_metrics=_metrics,
         callbacks=callbacks,
     )
@@ -336,18 +255,17 @@ def train_fold(
     metrics.update(
         fold=fold, train_rows=len(train), eval_rows=len(evaluate) if evaluate is not None else 0
     )
-    # Final folder: written under a temporary name, then renamed, so a fold folder is either whole or absent.
-    tmp = out.with_name(out.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainer.model.save_pretrained(tmp)
-    processor.save_pretrained(tmp)
-    (tmp / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    ids = manifest.ids
+    run.save_fold(
+        fold,
+        lambda folder: encoder.save(trainer.model, str(folder)),
+        metrics,
+        trainer.state.log_history,
+        train_ids=ids[train.rows],
+        # The validation rows chose the kept checkpoint (and stopped training early).
+        select_ids=ids[evaluate.rows] if evaluate is not None else [],
+    )
     shutil.rmtree(ckpt, ignore_errors=True)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return metrics
 
 
@@ -362,7 +280,7 @@ def finetune(
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     spec = resolve(cfg.model, cfg.model_path)
-    out = Path(out)
+    run = RunFolder(out)
     labels = m.label_indices
     unknown_train = int(((m.split == "train") & (labels < 0)).sum())
     rows = np.flatnonzero((m.split == "train") & (labels >= 0))
@@ -379,61 +297,33 @@ def finetune(
     cfg.folds = k
     config = {
         **dataclasses.asdict(cfg),
+        "family": spec.family,
         "modality": spec.modality,
         "source": spec.source,
         "manifest": str(m.path or m.root),
         "split_scheme": m.split_scheme,
     }
-    saved = out / "config.yaml"
-    if saved.is_file() and not overwrite:
-        old = yaml.safe_load(saved.read_text(encoding="utf-8")).get("config", {})
-        differ = sorted(
-            key for key in config if old.get(key) != config[key] and key not in ("device",)
-        )
+    # Loading the processor first: a model that cannot be found leaves no run folder behind.
+    encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
+    if run.exists() and not overwrite:
+        differ = run.differing_options(config)
         if differ:
             raise EmofeatError(
                 f"{out} holds a run made with other options ({', '.join(differ)}); pass --overwrite or use another --out"
             )
-    elif overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(saved, dump_yaml(provenance(config, cfg.seed)))
+    elif overwrite:
+        run.clear()
+    run.write_config(config, cfg.seed)
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
-    min_seconds = 0.0
-    if spec.modality == "speech":
-        min_seconds = 400 / cfg.sample_rate  # wav2vec2-family receptive field
-    rows, bad, lengths = check_rows(m, rows, spec.modality, cfg.skip_bad, min_seconds)
-    if bad:
-        pd.DataFrame(bad, columns=["id", "reason"]).to_csv(out / "skipped.csv", index=False)
+    checked = encoder.check_rows(m, rows, cfg.skip_bad)
+    rows, lengths = checked.good, checked.lengths
     results = {}
-    for fold in range(k) if k else [-1]:
-        fold_dir = out / (f"fold-{fold}" if fold >= 0 else "fold-all")
-        if (fold_dir / "metrics.json").is_file():
-            results[fold] = json.loads((fold_dir / "metrics.json").read_text())
+    for fold in run.fold_ids(k):
+        if run.is_finished(fold):
+            results[fold] = run.fold_metrics(fold)
             log.info("fold %d already trained: %s", fold, results[fold])
             continue
-        results[fold] = train_fold(m, spec, cfg, fold, fold_dir, rows, lengths)
-    write_text(out / "metrics.json", json.dumps({str(k): v for k, v in results.items()}, indent=2))
+        results[fold] = train_fold(m, spec, cfg, fold, run, rows, lengths)
+    run.write_summary(results, checked.bad)
     return results
-
-
-def read_run_config(run: str | Path) -> dict:
-    """The resolved config of a fine-tuning run (``runs/NAME/config.yaml``)."""
-    path = Path(run) / "config.yaml"
-    if not path.is_file():
-        raise EmofeatError(f"{run}: no config.yaml; not a run folder written by `emofeat finetune`")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
-
-
-def fold_dirs(run: str | Path) -> list[Path]:
-    """The fold model folders of a run, in fold order (``fold-all`` for a run without folds)."""
-    run = Path(run)
-    cfg = read_run_config(run)
-    names = [f"fold-{k}" for k in range(cfg["folds"])] if cfg["folds"] else ["fold-all"]
-    missing = [n for n in names if not (run / n / "metrics.json").is_file()]
-    if missing:
-        raise EmofeatError(
-            f"{run}: fold model(s) {missing} not trained yet; re-run `emofeat finetune` to finish the run"
-        )
-    return [run / n for n in names]

@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,181 @@ def _decode(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+# ---------------------------------------------------------------------------------------- layout
+def _strings(values: Iterable[Any]) -> np.ndarray:
+    return np.array([str(v) for v in values], dtype=object)
+
+
+@dataclass
+class StoreLayout:
+    """What a store holds, row for row: its rows (ids, labels, split, fold), label names, datasets
+    and the options that decided its values (``config``). A resumed or merged store must match it
+    exactly; stores stacked together must match it by id (:meth:`differences`)."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    fold: np.ndarray
+    label_names: list[str]
+    embeddings: dict[str, int] = field(default_factory=dict)
+    logits: bool = True
+    embedding_dtype: str = "float32"
+    config: dict[str, Any] | None = None  # None: not compared
+
+    def __post_init__(self) -> None:
+        self.ids = _strings(self.ids)
+        self.labels = np.asarray(self.labels, dtype=np.int16)
+        self.split = _strings(self.split)
+        self.fold = np.asarray(self.fold, dtype=np.int16)
+        self.label_names = [str(n) for n in self.label_names]
+        self.embeddings = {str(k): int(v) for k, v in (self.embeddings or {}).items()}
+
+    @classmethod
+    def from_file(cls, f: h5py.File) -> StoreLayout:
+        group = f.get("embeddings", {})
+        dtypes = {str(ds.dtype) for ds in group.values()}
+        config = _decode(f.attrs.get("config", ""))
+        return cls(
+            ids=_decode(f["ids"][:]),
+            labels=f["labels"][:],
+            split=_decode(f["split"][:]),
+            fold=f["fold"][:],
+            label_names=_decode(f.attrs["label_names"]),
+            embeddings={k: ds.shape[1] for k, ds in group.items()},
+            logits="logits" in f,
+            embedding_dtype=dtypes.pop() if len(dtypes) == 1 else "float32",
+            config=_parse_config(config),
+        )
+
+    def differences(
+        self,
+        other: StoreLayout,
+        by_id: bool = False,
+        datasets: bool = True,
+        here: str = "in the store",
+        there: str = "asked for",
+    ) -> list[str]:
+        """What differs between two layouts, as messages (empty when they match).
+
+        ``by_id``: rows are matched by id (stores stacked together may hold them in any order);
+        otherwise row by row (resume, merge). ``datasets``: also compare the embeddings, logits
+        and ``config``. ``here``/``there`` name the two sides in the messages.
+        """
+        if by_id:
+            if set(self.ids) != set(other.ids):
+                only_a = sorted(set(self.ids) - set(other.ids))[:5]
+                only_b = sorted(set(other.ids) - set(self.ids))[:5]
+                return [f"different ids: only {here}: {only_a}; only {there}: {only_b}"]
+            index = {u: i for i, u in enumerate(other.ids)}
+            pos = np.array([index[u] for u in self.ids], dtype=np.int64)
+        else:
+            if len(self.ids) != len(other.ids):
+                return [f"{len(self.ids)} rows {here}, {len(other.ids)} {there}"]
+            pos = np.arange(len(self.ids))
+        problems = []
+        for name in ("ids", "labels", "split", "fold"):
+            a, b = getattr(self, name), getattr(other, name)[pos]
+            bad = np.flatnonzero(a != b)
+            if len(bad):
+                i = int(bad[0])
+                where = f"id {self.ids[i]!r}" if by_id else f"row {i} (id {self.ids[i]!r})"
+                problems.append(
+                    f"{name} differ at {where}: {_decode(a[i])!r} {here}, {_decode(b[i])!r} {there}"
+                    + (f" ({len(bad) - 1} more)" if len(bad) > 1 else "")
+                )
+        if self.label_names != other.label_names:
+            problems.append(
+                f"label_names differ: {self.label_names} {here}, {other.label_names} {there}"
+            )
+        if datasets:
+            if self.logits != other.logits:
+                problems.append(f"logits {'present' if self.logits else 'absent'} {here}")
+            mine = {k: (d, self.embedding_dtype) for k, d in self.embeddings.items()}
+            theirs = {k: (d, other.embedding_dtype) for k, d in other.embeddings.items()}
+            if mine != theirs:
+                problems.append(f"embeddings differ: {mine} {here}, {theirs} {there}")
+            if self.config is not None and other.config is not None and self.config != other.config:
+                keys = sorted(
+                    k
+                    for k in set(self.config) | set(other.config)
+                    if self.config.get(k) != other.config.get(k)
+                )
+                problems.append(
+                    f"config differs ({', '.join(keys)}; see the store's `config` attribute)"
+                )
+        return problems
+
+
+@dataclass
+class Provenance:
+    """How a store was made (root attributes besides the layout). ``out_of_fold`` is None when
+    unknown (a store written by other code)."""
+
+    model_id: str = ""
+    model_revision: str = ""
+    checkpoint_sha256: str = ""
+    family: str = ""
+    modality: str = ""
+    pooling: str = ""
+    layers: list[str] = field(default_factory=list)
+    sample_rate: int = 0
+    max_len: float = 0
+    text_mode: str = ""
+    reverse: bool = False
+    precision: str = ""
+    split_scheme: str = ""
+    run: str = ""
+    out_of_fold: bool | None = None
+    emofeat_version: str = ""
+
+    def to_attrs(self) -> dict[str, Any]:
+        """Root attributes to write (``out_of_fold`` only when known)."""
+        attrs = {f.name: getattr(self, f.name) for f in fields(self)}
+        attrs.pop("emofeat_version")  # written by the store itself
+        if self.out_of_fold is None:
+            attrs.pop("out_of_fold")
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> Provenance:
+        """From a store's root attributes; missing ones keep their defaults, others are ignored."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in attrs.items():
+            if key not in known:
+                continue
+            value = _decode(value)
+            if key == "out_of_fold":
+                value = _flag(value)
+            elif key == "layers":
+                value = [value] if isinstance(value, str) else list(value)
+            values[key] = value
+        return cls(**values)
+
+
+def _flag(value: Any) -> bool | None:
+    """A boolean attribute as written by h5py (bool, numpy bool, 0/1); anything else: unknown."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    return None
+
+
+def _parse_config(text: Any) -> dict[str, Any] | None:
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str) or not text:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 # ---------------------------------------------------------------------------------------- writer
@@ -226,20 +402,50 @@ def create_store(
 ) -> StoreWriter:
     """Create a store with every dataset pre-allocated and return a writer on it.
 
-    ``embeddings`` maps dataset names to widths. The file is built under a temporary name and
-    renamed into place, so a half-created store never exists.
+    ``embeddings`` maps dataset names to widths; ``attrs`` are root attributes (provenance,
+    e.g. ``Provenance(...).to_attrs()``, and ``config``: the options that decided the values).
+    The file is built under a temporary name and renamed into place, so a half-created store
+    never exists.
     """
-    path = Path(path)
-    ids = [str(i) for i in ids]
-    n = len(ids)
-    if len(set(ids)) != n:
+    layout = _layout(
+        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
+    )
+    return _create(Path(path), layout, attrs or {}, chunk_rows, compression)
+
+
+def _layout(ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs):
+    config = (attrs or {}).get("config")
+    return StoreLayout(
+        ids,
+        labels,
+        split,
+        fold,
+        label_names,
+        dict(embeddings or {}),
+        logits,
+        embedding_dtype,
+        dict(config) if isinstance(config, Mapping) else None,
+    )
+
+
+def _create(
+    path: Path,
+    layout: StoreLayout,
+    attrs: Mapping[str, Any],
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    compression: str | None = None,
+) -> StoreWriter:
+    n = len(layout.ids)
+    if len(set(layout.ids)) != n:
         raise StoreError(f"{path}: ids are not unique")
-    if embedding_dtype not in ("float16", "float32"):
-        raise StoreError(f"embedding dtype must be float16 or float32, got {embedding_dtype!r}")
-    labels = np.asarray(labels, dtype=np.int16)
-    if labels.size and (labels.min() < -1 or labels.max() >= len(label_names)):
-        raise StoreError(f"{path}: labels outside -1..{len(label_names) - 1}")
-    bad = sorted(set(split) - set(SPLITS))
+    if layout.embedding_dtype not in ("float16", "float32"):
+        raise StoreError(
+            f"embedding dtype must be float16 or float32, got {layout.embedding_dtype!r}"
+        )
+    c = len(layout.label_names)
+    if n and (layout.labels.min() < -1 or layout.labels.max() >= c):
+        raise StoreError(f"{path}: labels outside -1..{c - 1}")
+    bad = sorted(set(layout.split) - set(SPLITS))
     if bad:
         raise StoreError(f"{path}: split values must be train or test, got {bad[:5]}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,38 +453,38 @@ def create_store(
     rows = max(1, min(chunk_rows, n))
     meta_chunk = max(1, min(4096, n))
     with h5py.File(tmp, "w", libver="latest") as f:
-        f.create_dataset("ids", data=np.array(ids, dtype=object), dtype=_STR)
-        f.create_dataset("labels", data=labels)
-        f.create_dataset("split", data=np.array(list(split), dtype=object), dtype=_STR)
-        f.create_dataset("fold", data=np.asarray(fold, dtype=np.int16))
+        f.create_dataset("ids", data=layout.ids, dtype=_STR)
+        f.create_dataset("labels", data=layout.labels)
+        f.create_dataset("split", data=layout.split, dtype=_STR)
+        f.create_dataset("fold", data=layout.fold)
         for name in ("done", "skipped"):
             f.create_dataset(name, shape=(n,), dtype=bool, chunks=(meta_chunk,), fillvalue=False)
         f.create_dataset(
             "skip_reason", shape=(n,), dtype=f"S{REASON_BYTES}", chunks=(max(1, min(1024, n)),)
         )
-        if logits:
+        if layout.logits:
             f.create_dataset(
                 "logits",
-                shape=(n, len(label_names)),
+                shape=(n, c),
                 dtype=np.float32,
-                chunks=(rows, len(label_names)),
+                chunks=(rows, c),
                 fillvalue=np.nan,
             )
         group = f.create_group("embeddings")
-        for name, dim in (embeddings or {}).items():
+        for name, dim in layout.embeddings.items():
             group.create_dataset(
                 name,
-                shape=(n, int(dim)),
-                dtype=embedding_dtype,
-                chunks=(rows, int(dim)),
+                shape=(n, dim),
+                dtype=layout.embedding_dtype,
+                chunks=(rows, dim),
                 compression=compression,
                 fillvalue=np.nan,
             )
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["emofeat_version"] = __version__
-        f.attrs["label_names"] = np.array(list(label_names), dtype=_STR)
+        f.attrs["label_names"] = np.array(layout.label_names, dtype=_STR)
         f.attrs["complete"] = False
-        for key, value in (attrs or {}).items():
+        for key, value in attrs.items():
             f.attrs[key] = _attr(value)
     os.replace(tmp, path)
     return StoreWriter(path)
@@ -304,19 +510,13 @@ def open_writer(
     refused with a message saying what differs, unless ``overwrite``.
     """
     path = Path(path)
-    layout = dict(
-        ids=ids,
-        labels=labels,
-        split=split,
-        fold=fold,
-        label_names=label_names,
-        embeddings=embeddings or {},
-        logits=logits,
-        embedding_dtype=embedding_dtype,
-        attrs=attrs or {},
+    layout = _layout(
+        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
     )
     if path.exists() and not overwrite:
-        problems = _differences(path, **layout)
+        _recover_if_crashed(path)
+        with _open_h5(path) as f:
+            problems = StoreLayout.from_file(f).differences(layout)
         if problems:
             raise StoreError(
                 f"{path} exists and was made for something else:\n  "
@@ -326,52 +526,7 @@ def open_writer(
         return StoreWriter(path)
     if path.exists():
         path.unlink()
-    return create_store(path, **layout, **kwargs)
-
-
-def _first_diff(a: np.ndarray, b: np.ndarray, ids: np.ndarray) -> str:
-    i = int(np.flatnonzero(a != b)[0])
-    return f"row {i} (id {ids[i]!r}): {_decode(a[i])!r} in the store, {_decode(b[i])!r} asked for"
-
-
-def _differences(
-    path, ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
-) -> list[str]:
-    _recover_if_crashed(path)
-    with _open_h5(path) as f:
-        problems = []
-        old_ids = np.array(_decode(f["ids"][:]), dtype=object)
-        new_ids = np.array([str(i) for i in ids], dtype=object)
-        if len(old_ids) != len(new_ids):
-            return [f"{len(old_ids)} rows in the store, {len(new_ids)} asked for"]
-        if np.any(old_ids != new_ids):
-            problems.append("ids differ at " + _first_diff(old_ids, new_ids, old_ids))
-        for name, new in (
-            ("labels", np.asarray(labels, np.int16)),
-            ("fold", np.asarray(fold, np.int16)),
-        ):
-            old = f[name][:]
-            if np.any(old != new):
-                problems.append(f"{name} differ at " + _first_diff(old, new, old_ids))
-        old_split = np.array(_decode(f["split"][:]), dtype=object)
-        if np.any(old_split != np.array(list(split), dtype=object)):
-            problems.append(
-                "split differs at "
-                + _first_diff(old_split, np.array(list(split), dtype=object), old_ids)
-            )
-        if _decode(f.attrs["label_names"]) != list(label_names):
-            problems.append(f"label_names {_decode(f.attrs['label_names'])} != {list(label_names)}")
-        if ("logits" in f) != logits:
-            problems.append(
-                "logits " + ("present" if "logits" in f else "absent") + " in the store"
-            )
-        old_emb = {k: (v.shape[1], str(v.dtype)) for k, v in f["embeddings"].items()}
-        new_emb = {k: (int(d), embedding_dtype) for k, d in embeddings.items()}
-        if old_emb != new_emb:
-            problems.append(f"embeddings {old_emb} != {new_emb}")
-        if "config" in attrs and _decode(f.attrs.get("config", "")) != _attr(attrs["config"]):
-            problems.append("config differs (see the store's `config` attribute)")
-    return problems
+    return _create(path, layout, attrs or {}, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------- reader
@@ -466,14 +621,31 @@ class Store:
         return sorted(self._embedding_group().keys())
 
     @property
-    def provenance(self) -> dict[str, Any]:
-        """Root attributes, with ``config`` parsed from YAML."""
-        out = dict(self.attrs)
-        if isinstance(out.get("config"), str) and out["config"]:
-            import yaml
+    def provenance(self) -> Provenance:
+        """How the store was made (typed root attributes)."""
+        return Provenance.from_attrs(self.attrs)
 
-            out["config"] = yaml.safe_load(out["config"])
-        return out
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options that decided the stored values ({} when the store does not say)."""
+        return _parse_config(self.attrs.get("config", "")) or {}
+
+    @property
+    def layout(self) -> StoreLayout:
+        """Rows, label names, datasets and config, for comparisons with other stores."""
+        group = self._embedding_group()
+        dtypes = {str(ds.dtype) for ds in group.values()}
+        return StoreLayout(
+            self.ids,
+            self.labels,
+            self.split,
+            self.fold,
+            self.label_names,
+            {k: ds.shape[1] for k, ds in group.items()},
+            self.has_logits,
+            dtypes.pop() if len(dtypes) == 1 else "float32",
+            _parse_config(self.attrs.get("config", "")),
+        )
 
     def skip_reasons(self) -> dict[str, str]:
         """id → reason of every skipped row."""
@@ -653,24 +825,12 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
     stores = [open_store(p) for p in inputs]
     try:
         first = stores[0]
-        emb = {k: first._f["embeddings"][k].shape[1] for k in first.embedding_names}
-        dtype = str(first._f["embeddings"][first.embedding_names[0]].dtype) if emb else "float32"
+        layout = first.layout
         owner = np.full(len(first), -1)
         for k, s in enumerate(stores):
-            for attr, same in (
-                ("ids", np.array_equal(s.ids, first.ids)),
-                ("labels", np.array_equal(s.labels, first.labels)),
-                ("split", np.array_equal(s.split, first.split)),
-                ("fold", np.array_equal(s.fold, first.fold)),
-                ("label_names", s.label_names == first.label_names),
-                ("embeddings", s.embedding_names == first.embedding_names),
-                ("logits", s.has_logits == first.has_logits),
-                ("config", s.attrs.get("config") == first.attrs.get("config")),
-            ):
-                if not same:
-                    raise StoreError(
-                        f"cannot merge {s.path} with {first.path}: their {attr} differ"
-                    )
+            problems = layout.differences(s.layout, here=f"in {first.path}", there=f"in {s.path}")
+            if problems:
+                raise StoreError(f"cannot merge {s.path} with {first.path}: " + "; ".join(problems))
             both = np.flatnonzero((owner >= 0) & (s.done | s.skipped))
             if len(both):
                 raise StoreError(
@@ -685,18 +845,7 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         tmp = out.with_name(f".{out.name}.merging")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        writer = create_store(
-            tmp,
-            first.ids,
-            first.labels,
-            first.split,
-            first.fold,
-            first.label_names,
-            emb,
-            first.has_logits,
-            dtype,
-            attrs,
-        )
+        writer = _create(tmp, layout, attrs)
         with writer:
             for s in stores:
                 rows = s.select()
@@ -705,7 +854,7 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
                     writer.write(
                         part,
                         logits=s.logits(part) if s.has_logits else None,
-                        embeddings={k: s.embeddings(k, part) for k in emb},
+                        embeddings={k: s.embeddings(k, part) for k in layout.embeddings},
                     )
                 for uid, reason in s.skip_reasons().items():
                     writer.skip(np.flatnonzero(first.ids == uid), reason)

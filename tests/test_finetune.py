@@ -75,7 +75,7 @@ def test_speech_run_reloads_with_plain_transformers(w2v_run, manifest):
         torch.testing.assert_close(mine, by_hand, atol=1e-5, rtol=1e-4)
     all_rows = fold_rows(manifest, 1)
     coll = SpeechCollator(fe, 16000)
-    batch = coll([{"audio": load_audio(manifest.audio_path(r), reverse=True)} for r in all_rows])
+    batch = coll([{"input": load_audio(manifest.audio_path(r), reverse=True)} for r in all_rows])
     with torch.no_grad():
         pred = ours(**batch).logits.argmax(-1).numpy()
     recorded = json.loads((fold / "metrics.json").read_text())["accuracy"]
@@ -89,11 +89,11 @@ def test_masked_pooling_makes_predictions_independent_of_batching(tiny_wav2vec2)
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal(n).astype(np.float32) for n in (4000, 16000, 9000)]
     with torch.no_grad():
-        batched = model(**coll([{"audio": c} for c in clips])).logits
-        single = torch.cat([model(**coll([{"audio": c}])).logits for c in clips])
+        batched = model(**coll([{"input": c} for c in clips])).logits
+        single = torch.cat([model(**coll([{"input": c}])).logits for c in clips])
         unmasked = model.head(
             model.encoder(
-                **{k: v for k, v in coll([{"audio": c} for c in clips]).items() if k != "lengths"}
+                **{k: v for k, v in coll([{"input": c} for c in clips]).items() if k != "lengths"}
             ).last_hidden_state.mean(1)
         )
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)

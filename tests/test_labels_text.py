@@ -1,27 +1,27 @@
 import pytest
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
 from emofeat.errors import CorpusError, LabelError
 
 
 def test_label_set_is_alphabetical_with_kemdy20_spelling():
-    assert list(L.LABEL_NAMES) == sorted(L.LABEL_NAMES)
-    assert L.index("disqust") == 1
-    assert L.index("Disgust ") == 1  # alias, case and space ignored
-    assert L.indices(["sad", "", None]) == [5, -1, -1]
+    assert list(label_set.LABEL_NAMES) == sorted(label_set.LABEL_NAMES)
+    assert label_set.index("disqust") == 1
+    assert label_set.index("Disgust ") == 1  # alias, case and space ignored
+    assert label_set.indices(["sad", "", None]) == [5, -1, -1]
 
 
 def test_unknown_label_names_the_value():
     with pytest.raises(LabelError, match="'bored'"):
-        L.index("bored")
+        label_set.index("bored")
 
 
 def test_aihub_map_covers_every_class_once():
-    assert sorted(L.AIHUB_MAP.values()) == sorted(L.LABEL_NAMES)
-    assert L.aihub_label("Happiness") == "happy"
+    assert sorted(label_set.AIHUB_MAP.values()) == sorted(label_set.LABEL_NAMES)
+    assert label_set.aihub_label("Happiness") == "happy"
     with pytest.raises(LabelError, match="joy"):
-        L.aihub_label("joy")
+        label_set.aihub_label("joy")
 
 
 def test_transcripts_decode_from_cp949_and_utf8(tmp_path):

@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import emofeat
 from emofeat.cli import main
 from emofeat.errors import StoreError
-from emofeat.store import create_store, merge_stores, open_store, open_writer, validate_store
+from emofeat.store import (
+    Provenance,
+    create_store,
+    merge_stores,
+    open_store,
+    open_writer,
+    validate_store,
+)
 
 NAMES = ["a", "b", "c"]
 
@@ -40,7 +48,10 @@ def test_round_trip_in_any_row_order(tmp_path):
         **m,
         embeddings={"last": 8, "layer_01": 4},
         embedding_dtype="float16",
-        attrs={"model_id": "x", "config": {"k": 1}},
+        attrs={
+            **Provenance(model_id="x", out_of_fold=True, layers=["last"]).to_attrs(),
+            "config": {"k": 1},
+        },
     )
     rng = np.random.default_rng(0)
     order = rng.permutation(50)
@@ -65,7 +76,11 @@ def test_round_trip_in_any_row_order(tmp_path):
         assert list(s.select(split="train", fold=1)) == [
             i for i in range(50) if i % 5 and i % 2 == 1
         ]
-        assert s.provenance["config"] == {"k": 1} and s.attrs["model_id"] == "x"
+        assert s.config == {"k": 1} and s.attrs["model_id"] == "x"
+        # Provenance round-trips through the root attributes.
+        assert s.provenance == Provenance(
+            model_id="x", out_of_fold=True, layers=["last"], emofeat_version=emofeat.__version__
+        )
         frame = s.to_pandas(embedding="layer_01")
         assert frame.loc["u0007", "logit_b"] == pytest.approx(7.1) and frame.loc[
             "u0007", "layer_01_3"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize
 from emofeat.errors import CorpusError
@@ -53,12 +53,12 @@ def read_aihub(
         raise CorpusError(
             f"{path}: duplicate wav_id(s) {sorted(set(dup))[:5]} at CSV line(s) {rows}"
         )
-    unknown = frame.loc[~frame["상황"].str.strip().str.lower().isin(L.AIHUB_MAP), "상황"]
+    unknown = frame.loc[~frame["상황"].str.strip().str.lower().isin(label_set.AIHUB_MAP), "상황"]
     if len(unknown):
         lines = [int(i) + 2 for i in unknown.index[:10]]
         raise CorpusError(
             f"{path}: unknown emotion value(s) {sorted(set(unknown))[:5]} at CSV line(s) {lines}; "
-            f"known: {', '.join(L.AIHUB_MAP)}"
+            f"known: {', '.join(label_set.AIHUB_MAP)}"
         )
     rows, missing = [], []
     for rec in frame.itertuples(index=False):
@@ -75,7 +75,7 @@ def read_aihub(
                 "speaker": "",
                 "audio_path": str(wav),
                 "text": normalize(str(rec.발화문), text_mode),
-                "label": L.aihub_label(rec.상황),
+                "label": label_set.aihub_label(rec.상황),
             }
         )
     skipped = handle_missing(f"AI Hub at {root}", missing, skip_missing)

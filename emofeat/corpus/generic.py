@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import normalize
 from emofeat.errors import CorpusError, LabelError
@@ -39,7 +39,7 @@ def read_csv_corpus(
             missing.append((rec["id"], str(audio)))
             continue
         try:
-            label = L.canonical(rec["label"]) if rec.get("label", "").strip() else ""
+            label = label_set.canonical(rec["label"]) if rec.get("label", "").strip() else ""
         except LabelError as err:
             raise CorpusError(f"{path} line {i + 2}: {err}") from None
         row = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.manifest import SOFT_PREFIX
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
@@ -81,21 +81,21 @@ def speaker_of(segment_id: str) -> str:
 
 def _split_labels(value: str, where: str) -> list[str]:
     try:
-        return [L.canonical(v) for v in value.split(";") if v.strip()]
+        return [label_set.canonical(v) for v in value.split(";") if v.strip()]
     except LabelError as err:
         raise CorpusError(f"{where}: {err}") from None
 
 
 def _votes(row: pd.Series, where: str) -> np.ndarray:
     """Per-class vote fractions of the annotators (a multi-label vote is split evenly)."""
-    votes = np.zeros(L.NUM_CLASSES)
+    votes = np.zeros(label_set.NUM_CLASSES)
     for col in range(7, len(row), 3):
         value = str(row.iloc[col]).strip()
         if not value:
             continue
         names = _split_labels(value, where)
         for name in names:
-            votes[L.LABEL_NAMES.index(name)] += 1.0 / len(names)
+            votes[label_set.LABEL_NAMES.index(name)] += 1.0 / len(names)
     total = votes.sum()
     return votes / total if total else votes
 
@@ -138,12 +138,14 @@ def read_kemdy20(
             if multilabel == "soft":
                 soft = _votes(row, where)
                 if soft.sum() == 0:  # no annotator columns: fall back on the consensus
-                    soft = np.zeros(L.NUM_CLASSES)
+                    soft = np.zeros(label_set.NUM_CLASSES)
                     for n in names:
-                        soft[L.LABEL_NAMES.index(n)] += 1 / len(names)
+                        soft[label_set.LABEL_NAMES.index(n)] += 1 / len(names)
                 # Majority of votes; ties go to the label listed first in the consensus.
                 best = soft.max()
-                tied = [n for n in L.LABEL_NAMES if soft[L.LABEL_NAMES.index(n)] == best]
+                tied = [
+                    n for n in label_set.LABEL_NAMES if soft[label_set.LABEL_NAMES.index(n)] == best
+                ]
                 label = next((n for n in names if n in tied), tied[0])
             else:
                 label = names[0]
@@ -164,7 +166,7 @@ def read_kemdy20(
                 "arousal": pd.to_numeric(row.iloc[6], errors="coerce"),
             }
             if soft is not None:
-                rec.update({SOFT_PREFIX + n: float(v) for n, v in zip(L.LABEL_NAMES, soft)})
+                rec.update({SOFT_PREFIX + n: float(v) for n, v in zip(label_set.LABEL_NAMES, soft)})
             rows.append(rec)
     skipped = handle_missing(f"KEMDy20 at {root}", missing, skip_missing)
     report = {

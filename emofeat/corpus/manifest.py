@@ -10,13 +10,13 @@ where possible, so a corpus can move with its manifest.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.atomic import atomic_path, write_text
 from emofeat.errors import LabelError, ManifestError
 from emofeat.provenance import dump_yaml, provenance
@@ -46,6 +46,8 @@ class Manifest:
     frame: pd.DataFrame
     root: Path
     path: Path | None = None
+    # The options the manifest was prepared with: its ``.yaml`` sidecar, read once ({} if absent).
+    prepared_config: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -57,7 +59,7 @@ class Manifest:
     @property
     def label_indices(self) -> np.ndarray:
         """Class index per row, -1 where the label is unknown."""
-        return np.asarray(L.indices(self.frame["label"]), dtype=np.int16)
+        return np.asarray(label_set.indices(self.frame["label"]), dtype=np.int16)
 
     @property
     def split(self) -> np.ndarray:
@@ -78,24 +80,13 @@ class Manifest:
         return p if p.is_absolute() else self.root / p
 
     @property
-    def prepared_config(self) -> dict:
-        """The options the manifest was prepared with (its ``.yaml`` sidecar; {} if absent)."""
-        import yaml
-
-        side = self.path.with_suffix(".yaml") if self.path else None
-        if side is None or not side.is_file():
-            return {}
-        data = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
-        return data.get("config") or {}
-
-    @property
     def split_scheme(self) -> str:
         """The split recipe the manifest was prepared with ('' if unknown)."""
         return str(self.prepared_config.get("split", ""))
 
     def soft_labels(self) -> np.ndarray | None:
         """Per-class vote fractions (N, C) when the manifest has them, else ``None``."""
-        cols = [SOFT_PREFIX + n for n in L.LABEL_NAMES]
+        cols = [SOFT_PREFIX + n for n in label_set.LABEL_NAMES]
         if not all(c in self.frame.columns for c in cols):
             return None
         return self.frame[cols].to_numpy(dtype=np.float32)
@@ -135,7 +126,7 @@ def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
             f"{source}: duplicate id(s) {sorted(set(dup))[:5]} ({dup.nunique()} in all); ids must be unique"
         )
     try:
-        frame["label"] = [L.canonical(x) if x else "" for x in frame["label"]]
+        frame["label"] = [label_set.canonical(x) if x else "" for x in frame["label"]]
     except LabelError as err:
         raise ManifestError(f"{source}: {err}") from None
     bad_split = frame.loc[~frame["split"].isin(SPLITS), "split"].unique()
@@ -166,7 +157,7 @@ def write_manifest(
     frame = validate(frame, str(path))
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")
-    write_text(path.with_suffix(".yaml"), dump_yaml(provenance(config, seed)))
+    write_text(sidecar_path(path), dump_yaml(provenance(config, seed)))
     return path
 
 
@@ -181,7 +172,29 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: not UTF-8; manifests are UTF-8 CSV files") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV ({err})") from None
-    return Manifest(validate(frame, str(path)), path.parent.resolve(), path.resolve())
+    return Manifest(
+        validate(frame, str(path)), path.parent.resolve(), path.resolve(), read_sidecar(path)
+    )
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The provenance sidecar of a manifest CSV (``manifest.yaml`` beside ``manifest.csv``)."""
+    return Path(path).with_suffix(".yaml")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict:
+    """The ``config`` a manifest was prepared with, from its sidecar ({} if there is none)."""
+    import yaml
+
+    side = sidecar_path(path)
+    if not side.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ManifestError(f"{side}: not valid YAML ({err})") from None
+    config = data.get("config") if isinstance(data, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
 def relative_audio_paths(frame: pd.DataFrame, root: Path) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.manifest import Manifest
 
 
@@ -15,7 +15,7 @@ def class_counts(manifest: Manifest) -> pd.DataFrame:
     frame = manifest.frame.copy()
     frame["label"] = frame["label"].replace("", "unknown")
     table = pd.crosstab([frame["corpus"], frame["split"], frame["fold"]], frame["label"])
-    cols = [c for c in (*L.LABEL_NAMES, "unknown") if c in table.columns]
+    cols = [c for c in (*label_set.LABEL_NAMES, "unknown") if c in table.columns]
     table = table[cols]
     table["total"] = table.sum(axis=1)
     return table
@@ -33,7 +33,7 @@ def plot_stats(manifest: Manifest, out_dir: str | Path) -> list[Path]:
     groups = list(frame.groupby(["corpus", "split"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False)
     for ax, ((corpus, split), part) in zip(axes[0], groups):
-        counts = part["label"].value_counts().reindex(L.LABEL_NAMES, fill_value=0)
+        counts = part["label"].value_counts().reindex(label_set.LABEL_NAMES, fill_value=0)
         ax.bar(counts.index, counts.to_numpy(), color="tab:blue")
         ax.set_title(f"{corpus} / {split} (n={len(part)})")
         ax.tick_params(axis="x", rotation=45)
@@ -42,7 +42,7 @@ def plot_stats(manifest: Manifest, out_dir: str | Path) -> list[Path]:
     va = frame.dropna(subset=["valence", "arousal"])
     if len(va):
         fig, ax = plt.subplots(figsize=(5, 4.5))
-        for name in L.LABEL_NAMES:
+        for name in label_set.LABEL_NAMES:
             part = va[va["label"] == name]
             ax.scatter(part["valence"], part["arousal"], s=8, alpha=0.6, label=name)
         ax.set_xlabel("valence")

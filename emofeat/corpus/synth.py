@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from emofeat import labels as L
+from emofeat import labels as label_set
 from emofeat.corpus.aihub import RELEASE
 
 CHANNELS = ("text", "audio", "both")
@@ -110,7 +110,7 @@ AROUSAL = {
     "sad": 2.0,
     "surprise": 4.2,
 }
-AIHUB_WORD = {v: k for k, v in L.AIHUB_MAP.items()}
+AIHUB_WORD = {v: k for k, v in label_set.AIHUB_MAP.items()}
 _VOWELS = np.array([(800, 1200), (400, 2000), (300, 2300), (500, 900), (350, 800)], dtype=float)
 
 
@@ -193,7 +193,7 @@ def transcript(rng: np.random.Generator, emotion: str, cued: bool, markers: bool
 
 
 def _utterance(rng: np.random.Generator) -> tuple[str, str]:
-    emotion = L.LABEL_NAMES[rng.choice(L.NUM_CLASSES, p=CLASS_P / CLASS_P.sum())]
+    emotion = label_set.LABEL_NAMES[rng.choice(label_set.NUM_CLASSES, p=CLASS_P / CLASS_P.sum())]
     return emotion, CHANNELS[rng.choice(3, p=CHANNEL_P)]
 
 
@@ -247,7 +247,9 @@ def synth_kemdy20(
             votes = []
             second = None
             if rng.random() < 0.05:
-                second = L.LABEL_NAMES[(L.LABEL_NAMES.index(emotion) + 1 + rng.integers(6)) % 7]
+                second = label_set.LABEL_NAMES[
+                    (label_set.LABEL_NAMES.index(emotion) + 1 + rng.integers(6)) % 7
+                ]
                 consensus = f"{emotion};{second}"
                 counts["multilabel"] += 1
             for _ in range(n_annot):
@@ -256,7 +258,7 @@ def synth_kemdy20(
                 elif rng.random() < 0.8:
                     vote = emotion
                 else:
-                    vote = L.LABEL_NAMES[rng.integers(7)]
+                    vote = label_set.LABEL_NAMES[rng.integers(7)]
                 val = int(np.clip(round(VALENCE[vote] + rng.normal(0, 0.6)), 1, 5))
                 aro = int(np.clip(round(AROUSAL[vote] + rng.normal(0, 0.6)), 1, 5))
                 votes.append((vote, val, aro))

@@ -1,8 +1,11 @@
-"""Model families behind one small interface, and a name registry.
+"""Model families behind one interface (:class:`emofeat.encoders.base.Encoder`), and the names
+users type.
 
-``kobert`` → ``monologg/kobert`` (text), ``wav2vec2`` → ``kresnik/wav2vec2-large-xlsr-korean``
-(speech); any other Hugging Face id or local folder of a BERT-like text encoder or a
-wav2vec2-family speech encoder (wav2vec2, HuBERT, WavLM) works too: its ``config.json`` says which.
+``kobert`` → ``monologg/kobert`` (family ``bert``), ``wav2vec2`` →
+``kresnik/wav2vec2-large-xlsr-korean`` (family ``wav2vec2``); any other Hugging Face id or local
+folder works too when its ``config.json`` names a ``model_type`` that a registered family handles.
+Adding a family is one :func:`~emofeat.encoders.base.register_family` class; adding a short name
+is one line of :data:`MODELS`.
 """
 
 from __future__ import annotations
@@ -14,46 +17,50 @@ from pathlib import Path
 
 from emofeat.errors import ModelError
 
-REGISTRY = {
-    "kobert": ("text", "monologg/kobert"),
-    "wav2vec2": ("speech", "kresnik/wav2vec2-large-xlsr-korean"),
+# Short names → (family, hub id). The hub cannot be reached from this project's machines: pass a
+# local copy with --model-path.
+MODELS: dict[str, tuple[str, str]] = {
+    "kobert": ("bert", "monologg/kobert"),
+    "wav2vec2": ("wav2vec2", "kresnik/wav2vec2-large-xlsr-korean"),
 }
-SPEECH_TYPES = (
-    "wav2vec2",
-    "wav2vec2-conformer",
-    "hubert",
-    "wavlm",
-    "data2vec-audio",
-    "unispeech",
-    "unispeech-sat",
-    "sew",
-    "sew-d",
-)
-TEXT_TYPES = (
-    "bert",
-    "roberta",
-    "electra",
-    "xlm-roberta",
-    "distilbert",
-    "albert",
-    "deberta",
-    "deberta-v2",
-    "camembert",
-)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Where a model comes from: its modality, the id or folder to load, and whether it is KoBERT."""
+    """Where a model comes from: the name the user gave, its encoder family, and the hub id or
+    folder to load."""
 
     name: str
-    modality: str
+    family: str
     source: str
-    kobert: bool
 
     @property
-    def is_local(self) -> bool:
-        return Path(self.source).is_dir()
+    def encoder_class(self):
+        """The registered :class:`~emofeat.encoders.base.Encoder` subclass of this family."""
+        return families()[self.family]
+
+    @property
+    def modality(self) -> str:
+        return self.encoder_class.modality
+
+
+def families() -> dict:
+    """The registry of encoder families (importing the modules registers them)."""
+    from emofeat.encoders import speech, text  # noqa: F401  (registration side effect)
+    from emofeat.encoders.base import FAMILIES
+
+    return FAMILIES
+
+
+def family_of(model_type: str, source: str) -> str:
+    """The family that handles a Hugging Face ``model_type``."""
+    for name, cls in families().items():
+        if model_type in cls.model_types:
+            return name
+    known = "; ".join(f"{n}: {' '.join(c.model_types)}" for n, c in families().items())
+    raise ModelError(
+        f"{source}: model type {model_type!r} is not handled by any encoder family ({known})"
+    )
 
 
 def resolve(model: str, model_path: str | os.PathLike | None = None) -> ModelSpec:
@@ -61,30 +68,21 @@ def resolve(model: str, model_path: str | os.PathLike | None = None) -> ModelSpe
 
     ``model_path`` is a local copy of the named model (the hub cannot be reached offline).
     """
-    if model in REGISTRY:
-        modality, hub_id = REGISTRY[model]
-        source = str(model_path) if model_path else hub_id
+    if model in MODELS:
+        family, hub_id = MODELS[model]
         if model_path and not Path(model_path).is_dir():
             raise ModelError(f"--model-path {model_path}: no such folder")
-        return ModelSpec(model, modality, source, model == "kobert")
+        return ModelSpec(model, family, str(model_path) if model_path else hub_id)
     source = str(model_path or model)
-    folder = Path(source)
-    if folder.is_dir():
-        cfg = folder / "config.json"
-        if not cfg.is_file():
-            raise ModelError(f"{folder}: no config.json; expected a save_pretrained folder")
-        model_type = json.loads(cfg.read_text()).get("model_type", "")
-        kobert = (folder / "tokenizer_78b3253a26.model").is_file()
-    else:
-        model_type = _hub_model_type(source)
-        kobert = "kobert" in source.lower()
-    if model_type in SPEECH_TYPES:
-        return ModelSpec(model, "speech", source, False)
-    if model_type in TEXT_TYPES:
-        return ModelSpec(model, "text", source, kobert)
-    raise ModelError(
-        f"{source}: model type {model_type!r} is neither a BERT-like text encoder nor a wav2vec2-family speech encoder"
-    )
+    folder = Path(local_source(source))
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        raise ModelError(f"{folder}: no config.json; expected a save_pretrained folder")
+    try:
+        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ModelError(f"{cfg}: not valid JSON ({err})") from None
+    return ModelSpec(model, family_of(model_type, source), source)
 
 
 def local_source(source: str | os.PathLike) -> str:
@@ -99,11 +97,6 @@ def local_source(source: str | os.PathLike) -> str:
         return snapshot_download(str(source))
     except Exception as err:  # offline, not cached, no such repo, no network: all say the same
         raise ModelError(offline_message(str(source)) + f" ({type(err).__name__})") from None
-
-
-def _hub_model_type(model_id: str) -> str:
-    folder = Path(local_source(model_id))
-    return json.loads((folder / "config.json").read_text()).get("model_type", "")
 
 
 def offline_message(model_id: str) -> str:

@@ -15,13 +15,22 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from emofeat.audio import AudioError, duration, load_audio
 from emofeat.encoders import local_source, offline_message
-from emofeat.encoders.text import masked_mean
+from emofeat.encoders.base import (
+    Encoder,
+    Features,
+    autocast_context,
+    masked_mean,
+    pool_rows,
+    register_family,
+)
 from emofeat.errors import ModelError
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -71,20 +80,10 @@ class SpeechClassifier(nn.Module):
         """Freeze the CNN feature encoder (the reference fine-tunes the transformer only)."""
         self.encoder.freeze_feature_encoder()
 
-    def frame_mask(
-        self,
-        attention_mask: torch.Tensor | None,
-        hidden: torch.Tensor,
-        lengths: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """(B, T) mask of frames computed from real samples (not padding)."""
-        b, t = hidden.shape[:2]
-        if lengths is None:
-            if attention_mask is None:
-                return torch.ones(b, t, dtype=torch.bool, device=hidden.device)
-            lengths = attention_mask.sum(-1)
-        frames = self.encoder._get_feat_extract_output_lengths(lengths).to(hidden.device)
-        return torch.arange(t, device=hidden.device)[None, :] < frames[:, None]
+    @property
+    def base_model(self):
+        """The wav2vec2-family encoder under the head (as transformers' classifiers name it)."""
+        return self.encoder
 
     def forward(
         self,
@@ -101,7 +100,9 @@ class SpeechClassifier(nn.Module):
             input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states
         )
         hidden = out.last_hidden_state
-        mask = self.frame_mask(attention_mask, hidden, lengths)
+        if lengths is None and attention_mask is not None:
+            lengths = attention_mask.sum(-1)
+        mask = frame_mask(self.encoder, lengths, hidden)
         logits = self.head(masked_mean(hidden, mask))
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(
@@ -133,6 +134,15 @@ class SpeechClassifier(nn.Module):
         )
         model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS))
         return model
+
+
+def frame_mask(encoder, lengths: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T) mask of the output frames computed from real samples (``lengths``), not padding."""
+    b, t = hidden.shape[:2]
+    if lengths is None:
+        return torch.ones(b, t, dtype=torch.bool, device=hidden.device)
+    frames = encoder._get_feat_extract_output_lengths(lengths).to(hidden.device)
+    return torch.arange(t, device=hidden.device)[None, :] < frames[:, None]
 
 
 def load_speech_encoder(source: str | os.PathLike):
@@ -174,8 +184,9 @@ class SpeechCollator:
         # Group-norm wav2vec2 models (base) are trained without an attention mask.
         self.use_mask = bool(getattr(feature_extractor, "return_attention_mask", True))
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        waves = [it["audio"] for it in items]
+    def encode(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Normalised, padded ``input_values``, sample ``lengths`` and (for layer-norm models)
+        the ``attention_mask``."""
         enc = self.fe(
             waves,
             sampling_rate=self.sample_rate,
@@ -189,6 +200,138 @@ class SpeechCollator:
         }
         if self.use_mask:
             batch["attention_mask"] = enc["attention_mask"]
+        return batch
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encode([it["input"] for it in items])
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
         return batch
+
+
+def duration_batches(
+    rows: np.ndarray, durations: np.ndarray, budget_s: float, max_s: float, max_ratio: float = 1.1
+) -> list[np.ndarray]:
+    """Rows sorted by duration, cut into batches whose padded duration stays within ``budget_s``
+    and whose longest piece is at most ``max_ratio`` times the shortest (so padding stays under
+    ~10 % of frames). A batch's padded cost is (pieces) x (longest piece); clips longer than
+    ``max_s`` count as several windows."""
+    order = np.argsort(durations, kind="stable")
+    batches, cur, longest, shortest, pieces = [], [], 0.0, 0.0, 0
+    for j in order:
+        d = float(durations[j])
+        n_pieces = int(np.ceil(d / max_s)) if d > max_s else 1
+        piece = min(d, max_s)
+        if cur and (
+            max(longest, piece) * (pieces + n_pieces) > budget_s or piece > shortest * max_ratio
+        ):
+            batches.append(rows[np.array(cur)])
+            cur, pieces = [], 0
+        if not cur:
+            shortest, longest = piece, piece
+        cur.append(j)
+        longest, pieces = max(longest, piece), pieces + n_pieces
+    if cur:
+        batches.append(rows[np.array(cur)])
+    return batches
+
+
+def windows(x: np.ndarray, win: int | None, min_len: int) -> list[np.ndarray]:
+    """A waveform cut into windows of ``win`` samples (a short tail folded into its neighbour),
+    each padded with silence to at least ``min_len`` samples."""
+    if win is None or len(x) <= win:
+        pieces = [x]
+    else:
+        pieces = [x[i : i + win] for i in range(0, len(x), win)]
+        if len(pieces) > 1 and len(pieces[-1]) < win // 4:
+            pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+    return [np.pad(p, (0, min_len - len(p))) if len(p) < min_len else p for p in pieces]
+
+
+@register_family
+class SpeechEncoder(Encoder):
+    """wav2vec2-family encoders: windows for long clips, masked pooling of every requested layer
+    over all frames of a clip, the reference head on the pooled last layer."""
+
+    family = "wav2vec2"
+    modality = "speech"
+    model_types = (
+        "wav2vec2",
+        "wav2vec2-conformer",
+        "hubert",
+        "wavlm",
+        "data2vec-audio",
+        "unispeech",
+        "unispeech-sat",
+        "sew",
+        "sew-d",
+    )
+
+    @classmethod
+    def load_processor(cls, source: str):
+        return load_feature_extractor(source)
+
+    def new_classifier(self, source, label_names, dropout):
+        model = SpeechClassifier(
+            load_speech_encoder(source), len(label_names), dropout, list(label_names)
+        )
+        return model
+
+    def load_classifier(self, folder):
+        return SpeechClassifier.from_pretrained(folder).eval()
+
+    def load_pretrained(self, source):
+        return load_speech_encoder(source).eval()
+
+    def min_input_length(self, model) -> int:
+        return min_samples(self.bare(model))
+
+    def input_provenance(self):
+        return {"sample_rate": self.options.sample_rate, "max_len": self.options.max_seconds or 0}
+
+    # -- rows
+    def check_row(self, manifest, row):
+        try:
+            return duration(manifest.audio_path(row))
+        except AudioError as err:
+            return str(err)
+
+    def load_pieces(self, manifest, row, min_length=1):
+        opts = self.options
+        x = load_audio(manifest.audio_path(row), opts.sample_rate, opts.reverse)
+        win = int(opts.max_seconds * opts.sample_rate) if opts.max_seconds else None
+        return windows(x, win, min_length)
+
+    def batches(self, rows, lengths, batch_size, batch_seconds):
+        max_s = self.options.max_seconds or float("inf")
+        return duration_batches(np.asarray(rows), lengths, batch_seconds, max_s)
+
+    def piece_units(self, pieces):
+        return sum(len(p) for p in pieces) / self.options.sample_rate
+
+    def collator(self):
+        return SpeechCollator(self.processor, self.options.sample_rate)
+
+    # -- forward
+    def forward(self, model, pieces, owner, n_rows, layers, device, autocast):
+        enc = self.collator().encode(list(pieces))
+        encoder = self.bare(model)
+        attn = enc.get("attention_mask")
+        with autocast_context(device, autocast):
+            out = encoder(
+                enc["input_values"].to(device),
+                attention_mask=attn.to(device) if attn is not None else None,
+                output_hidden_states=True,
+            )
+        hs = out.hidden_states
+        mask = frame_mask(encoder, enc["lengths"], hs[-1])
+        own = torch.as_tensor(owner, device=device)
+        last = len(hs) - 1
+        head = getattr(model, "head", None)
+        wanted = set(layers) | ({last} if head is not None else set())
+        pooled = {i: pool_rows(hs[i], mask, own, n_rows) for i in wanted}
+        logits = None
+        if head is not None:
+            with autocast_context(device, autocast):
+                logits = head(pooled[last][0].to(hs[-1].dtype)).float()
+        return Features({i: pooled[i] for i in layers}, logits)

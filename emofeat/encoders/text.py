@@ -8,14 +8,25 @@ transformers.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from kobert_transformers.tokenization_kobert import KoBertTokenizer
 
-from emofeat.encoders import ModelSpec, local_source, offline_message
+from emofeat.encoders import local_source, offline_message
+from emofeat.encoders.base import (
+    Encoder,
+    Features,
+    autocast_context,
+    pool_rows,
+    register_family,
+)
 from emofeat.errors import ModelError
+
+KOBERT_SPM = "tokenizer_78b3253a26.model"
 
 
 class KoBertTokenizerFixed(KoBertTokenizer):
@@ -34,32 +45,32 @@ class KoBertTokenizerFixed(KoBertTokenizer):
         return super().save_vocabulary(save_directory)
 
 
-def load_tokenizer(spec: ModelSpec, source: str | os.PathLike | None = None):
-    """The tokenizer of a text model (KoBERT's SentencePiece tokenizer for KoBERT folders/ids)."""
-    src = local_source(source or spec.source)
+def load_tokenizer(source: str | os.PathLike):
+    """The tokenizer of a text model folder or hub id (KoBERT's SentencePiece tokenizer when the
+    folder holds its model file; never through AutoTokenizer, which cannot build it)."""
+    src = local_source(source)
     try:
-        if spec.kobert or (Path(src) / "tokenizer_78b3253a26.model").is_file():
+        if (Path(src) / KOBERT_SPM).is_file():
             return KoBertTokenizerFixed.from_pretrained(src)
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(src)
     except OSError:
-        raise ModelError(offline_message(src)) from None
+        raise ModelError(offline_message(str(src))) from None
 
 
 def load_text_classifier(
     source: str | os.PathLike,
-    num_labels: int | None = None,
+    label_names: Sequence[str] | None = None,
     dropout: float | None = None,
-    label_names=None,
 ):
     """A sequence classifier: from a fine-tuned folder, or a new head on a pretrained encoder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    kwargs = {}
-    if num_labels is not None:
+    kwargs: dict[str, Any] = {}
+    if label_names is not None:
         kwargs.update(
-            num_labels=num_labels,
+            num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
         )
@@ -84,28 +95,96 @@ class TextCollator:
         self.tokenizer = tokenizer
         self.max_len = max_len
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(
-            [it["text"] for it in items],
-            truncation=True,
-            max_length=self.max_len,
-            padding=True,
-            return_tensors="pt",
-            return_token_type_ids=True,
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            self.tokenizer(
+                texts,
+                truncation=True,
+                max_length=self.max_len,
+                padding=True,
+                return_tensors="pt",
+                return_token_type_ids=True,
+            )
         )
-        batch = dict(enc)
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.encode([it["input"] for it in items])
         if "labels" in items[0]:
             batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
         return batch
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over time of ``hidden`` (B, T, H) where ``mask`` (B, T) is true; padding excluded."""
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+@register_family
+class TextEncoder(Encoder):
+    """BERT-like encoders (KoBERT included): masked mean over tokens per layer, BERT's pooler
+    output as the extra embedding ``pooler``, classifier logits."""
 
+    family = "bert"
+    modality = "text"
+    model_types = (
+        "bert",
+        "roberta",
+        "electra",
+        "xlm-roberta",
+        "distilbert",
+        "albert",
+        "deberta",
+        "deberta-v2",
+        "camembert",
+    )
 
-def text_lengths(tokenizer, texts: list[str], max_len: int) -> np.ndarray:
-    """Token counts (special tokens included, truncated) of each text, for length grouping."""
-    ids = tokenizer(texts, truncation=True, max_length=max_len)["input_ids"]
-    return np.array([len(x) for x in ids])
+    @classmethod
+    def load_processor(cls, source: str):
+        return load_tokenizer(source)
+
+    def new_classifier(self, source, label_names, dropout):
+        return load_text_classifier(source, label_names, dropout)
+
+    def load_classifier(self, folder):
+        return load_text_classifier(folder).eval()
+
+    def load_pretrained(self, source):
+        from transformers import AutoModel
+
+        src = local_source(source)
+        try:
+            return AutoModel.from_pretrained(src).eval()
+        except OSError:
+            raise ModelError(offline_message(str(src))) from None
+
+    def extra_embeddings(self, model):
+        pooler = getattr(self.bare(model), "pooler", None)
+        return {"pooler": int(model.config.hidden_size)} if pooler is not None else {}
+
+    # -- rows
+    def check_row(self, manifest, row):
+        text = manifest.frame["text"].iat[row]
+        return "empty text" if not str(text).strip() else float(len(text))
+
+    def load_pieces(self, manifest, row, min_length=1):
+        return [manifest.frame["text"].iat[row]]
+
+    def batches(self, rows, lengths, batch_size, batch_seconds):
+        order = np.argsort(lengths, kind="stable")
+        rows = np.asarray(rows)[order]
+        return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+    def collator(self):
+        return TextCollator(self.processor, self.options.max_len)
+
+    # -- forward
+    def forward(self, model, pieces, owner, n_rows, layers, device, autocast):
+        enc = {k: v.to(device) for k, v in self.collator().encode(list(pieces)).items()}
+        with autocast_context(device, autocast):
+            out = model(**enc, output_hidden_states=True)
+        hs = out.hidden_states
+        mask = enc["attention_mask"].bool()
+        own = torch.as_tensor(owner, device=device)
+        pooled = {i: pool_rows(hs[i], mask, own, n_rows) for i in set(layers)}
+        extra = {}
+        pooler = getattr(self.bare(model), "pooler", None)
+        if pooler is not None:
+            with autocast_context(device, autocast):
+                extra["pooler"] = pooler(hs[-1]).float()
+        logits = out.logits.float() if hasattr(out, "logits") else None
+        return Features(pooled, logits, extra)

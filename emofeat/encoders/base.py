@@ -1,0 +1,297 @@
+"""The encoder interface every model family implements, the family registry, and masked pooling.
+
+An :class:`Encoder` owns everything that differs between text and speech: loading (a pretrained
+encoder, a new classifier on it, a fine-tuned fold folder), checking and reading manifest rows,
+batching, collation, the minimum input length and the masked, pooled forward pass over any set of
+hidden layers. Fine-tuning (:mod:`emofeat.finetune`) and extraction (:mod:`emofeat.extract`) ask
+the encoder and never branch on the modality.
+
+Families register themselves by name (the way lhotse registers feature extractors)::
+
+    @register_family
+    class ElectraEncoder(TextEncoder):
+        family = "electra"
+        model_types = ("electra",)
+
+and :data:`MODELS` maps the short model names users type to (family, hub id).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from emofeat.errors import EmofeatError
+
+if TYPE_CHECKING:
+    from emofeat.corpus.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+FAMILIES: dict[str, type[Encoder]] = {}
+
+
+def register_family(cls: type[Encoder]) -> type[Encoder]:
+    """Class decorator: make an encoder family known by its ``family`` name."""
+    FAMILIES[cls.family] = cls
+    return cls
+
+
+# ------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class InputOptions:
+    """How manifest rows become model inputs (the parts of a run that decide what a model sees)."""
+
+    max_len: int = 64  # text: token limit
+    sample_rate: int = 16000  # speech
+    reverse: bool = False  # speech: time-reverse the waveform (the reference's second model)
+    max_seconds: float | None = None  # speech, extraction only: window length for long clips
+
+
+@dataclass
+class RowCheck:
+    """Result of checking manifest rows: usable rows, (id, reason) of the others, and a length
+    per usable row (characters for text, seconds for speech) for batching."""
+
+    good: np.ndarray
+    bad: list[tuple[str, str]]
+    lengths: np.ndarray
+    bad_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+
+@dataclass
+class Features:
+    """One forward pass of one model over a batch of rows: per hidden-state index the pooled
+    (mean, std) of each row, the logits (models with a head) and extra pooled outputs (BERT's
+    pooler) — all float32, on the model's device."""
+
+    pooled: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    logits: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @staticmethod
+    def mean(parts: Sequence[Features]) -> Features:
+        """The element-wise mean of several models' features on the same rows (fold models)."""
+        n = len(parts)
+        first = parts[0]
+        pooled = {
+            i: (sum(p.pooled[i][0] for p in parts) / n, sum(p.pooled[i][1] for p in parts) / n)
+            for i in first.pooled
+        }
+        logits = sum(p.logits for p in parts) / n if first.logits is not None else None
+        extra = {k: sum(p.extra[k] for p in parts) / n for k in first.extra}
+        return Features(pooled, logits, extra)
+
+
+# ------------------------------------------------------------------------------------- pooling
+def masked_sums(
+    hidden: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sums, sums of squares and counts over the positions where ``mask`` (B, T) is true, in
+    float32: padding never enters a pooled value, so it does not depend on the batch."""
+    h = hidden.float()
+    m = mask.to(h.dtype).unsqueeze(-1)
+    return (h * m).sum(1), (h * h * m).sum(1), m.sum(1).squeeze(-1)
+
+
+def mean_std(
+    sums: torch.Tensor, sq: torch.Tensor, counts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation from sums, sums of squares and counts."""
+    mean = sums / counts.clamp(min=1)[:, None]
+    var = sq / counts.clamp(min=1)[:, None] - mean * mean
+    return mean, var.clamp(min=0).sqrt()
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over time of ``hidden`` (B, T, H) where ``mask`` (B, T) is true (keeps the dtype and
+    the autograd graph: the speech classifier trains through it)."""
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def pool_rows(
+    hidden: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_rows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per row of pieces that belong to rows (``owner[piece] = row``): the frames of
+    all windows of a long clip are pooled together, as if the clip had been seen whole."""
+    s, sq, c = masked_sums(hidden, mask)
+    if n_rows == len(owner) and bool((owner == torch.arange(n_rows, device=owner.device)).all()):
+        return mean_std(s, sq, c)
+    S = torch.zeros(n_rows, s.shape[1], device=s.device).index_add_(0, owner, s)
+    SQ = torch.zeros_like(S).index_add_(0, owner, sq)
+    C = torch.zeros(n_rows, device=s.device).index_add_(0, owner, c)
+    return mean_std(S, SQ, C)
+
+
+def layer_names(spec: str, num_hidden: int) -> list[tuple[str, int]]:
+    """(dataset name, hidden-state index) pairs for ``--layers``; ``num_hidden`` counts hidden
+    states (layers + 1, index 0 being the input embeddings)."""
+    if spec == "last":
+        return [("last", num_hidden - 1)]
+    if spec == "all":
+        return [(f"layer_{i:02d}", i) for i in range(num_hidden)]
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        if part == "last":
+            out.append(("last", num_hidden - 1))
+            continue
+        try:
+            i = int(part)
+        except ValueError:
+            raise EmofeatError(
+                f"--layers {spec!r}: expected last, all or indices like 0,6,12"
+            ) from None
+        if not 0 <= i < num_hidden:
+            raise EmofeatError(
+                f"--layers: index {i} outside 0..{num_hidden - 1} (this model has {num_hidden - 1} layers)"
+            )
+        out.append((f"layer_{i:02d}", i))
+    return out
+
+
+# ------------------------------------------------------------------------------------- encoder
+class Encoder(ABC):
+    """A model family. Holds the processor (tokenizer or feature extractor) and the input options;
+    the models themselves (one per fold) are passed to :meth:`forward`."""
+
+    family: ClassVar[str]
+    modality: ClassVar[str]  # "text" or "speech": the store's ``modality`` attribute
+    model_types: ClassVar[tuple[str, ...]]  # Hugging Face ``model_type`` values it handles
+
+    def __init__(self, processor: Any, options: InputOptions):
+        self.processor = processor
+        self.options = options
+
+    # -- loading
+    @classmethod
+    @abstractmethod
+    def load_processor(cls, source: str) -> Any:
+        """The tokenizer or feature extractor saved in a local model folder."""
+
+    @classmethod
+    def from_folder(cls, source: str, options: InputOptions) -> Encoder:
+        """An encoder whose processor comes from ``source`` (a pretrained or fine-tuned folder)."""
+        return cls(cls.load_processor(source), options)
+
+    @abstractmethod
+    def new_classifier(
+        self, source: str, label_names: Sequence[str], dropout: float | None
+    ) -> torch.nn.Module:
+        """A fresh classification head on the pretrained encoder at ``source``."""
+
+    @abstractmethod
+    def load_classifier(self, folder: str) -> torch.nn.Module:
+        """A fine-tuned classifier saved by :meth:`save_classifier` (eval mode)."""
+
+    @abstractmethod
+    def load_pretrained(self, source: str) -> torch.nn.Module:
+        """The bare pretrained encoder (no head), for frozen-encoder extraction (eval mode)."""
+
+    def save(self, model: torch.nn.Module, folder: str) -> None:
+        """Save a fine-tuned classifier and the processor so that :meth:`load_classifier` and
+        :meth:`from_folder` reload them."""
+        model.save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+
+    @staticmethod
+    def bare(model: torch.nn.Module) -> torch.nn.Module:
+        """The encoder inside a classifier (or the model itself when it has no head)."""
+        return getattr(model, "base_model", model)
+
+    def num_hidden_states(self, model: torch.nn.Module) -> int:
+        """Hidden states a forward pass returns: layers + the input embeddings."""
+        return int(model.config.num_hidden_layers) + 1
+
+    def input_provenance(self) -> dict[str, Any]:
+        """What a store records of the inputs: ``sample_rate`` (speech, else 0) and ``max_len``
+        (tokens for text, the window length in seconds for speech)."""
+        return {"sample_rate": 0, "max_len": self.options.max_len}
+
+    def extra_embeddings(self, model: torch.nn.Module) -> dict[str, int]:
+        """Embeddings besides the pooled hidden states (name → width); none by default."""
+        return {}
+
+    # -- rows
+    def min_input_length(self, model: torch.nn.Module) -> int:
+        """Fewest input units (samples, tokens) that give the model one output position."""
+        return 1
+
+    @abstractmethod
+    def check_row(self, manifest: Manifest, row: int) -> float | str:
+        """A usable row's length (for batching), or the reason it cannot be used."""
+
+    def check_rows(self, manifest: Manifest, rows: np.ndarray, skip_bad: bool) -> RowCheck:
+        """Usable rows and the others with their reasons; without ``skip_bad`` a bad row is an
+        error that lists the first ones."""
+        good, bad, bad_rows, lengths = [], [], [], []
+        ids = manifest.ids
+        for r in rows:
+            res = self.check_row(manifest, int(r))
+            if isinstance(res, str):
+                bad.append((ids[r], res))
+                bad_rows.append(int(r))
+            else:
+                good.append(int(r))
+                lengths.append(res)
+        if bad and not skip_bad:
+            listing = "\n".join(f"  {u}: {why}" for u, why in bad[:10])
+            raise EmofeatError(
+                f"{len(bad)} unusable utterance(s); first ones:\n{listing}\n"
+                "Fix them, or pass --skip-bad to leave them out (they are recorded)."
+            )
+        return RowCheck(
+            np.asarray(good, dtype=int),
+            bad,
+            np.asarray(lengths, dtype=float),
+            np.asarray(bad_rows, dtype=int),
+        )
+
+    @abstractmethod
+    def load_pieces(self, manifest: Manifest, row: int, min_length: int = 1) -> list[Any]:
+        """The model inputs of one row: the transcript, or the waveform cut into windows of
+        ``options.max_seconds`` (one piece when that is None)."""
+
+    @abstractmethod
+    def batches(
+        self, rows: np.ndarray, lengths: np.ndarray, batch_size: int, batch_seconds: float
+    ) -> list[np.ndarray]:
+        """Rows grouped into extraction batches (similar lengths together: little padding)."""
+
+    def piece_units(self, pieces: list[Any]) -> float:
+        """What a row's pieces amount to for the progress rate (audio seconds; 0 for text)."""
+        return 0.0
+
+    @abstractmethod
+    def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
+        """Training collation: items ``{"input": text or waveform, "labels": class}`` → model keyword inputs."""
+
+    # -- forward
+    @abstractmethod
+    def forward(
+        self,
+        model: torch.nn.Module,
+        pieces: list[Any],
+        owner: np.ndarray,
+        n_rows: int,
+        layers: Sequence[int],
+        device: str,
+        autocast: torch.dtype | None,
+    ) -> Features:
+        """Pooled hidden states of ``layers`` for each of ``n_rows`` rows (pieces belong to rows
+        through ``owner``), and the logits when ``model`` has a head."""
+
+
+def autocast_context(device: str, dtype: torch.dtype | None):
+    """torch.autocast for ``device``, disabled when ``dtype`` is None."""
+    kind = device.split(":")[0]
+    if dtype is None:
+        return torch.autocast(kind, enabled=False)
+    return torch.autocast(kind, dtype=dtype)

@@ -1,0 +1,202 @@
+"""The run folder written by ``emofeat finetune`` and read by ``emofeat extract``.
+
+``runs/NAME/`` holds:
+
+* ``config.yaml`` — the resolved options under ``config`` (with the model's family, modality and
+  source, the manifest and its split scheme) and provenance beside them;
+* ``fold-k/`` (``fold-all`` for a run without folds) — a ``save_pretrained`` folder per fold
+  model, with ``metrics.json`` (its presence marks the fold as finished), ``log_history.json``
+  and ``rows.json`` (``{"train": [ids], "select": [ids]}``: the rows that trained the fold model
+  and those that chose its checkpoint);
+* ``metrics.json`` (per-fold metrics) and ``skipped.csv`` (rows left out with ``--skip-bad``).
+
+:class:`RunFolder` is the only code that knows these names; fine-tuning writes through it and
+extraction reads through it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emofeat.atomic import write_text
+from emofeat.errors import EmofeatError
+from emofeat.provenance import dump_yaml, provenance
+
+CONFIG = "config.yaml"
+FOLD_DONE = "metrics.json"
+ROWS = "rows.json"
+# Options that may differ between the first run of a command and its resumption.
+RESUMABLE_KEYS = ("device",)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run's ``config.yaml`` says about its models (typed; the full options stay in
+    ``options``)."""
+
+    family: str
+    modality: str
+    source: str
+    folds: int
+    label_names: list[str]
+    reverse: bool = False
+    max_len: int = 64
+    sample_rate: int = 16000
+    manifest: str = ""
+    split_scheme: str = ""
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str) -> RunInfo:
+        try:
+            # Runs made before families were recorded: the modality's default family.
+            family = (
+                config.get("family") or {"text": "bert", "speech": "wav2vec2"}[config["modality"]]
+            )
+            return cls(
+                family=str(family),
+                modality=str(config["modality"]),
+                source=str(config["source"]),
+                folds=int(config["folds"]),
+                label_names=list(config["label_names"]),
+                reverse=bool(config.get("reverse", False)),
+                max_len=int(config.get("max_len", 64)),
+                sample_rate=int(config.get("sample_rate", 16000)),
+                manifest=str(config.get("manifest", "")),
+                split_scheme=str(config.get("split_scheme", "")),
+                options=dict(config),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise EmofeatError(
+                f"{where}: malformed run config ({type(err).__name__}: {err}); re-run `emofeat finetune`"
+            ) from None
+
+
+class RunFolder:
+    """A fine-tuning run on disk (see the module docstring for the layout)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- config
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    def exists(self) -> bool:
+        return self.config_path.is_file()
+
+    def read_config(self) -> dict[str, Any]:
+        """The resolved options the run was made with."""
+        if not self.exists():
+            raise EmofeatError(
+                f"{self.path}: no {CONFIG}; not a run folder written by `emofeat finetune`"
+            )
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise EmofeatError(f"{self.config_path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            raise EmofeatError(f"{self.config_path}: no `config` mapping; not an emofeat run")
+        return data["config"]
+
+    def info(self) -> RunInfo:
+        return RunInfo.from_config(self.read_config(), str(self.config_path))
+
+    def differing_options(self, config: dict[str, Any]) -> list[str]:
+        """Options whose value differs from those the run was made with."""
+        old = self.read_config()
+        return sorted(k for k in config if old.get(k) != config[k] and k not in RESUMABLE_KEYS)
+
+    def write_config(self, config: dict[str, Any], seed: int | None) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text(self.config_path, dump_yaml(provenance(config, seed)))
+
+    def clear(self) -> None:
+        """Remove the run (``--overwrite``)."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+
+    # -- folds
+    @staticmethod
+    def fold_name(fold: int) -> str:
+        return f"fold-{fold}" if fold >= 0 else "fold-all"
+
+    def fold_dir(self, fold: int) -> Path:
+        return self.path / self.fold_name(fold)
+
+    def fold_ids(self, folds: int | None = None) -> list[int]:
+        """The fold indices of a run with ``folds`` folds (-1 alone for a run without folds)."""
+        k = self.info().folds if folds is None else folds
+        return list(range(k)) if k else [-1]
+
+    def is_finished(self, fold: int) -> bool:
+        return (self.fold_dir(fold) / FOLD_DONE).is_file()
+
+    def fold_metrics(self, fold: int) -> dict[str, Any]:
+        return json.loads((self.fold_dir(fold) / FOLD_DONE).read_text())
+
+    def checkpoints(self, fold: int) -> Path:
+        """Trainer's checkpoint folder of an unfinished fold (removed once the fold is saved)."""
+        return self.fold_dir(fold) / "checkpoints"
+
+    def save_fold(
+        self,
+        fold: int,
+        save_model: Callable[[Path], None],
+        metrics: dict[str, Any],
+        log_history: list[dict],
+        train_ids: Sequence[str],
+        select_ids: Sequence[str],
+    ) -> None:
+        """Write a finished fold folder under a temporary name, then rename it into place, so a
+        fold folder is either whole (with its done marker) or absent."""
+        out = self.fold_dir(fold)
+        tmp = out.with_name(out.name + ".saving")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(tmp)
+        (tmp / "log_history.json").write_text(json.dumps(log_history, indent=1))
+        (tmp / ROWS).write_text(
+            json.dumps({"train": list(map(str, train_ids)), "select": list(map(str, select_ids))})
+        )
+        (tmp / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+
+    def fold_rows(self, fold: int) -> dict[str, list[str]]:
+        """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat
+        recorded them)."""
+        path = self.fold_dir(fold) / ROWS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def finished_fold_dirs(self) -> list[Path]:
+        """The fold model folders in fold order; an error naming the unfinished ones."""
+        names = [self.fold_name(k) for k in self.fold_ids()]
+        missing = [n for n in names if not (self.path / n / FOLD_DONE).is_file()]
+        if missing:
+            raise EmofeatError(
+                f"{self.path}: fold model(s) {missing} not trained yet; re-run `emofeat finetune` to finish the run"
+            )
+        return [self.path / n for n in names]
+
+    def write_summary(self, results: dict[int, dict], skipped: list[tuple[str, str]]) -> None:
+        """The run-level ``metrics.json`` and, when rows were left out, ``skipped.csv``."""
+        write_text(
+            self.path / "metrics.json",
+            json.dumps({str(k): v for k, v in results.items()}, indent=2),
+        )
+        if skipped:
+            buf = io.StringIO()
+            csv.writer(buf).writerows([("id", "reason"), *skipped])
+            write_text(self.path / "skipped.csv", buf.getvalue())
