@@ -12,6 +12,7 @@ import click
 from emofeat import __version__
 from emofeat.errors import EmofeatError
 from emofeat.presets import PRESETS
+from emofeat.stack.meta import META_LEARNERS
 
 # Options shared by several commands.
 model_path_option = click.option(
@@ -234,7 +235,7 @@ def models_tiny(kind, out, manifest, hidden, layers, seed):
 @friendly
 def finetune(model, model_path, manifest, out, preset, config_file, overwrite, **options):
     """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
-    from emofeat.finetune import finetune as run
+    from emofeat.finetune import finetune as finetune_run
     from emofeat.finetune import resolve_config
 
     cfg = resolve_config(
@@ -244,7 +245,7 @@ def finetune(model, model_path, manifest, out, preset, config_file, overwrite, *
         model_path=str(model_path) if model_path else None,
         **options,
     )
-    results = run(manifest, out, cfg, overwrite=overwrite)
+    results = finetune_run(manifest, out, cfg, overwrite=overwrite)
     for fold, met in results.items():
         click.echo(
             f"fold {fold}: "
@@ -310,6 +311,13 @@ def finetune(model, model_path, manifest, out, preset, config_file, overwrite, *
 @click.option(
     "--skip-bad", is_flag=True, help="Record unreadable rows as skipped instead of stopping."
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Threads that decode the next batches while one computes.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store made for other rows or options.")
 @friendly
 def extract(manifest, out, model_path, run, **options):
@@ -335,7 +343,10 @@ def extract(manifest, out, model_path, run, **options):
     help="A feature store; repeat for each base model.",
 )
 @click.option(
-    "--meta", required=True, type=click.Choice(["softvote", "caruana", "logreg", "lgbm", "mixer"])
+    "--meta",
+    required=True,
+    type=click.Choice(list(META_LEARNERS)),
+    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values()),
 )
 @click.option(
     "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."
@@ -379,10 +390,10 @@ def stack(
     out,
 ):
     """Fit a meta-learner over stores (leak-free), report CV and test figures."""
-    from emofeat.stack.run import render_table, table_rows
-    from emofeat.stack.run import stack as run
+    from emofeat.stack.ensemble import stack as fit_and_report
+    from emofeat.stack.report import render_table, table_rows
 
-    result = run(
+    result = fit_and_report(
         stores,
         meta,
         out,
@@ -414,9 +425,9 @@ def stack(
 @friendly
 def predict(stack_dir, stores, out, allow_incomplete):
     """Predict with a fitted stack (loads its model.joblib: only use stacks you trust)."""
-    from emofeat.stack.run import predict as run
+    from emofeat.stack.ensemble import predict as predict_stack
 
-    run(stack_dir, stores, out, allow_incomplete)
+    predict_stack(stack_dir, stores, out, allow_incomplete)
     click.echo(f"wrote {out}")
 
 
@@ -430,9 +441,9 @@ def predict(stack_dir, stores, out, allow_incomplete):
 @friendly
 def demo(out, seed, folds):
     """The whole pipeline on a synthetic corpus with tiny models (minutes on 2 CPU cores)."""
-    from emofeat.demo import demo as run
+    from emofeat.demo import demo as run_demo
 
-    run(out, seed=seed, folds=folds)
+    run_demo(out, seed=seed, folds=folds)
 
 
 @main.group()

@@ -16,10 +16,25 @@ from typing import Any
 
 import click
 
-# The reference's five models, in the order of its soft-vote weights.
-MODELS = ("wav2vec2-fwd", "wav2vec2-rev", "kobert-p03", "kobert-p05", "kobert-p07")
-REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"
-METAS = ("softvote", "caruana", "logreg", "lgbm", "mixer")
+
+@dataclass(frozen=True)
+class BaseModel:
+    """One of the reference's five models: its name and the options that make it."""
+
+    name: str
+    modality: str  # which encoder (``--kobert`` or ``--wav2vec2``) and preset it uses
+    options: dict[str, Any]
+
+
+# The reference's five models, in the order of its soft-vote weights (reference.md).
+BASE_MODELS = (
+    BaseModel("wav2vec2-fwd", "speech", {"reverse": False}),
+    BaseModel("wav2vec2-rev", "speech", {"reverse": True}),
+    BaseModel("kobert-p03", "text", {"dropout": 0.3}),
+    BaseModel("kobert-p05", "text", {"dropout": 0.5}),
+    BaseModel("kobert-p07", "text", {"dropout": 0.7}),
+)
+REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"  # the reference's soft-vote weights, in that order
 
 
 @dataclass
@@ -29,6 +44,18 @@ class Step:
     title: str
     command: str
     run: Callable[[], Any]
+
+
+def _flags(options: dict[str, Any]) -> str:
+    """Command-line flags of finetune options (``--reverse``, ``--dropout 0.3``)."""
+    out = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{key.replace('_', '-')}")
+        else:
+            out.append(f"{flag} {value}")
+    return (" " + " ".join(out)) if out else ""
 
 
 def ensemble_plan(
@@ -41,54 +68,42 @@ def ensemble_plan(
     folds: int | None = None,
     device: str = "auto",
     precision: str = "fp32",
-    extra: dict[str, Any] | None = None,
 ) -> list[Step]:
     """Steps: fine-tune the five models, extract their stores, stack with every meta-learner."""
     from emofeat.extract import ExtractConfig, extract
     from emofeat.finetune import finetune, resolve_config
-    from emofeat.stack.run import stack
+    from emofeat.stack.ensemble import stack
+    from emofeat.stack.meta import META_LEARNERS
 
-    extra = extra or {}
     runs, stores = out / "runs", out / "stores"
+    sources = {"speech": wav2vec2, "text": kobert}
+    presets = {"speech": wav2vec2_preset, "text": kobert_preset}
     steps = []
-    for name in MODELS:
-        speech = name.startswith("wav2vec2")
-        source = wav2vec2 if speech else kobert
-        preset = wav2vec2_preset if speech else kobert_preset
-        opts: dict[str, Any] = {
-            "model": source,
-            "folds": folds,
-            "device": device,
-            **extra.get("speech" if speech else "text", {}),
-        }
-        flag = ""
-        if speech:
-            opts["reverse"] = name.endswith("rev")
-            flag = " --reverse" if opts["reverse"] else ""
-        else:
-            opts["dropout"] = int(name[-2:]) / 10
-            flag = f" --dropout {opts['dropout']}"
-        cfg = resolve_config(preset, None, **opts)
+    for base in BASE_MODELS:
+        source, preset = sources[base.modality], presets[base.modality]
+        cfg = resolve_config(preset, None, model=source, folds=folds, device=device, **base.options)
         fold_flag = f" --folds {folds}" if folds is not None else ""
         steps.append(
             Step(
-                f"fine-tune {name}",
-                f"emofeat finetune --model {source} --preset {preset}{flag}{fold_flag} --manifest {manifest} --out {runs / name}",
-                lambda cfg=cfg, name=name: finetune(manifest, runs / name, cfg),
+                f"fine-tune {base.name}",
+                f"emofeat finetune --model {source} --preset {preset}{_flags(base.options)}{fold_flag} --manifest {manifest} --out {runs / base.name}",
+                lambda cfg=cfg, name=base.name: finetune(manifest, runs / name, cfg),
             )
         )
-    for name in MODELS:
-        cfg = ExtractConfig(run=str(runs / name), device=device, precision=precision, layers="last")
+    for base in BASE_MODELS:
+        cfg = ExtractConfig(
+            run=str(runs / base.name), device=device, precision=precision, layers="last"
+        )
         steps.append(
             Step(
-                f"extract {name}",
-                f"emofeat extract --run {runs / name} --manifest {manifest} --out {stores / name}.h5 --precision {precision}",
-                lambda cfg=cfg, name=name: extract(manifest, stores / f"{name}.h5", cfg),
+                f"extract {base.name}",
+                f"emofeat extract --run {runs / base.name} --manifest {manifest} --out {stores / base.name}.h5 --precision {precision}",
+                lambda cfg=cfg, name=base.name: extract(manifest, stores / f"{name}.h5", cfg),
             )
         )
-    paths = [stores / f"{n}.h5" for n in MODELS]
+    paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     store_flags = " ".join(f"--store {p}" for p in paths)
-    for meta in METAS:
+    for meta in META_LEARNERS:
         weights = REFERENCE_WEIGHTS if meta == "softvote" else None
         wflag = f" --weights {weights}" if weights else ""
         steps.append(
@@ -117,10 +132,11 @@ def run_plan(steps: list[Step], dry_run: bool = False) -> None:
 
 def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:
     """One table of every base model and every stacked ensemble (test set, reference layout)."""
-    from emofeat.stack.run import render_table
+    from emofeat.stack.meta import META_LEARNERS
+    from emofeat.stack.report import render_table
 
     rows: list[tuple[str, dict]] = []
-    for meta in METAS:
+    for meta in META_LEARNERS:
         path = out / "runs" / f"stack-{meta}" / "metrics.json"
         if not path.is_file():
             continue

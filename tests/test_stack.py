@@ -10,9 +10,9 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score
 
 from emofeat.cli import main
 from emofeat.errors import EmofeatError, StoreError
+from emofeat.stack.ensemble import predict, stack
 from emofeat.stack.level1 import softmax
 from emofeat.stack.meta import Caruana, MixerClassifier, SoftVote
-from emofeat.stack.run import predict, stack
 from emofeat.store import create_store, open_store
 
 N, K = 400, 3
@@ -92,7 +92,7 @@ def test_caruana_weights_are_a_distribution():
     good = np.eye(3)[y] * 0.6 + 0.4 / 3
     noise = softmax(rng.normal(0, 1, (200, 3)))
     X = np.hstack([noise, good, noise])
-    model = Caruana(n_iter=20, n_classes=3).fit(X, y)
+    model = Caruana(n_iter=20, classes=[0, 1, 2]).fit(X, y)
     assert (model.weights_ >= 0).all() and model.weights_.sum() == pytest.approx(1.0)
     assert model.weights_[1] == model.weights_.max()
     np.testing.assert_allclose(model.predict_proba(X).sum(1), 1.0)
@@ -167,7 +167,7 @@ def test_mismatched_stores_are_refused(tmp_path):
         rng.normal(size=(N, 4)),
         [f"class{i}" for i in range(4)],
     )
-    with pytest.raises(StoreError, match="disagree on labels: u0005"):
+    with pytest.raises(StoreError, match="disagree: labels differ at id 'u0005'"):
         stack([paths[0], s1], "logreg", tmp_path / "x")
     s2 = make_store(tmp_path / "names.h5", y, split, fold, rng.normal(size=(N, 4)), list("abcd"))
     with pytest.raises(StoreError, match="label_names"):
@@ -180,7 +180,7 @@ def test_mismatched_stores_are_refused(tmp_path):
         rng.normal(size=(N, 4)),
         [f"class{i}" for i in range(4)],
     )
-    with pytest.raises(StoreError, match="different folds"):
+    with pytest.raises(StoreError, match="fold differ at id"):
         stack([paths[0], s3], "logreg", tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -271,17 +271,60 @@ def test_passthrough_and_predict_command(tmp_path):
 
 
 def test_estimator_contract():
+    import pickle
+
     from sklearn.base import clone
     from sklearn.exceptions import NotFittedError
     from sklearn.utils.estimator_checks import check_estimator
 
-    for est in (SoftVote(weights=[1, 2], n_classes=3), Caruana(n_iter=3, n_classes=3)):
+    rng = np.random.default_rng(0)
+    X = np.hstack([softmax(rng.normal(size=(30, 3))) for _ in range(2)])
+    labels = np.array(["ang", "hap", "sad"])[np.arange(30) % 3]
+    for est in (SoftVote(weights=[1, 2]), Caruana(n_iter=3)):
         assert clone(est).get_params() == est.get_params()
         with pytest.raises(NotFittedError):
-            est.predict(np.ones((2, 6)))
-        X = softmax(np.random.default_rng(0).normal(size=(20, 3)))
-        fitted = est.fit(np.hstack([X, X]), np.arange(20) % 3)
-        assert fitted is est and list(est.classes_) == [0, 1, 2]
+            est.predict(X)
+        fitted = est.fit(X, labels)  # any label set, not only 0..C-1
+        assert fitted is est and list(est.classes_) == ["ang", "hap", "sad"]
+        assert est.n_features_in_ == 6 and set(est.predict(X)) <= set(labels)
+        again = pickle.loads(pickle.dumps(est))
+        np.testing.assert_array_equal(again.predict_proba(X), est.predict_proba(X))
+        with pytest.raises(ValueError, match="6 features"):
+            est.predict_proba(X[:, :3])
+        with pytest.raises(ValueError, match="NaN"):
+            est.predict_proba(np.where(np.eye(30, 6, dtype=bool), np.nan, X))
+        with pytest.raises(ValueError, match="Negative"):
+            est.predict_proba(X - 1)
+    # A class absent from a training split keeps its column when ``classes`` is given.
+    sv = SoftVote(classes=[0, 1, 2]).fit(X, np.arange(30) % 2)
+    assert sv.predict_proba(X).shape == (30, 3)
     with pytest.raises(ValueError, match="whole number"):
-        SoftVote(n_classes=3).fit(np.ones((4, 7)), [0, 1, 2, 0])
+        SoftVote(classes=[0, 1, 2]).fit(np.ones((4, 7)), [0, 1, 2, 0])
+    for weights in ([np.nan, 1], [np.inf, 1], [-1, 2], [0, 0]):
+        with pytest.raises(ValueError, match="finite, non-negative and not all zero"):
+            SoftVote(weights=weights).fit(X, labels)
+    # The generic checks feed data that are not blocks of class probabilities; only those
+    # checks are expected to fail, every other one must pass.
+    for est in (SoftVote(), Caruana(n_iter=3)):
+        check_estimator(est, expected_failed_checks=BLOCK_INPUT_CHECKS)
     check_estimator(MixerClassifier(epochs=40, d_model=16))
+
+
+# Checks whose generic data (e.g. 2 features for 3 classes) cannot be M blocks of C class
+# probabilities, the voters' input contract; tested above with well-formed input instead.
+BLOCK_INPUT_CHECKS = {
+    name: "generic data are not whole blocks of class probabilities"
+    for name in (
+        "check_estimators_overwrite_params",
+        "check_estimators_fit_returns_self",
+        "check_readonly_memmap_input",
+        "check_n_features_in_after_fitting",
+        "check_estimators_dtypes",
+        "check_dtype_object",
+        "check_pipeline_consistency",
+        "check_estimators_nan_inf",
+        "check_estimators_pickle",
+        "check_classifiers_classes",
+        "check_classifiers_train",
+    )
+}

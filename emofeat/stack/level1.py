@@ -1,4 +1,8 @@
-"""Level-1 data: several stores aligned by utterance id (never by row order)."""
+"""Level-1 data: several stores aligned by utterance id (never by row order).
+
+:func:`load_level1` opens stores, checks that they agree (ids, labels, splits, folds, label
+names) and keeps the rows done in every store, in the first store's order.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from emofeat.errors import StoreError
-from emofeat.store import Store, open_store
+from emofeat.store import Provenance, Store, open_store
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -19,72 +23,85 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def store_key(store: Store) -> str:
+    """A store's identity for matching a fitted stack to stores: the producing weights (sha256),
+    reverse, layers and pooling when the store records them, else its file name."""
+    prov = store.provenance
+    if prov.checkpoint_sha256:
+        layers = ",".join(prov.layers)
+        return f"sha256:{prov.checkpoint_sha256}|reverse={prov.reverse}|layers={layers}|pooling={prov.pooling}"
+    return f"name:{store.name}"
+
+
 @dataclass
 class Level1:
-    """Aligned stores: ``ids``, ``labels``, ``split``, ``fold`` (of the first store's order) and,
-    per store, its logits and embeddings in that order. ``usable`` marks rows done in every store."""
+    """Aligned stores over the rows done in every one of them: ``ids``, ``labels``, ``split``,
+    ``fold`` (in the first store's order) and, per store, its logits in that order."""
 
     names: list[str]
+    keys: list[str]
     paths: list[Path]
     label_names: list[str]
     ids: np.ndarray
     labels: np.ndarray
     split: np.ndarray
     fold: np.ndarray
-    usable: np.ndarray
     logits: list[np.ndarray | None]
+    provenance: list[Provenance]
     stores: list[Store] = field(repr=False, default_factory=list)
-    order: list[np.ndarray] = field(repr=False, default_factory=list)
-    attrs: list[dict] = field(repr=False, default_factory=list)
-    dropped: int = 0
+    rows: list[np.ndarray] = field(repr=False, default_factory=list)  # per store: its row indices
+    dropped: int = 0  # rows not done in every store
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
     @property
     def num_classes(self) -> int:
         return len(self.label_names)
 
-    def features(self, kind: str = "proba", rows: np.ndarray | None = None) -> np.ndarray:
-        """(n, M*C) level-1 features: each store's probabilities (or logits), store by store."""
+    def features(self, kind: str = "proba", order: Sequence[int] | None = None) -> np.ndarray:
+        """(n, M*C) level-1 features: each store's probabilities (or logits), store by store
+        (in ``order``, store indices; default all stores as given)."""
         blocks = []
-        for name, lg in zip(self.names, self.logits):
+        for k in range(len(self.names)) if order is None else order:
+            lg = self.logits[k]
             if lg is None:
                 raise StoreError(
-                    f"store {name} has no logits; logit-based meta-learners need fine-tuned stores (extract --run)"
+                    f"store {self.names[k]} has no logits; logit-based meta-learners need fine-tuned stores (extract --run)"
                 )
             lg = lg.astype(np.float64)
             blocks.append(softmax(lg) if kind == "proba" else lg)
-        x = np.hstack(blocks).astype(np.float64)
-        return x if rows is None else x[rows]
+        return np.hstack(blocks)
 
     def embeddings(
-        self, name: str, rows: np.ndarray | None = None, stores: Sequence[int] | None = None
+        self, name: str, order: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[int]]:
-        """Embedding ``name`` of each store (those holding it), side by side, and their widths."""
-        parts, dims = [], []
-        for k, s in enumerate(self.stores):
-            if stores is not None and k not in stores:
-                continue
+        """Embedding ``name`` of each store (in ``order``), side by side, and their widths.
+        A store without it is an error naming the store."""
+        parts = []
+        for k in range(len(self.names)) if order is None else order:
+            s = self.stores[k]
             if name not in s.embedding_names:
-                continue
-            e = s.embeddings(name, self.order[k]).astype(np.float32)
-            parts.append(e)
-            dims.append(e.shape[1])
-        if not parts:
-            raise StoreError(f"no store holds an embedding named {name!r}")
-        x = np.hstack(parts)
-        return (x if rows is None else x[rows]), dims
+                raise StoreError(
+                    f"store {self.names[k]} has no embedding {name!r}; available: {s.embedding_names}"
+                )
+            parts.append(s.embeddings(name, self.rows[k]).astype(np.float32))
+        return np.hstack(parts), [p.shape[1] for p in parts]
 
     def close(self) -> None:
         for s in self.stores:
             s.close()
 
+    def __enter__(self) -> Level1:
+        return self
 
-def _first_differences(a: np.ndarray, b: np.ndarray, ids: np.ndarray, what: str, n: int = 5) -> str:
-    bad = np.flatnonzero(a != b)[:n]
-    return ", ".join(f"{ids[i]}: {what} {a[i]} vs {b[i]}" for i in bad)
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def load_level1(paths: Sequence[str | os.PathLike], allow_incomplete: bool = False) -> Level1:
-    """Open stores and align them by id; refuse differing ids, labels, label names or splits."""
+    """Open stores and align them by id; refuse differing ids, labels, label names, splits or
+    folds, and incomplete stores unless ``allow_incomplete``."""
     if not paths:
         raise StoreError("no stores given")
     stores = [open_store(p) for p in paths]
@@ -93,57 +110,39 @@ def load_level1(paths: Sequence[str | os.PathLike], allow_incomplete: bool = Fal
         names = [s.name for s in stores]
         if len(set(names)) != len(names):
             names = [f"{s.path.parent.name}/{s.name}" for s in stores]
+        reference = first.layout
+        positions = []
+        usable = first.done.copy()
         for s in stores:
             if not s.complete and not allow_incomplete:
                 raise StoreError(
                     f"{s.path} is not complete ({int(s.done.sum())}/{len(s)} rows done); finish its extraction, or pass --allow-incomplete"
                 )
-            if s.label_names != first.label_names:
-                raise StoreError(
-                    f"{s.path}: label_names {s.label_names} differ from {first.path}'s {first.label_names}"
-                )
-        index = {uid: i for i, uid in enumerate(first.ids)}
-        order, usable = [], first.done.copy()
-        for s in stores:
-            if set(s.ids) != set(first.ids):
-                only_a = sorted(set(first.ids) - set(s.ids))[:5]
-                only_b = sorted(set(s.ids) - set(first.ids))[:5]
-                raise StoreError(
-                    f"{s.path} and {first.path} hold different ids: only in {first.path.name}: {only_a}; only in {s.path.name}: {only_b}"
-                )
-            pos = np.empty(len(first), dtype=np.int64)
-            pos[[index[u] for u in s.ids]] = np.arange(len(s))
-            for what, mine, theirs in (
-                ("label", s.labels[pos], first.labels),
-                ("split", s.split[pos], first.split),
-            ):
-                if np.any(mine != theirs):
-                    raise StoreError(
-                        f"{s.path} and {first.path} disagree on {what}s: "
-                        + _first_differences(theirs, mine, first.ids, what)
-                    )
-            if np.any(s.fold[pos] != first.fold):
-                raise StoreError(
-                    f"{s.path} and {first.path} use different folds: "
-                    + _first_differences(first.fold, s.fold[pos], first.ids, "fold")
-                )
+            problems = reference.differences(
+                s.layout, by_id=True, datasets=False, here=f"in {first.name}", there=f"in {s.name}"
+            )
+            if problems:
+                raise StoreError(f"{s.path} and {first.path} disagree: " + "; ".join(problems))
+            index = {u: i for i, u in enumerate(s.ids)}
+            pos = np.array([index[u] for u in first.ids], dtype=np.int64)
             usable &= s.done[pos]
-            order.append(pos)
-        logits = [s.logits(o) if s.has_logits else None for s, o in zip(stores, order)]
+            positions.append(pos)
+        keep = np.flatnonzero(usable)
+        rows = [pos[keep] for pos in positions]
         return Level1(
             names=names,
+            keys=[store_key(s) for s in stores],
             paths=[s.path for s in stores],
             label_names=list(first.label_names),
-            ids=first.ids,
-            labels=first.labels.astype(int),
-            split=first.split,
-            fold=first.fold.astype(int),
-            usable=usable,
-            logits=logits,
+            ids=first.ids[keep],
+            labels=first.labels[keep].astype(int),
+            split=first.split[keep],
+            fold=first.fold[keep].astype(int),
+            logits=[s.logits(r) if s.has_logits else None for s, r in zip(stores, rows)],
+            provenance=[s.provenance for s in stores],
             stores=stores,
-            order=order,
-            attrs=[s.attrs for s in stores],
-            dropped=int((~usable).sum()),
+            rows=rows,
+            dropped=int(len(first) - len(keep)),
         )
     except Exception:
         for s in stores:

@@ -1,4 +1,5 @@
-"""Meta-learners, each a scikit-learn classifier (``fit``/``predict_proba``/``predict``).
+"""Meta-learners, each a scikit-learn classifier (``fit``/``predict_proba``/``predict``), and
+their registry (:data:`META_LEARNERS`, which also feeds the CLI's choices).
 
 Level-1 features of ``softvote`` and ``caruana`` are the stores' class probabilities side by side
 (``n_classes`` columns per base model). ``logreg`` and ``lgbm`` take any level-1 features
@@ -8,62 +9,73 @@ stores' pooled embeddings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from sklearn.utils.validation import check_is_fitted, check_non_negative, validate_data
+
+from emofeat.errors import EmofeatError
 
 
-def _blocks(X: np.ndarray, n_classes: int) -> np.ndarray:
+def _blocks(X: np.ndarray, width: int) -> np.ndarray:
     """(n, M*C) → (M, n, C)."""
-    if X.shape[1] % n_classes:
+    if width == 0 or X.shape[1] % width:
         raise ValueError(
-            f"{X.shape[1]} level-1 columns are not a whole number of {n_classes}-class probability blocks"
+            f"X has {X.shape[1]} feature(s), not a whole number of {width}-class probability blocks"
         )
-    return X.reshape(X.shape[0], -1, n_classes).transpose(1, 0, 2)
+    return X.reshape(X.shape[0], -1, width).transpose(1, 0, 2)
 
 
 class _BlockVoter(ClassifierMixin, BaseEstimator):
-    """Shared prediction of weighted probability averaging."""
+    """Weighted averaging of M probability blocks of ``len(classes_)`` columns each.
 
-    def _check_blocks(self, X, y=None):
-        if y is not None:
-            X, y = check_X_y(X, y)
-        else:
-            X = np.asarray(X, dtype=np.float64)
+    ``classes``: the labels the columns of each block stand for, in order (``stack`` passes the
+    stores' class indices, so a class absent from a CV training split keeps its column); by
+    default the labels found in ``y``.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True  # probabilities
+        return tags
+
+    def _setup(self, X, y):
+        X, y = validate_data(self, X, y, reset=True)
+        check_non_negative(X, type(self).__name__)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y) if self.classes is None else np.asarray(self.classes)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if len(unknown):
+            raise ValueError(f"labels {unknown.tolist()} are not among classes {self.classes_}")
+        self.n_models_ = _blocks(X, len(self.classes_)).shape[0]
         return X, y
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "weights_")
-        X, _ = self._check_blocks(X)
-        p = np.tensordot(self.weights_, _blocks(X, self.n_classes_), axes=1)
-        return p / p.sum(axis=1, keepdims=True)
+        X = validate_data(self, X, reset=False)
+        check_non_negative(X, type(self).__name__)
+        p = np.tensordot(self.weights_, _blocks(X, len(self.classes_)), axes=1)
+        total = p.sum(axis=1, keepdims=True)
+        return p / np.where(total > 0, total, 1.0)
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "weights_")
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
-
-    def _setup(self, X, y):
-        X, y = self._check_blocks(X, y)
-        check_classification_targets(y)
-        self.n_classes_ = self.n_classes or int(np.max(y)) + 1
-        self.classes_ = np.arange(self.n_classes_)
-        self.n_models_ = _blocks(X, self.n_classes_).shape[0]
-        return X, y
 
 
 class SoftVote(_BlockVoter):
     """Weighted mean of the base models' probabilities; equal weights by default.
 
     ``weights=[0.25, 0.25, 1/6, 1/6, 1/6]`` over (wav2vec2 forward, reverse, three KoBERT runs)
-    reproduces the reference ensemble.
+    reproduces the reference ensemble. It learns nothing from the rows it is fitted on.
     """
 
-    def __init__(self, weights: Sequence[float] | None = None, n_classes: int | None = None):
+    def __init__(self, weights: Sequence[float] | None = None, classes: Sequence | None = None):
         self.weights = weights
-        self.n_classes = n_classes
+        self.classes = classes
 
     def fit(self, X, y):
         X, y = self._setup(X, y)
@@ -72,10 +84,10 @@ class SoftVote(_BlockVoter):
             if self.weights is None
             else np.asarray(self.weights, dtype=float)
         )
-        if len(w) != self.n_models_ or (w < 0).any() or w.sum() == 0:
-            raise ValueError(
-                f"{len(w)} weights for {self.n_models_} models; give one non-negative weight per store"
-            )
+        if len(w) != self.n_models_:
+            raise ValueError(f"{len(w)} weights for {self.n_models_} models; give one per store")
+        if not np.isfinite(w).all() or (w < 0).any() or w.sum() == 0:
+            raise ValueError(f"weights {w.tolist()} must be finite, non-negative and not all zero")
         self.weights_ = w / w.sum()
         return self
 
@@ -88,27 +100,29 @@ class Caruana(_BlockVoter):
     selection counts, normalised. Non-negative and summing to 1 by construction.
     """
 
-    def __init__(self, n_iter: int = 25, metric: str = "log_loss", n_classes: int | None = None):
+    def __init__(self, n_iter: int = 25, metric: str = "log_loss", classes: Sequence | None = None):
         self.n_iter = n_iter
         self.metric = metric
-        self.n_classes = n_classes
+        self.classes = classes
 
-    def _score(self, p: np.ndarray, y: np.ndarray) -> float:
+    def _score(self, p: np.ndarray, y_index: np.ndarray) -> float:
         if self.metric == "accuracy":
-            return float((p.argmax(1) == y).mean())
-        return float(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())  # -log loss
+            return float((p.argmax(1) == y_index).mean())
+        hit = p[np.arange(len(y_index)), y_index]
+        return float(np.log(np.clip(hit, 1e-12, None)).mean())  # -log loss
 
     def fit(self, X, y):
         X, y = self._setup(X, y)
-        P = _blocks(X, self.n_classes_)
+        y_index = np.searchsorted(self.classes_, y) if len(self.classes_) else y
+        P = _blocks(X, len(self.classes_))
         counts = np.zeros(self.n_models_)
-        scores = [self._score(P[m], y) for m in range(self.n_models_)]
+        scores = [self._score(P[m], y_index) for m in range(self.n_models_)]
         counts[int(np.argmax(scores))] = 1
         total = P[int(np.argmax(scores))].copy()
         self.trace_ = [max(scores)]
         for _ in range(self.n_iter - 1):
             k = counts.sum()
-            cand = [self._score((total + P[m]) / (k + 1), y) for m in range(self.n_models_)]
+            cand = [self._score((total + P[m]) / (k + 1), y_index) for m in range(self.n_models_)]
             best = int(np.argmax(cand))
             counts[best] += 1
             total += P[best]
@@ -184,80 +198,131 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
-def make_meta(
-    name: str,
-    n_classes: int,
-    weights: Sequence[float] | None = None,
-    groups: Sequence[int] | None = None,
-    passthrough_dims: int = 0,
-    seed: int = 0,
-):
-    """(estimator, hyperparameter grid) of a meta-learner by name.
+# ------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class MetaLearner:
+    """A meta-learner by name: what it reads from the stores (``inputs``), how to build it and
+    the hyperparameter grid cross-validation chooses from."""
 
-    With ``passthrough_dims`` the last that many columns of X are an embedding, reduced by a PCA
-    fitted inside the estimator (so only on the rows it is fitted on: no leakage through CV).
-    """
+    name: str
+    inputs: str  # "proba": class probabilities only; "features": proba or logits (+ passthrough);
+    # "embeddings": pooled embeddings
+    build: Callable[[MetaContext], BaseEstimator]
+    grid: dict[str, list]
+    summary: str
+
+
+@dataclass(frozen=True)
+class MetaContext:
+    """What a meta-learner needs to know of its input."""
+
+    classes: Sequence[int]
+    weights: Sequence[float] | None = None
+    groups: Sequence[int] | None = None  # embeddings: each store's width
+    passthrough_dims: int = 0  # features: trailing embedding columns, PCA-reduced inside
+    seed: int = 0
+
+
+META_LEARNERS: dict[str, MetaLearner] = {}
+
+
+def register_meta(name: str, inputs: str, grid: dict[str, list], summary: str):
+    """Decorator: register a builder ``(MetaContext) -> estimator`` under ``name``."""
+
+    def deco(build: Callable[[MetaContext], BaseEstimator]):
+        META_LEARNERS[name] = MetaLearner(name, inputs, build, grid, summary)
+        return build
+
+    return deco
+
+
+def get_meta(name: str) -> MetaLearner:
+    """The registered meta-learner ``name``; an error listing the known ones otherwise."""
+    if name not in META_LEARNERS:
+        raise EmofeatError(f"unknown meta-learner {name!r}; known: {', '.join(META_LEARNERS)}")
+    return META_LEARNERS[name]
+
+
+def _scaled(model, ctx: MetaContext):
+    """StandardScaler → model, with the trailing ``passthrough_dims`` embedding columns reduced
+    by a PCA fitted inside the pipeline (so only on the rows it is fitted on: no leakage
+    through CV)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.decomposition import PCA
-    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def with_passthrough(model):
-        steps = []
-        if passthrough_dims:
-            steps.append(
-                (
-                    "features",
-                    ColumnTransformer(
-                        [
-                            (
-                                "pca",
-                                Pipeline(
-                                    [
-                                        ("scale", StandardScaler()),
-                                        ("pca", PCA(n_components=16, random_state=seed)),
-                                    ]
-                                ),
-                                slice(-passthrough_dims, None),
-                            )
-                        ],
-                        remainder="passthrough",
-                    ),
-                )
-            )
-        return Pipeline([*steps, ("scale", StandardScaler()), ("model", model)])
-
-    if name == "softvote":
-        return SoftVote(weights=weights, n_classes=n_classes), {}
-    if name == "caruana":
-        return Caruana(n_classes=n_classes), {"n_iter": [5, 10, 25, 50]}
-    if name == "logreg":
-        return with_passthrough(LogisticRegression(max_iter=5000)), {
-            "model__C": [0.01, 0.1, 1.0, 10.0]
-        }
-    if name == "lgbm":
-        from lightgbm import LGBMClassifier
-
-        # One thread: level-1 data are small (models x classes columns), and LightGBM's OpenMP
-        # threads spin; beside torch's threads on 2 cores that was ~50x slower here.
-
-        model = LGBMClassifier(
-            learning_rate=0.05,
-            min_child_samples=10,
-            subsample=0.8,
-            subsample_freq=1,
-            colsample_bytree=0.8,
-            random_state=seed,
-            n_jobs=1,
-            verbose=-1,
+    steps = []
+    if ctx.passthrough_dims:
+        pca = Pipeline(
+            [("scale", StandardScaler()), ("pca", PCA(n_components=16, random_state=ctx.seed))]
         )
-        return with_passthrough(model), {
-            "model__n_estimators": [100, 300],
-            "model__num_leaves": [7, 15],
-        }
-    if name == "mixer":
-        return MixerClassifier(groups=groups, seed=seed), {"weight_decay": [1e-2, 1e-1]}
-    raise ValueError(
-        f"unknown meta-learner {name!r}; known: softvote, caruana, logreg, lgbm, mixer"
+        steps.append(
+            (
+                "features",
+                ColumnTransformer(
+                    [("pca", pca, slice(-ctx.passthrough_dims, None))], remainder="passthrough"
+                ),
+            )
+        )
+    return Pipeline([*steps, ("scale", StandardScaler()), ("model", model)])
+
+
+@register_meta(
+    "softvote", "proba", {}, "weighted mean of probabilities (fixed weights; the reference)"
+)
+def _softvote(ctx: MetaContext):
+    return SoftVote(weights=ctx.weights, classes=ctx.classes)
+
+
+@register_meta(
+    "caruana",
+    "proba",
+    {"n_iter": [5, 10, 25, 50]},
+    "greedy ensemble selection with replacement (learned non-negative weights)",
+)
+def _caruana(ctx: MetaContext):
+    return Caruana(classes=ctx.classes)
+
+
+@register_meta(
+    "logreg", "features", {"model__C": [0.01, 0.1, 1.0, 10.0]}, "multinomial logistic regression"
+)
+def _logreg(ctx: MetaContext):
+    from sklearn.linear_model import LogisticRegression
+
+    return _scaled(LogisticRegression(max_iter=5000), ctx)
+
+
+@register_meta(
+    "lgbm",
+    "features",
+    {"model__n_estimators": [100, 300], "model__num_leaves": [7, 15]},
+    "LightGBM gradient-boosted trees",
+)
+def _lgbm(ctx: MetaContext):
+    from lightgbm import LGBMClassifier
+
+    # One thread: level-1 data are small (models x classes columns), and LightGBM's OpenMP
+    # threads spin; beside torch's threads on 2 cores that was ~50x slower here.
+    model = LGBMClassifier(
+        learning_rate=0.05,
+        min_child_samples=10,
+        subsample=0.8,
+        subsample_freq=1,
+        colsample_bytree=0.8,
+        random_state=ctx.seed,
+        n_jobs=1,
+        verbose=-1,
     )
+    return _scaled(model, ctx)
+
+
+@register_meta(
+    "mixer",
+    "embeddings",
+    {"weight_decay": [1e-2, 1e-1]},
+    "MLP-Mixer over one pooled embedding per store (sound over frozen-encoder stores)",
+)
+def _mixer(ctx: MetaContext):
+    return MixerClassifier(groups=ctx.groups, seed=ctx.seed)

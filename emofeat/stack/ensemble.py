@@ -1,0 +1,340 @@
+"""``emofeat stack`` and ``emofeat predict``: fit a meta-learner over stores without leakage.
+
+Leakage rules: the meta-learner is trained only on train rows, whose level-1 features are
+out-of-fold predictions; its hyperparameters (and caruana's selection size) are chosen by
+cross-validation over the stores' folds (``PredefinedSplit``); test rows are used once, for the
+final report.
+
+:func:`stack` is :func:`fit_stack` (choose hyperparameters, cross-validate, fit), then
+:func:`evaluate_stack` (test rows, once) and :func:`write_stack`. Outputs in ``runs/stack-NAME/``:
+``model.joblib`` (a scikit-learn ``Pipeline`` of :class:`~emofeat.stack.features.StoreFeatures`
+and the meta-learner; loading a joblib file runs code, so load only files you trust, and emofeat
+never loads one unless asked), ``config.yaml``, ``metrics.json``, ``report.md``,
+``confusion.png``, ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.pipeline import Pipeline
+
+from emofeat.atomic import atomic_path, write_text
+from emofeat.errors import EmofeatError
+from emofeat.provenance import dump_yaml, provenance
+from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
+from emofeat.stack.features import StoreFeatures
+from emofeat.stack.level1 import Level1, load_level1
+from emofeat.stack.meta import MetaContext, get_meta
+from emofeat.stack.report import render_report
+
+log = logging.getLogger(__name__)
+
+
+def parse_weights(text: str | Sequence[float] | None) -> list[float] | None:
+    """'0.25,0.25,1/6,1/6,1/6' → floats (fractions allowed)."""
+    if text is None or isinstance(text, (list, tuple)):
+        return list(text) if text is not None else None
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "/" in part:
+                a, b = part.split("/")
+                out.append(float(a) / float(b))
+            else:
+                out.append(float(part))
+        except (ValueError, ZeroDivisionError):
+            raise EmofeatError(
+                f"--weights {text!r}: {part!r} is not a number or fraction (e.g. 0.25,1/6)"
+            ) from None
+    return out
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """The options of ``emofeat stack`` (saved as the stack's ``config.yaml``)."""
+
+    meta: str
+    weights: list[float] | None = None
+    features: str = "proba"  # logreg/lgbm: proba | logits
+    passthrough: str | None = None
+    mixer_embedding: str = "last"
+    allow_in_sample: bool = False
+    allow_incomplete: bool = False
+    seed: int = 0
+
+    def feature_step(self) -> StoreFeatures:
+        """The design-matrix transformer of this meta-learner."""
+        inputs = get_meta(self.meta).inputs
+        if inputs != "features" and self.passthrough:
+            raise EmofeatError("--passthrough works with logreg and lgbm")
+        if inputs == "embeddings":
+            return StoreFeatures("embeddings", embedding=self.mixer_embedding)
+        if inputs == "proba":
+            return StoreFeatures("proba")
+        if self.features not in ("proba", "logits"):
+            raise EmofeatError("--features must be proba or logits")
+        return StoreFeatures(self.features, passthrough=self.passthrough)
+
+
+@dataclass
+class FittedStack:
+    """A fitted stack and what fitting learned: the pipeline, the chosen hyperparameters, the
+    cross-validated figures and out-of-fold probabilities of the train rows."""
+
+    config: StackConfig
+    model: Pipeline
+    train: np.ndarray
+    test: np.ndarray
+    best_params: dict[str, Any]
+    cv: dict[str, dict[str, float]]
+    oof: np.ndarray | None
+    warning: str
+
+
+@dataclass
+class StackResult:
+    out: Path
+    metrics: dict[str, Any]
+
+
+def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> str:
+    """'' when every train row carries out-of-fold values, else the warning for the report."""
+    problems = []
+    if (level1.fold[train] < 0).any():
+        problems.append("train rows have no fold information")
+    if get_meta(cfg.meta).inputs != "embeddings":
+        for name, prov in zip(level1.names, level1.provenance):
+            if prov.out_of_fold is False:
+                problems.append(
+                    f"store {name} holds in-sample logits for its train rows (a run without folds)"
+                )
+    if not problems:
+        return ""
+    text = "; ".join(problems)
+    if not cfg.allow_in_sample:
+        raise EmofeatError(
+            f"refusing to stack: {text}. Stacking needs out-of-fold predictions (finetune and prepare with --folds K). Pass --allow-in-sample to go on anyway; the report will say so."
+        )
+    return (
+        f"WARNING: in-sample level-1 features ({text}); the meta-learner's figures are optimistic."
+    )
+
+
+def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
+    """Choose hyperparameters by CV over the stores' folds, cross-validate the ensemble on the
+    train rows and fit the final meta-learner on all of them. Test rows are not touched."""
+    spec = get_meta(cfg.meta)
+    labelled = level1.labels >= 0
+    train = np.flatnonzero(labelled & (level1.split == "train"))
+    test = np.flatnonzero(labelled & (level1.split == "test"))
+    if not len(train):
+        raise EmofeatError("no labelled train rows are done in every store")
+    warning = _check_out_of_fold(level1, train, cfg)
+    features = cfg.feature_step().fit(level1)
+    X, y = features.transform(level1), level1.labels
+    estimator = spec.build(
+        MetaContext(
+            classes=list(range(level1.num_classes)),
+            weights=cfg.weights,
+            groups=features.widths_,
+            passthrough_dims=features.passthrough_dims_,
+            seed=cfg.seed,
+        )
+    )
+    folds = level1.fold[train]
+    has_folds = (folds >= 0).all() and len(np.unique(folds)) >= 2
+    best_params: dict[str, Any] = {}
+    if spec.grid and has_folds:
+        search = GridSearchCV(
+            estimator, spec.grid, cv=PredefinedSplit(folds), scoring="accuracy", refit=False
+        )
+        try:
+            search.fit(X[train], y[train])
+        except ValueError as err:
+            raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+        estimator.set_params(**search.best_params_)
+        best_params = {
+            k: getattr(v, "item", lambda v=v: v)() for k, v in search.best_params_.items()
+        }
+    cv, oof = (
+        _cross_validate(estimator, X, y, train, folds, level1.num_classes)
+        if has_folds
+        else ({}, None)
+    )
+    try:
+        final = clone(estimator).fit(X[train], y[train])
+    except ValueError as err:
+        raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+    model = Pipeline([("features", features), ("meta", final)])
+    return FittedStack(cfg, model, train, test, best_params, cv, oof, warning)
+
+
+def _cross_validate(estimator, X, y, train, folds, C) -> tuple[dict, np.ndarray]:
+    """The ensemble's figures per held-out fold (fit on the other folds): mean and std, and the
+    out-of-fold probabilities of the train rows."""
+    per_fold, oof = [], np.zeros((len(train), C))
+    for k in np.unique(folds):
+        fit_rows, held = train[folds != k], train[folds == k]
+        model = clone(estimator).fit(X[fit_rows], y[fit_rows])
+        proba = model.predict_proba(X[held])
+        oof[folds == k] = proba
+        per_fold.append(classification_metrics(y[held], proba.argmax(1), C))
+    summary = {
+        m: {
+            "mean": float(np.mean([f[m] for f in per_fold])),
+            "std": float(np.std([f[m] for f in per_fold])),
+        }
+        for m in per_fold[0]
+    }
+    return summary, oof
+
+
+def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
+    """metrics.json: CV figures, and the test rows' figures for the ensemble and every base
+    model (the only place test rows are used)."""
+    C, y, test = level1.num_classes, level1.labels, fitted.test
+    meta = fitted.model.named_steps["meta"]
+    metrics: dict[str, Any] = {
+        "meta": fitted.config.meta,
+        "best_params": fitted.best_params,
+        "cv": fitted.cv,
+        "train_rows": int(len(fitted.train)),
+        "test_rows": int(len(test)),
+        "dropped_rows": int(level1.dropped),
+        "in_sample_warning": fitted.warning,
+        "stores": list(level1.names),
+    }
+    block: dict[str, Any] = {"models": {}}
+    if len(test):
+        proba = fitted.model.predict_proba(level1)[test]
+        pred = proba.argmax(1)
+        block["ensemble"] = classification_metrics(y[test], pred, C)
+        block["ensemble"]["accuracy_ci95"] = bootstrap_accuracy(
+            y[test], pred, seed=fitted.config.seed
+        )
+        for name, lg in zip(level1.names, level1.logits):
+            if lg is not None:
+                block["models"][name] = classification_metrics(y[test], lg[test].argmax(1), C)
+        block["report"] = classification_report(
+            y[test],
+            pred,
+            labels=list(range(C)),
+            target_names=level1.label_names,
+            zero_division=0,
+            output_dict=True,
+        )
+        block["confusion"] = confusion_matrix(y[test], pred, labels=list(range(C))).tolist()
+    metrics["test"] = block
+    if hasattr(meta, "weights_"):
+        metrics["weights"] = dict(zip(level1.names, map(float, meta.weights_)))
+    return metrics
+
+
+def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]) -> None:
+    """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md."""
+    import joblib
+
+    from emofeat.plots import plot_confusion
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(fitted.model, tmp)
+    config = {**asdict(fitted.config), "stores": [str(p) for p in level1.paths]}
+    write_text(out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed)))
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
+    # final model's: no row's prediction comes from a model that was fitted on it.
+    proba = fitted.model.predict_proba(level1)
+    if fitted.oof is not None:
+        proba[fitted.train] = fitted.oof
+    write_predictions(out / "predictions.csv", level1, proba)
+    if "confusion" in metrics["test"]:
+        plot_confusion(
+            np.array(metrics["test"]["confusion"]),
+            level1.label_names,
+            out / "confusion.png",
+            title=f"{metrics['meta']} (test)",
+        )
+    write_text(out / "report.md", render_report(metrics, level1.label_names))
+
+
+def stack(
+    stores: Sequence[str | os.PathLike],
+    meta: str,
+    out: str | os.PathLike,
+    weights: str | Sequence[float] | None = None,
+    features: str = "proba",
+    passthrough: str | None = None,
+    mixer_embedding: str = "last",
+    allow_in_sample: bool = False,
+    allow_incomplete: bool = False,
+    seed: int = 0,
+) -> StackResult:
+    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
+    get_meta(meta)  # an unknown name fails before any store is opened
+    cfg = StackConfig(
+        meta,
+        parse_weights(weights),
+        features,
+        passthrough,
+        mixer_embedding,
+        allow_in_sample,
+        allow_incomplete,
+        seed,
+    )
+    with load_level1(stores, allow_incomplete) as level1:
+        fitted = fit_stack(level1, cfg)
+        metrics = evaluate_stack(fitted, level1)
+        write_stack(Path(out), fitted, level1, metrics)
+    return StackResult(Path(out), metrics)
+
+
+def write_predictions(path: Path, level1: Level1, proba: np.ndarray) -> None:
+    """predictions.csv: id, split, label, predicted and one probability column per class."""
+    frame = pd.DataFrame(
+        {
+            "id": level1.ids,
+            "split": level1.split,
+            "label": [level1.label_names[i] if i >= 0 else "" for i in level1.labels],
+            "predicted": [level1.label_names[i] for i in proba.argmax(1)],
+        }
+    )
+    for j, name in enumerate(level1.label_names):
+        frame[f"p_{name}"] = proba[:, j]
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def predict(
+    stack_dir: str | os.PathLike,
+    stores: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    allow_incomplete: bool = False,
+) -> Path:
+    """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
+    only do this with stack folders you trust, since loading a joblib file runs code."""
+    import joblib
+
+    path = Path(stack_dir) / "model.joblib"
+    if not path.is_file():
+        raise EmofeatError(f"{stack_dir}: no model.joblib; not a folder written by `emofeat stack`")
+    model = joblib.load(path)
+    if not isinstance(model, Pipeline) or "features" not in model.named_steps:
+        raise EmofeatError(f"{path}: not a stack written by this emofeat; re-run `emofeat stack`")
+    with load_level1(stores, allow_incomplete) as level1:
+        out_csv = Path(out_csv)
+        write_predictions(out_csv, level1, model.predict_proba(level1))
+    return out_csv

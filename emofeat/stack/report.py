@@ -1,0 +1,70 @@
+"""Markdown of a stack's figures: the reference's table layout, CV figures, per-class report."""
+
+from __future__ import annotations
+
+
+def table_rows(metrics: dict) -> list[tuple[str, dict]]:
+    """(method, test metrics) rows: each base model, then the ensemble."""
+    test = metrics.get("test", {})
+    rows = list(test.get("models", {}).items())
+    if "ensemble" in test:
+        rows.append((f"ensemble ({metrics['meta']})", test["ensemble"]))
+    return rows
+
+
+def render_table(rows: list[tuple[str, dict]]) -> str:
+    """The reference's table layout (accuracy, weighted precision, weighted F1) plus macro F1 and UAR."""
+    lines = [
+        "| method | accuracy | weighted precision | weighted F1 | macro F1 | UAR |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in rows:
+        lines.append(
+            f"| {name} | {m['accuracy']:.4f} | {m['weighted_precision']:.4f} | {m['weighted_f1']:.4f} | {m['macro_f1']:.4f} | {m['uar']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_report(metrics: dict, label_names: list[str]) -> str:
+    """report.md: warning line (if any), the table, CV figures, CI, per-class report, confusion."""
+    parts = []
+    if metrics.get("in_sample_warning"):
+        parts.append(metrics["in_sample_warning"] + "\n")
+    parts.append(f"# Stacked ensemble: {metrics['meta']}\n")
+    parts.append(
+        f"Train rows {metrics['train_rows']}, test rows {metrics['test_rows']}, rows dropped (not done in every store) {metrics['dropped_rows']}."
+    )
+    if metrics.get("best_params"):
+        parts.append(
+            f"Hyperparameters chosen by cross-validation over the stores' folds: `{metrics['best_params']}`."
+        )
+    if metrics.get("weights"):
+        parts.append(
+            "Weights: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics["weights"].items()) + "."
+        )
+    parts.append("\n## Test set\n")
+    test = metrics.get("test", {})
+    if "ensemble" in test:
+        parts.append(render_table(table_rows(metrics)))
+        lo, hi = test["ensemble"]["accuracy_ci95"]
+        parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
+    else:
+        parts.append("No labelled test rows.")
+    if metrics.get("cv"):
+        parts.append("\n## Cross-validation over the train folds (ensemble)\n")
+        parts.append("| metric | mean | std |\n|---|---|---|")
+        parts += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in metrics["cv"].items()]
+    if "report" in test:
+        parts.append("\n## Per class (test)\n")
+        parts.append("| class | precision | recall | F1 | support |\n|---|---|---|---|---|")
+        for name in label_names:
+            r = test["report"][name]
+            parts.append(
+                f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
+            )
+        parts.append("\n## Confusion matrix (rows: true, columns: predicted)\n")
+        parts.append("| | " + " | ".join(label_names) + " |\n|---|" + "---|" * len(label_names))
+        for name, row in zip(label_names, test["confusion"]):
+            parts.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        parts.append("\n![confusion](confusion.png)")
+    return "\n".join(parts) + "\n"
