@@ -366,3 +366,22 @@ def test_refuses_a_store_made_for_other_options(
             ),
         )
     assert read_manifest(manifest_path)  # nothing else touched
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(
+    manifest_path, tiny_wav2vec2, tmp_path, monkeypatch, caplog
+):
+    import emofeat.extract as ex
+
+    cfg = ExtractConfig(model=str(tiny_wav2vec2), precision="bf16", device="cpu", pooling="max")
+    monkeypatch.setattr(ex, "cpu_has_native_bf16", lambda: False)
+    caplog.set_level("WARNING", logger="emofeat.extract")
+    with pytest.raises(EmofeatError, match="--pooling"):  # checked before any model is loaded
+        extract(manifest_path, tmp_path / "w.h5", cfg)
+    assert "without native bf16" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(ex, "cpu_has_native_bf16", lambda: True)
+    with pytest.raises(EmofeatError, match="--pooling"):
+        extract(manifest_path, tmp_path / "w.h5", cfg)
+    assert "native bf16" not in caplog.text
+    assert not (tmp_path / "w.h5").exists()

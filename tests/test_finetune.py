@@ -220,3 +220,35 @@ def test_seeded_runs_are_identical_on_cpu(manifest, tiny_kobert, tmp_path):
     assert not torch.equal(
         a["bert.embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"]
     )
+
+
+def test_run_records_the_rows_of_each_fold_model(kobert_run, manifest):
+    from emofeat.runs import RunFolder
+
+    run = RunFolder(kobert_run)
+    info = run.info()
+    assert (info.family, info.modality, info.folds) == ("bert", "text", 2)
+    ids = manifest.ids
+    for k in range(2):
+        rows = run.fold_rows(k)
+        fold_k = set(ids[(manifest.split == "train") & (manifest.fold == k)])
+        other = set(ids[(manifest.split == "train") & (manifest.fold != k)])
+        # Fold model k never trained on fold-k rows; it trained on every other train row.
+        assert set(rows["train"]) == other and not set(rows["train"]) & fold_k
+        # Today fold k's rows choose its best checkpoint: recorded as such.
+        assert set(rows["select"]) == fold_k
+
+
+def test_encoder_registry_names_the_families(tmp_path):
+    import json
+
+    from emofeat.encoders import families, resolve
+    from emofeat.encoders.speech import SpeechEncoder
+    from emofeat.encoders.text import TextEncoder
+
+    assert families()["bert"] is TextEncoder and families()["wav2vec2"] is SpeechEncoder
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "electra"}))
+    assert resolve(str(tmp_path)).family == "bert"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    with pytest.raises(ModelError, match=r"'t5' is not handled.*wav2vec2: .*bert: "):
+        resolve(str(tmp_path))

@@ -115,3 +115,26 @@ def test_cli_data_commands(corpus_dir, tmp_path):
     assert (tmp_path / "plots" / "class_distribution.png").stat().st_size > 1000
     result = runner.invoke(main, ["data", "stats", str(tmp_path / "nope.csv")])
     assert result.exit_code == 2 and "nope.csv" in result.output
+
+
+def test_soft_labels_round_trip_through_the_manifest(corpus_dir, manifest, tmp_path):
+    out = tmp_path / "soft.csv"
+    prepare(
+        out,
+        kemdy20=corpus_dir / "KEMDy20_v1_1",
+        aihub=corpus_dir / "AI_Hub",
+        folds=2,
+        multilabel="soft",
+    )
+    m = read_manifest(out)
+    soft = m.soft_labels()
+    assert soft.shape == (len(m), 7)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, atol=1e-6)
+    aihub = (m.frame["corpus"] == "aihub").to_numpy()
+    # AI Hub rows carry no votes: the one-hot of their label.
+    np.testing.assert_array_equal(soft[aihub].argmax(1), m.label_indices[aihub])
+    assert set(np.unique(soft[aihub])) == {0.0, 1.0}
+    # KEMDy20 rows: the label is the majority of the votes.
+    kemdy = ~aihub
+    np.testing.assert_array_equal(soft[kemdy].argmax(1), m.label_indices[kemdy])
+    assert manifest.soft_labels() is None  # prepared with the default policy (drop)

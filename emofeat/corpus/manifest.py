@@ -85,11 +85,24 @@ class Manifest:
         return str(self.prepared_config.get("split", ""))
 
     def soft_labels(self) -> np.ndarray | None:
-        """Per-class vote fractions (N, C) when the manifest has them, else ``None``."""
+        """Per-class annotator vote fractions (N, C) of a manifest prepared with
+        ``--multilabel soft``, else ``None``. Rows without votes (other corpora) get the one-hot
+        of their label; unlabelled rows zeros. A target for soft-label training or calibration."""
         cols = [SOFT_PREFIX + n for n in label_set.LABEL_NAMES]
         if not all(c in self.frame.columns for c in cols):
             return None
-        return self.frame[cols].to_numpy(dtype=np.float32)
+        soft = (
+            self.frame[cols]
+            .apply(pd.to_numeric, errors="coerce")
+            .to_numpy(dtype=np.float32, copy=True)
+        )
+        missing = ~np.isfinite(soft).all(axis=1)
+        idx = self.label_indices.astype(int)
+        one_hot = np.zeros_like(soft)
+        known = idx >= 0
+        one_hot[np.flatnonzero(known), idx[known]] = 1.0
+        soft[missing] = one_hot[missing]
+        return soft
 
 
 def build_frame(rows: list[dict]) -> pd.DataFrame:
