@@ -11,6 +11,7 @@ import click
 
 from emofeat import __version__
 from emofeat.errors import EmofeatError
+from emofeat.pipeline import PROTOCOLS
 from emofeat.presets import PRESETS
 from emofeat.stack.meta import META_LEARNERS
 
@@ -231,9 +232,19 @@ def models_tiny(kind, out, manifest, hidden, layers, seed):
     default=None,
     help="Leave out unreadable audio / empty text (recorded in skipped.csv).",
 )
+@click.option(
+    "--select",
+    type=click.Choice(["none", "inner"]),
+    help="What chooses the kept weights: none (final weights; reference presets) or inner "
+    "(best checkpoint and early stopping on a group-aware split of the fold model's own "
+    "training rows). Never the held-out fold.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a run folder made with other options.")
+@click.option("--print-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @friendly
-def finetune(model, model_path, manifest, out, preset, config_file, overwrite, **options):
+def finetune(
+    model, model_path, manifest, out, preset, config_file, overwrite, print_config, **options
+):
     """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
     from emofeat.finetune import finetune as finetune_run
     from emofeat.finetune import resolve_config
@@ -245,6 +256,13 @@ def finetune(model, model_path, manifest, out, preset, config_file, overwrite, *
         model_path=str(model_path) if model_path else None,
         **options,
     )
+    if print_config:
+        import dataclasses
+
+        from emofeat.provenance import dump_yaml
+
+        click.echo(dump_yaml(dataclasses.asdict(cfg)), nl=False)
+        return
     results = finetune_run(manifest, out, cfg, overwrite=overwrite)
     for fold, met in results.items():
         click.echo(
@@ -490,12 +508,23 @@ def recipe() -> None:
     is_flag=True,
     help="Check the inputs and print the steps; needs no GPU and no models.",
 )
+@click.option(
+    "--protocol",
+    default="crossfit",
+    show_default=True,
+    type=click.Choice(list(PROTOCOLS)),
+    help="crossfit: K fold models per configuration, out-of-fold stores, every meta-learner. "
+    "reference: as the reference ran (one model per configuration on all train rows, the "
+    "fixed-weight soft vote).",
+)
 @friendly
-def recipe_emo_ensemble(kemdy20, aihub, kobert, wav2vec2, folds, device, precision, out, dry_run):
-    """The reference protocol on KEMDy20 + AI Hub with the real models, plus stacked ensembles."""
+def recipe_emo_ensemble(
+    kemdy20, aihub, kobert, wav2vec2, folds, device, precision, out, dry_run, protocol
+):
+    """The reference's models on KEMDy20 + AI Hub with the real encoders, and their ensembles."""
     from emofeat.recipe import emo_ensemble
 
-    emo_ensemble(kemdy20, aihub, kobert, wav2vec2, out, folds, device, precision, dry_run)
+    emo_ensemble(kemdy20, aihub, kobert, wav2vec2, out, folds, device, precision, dry_run, protocol)
 
 
 # ---------------------------------------------------------------- store

@@ -71,8 +71,7 @@ def demo(
         out,
         str(models / "kobert"),
         str(models / "wav2vec2"),
-        "kobert-tiny",
-        "wav2vec2-tiny",
+        preset_set="tiny",
         device="cpu",
     )
     run_plan(steps)

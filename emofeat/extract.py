@@ -123,6 +123,7 @@ class Models:
     weight_folders: list[str]
     model_id: str
     run: RunInfo | None = None
+    run_path: str = ""
 
     @property
     def out_of_fold(self) -> bool:
@@ -146,7 +147,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         # The fold folders hold the tokenizer or feature extractor the run was trained with.
         encoder = families()[info.family].from_folder(dirs[0], options)
         models = [encoder.load_classifier(d) for d in dirs]
-        return Models(encoder, models, info.label_names, dirs, info.source, info)
+        return Models(encoder, models, info.label_names, dirs, info.source, info, str(cfg.run))
     if not cfg.model:
         raise EmofeatError("give --model (frozen encoder) or --run (fine-tuned run)")
     spec = resolve(cfg.model, cfg.model_path)
@@ -165,15 +166,66 @@ def load_models(cfg: ExtractConfig) -> Models:
     )
 
 
-def row_groups(m: Manifest, n_models: int, out_of_fold: bool) -> list[tuple[list[int], np.ndarray]]:
-    """(fold models, rows) pairs: train rows of fold k → model k alone (out-of-fold); every other
-    row (test rows, rows of no fold) → the mean over all models."""
-    if not out_of_fold:
-        return [(list(range(n_models)), np.arange(len(m)))]
-    train, fold = m.split == "train", m.fold
-    groups = [([k], np.flatnonzero(train & (fold == k))) for k in range(n_models)]
-    rest = np.flatnonzero(~train | (fold < 0) | (fold >= n_models))
-    return [*groups, (list(range(n_models)), rest)]
+@dataclass
+class Routing:
+    """Which fold models compute each row, and the row's out-of-fold evidence."""
+
+    groups: list[tuple[list[int], np.ndarray]]  # (fold models, rows): values are their mean
+    in_sample: np.ndarray  # per row: a model that produced it trained on it or chose on it
+
+
+def route_rows(m: Manifest, src: Models) -> Routing:
+    """Route rows to models: train rows of fold k → fold model k alone (out-of-fold); every other
+    row (test rows, rows of no fold) → the mean over the fold models.
+
+    With a cross-fitted run the manifest's fold assignment is checked against the rows each fold
+    model recorded: a labelled train row whose fold differs from the run's, a labelled train row
+    the run never trained on, or a test row some fold model trained on is refused, with the first
+    differences. The run's records also give each row's ``in_sample`` flag."""
+    n_models = len(src.models)
+    if src.run is None:  # a frozen pretrained encoder never saw these labels
+        return Routing([(list(range(n_models)), np.arange(len(m)))], np.zeros(len(m), bool))
+    trained, used = RunFolder(src.run_path).fold_usage()
+    ids, split, fold = m.ids, m.split, m.fold
+    own = (split == "train") & (fold >= 0) & (fold < n_models) & src.out_of_fold
+    if src.out_of_fold:
+        _check_assignment(m, src, trained)
+    groups = [([k], np.flatnonzero(own & (fold == k))) for k in range(n_models)]
+    groups.append((list(range(n_models)), np.flatnonzero(~own)))
+    in_sample = np.zeros(len(m), bool)
+    for models, rows in groups:
+        for r in rows:
+            in_sample[r] = any(ids[r] in used[k] for k in models)
+    return Routing([(k, r) for k, r in groups if len(r)], in_sample)
+
+
+def _check_assignment(m: Manifest, src: Models, trained: list[set[str]]) -> None:
+    run = src.run_path
+    seen = set().union(*trained)
+    skipped = RunFolder(run).skipped_ids()
+    problems = []
+    labelled_train = (m.split == "train") & (m.label_indices >= 0)
+    for uid, split, fold, is_lt in zip(m.ids, m.split, m.fold, labelled_train):
+        run_fold = [k for k, t in enumerate(trained) if uid not in t] if uid in seen else []
+        if is_lt and uid not in skipped:
+            if uid not in seen:
+                problems.append(
+                    f"{uid}: train row in fold {fold} of the manifest, never seen by the run"
+                )
+            elif run_fold != [fold]:
+                problems.append(
+                    f"{uid}: manifest fold {fold}, run fold {run_fold[0] if len(run_fold) == 1 else run_fold}"
+                )
+        elif split != "train" and uid in seen:
+            problems.append(f"{uid}: {split} row in the manifest, but fold models trained on it")
+    if problems:
+        listing = "\n  ".join(problems[:5])
+        raise EmofeatError(
+            f"{run} was trained with another fold assignment than {m.path or m.root} "
+            f"({len(problems)} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
+            f"Extract with the manifest the run was made from ({src.run.manifest}), or fine-tune "
+            "a new run on this manifest."
+        )
 
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
@@ -231,7 +283,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     names = layer_names(cfg.layers, encoder.num_hidden_states(models[0]))
     width = int(models[0].config.hidden_size) * (2 if cfg.pooling == "mean+std" else 1)
     emb_dims = {**{n: width for n, _ in names}, **encoder.extra_embeddings(models[0])}
-    groups = row_groups(m, len(models), src.out_of_fold)
+    routing = route_rows(m, src)
     provenance = Provenance(
         model_id=src.model_id,
         model_revision=getattr(models[0].config, "_commit_hash", None) or "",
@@ -267,6 +319,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         cfg.dtype,
         attrs,
         overwrite=cfg.overwrite,
+        in_sample=routing.in_sample,
     )
     try:
         pending = np.zeros(len(m), bool)
@@ -275,7 +328,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
             mine = np.zeros(len(m), bool)
             mine[rank::world] = True
             pending &= mine
-        todo = [(mods, rows[pending[rows]]) for mods, rows in groups]
+        todo = [(mods, rows[pending[rows]]) for mods, rows in routing.groups]
         _compute(m, src, writer, [(k, r) for k, r in todo if len(r)], names, cfg, device)
         complete = writer.finalize()
     finally:

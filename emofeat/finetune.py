@@ -1,8 +1,9 @@
 """Cross-fitted fine-tuning with ``transformers.Trainer``.
 
-Fold model k trains on the manifest's train rows with ``fold != k`` and is validated on fold k
-(best checkpoint kept, early stopping), so that every train row later gets a prediction from a
-model that never saw it (``emofeat extract --run``). ``folds=0`` trains one model on all train rows.
+Fold model k trains on the manifest's train rows with ``fold != k`` and makes no decision on fold
+k (final weights, or a checkpoint chosen on an inner split of its own training rows), so that
+every train row later gets a prediction from a model that neither saw it nor chose on it
+(``emofeat extract --run``). ``folds=0`` trains one model on all train rows.
 
 The run folder's layout is owned by :class:`emofeat.runs.RunFolder`. A finished fold is never
 retrained; an interrupted fold resumes from its last checkpoint. Everything that differs between
@@ -28,7 +29,7 @@ from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
 from emofeat.labels import LABEL_NAMES
 from emofeat.presets import PRESETS
-from emofeat.runs import RunFolder
+from emofeat.runs import RunFolder, assignment_hash
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class FinetuneConfig:
     scheduler: str = "linear"
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0
-    dropout: float = 0.1
+    dropout: float | None = None  # None: the checkpoint's own (speech: final_dropout)
     max_len: int = 64
     reverse: bool = False
     sample_rate: int = 16000
@@ -57,7 +58,12 @@ class FinetuneConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     freeze_feature_encoder: bool = True
-    early_stopping_patience: int = 3
+    # Which rows choose the kept weights: "none" (train the fixed epochs, keep the final weights,
+    # as the reference did) or "inner" (a group-aware validation split carved out of the fold
+    # model's own training rows: best checkpoint and early stopping). Never the held-out fold.
+    select: str = "none"
+    inner_fraction: float = 0.1
+    early_stopping_patience: int = 3  # with select "inner"; 0: no early stopping
     group_by_length: bool = True
     seed: int = 0
     device: str = "auto"
@@ -85,7 +91,15 @@ def resolve_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise EmofeatError(f"unknown option(s) {unknown}; known: {sorted(known)}")
-    return FinetuneConfig(**values)
+    cfg = FinetuneConfig(**values)
+    if cfg.select not in SELECTIONS:
+        raise EmofeatError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
+    if not 0 < cfg.inner_fraction < 1:
+        raise EmofeatError(f"inner_fraction must be between 0 and 1, got {cfg.inner_fraction}")
+    return cfg
+
+
+SELECTIONS = ("none", "inner")
 
 
 def pick_device(device: str) -> str:
@@ -178,6 +192,28 @@ def _trainer_class():
     return EmofeatTrainer
 
 
+def inner_split(
+    manifest: Manifest, rows: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows): a group-aware split of a fold model's own training rows
+    (a session, else a speaker, never spans both sides)."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    frame = manifest.frame
+    groups = [
+        f"{c}/{s or sp or i}"
+        for c, s, sp, i in zip(
+            frame["corpus"].to_numpy()[rows],
+            frame["session"].to_numpy()[rows],
+            frame["speaker"].to_numpy()[rows],
+            frame["id"].to_numpy()[rows],
+        )
+    ]
+    split = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    fit, val = next(split.split(rows, groups=groups))
+    return rows[np.sort(fit)], rows[np.sort(val)]
+
+
 def train_fold(
     manifest: Manifest,
     spec: ModelSpec,
@@ -187,18 +223,29 @@ def train_fold(
     rows: np.ndarray,
     lengths: np.ndarray,
 ) -> dict:
-    """Train one fold model (``fold`` -1: all train rows, no validation) into the run."""
+    """Train fold model ``fold`` (-1: one model on all train rows) into the run.
+
+    The model trains on the rows of the other folds and makes no decision on its own fold:
+    with ``select="none"`` it keeps its final weights; with ``"inner"`` the best checkpoint and
+    early stopping are chosen on a group-aware split of its training rows. Its fold's rows are
+    evaluated afterwards, for the record only."""
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     model, encoder, min_len = build_model(spec, cfg)
-    folds = manifest.fold[rows]
-    train_mask = folds != fold if fold >= 0 else np.ones(len(rows), bool)
-    train = UtteranceDataset(manifest, rows[train_mask], encoder, min_len, lengths[train_mask])
-    evaluate = (
-        UtteranceDataset(manifest, rows[~train_mask], encoder, min_len) if fold >= 0 else None
-    )
+    length_of = dict(zip(rows.tolist(), lengths.tolist()))
+    held = manifest.fold[rows] == fold if fold >= 0 else np.zeros(len(rows), bool)
+    fit_rows, select_rows = rows[~held], rows[:0]
+    if cfg.select == "inner":
+        fit_rows, select_rows = inner_split(manifest, fit_rows, cfg.inner_fraction, cfg.seed)
+
+    def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
+        lens = np.array([length_of[r] for r in part.tolist()]) if with_lengths else None
+        return UtteranceDataset(manifest, part, encoder, min_len, lens)
+
+    train = dataset(fit_rows, with_lengths=True)
+    select = dataset(select_rows) if len(select_rows) else None
     ckpt = run.checkpoints(fold)
     args = TrainingArguments(
         output_dir=str(ckpt),
@@ -212,10 +259,10 @@ def train_fold(
         lr_scheduler_type=cfg.scheduler,
         warmup_ratio=cfg.warmup_ratio,
         max_grad_norm=cfg.max_grad_norm,
-        eval_strategy="epoch" if evaluate is not None else "no",
+        eval_strategy="epoch" if select is not None else "no",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=evaluate is not None,
+        load_best_model_at_end=select is not None,
         metric_for_best_model="accuracy",
         greater_is_better=True,
         logging_strategy="epoch",
@@ -234,14 +281,14 @@ def train_fold(
     )
     callbacks = (
         [EarlyStoppingCallback(cfg.early_stopping_patience)]
-        if evaluate is not None and cfg.early_stopping_patience > 0
+        if select is not None and cfg.early_stopping_patience > 0
         else []
     )
     trainer = _trainer_class()(
         model=model,
         args=args,
         train_dataset=train,
-        eval_dataset=evaluate,
+        eval_dataset=select,
         data_collator=encoder.collator(),
         compute_metrics=_metrics,
         callbacks=callbacks,
@@ -250,10 +297,18 @@ def train_fold(
     if resume:
         log.info("fold %d: resuming from %s", fold, ckpt)
     trainer.train(resume_from_checkpoint=resume or None)
-    metrics = trainer.evaluate() if evaluate is not None else {}
-    metrics = {k.removeprefix("eval_"): v for k, v in metrics.items()}
+    metrics: dict[str, Any] = {}
+    if held.any():  # the held-out fold, evaluated after all decisions were made
+        metrics = trainer.evaluate(eval_dataset=dataset(rows[held]), metric_key_prefix="heldout")
+        metrics = {k.removeprefix("heldout_"): v for k, v in metrics.items()}
     metrics.update(
-        fold=fold, train_rows=len(train), eval_rows=len(evaluate) if evaluate is not None else 0
+        fold=fold,
+        train_rows=len(train),
+        select_rows=len(select_rows),
+        heldout_rows=int(held.sum()),
+        select=cfg.select,
+        kept=trainer.state.best_model_checkpoint if select is not None else "final",
+        kept_epoch=_kept_epoch(trainer.state) if select is not None else trainer.state.epoch,
     )
     ids = manifest.ids
     run.save_fold(
@@ -261,12 +316,21 @@ def train_fold(
         lambda folder: encoder.save(trainer.model, str(folder)),
         metrics,
         trainer.state.log_history,
-        train_ids=ids[train.rows],
-        # The validation rows chose the kept checkpoint (and stopped training early).
-        select_ids=ids[evaluate.rows] if evaluate is not None else [],
+        train_ids=ids[fit_rows],
+        select_ids=ids[select_rows],
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
+
+
+def _kept_epoch(state) -> float | None:
+    """The epoch of the checkpoint Trainer kept as the best."""
+    best = state.best_model_checkpoint
+    step = int(best.rsplit("-", 1)[-1]) if best else None
+    for entry in state.log_history:
+        if step is not None and entry.get("step") == step and "epoch" in entry:
+            return float(entry["epoch"])
+    return None
 
 
 def finetune(
@@ -302,6 +366,7 @@ def finetune(
         "source": spec.source,
         "manifest": str(m.path or m.root),
         "split_scheme": m.split_scheme,
+        "assignment_sha256": assignment_hash(m.ids[rows], m.fold[rows]),
     }
     # Loading the processor first: a model that cannot be found leaves no run folder behind.
     encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))

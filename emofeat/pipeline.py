@@ -16,24 +16,38 @@ from typing import Any
 
 import click
 
+from emofeat.errors import EmofeatError
+
 
 @dataclass(frozen=True)
 class BaseModel:
-    """One of the reference's five models: its name and the options that make it."""
+    """One of the reference's five models: its name, its encoder, its preset in each preset set
+    (``ref``: the reference's hyperparameters; ``tiny``: the demo's from-scratch models) and the
+    options that set it apart."""
 
     name: str
-    modality: str  # which encoder (``--kobert`` or ``--wav2vec2``) and preset it uses
+    modality: str  # which encoder it fine-tunes: ``--kobert`` (text) or ``--wav2vec2`` (speech)
+    presets: dict[str, str]
     options: dict[str, Any]
 
 
 # The reference's five models, in the order of its soft-vote weights (reference.md).
 BASE_MODELS = (
-    BaseModel("wav2vec2-fwd", "speech", {"reverse": False}),
-    BaseModel("wav2vec2-rev", "speech", {"reverse": True}),
-    BaseModel("kobert-p03", "text", {"dropout": 0.3}),
-    BaseModel("kobert-p05", "text", {"dropout": 0.5}),
-    BaseModel("kobert-p07", "text", {"dropout": 0.7}),
+    BaseModel("wav2vec2-fwd", "speech", {"ref": "wav2vec2-ref", "tiny": "wav2vec2-tiny"}, {}),
+    BaseModel(
+        "wav2vec2-rev",
+        "speech",
+        {"ref": "wav2vec2-ref-rev", "tiny": "wav2vec2-tiny"},
+        {"reverse": True},
+    ),
+    BaseModel("kobert-p03", "text", {"ref": "kobert-ref", "tiny": "kobert-tiny"}, {"dropout": 0.3}),
+    BaseModel("kobert-p05", "text", {"ref": "kobert-ref", "tiny": "kobert-tiny"}, {"dropout": 0.5}),
+    BaseModel("kobert-p07", "text", {"ref": "kobert-ref", "tiny": "kobert-tiny"}, {"dropout": 0.7}),
 )
+# crossfit: emofeat's protocol (K fold models per configuration, out-of-fold stores, every
+# meta-learner); reference: as the reference ran (one model per configuration on all train
+# rows, the fixed-weight soft vote, which fits nothing on the train rows).
+PROTOCOLS = ("crossfit", "reference")
 REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"  # the reference's soft-vote weights, in that order
 
 
@@ -63,24 +77,26 @@ def ensemble_plan(
     out: Path,
     kobert: str,
     wav2vec2: str,
-    kobert_preset: str,
-    wav2vec2_preset: str,
-    folds: int | None = None,
+    preset_set: str = "ref",
+    protocol: str = "crossfit",
     device: str = "auto",
     precision: str = "fp32",
 ) -> list[Step]:
-    """Steps: fine-tune the five models, extract their stores, stack with every meta-learner."""
+    """Steps: fine-tune the five models, extract their stores, stack them."""
     from emofeat.extract import ExtractConfig, extract
     from emofeat.finetune import finetune, resolve_config
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
+    if protocol not in PROTOCOLS:
+        raise EmofeatError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    folds = 0 if protocol == "reference" else None
+    metas = ["softvote"] if protocol == "reference" else list(META_LEARNERS)
     runs, stores = out / "runs", out / "stores"
     sources = {"speech": wav2vec2, "text": kobert}
-    presets = {"speech": wav2vec2_preset, "text": kobert_preset}
     steps = []
     for base in BASE_MODELS:
-        source, preset = sources[base.modality], presets[base.modality]
+        source, preset = sources[base.modality], base.presets[preset_set]
         cfg = resolve_config(preset, None, model=source, folds=folds, device=device, **base.options)
         fold_flag = f" --folds {folds}" if folds is not None else ""
         steps.append(
@@ -103,7 +119,7 @@ def ensemble_plan(
         )
     paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     store_flags = " ".join(f"--store {p}" for p in paths)
-    for meta in META_LEARNERS:
+    for meta in metas:
         weights = REFERENCE_WEIGHTS if meta == "softvote" else None
         wflag = f" --weights {weights}" if weights else ""
         steps.append(

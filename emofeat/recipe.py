@@ -46,6 +46,7 @@ def emo_ensemble(
     device: str = "auto",
     precision: str = "fp16",
     dry_run: bool = False,
+    protocol: str = "crossfit",
 ) -> None:
     """Run (or with ``dry_run`` check and print) the reference protocol into ``out``."""
     from emofeat.corpus.prepare import prepare
@@ -68,8 +69,8 @@ def emo_ensemble(
             out,
             kobert,
             wav2vec2,
-            "kobert-ref",
-            "wav2vec2-ref",
+            preset_set="ref",
+            protocol=protocol,
             device=device,
             precision=precision,
         ),

@@ -17,6 +17,7 @@ extraction reads through it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -39,6 +40,14 @@ ROWS = "rows.json"
 RESUMABLE_KEYS = ("device",)
 
 
+def assignment_hash(ids: Sequence[str], folds: Sequence[int]) -> str:
+    """sha256 of a fold assignment (the labelled train rows' ``id<TAB>fold``, sorted by id)."""
+    h = hashlib.sha256()
+    for uid, fold in sorted(zip(map(str, ids), map(int, folds))):
+        h.update(f"{uid}\t{fold}\n".encode())
+    return h.hexdigest()
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What a run's ``config.yaml`` says about its models (typed; the full options stay in
@@ -54,6 +63,7 @@ class RunInfo:
     sample_rate: int = 16000
     manifest: str = ""
     split_scheme: str = ""
+    assignment_sha256: str = ""
     options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -74,6 +84,7 @@ class RunInfo:
                 sample_rate=int(config.get("sample_rate", 16000)),
                 manifest=str(config.get("manifest", "")),
                 split_scheme=str(config.get("split_scheme", "")),
+                assignment_sha256=str(config.get("assignment_sha256", "")),
                 options=dict(config),
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -179,6 +190,30 @@ class RunFolder:
         recorded them)."""
         path = self.fold_dir(fold) / ROWS
         return json.loads(path.read_text()) if path.is_file() else {}
+
+    def fold_usage(self) -> tuple[list[set[str]], list[set[str]]]:
+        """Per fold model, in fold order: the ids it trained on, and the ids it trained on or
+        that chose its checkpoint (its in-sample rows). A run without these records is refused."""
+        trained, used = [], []
+        for k in self.fold_ids():
+            rows = self.fold_rows(k)
+            if not rows:
+                raise EmofeatError(
+                    f"{self.fold_dir(k)} has no {ROWS}: the run was made before emofeat recorded "
+                    "which rows trained each fold model, so out-of-fold-ness cannot be proven; "
+                    "re-run `emofeat finetune` into a new folder"
+                )
+            trained.append(set(rows["train"]))
+            used.append(set(rows["train"]) | set(rows["select"]))
+        return trained, used
+
+    def skipped_ids(self) -> set[str]:
+        """Rows left out of training with ``--skip-bad``."""
+        path = self.path / "skipped.csv"
+        if not path.is_file():
+            return set()
+        with path.open(encoding="utf-8", newline="") as fh:
+            return {row["id"] for row in csv.DictReader(fh)}
 
     def finished_fold_dirs(self) -> list[Path]:
         """The fold model folders in fold order; an error naming the unfinished ones."""

@@ -110,8 +110,13 @@ class StoreLayout:
     logits: bool = True
     embedding_dtype: str = "float32"
     config: dict[str, Any] | None = None  # None: not compared
+    # Per row: was any model that produced the row's values trained (or selected) on it?
+    # None: the store does not say (unknown).
+    in_sample: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.in_sample is not None:
+            self.in_sample = np.asarray(self.in_sample, dtype=bool)
         self.ids = _strings(self.ids)
         self.labels = np.asarray(self.labels, dtype=np.int16)
         self.split = _strings(self.split)
@@ -134,6 +139,7 @@ class StoreLayout:
             logits="logits" in f,
             embedding_dtype=dtypes.pop() if len(dtypes) == 1 else "float32",
             config=_parse_config(config),
+            in_sample=f["in_sample"][:] if "in_sample" in f else None,
         )
 
     def differences(
@@ -162,7 +168,10 @@ class StoreLayout:
                 return [f"{len(self.ids)} rows {here}, {len(other.ids)} {there}"]
             pos = np.arange(len(self.ids))
         problems = []
-        for name in ("ids", "labels", "split", "fold"):
+        names = ["ids", "labels", "split", "fold"]
+        if datasets and self.in_sample is not None and other.in_sample is not None:
+            names.append("in_sample")  # the evidence is the store's own: not compared when stacking
+        for name in names:
             a, b = getattr(self, name), getattr(other, name)[pos]
             bad = np.flatnonzero(a != b)
             if len(bad):
@@ -399,21 +408,25 @@ def create_store(
     attrs: Mapping[str, Any] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     compression: str | None = None,
+    in_sample: Sequence[bool] | np.ndarray | None = None,
 ) -> StoreWriter:
     """Create a store with every dataset pre-allocated and return a writer on it.
 
     ``embeddings`` maps dataset names to widths; ``attrs`` are root attributes (provenance,
-    e.g. ``Provenance(...).to_attrs()``, and ``config``: the options that decided the values).
+    e.g. ``Provenance(...).to_attrs()``, and ``config``: the options that decided the values);
+    ``in_sample`` is the per-row out-of-fold evidence (None: unknown, no dataset written).
     The file is built under a temporary name and renamed into place, so a half-created store
     never exists.
     """
     layout = _layout(
-        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
+        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
     )
     return _create(Path(path), layout, attrs or {}, chunk_rows, compression)
 
 
-def _layout(ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs):
+def _layout(
+    ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
+):
     config = (attrs or {}).get("config")
     return StoreLayout(
         ids,
@@ -425,6 +438,7 @@ def _layout(ids, labels, split, fold, label_names, embeddings, logits, embedding
         logits,
         embedding_dtype,
         dict(config) if isinstance(config, Mapping) else None,
+        in_sample,
     )
 
 
@@ -457,6 +471,12 @@ def _create(
         f.create_dataset("labels", data=layout.labels)
         f.create_dataset("split", data=layout.split, dtype=_STR)
         f.create_dataset("fold", data=layout.fold)
+        if layout.in_sample is not None:
+            if layout.in_sample.shape != (n,):
+                raise StoreError(
+                    f"{path}: in_sample has shape {layout.in_sample.shape}, expected ({n},)"
+                )
+            f.create_dataset("in_sample", data=layout.in_sample)
         for name in ("done", "skipped"):
             f.create_dataset(name, shape=(n,), dtype=bool, chunks=(meta_chunk,), fillvalue=False)
         f.create_dataset(
@@ -502,6 +522,7 @@ def open_writer(
     embedding_dtype: str = "float32",
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    in_sample: Sequence[bool] | np.ndarray | None = None,
     **kwargs: Any,
 ) -> StoreWriter:
     """Create a store, or resume an existing one made for the same rows and config.
@@ -511,7 +532,7 @@ def open_writer(
     """
     path = Path(path)
     layout = _layout(
-        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs
+        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
     )
     if path.exists() and not overwrite:
         _recover_if_crashed(path)
@@ -566,11 +587,14 @@ class Store:
         self.fold = f["fold"][:].astype(np.int16)
         self.done = f["done"][:].astype(bool)
         self.skipped = f["skipped"][:].astype(bool) if "skipped" in f else np.zeros(n, bool)
+        # Out-of-fold evidence per row; None when the store does not record it (unknown).
+        self.in_sample = f["in_sample"][:].astype(bool) if "in_sample" in f else None
         for name, arr in (
             ("labels", self.labels),
             ("split", self.split),
             ("fold", self.fold),
             ("done", self.done),
+            *([("in_sample", self.in_sample)] if self.in_sample is not None else []),
         ):
             if arr.shape != (n,):
                 raise StoreError(
@@ -645,6 +669,7 @@ class Store:
             self.has_logits,
             dtypes.pop() if len(dtypes) == 1 else "float32",
             _parse_config(self.attrs.get("config", "")),
+            self.in_sample,
         )
 
     def skip_reasons(self) -> dict[str, str]:

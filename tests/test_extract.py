@@ -385,3 +385,57 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(
         extract(manifest_path, tmp_path / "w.h5", cfg)
     assert "native bf16" not in caplog.text
     assert not (tmp_path / "w.h5").exists()
+
+
+def test_a_manifest_with_another_fold_assignment_is_refused(
+    kobert_run, manifest, corpus_dir, tmp_path
+):
+    from emofeat.corpus.prepare import prepare
+
+    other = tmp_path / "reseeded.csv"
+    prepare(
+        other, kemdy20=corpus_dir / "KEMDy20_v1_1", aihub=corpus_dir / "AI_Hub", folds=2, seed=1
+    )
+    m2 = read_manifest(other)
+    moved = [
+        u
+        for u, f2 in zip(m2.ids, m2.fold)
+        if f2 >= 0 and f2 != manifest.fold[list(manifest.ids).index(u)]
+    ]
+    assert moved  # the other seed moves rows between folds
+    out = tmp_path / "s.h5"
+    with pytest.raises(
+        EmofeatError, match=r"(?s)another fold assignment.*manifest fold \d, run fold \d"
+    ):
+        extract(other, out, ExtractConfig(run=str(kobert_run)))
+    assert not out.exists()
+    # A train row turned into a test row: fold models trained on it, so its test values leak.
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    i = int(np.flatnonzero(manifest.split == "train")[0])
+    frame.loc[frame.index[i], ["split", "fold"]] = ["test", -1]
+    write_manifest(frame, tmp_path / "leak.csv")
+    with pytest.raises(
+        EmofeatError,
+        match=rf"{frame['id'].iat[i]}: test row in the manifest, but fold models trained on it",
+    ):
+        extract(tmp_path / "leak.csv", out, ExtractConfig(run=str(kobert_run)))
+    assert not out.exists()
+
+
+def test_stores_record_per_row_evidence(kobert_run, manifest, manifest_path, tiny_kobert, tmp_path):
+    from emofeat.finetune import finetune, resolve_config
+
+    out = tmp_path / "oof.h5"
+    extract(manifest_path, out, ExtractConfig(run=str(kobert_run)))
+    with open_store(out) as s:
+        assert s.in_sample is not None and not s.in_sample.any() and s.provenance.out_of_fold
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, max_steps=1
+    )
+    finetune(manifest, tmp_path / "all", cfg)
+    extract(manifest_path, tmp_path / "all.h5", ExtractConfig(run=str(tmp_path / "all")))
+    with open_store(tmp_path / "all.h5") as s:
+        labelled_train = (s.split == "train") & (s.labels >= 0)
+        np.testing.assert_array_equal(s.in_sample, labelled_train)
+        assert s.provenance.out_of_fold is False

@@ -1,6 +1,7 @@
 """Encoders and cross-fitted fine-tuning on tiny models built like the hub ones."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,8 +193,8 @@ def test_interrupted_run_keeps_finished_folds_and_resumes(
     assert (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns == stamp
     assert "fold 1: resuming" in caplog.text
     history = json.loads((tmp_path / "run" / "fold-1" / "log_history.json").read_text())
-    # Epoch 1's evaluation comes from the checkpoint's state: training went on from there.
-    assert [h["epoch"] for h in history if "eval_accuracy" in h][:2] == [1.0, 2.0]
+    # Epoch 1's training log comes from the checkpoint's state: training went on from there.
+    assert [h["epoch"] for h in history if "loss" in h] == [1.0, 2.0]
     assert not (tmp_path / "run" / "fold-1" / "checkpoints").exists()
 
 
@@ -235,8 +236,9 @@ def test_run_records_the_rows_of_each_fold_model(kobert_run, manifest):
         other = set(ids[(manifest.split == "train") & (manifest.fold != k)])
         # Fold model k never trained on fold-k rows; it trained on every other train row.
         assert set(rows["train"]) == other and not set(rows["train"]) & fold_k
-        # Today fold k's rows choose its best checkpoint: recorded as such.
-        assert set(rows["select"]) == fold_k
+        # The presets keep the final weights: no row chose anything.
+        assert rows["select"] == []
+        assert run.fold_metrics(k)["kept"] == "final"
 
 
 def test_encoder_registry_names_the_families(tmp_path):
@@ -252,3 +254,72 @@ def test_encoder_registry_names_the_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(ModelError, match=r"'t5' is not handled.*wav2vec2: .*bert: "):
         resolve(str(tmp_path))
+
+
+def test_inner_selection_never_peeks_at_the_held_out_fold(manifest, tiny_kobert, tmp_path):
+    from emofeat.runs import RunFolder
+
+    cfg = resolve_config(
+        "kobert-tiny",
+        model="kobert",
+        model_path=str(tiny_kobert),
+        epochs=2,
+        select="inner",
+        inner_fraction=0.2,
+    )
+    finetune(manifest, tmp_path / "inner", cfg)
+    run = RunFolder(tmp_path / "inner")
+    ids, frame = manifest.ids, manifest.frame
+    for k in range(2):
+        rows = run.fold_rows(k)
+        fold_k = set(ids[(manifest.split == "train") & (manifest.fold == k)])
+        train, select = set(rows["train"]), set(rows["select"])
+        assert select and not (select & fold_k) and not (train & fold_k) and not (train & select)
+        assert train | select == set(ids[(manifest.split == "train") & (manifest.fold != k)])
+        # Group-aware: no session has rows on both sides of the inner split.
+        session = dict(zip(frame["id"], frame["corpus"] + "/" + frame["session"]))
+        kemdy = {u for u in select | train if session[u].startswith("kemdy20")}
+        assert not {session[u] for u in select & kemdy} & {session[u] for u in train & kemdy}
+        metrics = run.fold_metrics(k)
+        assert metrics["select"] == "inner" and "checkpoint-" in metrics["kept"]
+        assert metrics["heldout_rows"] == len(fold_k)
+
+
+def test_print_config_shows_the_reference_values():
+    from click.testing import CliRunner
+
+    from emofeat.cli import main
+
+    args = ["finetune", "--model", "wav2vec2", "--manifest", "m.csv", "--out", "r"]
+    r = CliRunner().invoke(main, [*args, "--preset", "wav2vec2-ref", "--print-config"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load(r.output)
+    assert (cfg["lr"], cfg["weight_decay"], cfg["warmup_ratio"], cfg["scheduler"]) == (
+        2e-4,
+        0.0,
+        0.0,
+        "linear",
+    )
+    assert cfg["batch_size"] * cfg["grad_accum"] == 4 and cfg["dropout"] is None
+    assert cfg["fp16"] and cfg["gradient_checkpointing"] and cfg["select"] == "none"
+    rev = yaml.safe_load(
+        CliRunner().invoke(main, [*args, "--preset", "wav2vec2-ref-rev", "--print-config"]).output
+    )
+    assert rev["batch_size"] * rev["grad_accum"] == 16 and rev["reverse"] is True
+    kob = yaml.safe_load(
+        CliRunner()
+        .invoke(main, [*args, "--preset", "kobert-ref", "--dropout", "0.3", "--print-config"])
+        .output
+    )
+    assert (kob["epochs"], kob["lr"], kob["dropout"], kob["select"]) == (7, 2e-5, 0.3, "none")
+    assert not (Path("r").exists())  # nothing written
+
+
+def test_speech_head_dropout_defaults_to_the_checkpoints_final_dropout(tiny_wav2vec2):
+    from emofeat.encoders.base import InputOptions
+    from emofeat.encoders.speech import SpeechEncoder
+
+    final = json.loads((tiny_wav2vec2 / "config.json").read_text())["final_dropout"]
+    enc = SpeechEncoder.from_folder(str(tiny_wav2vec2), InputOptions())
+    model = enc.new_classifier(str(tiny_wav2vec2), ["a", "b"], None)
+    assert model.head.dropout.p == pytest.approx(final) and model.head_config["dropout"] == final

@@ -24,7 +24,7 @@ def test_dry_run_checks_inputs_and_prints_the_steps(corpus_dir, tmp_path):
     assert "[16/16] stack mixer" in r.output
     assert (
         "--preset kobert-ref --dropout 0.5" in r.output
-        and "--preset wav2vec2-ref --reverse" in r.output
+        and "--preset wav2vec2-ref-rev --reverse" in r.output
     )
     assert "--weights 0.25,0.25,1/6,1/6,1/6" in r.output
     assert not out.exists()  # a dry run writes nothing
@@ -35,3 +35,22 @@ def test_dry_run_reports_broken_inputs(corpus_dir, tmp_path):
         main, ["recipe", "emo-ensemble", "--kemdy20", str(tmp_path), "--dry-run"]
     )
     assert r.exit_code == 2 and "annotation" in r.output
+
+
+def test_reference_protocol_trains_on_all_rows_and_only_soft_votes(corpus_dir, tmp_path):
+    args = [
+        "recipe",
+        "emo-ensemble",
+        "--kemdy20",
+        str(corpus_dir / "KEMDy20_v1_1"),
+        "--out",
+        str(tmp_path / "ref"),
+        "--dry-run",
+    ]
+    r = CliRunner().invoke(main, [*args, "--protocol", "reference"])
+    assert r.exit_code == 0, r.output
+    finetunes = [line for line in r.output.splitlines() if "emofeat finetune" in line]
+    assert len(finetunes) == 5 and all("--folds 0" in line for line in finetunes)
+    assert "[12/12] stack softvote" in r.output and "--meta lgbm" not in r.output
+    crossfit = CliRunner().invoke(main, args)
+    assert "--folds 0" not in crossfit.output and "--meta lgbm" in crossfit.output

@@ -28,8 +28,11 @@ def world(c=4, seed=0):
 
 
 def make_store(path, y, split, fold, logits, names, order=None, emb=None, oof=True, done=None):
+    """A store of the given values; ``oof`` True: out-of-fold evidence for every row, False:
+    train rows in-sample, None: no evidence (like a store written by other code)."""
     order = np.arange(len(y)) if order is None else order
     ids = np.array([f"u{i:04d}" for i in range(len(y))])
+    in_sample = None if oof is None else (split == "train") & (not oof)
     w = create_store(
         path,
         ids[order],
@@ -38,7 +41,8 @@ def make_store(path, y, split, fold, logits, names, order=None, emb=None, oof=Tr
         fold[order],
         names,
         {"last": emb.shape[1]} if emb is not None else {},
-        attrs={"out_of_fold": oof},
+        attrs={"out_of_fold": oof} if oof is not None else {},
+        in_sample=in_sample[order] if in_sample is not None else None,
     )
     rows = np.arange(len(y)) if done is None else np.flatnonzero(done[order])
     w.write(
@@ -189,29 +193,82 @@ def test_out_of_fold_rule_is_enforced(tmp_path):
     paths, y, split = complementary(tmp_path)
     fold = np.where(split == "train", np.arange(N) % K, -1)
     rng = np.random.default_rng(3)
+    names = [f"class{i}" for i in range(4)]
     insample = make_store(
-        tmp_path / "in.h5",
-        y,
-        split,
-        fold,
-        rng.normal(size=(N, 4)),
-        [f"class{i}" for i in range(4)],
-        oof=False,
+        tmp_path / "in.h5", y, split, fold, rng.normal(size=(N, 4)), names, oof=False
     )
-    with pytest.raises(EmofeatError, match="in-sample logits.*--allow-in-sample"):
+    with pytest.raises(
+        EmofeatError, match=r"store in: 300 of 300 train rows are in-sample.*--allow-in-sample"
+    ):
         stack([paths[0], insample], "lgbm", tmp_path / "x")
+    # A store without per-row evidence (written by other code) is of unknown status: refused.
+    plain = make_store(
+        tmp_path / "plain.h5", y, split, fold, rng.normal(size=(N, 4)), names, oof=None
+    )
+    with pytest.raises(EmofeatError, match=r"store plain has no per-row out-of-fold evidence"):
+        stack([paths[0], plain], "caruana", tmp_path / "x")
     nofold = make_store(
-        tmp_path / "nofold.h5",
-        y,
-        split,
-        np.full(N, -1),
-        rng.normal(size=(N, 4)),
-        [f"class{i}" for i in range(4)],
+        tmp_path / "nofold.h5", y, split, np.full(N, -1), rng.normal(size=(N, 4)), names
     )
     with pytest.raises(EmofeatError, match="no fold information"):
         stack([nofold], "logreg", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
     stack([paths[0], insample], "lgbm", tmp_path / "ok", allow_in_sample=True)
     assert (tmp_path / "ok" / "report.md").read_text().startswith("WARNING: in-sample")
+    stack([paths[0], plain], "lgbm", tmp_path / "ok2", allow_in_sample=True)
+    assert "unknown" in (tmp_path / "ok2" / "report.md").read_text().splitlines()[0]
+    # Fixed weights fit nothing on the train rows: the reference protocol needs no permission.
+    m = stack([insample, plain], "softvote", tmp_path / "sv", weights="1,1").metrics
+    assert m["in_sample_warning"] == ""
+    assert not (tmp_path / "sv" / "report.md").read_text().startswith("WARNING")
+    assert stack([nofold], "softvote", tmp_path / "sv1").metrics["in_sample_warning"] == ""
+
+
+def test_cv_figures_are_nested_or_labelled(tmp_path):
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, PredefinedSplit
+
+    from emofeat.stack.meta import META_LEARNERS, MetaContext
+
+    paths, y, split = complementary(tmp_path)
+    m = stack(paths, "logreg", tmp_path / "n").metrics
+    assert m["cv_protocol"] == "nested"
+    # The same nested CV by hand: hyperparameters chosen on the other folds only.
+    train = np.flatnonzero(split == "train")
+    folds = (np.arange(N) % K)[train]
+    from emofeat.stack.level1 import load_level1
+
+    with load_level1(paths) as level1:
+        X = level1.features("proba")
+    spec = META_LEARNERS["logreg"]
+    est = spec.build(MetaContext(classes=list(range(4))))
+    acc = []
+    for k in range(K):
+        rest = train[folds != k]
+        search = GridSearchCV(clone(est), spec.grid, cv=PredefinedSplit(folds[folds != k]))
+        model = search.fit(X[rest], y[rest]).best_estimator_
+        held = train[folds == k]
+        acc.append(np.mean(model.predict(X[held]) == y[held]))
+    assert m["cv"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
+    assert "Nested" in (tmp_path / "n" / "report.md").read_text()
+    # Two folds leave no inner folds to choose on: the figures say they are selection-biased.
+    two = np.where(split == "train", np.arange(N) % 2, -1)
+    rng = np.random.default_rng(0)
+    names = [f"class{i}" for i in range(4)]
+    p2 = [
+        make_store(
+            tmp_path / f"two{k}.h5",
+            y,
+            split,
+            two,
+            rng.normal(size=(N, 4)) + 3 * np.eye(4)[y],
+            names,
+        )
+        for k in range(2)
+    ]
+    m2 = stack(p2, "logreg", tmp_path / "t").metrics
+    assert m2["cv_protocol"] == "selection-biased"
+    assert "Selection-biased" in (tmp_path / "t" / "report.md").read_text()
 
 
 def test_rows_not_done_are_dropped_and_counted_and_incomplete_refused(tmp_path):

@@ -272,10 +272,11 @@ class SpeechEncoder(Encoder):
         return load_feature_extractor(source)
 
     def new_classifier(self, source, label_names, dropout):
-        model = SpeechClassifier(
-            load_speech_encoder(source), len(label_names), dropout, list(label_names)
-        )
-        return model
+        encoder = load_speech_encoder(source)
+        if dropout is None:
+            # The reference's head used the checkpoint's ``final_dropout`` (twice).
+            dropout = float(getattr(encoder.config, "final_dropout", 0.1))
+        return SpeechClassifier(encoder, len(label_names), dropout, list(label_names))
 
     def load_classifier(self, folder):
         return SpeechClassifier.from_pretrained(folder).eval()

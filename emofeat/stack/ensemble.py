@@ -100,6 +100,7 @@ class FittedStack:
     test: np.ndarray
     best_params: dict[str, Any]
     cv: dict[str, dict[str, float]]
+    cv_protocol: str  # nested | selection-biased | no hyperparameters
     oof: np.ndarray | None
     warning: str
 
@@ -111,22 +112,29 @@ class StackResult:
 
 
 def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> str:
-    """'' when every train row carries out-of-fold values, else the warning for the report."""
+    """'' when the meta-learner learns only from out-of-fold train rows (or learns nothing),
+    else the warning for the report; without ``allow_in_sample`` an error naming the stores."""
+    if not get_meta(cfg.meta).learns:
+        return ""  # fixed weights: nothing is fitted on the train rows
     problems = []
     if (level1.fold[train] < 0).any():
         problems.append("train rows have no fold information")
-    if get_meta(cfg.meta).inputs != "embeddings":
-        for name, prov in zip(level1.names, level1.provenance):
-            if prov.out_of_fold is False:
-                problems.append(
-                    f"store {name} holds in-sample logits for its train rows (a run without folds)"
-                )
+    for name, flags in zip(level1.names, level1.in_sample):
+        if flags is None:
+            problems.append(
+                f"store {name} has no per-row out-of-fold evidence (/in_sample): unknown"
+            )
+        elif flags[train].any():
+            problems.append(
+                f"store {name}: {int(flags[train].sum())} of {len(train)} train rows are in-sample "
+                "(their values come from a model trained on them)"
+            )
     if not problems:
         return ""
     text = "; ".join(problems)
     if not cfg.allow_in_sample:
         raise EmofeatError(
-            f"refusing to stack: {text}. Stacking needs out-of-fold predictions (finetune and prepare with --folds K). Pass --allow-in-sample to go on anyway; the report will say so."
+            f"refusing to stack: {text}. Stacking needs out-of-fold predictions (prepare and finetune with --folds K, extract with --run). Pass --allow-in-sample to go on anyway; the report will say so."
         )
     return (
         f"WARNING: in-sample level-1 features ({text}); the meta-learner's figures are optimistic."
@@ -169,26 +177,38 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         best_params = {
             k: getattr(v, "item", lambda v=v: v)() for k, v in search.best_params_.items()
         }
-    cv, oof = (
-        _cross_validate(estimator, X, y, train, folds, level1.num_classes)
+    cv, oof, protocol = (
+        _cross_validate(estimator, spec.grid, X, y, train, folds, level1.num_classes)
         if has_folds
-        else ({}, None)
+        else ({}, None, "")
     )
     try:
         final = clone(estimator).fit(X[train], y[train])
     except ValueError as err:
         raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
     model = Pipeline([("features", features), ("meta", final)])
-    return FittedStack(cfg, model, train, test, best_params, cv, oof, warning)
+    return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
 
 
-def _cross_validate(estimator, X, y, train, folds, C) -> tuple[dict, np.ndarray]:
-    """The ensemble's figures per held-out fold (fit on the other folds): mean and std, and the
-    out-of-fold probabilities of the train rows."""
+def _cross_validate(estimator, grid, X, y, train, folds, C) -> tuple[dict, np.ndarray, str]:
+    """The ensemble's figures per held-out fold (fit on the other folds): mean and std, the
+    out-of-fold probabilities of the train rows, and how hyperparameters were chosen.
+
+    With a grid and at least 3 folds the CV is nested: each outer fold's hyperparameters are
+    chosen by CV over the remaining folds only, so the figures are not selection-biased. With 2
+    folds that is impossible, and the figures are labelled selection-biased."""
+    nested = bool(grid) and len(np.unique(folds)) >= 3
+    protocol = "nested" if nested else ("selection-biased" if grid else "no hyperparameters")
     per_fold, oof = [], np.zeros((len(train), C))
     for k in np.unique(folds):
         fit_rows, held = train[folds != k], train[folds == k]
-        model = clone(estimator).fit(X[fit_rows], y[fit_rows])
+        if nested:
+            search = GridSearchCV(
+                clone(estimator), grid, cv=PredefinedSplit(folds[folds != k]), scoring="accuracy"
+            )
+            model = search.fit(X[fit_rows], y[fit_rows]).best_estimator_
+        else:
+            model = clone(estimator).fit(X[fit_rows], y[fit_rows])
         proba = model.predict_proba(X[held])
         oof[folds == k] = proba
         per_fold.append(classification_metrics(y[held], proba.argmax(1), C))
@@ -199,7 +219,7 @@ def _cross_validate(estimator, X, y, train, folds, C) -> tuple[dict, np.ndarray]
         }
         for m in per_fold[0]
     }
-    return summary, oof
+    return summary, oof, protocol
 
 
 def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
@@ -211,6 +231,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         "meta": fitted.config.meta,
         "best_params": fitted.best_params,
         "cv": fitted.cv,
+        "cv_protocol": fitted.cv_protocol,
         "train_rows": int(len(fitted.train)),
         "test_rows": int(len(test)),
         "dropped_rows": int(level1.dropped),
@@ -225,22 +246,28 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         block["ensemble"]["accuracy_ci95"] = bootstrap_accuracy(
             y[test], pred, seed=fitted.config.seed
         )
+        block.update(_per_class(y[test], pred, level1.label_names))
+        block["model_reports"] = {}
         for name, lg in zip(level1.names, level1.logits):
             if lg is not None:
-                block["models"][name] = classification_metrics(y[test], lg[test].argmax(1), C)
-        block["report"] = classification_report(
-            y[test],
-            pred,
-            labels=list(range(C)),
-            target_names=level1.label_names,
-            zero_division=0,
-            output_dict=True,
-        )
-        block["confusion"] = confusion_matrix(y[test], pred, labels=list(range(C))).tolist()
+                model_pred = lg[test].argmax(1)
+                block["models"][name] = classification_metrics(y[test], model_pred, C)
+                block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
     metrics["test"] = block
     if hasattr(meta, "weights_"):
         metrics["weights"] = dict(zip(level1.names, map(float, meta.weights_)))
     return metrics
+
+
+def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
+    """scikit-learn's classification report (as a dict) and confusion matrix."""
+    labels = list(range(len(label_names)))
+    return {
+        "report": classification_report(
+            y, pred, labels=labels, target_names=label_names, zero_division=0, output_dict=True
+        ),
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+    }
 
 
 def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ class Level1:
     split: np.ndarray
     fold: np.ndarray
     logits: list[np.ndarray | None]
+    in_sample: list[np.ndarray | None]  # per store, aligned rows; None: the store does not say
     provenance: list[Provenance]
     stores: list[Store] = field(repr=False, default_factory=list)
     rows: list[np.ndarray] = field(repr=False, default_factory=list)  # per store: its row indices
@@ -139,6 +140,9 @@ def load_level1(paths: Sequence[str | os.PathLike], allow_incomplete: bool = Fal
             split=first.split[keep],
             fold=first.fold[keep].astype(int),
             logits=[s.logits(r) if s.has_logits else None for s, r in zip(stores, rows)],
+            in_sample=[
+                s.in_sample[r] if s.in_sample is not None else None for s, r in zip(stores, rows)
+            ],
             provenance=[s.provenance for s in stores],
             stores=stores,
             rows=rows,

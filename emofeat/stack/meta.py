@@ -210,6 +210,7 @@ class MetaLearner:
     build: Callable[[MetaContext], BaseEstimator]
     grid: dict[str, list]
     summary: str
+    learns: bool = True  # False: fits nothing on level-1 rows (in-sample rows do no harm)
 
 
 @dataclass(frozen=True)
@@ -226,11 +227,11 @@ class MetaContext:
 META_LEARNERS: dict[str, MetaLearner] = {}
 
 
-def register_meta(name: str, inputs: str, grid: dict[str, list], summary: str):
+def register_meta(name: str, inputs: str, grid: dict[str, list], summary: str, learns: bool = True):
     """Decorator: register a builder ``(MetaContext) -> estimator`` under ``name``."""
 
     def deco(build: Callable[[MetaContext], BaseEstimator]):
-        META_LEARNERS[name] = MetaLearner(name, inputs, build, grid, summary)
+        META_LEARNERS[name] = MetaLearner(name, inputs, build, grid, summary, learns)
         return build
 
     return deco
@@ -269,7 +270,11 @@ def _scaled(model, ctx: MetaContext):
 
 
 @register_meta(
-    "softvote", "proba", {}, "weighted mean of probabilities (fixed weights; the reference)"
+    "softvote",
+    "proba",
+    {},
+    "weighted mean of probabilities (fixed weights; the reference)",
+    learns=False,
 )
 def _softvote(ctx: MetaContext):
     return SoftVote(weights=ctx.weights, classes=ctx.classes)

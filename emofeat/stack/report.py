@@ -52,19 +52,38 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append("No labelled test rows.")
     if metrics.get("cv"):
         parts.append("\n## Cross-validation over the train folds (ensemble)\n")
+        protocol = metrics.get("cv_protocol", "")
+        if protocol == "nested":
+            parts.append(
+                "Nested: each held-out fold's hyperparameters were chosen by CV over the other folds only.\n"
+            )
+        elif protocol == "selection-biased":
+            parts.append(
+                "Selection-biased: the hyperparameters were chosen by CV over the same folds (nested CV needs 3 or more folds), so these figures are optimistic.\n"
+            )
         parts.append("| metric | mean | std |\n|---|---|---|")
         parts += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in metrics["cv"].items()]
     if "report" in test:
-        parts.append("\n## Per class (test)\n")
-        parts.append("| class | precision | recall | F1 | support |\n|---|---|---|---|---|")
-        for name in label_names:
-            r = test["report"][name]
-            parts.append(
-                f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
-            )
-        parts.append("\n## Confusion matrix (rows: true, columns: predicted)\n")
-        parts.append("| | " + " | ".join(label_names) + " |\n|---|" + "---|" * len(label_names))
-        for name, row in zip(label_names, test["confusion"]):
-            parts.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        parts.append("\n## Per class (test): ensemble\n")
+        parts += per_class_table(test["report"], test["confusion"], label_names)
         parts.append("\n![confusion](confusion.png)")
+        for name, block in test.get("model_reports", {}).items():
+            parts.append(f"\n## Per class (test): {name}\n")
+            parts += per_class_table(block["report"], block["confusion"], label_names)
     return "\n".join(parts) + "\n"
+
+
+def per_class_table(report: dict, confusion: list[list[int]], label_names: list[str]) -> list[str]:
+    """Markdown lines: precision/recall/F1/support per class, then the confusion matrix."""
+    lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for name in label_names:
+        r = report[name]
+        lines.append(
+            f"| {name} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1-score']:.3f} | {int(r['support'])} |"
+        )
+    lines.append("\nConfusion matrix (rows: true, columns: predicted)\n")
+    lines.append("| | " + " | ".join(label_names) + " |")
+    lines.append("|---|" + "---|" * len(label_names))
+    for name, row in zip(label_names, confusion):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
