@@ -6,3 +6,10 @@ dependencies (torch, transformers) are imported by the modules that need them.
 """
 
 __version__ = "0.1.0"
+
+
+def infer(*args, **kwargs):
+    """Label new recordings with a trained stack; see :func:`emofeat.inference.infer`."""
+    from emofeat.inference import infer as _infer
+
+    return _infer(*args, **kwargs)

@@ -281,6 +281,20 @@ class SpeechEncoder(Encoder):
     def load_classifier(self, folder):
         return SpeechClassifier.from_pretrained(folder).eval()
 
+    def save(self, model, folder):
+        """The classifier, the feature extractor, and in ``head.json`` the head's full
+        definition, so that plain transformers + safetensors reproduce the logits (README)."""
+        model.head_config.update(
+            architecture="logits = out_proj(dropout(tanh(dense(dropout(pooled)))))",
+            pooling="mean over time of the encoder's last_hidden_state, over the frames of real "
+            "samples only (encoder._get_feat_extract_output_lengths(samples))",
+            reverse=self.options.reverse,
+            sample_rate=self.options.sample_rate,
+            input="mono waveform at sample_rate, time-reversed if reverse, then this folder's "
+            "feature extractor",
+        )
+        super().save(model, folder)
+
     def load_pretrained(self, source):
         return load_speech_encoder(source).eval()
 

@@ -152,6 +152,11 @@ class TextEncoder(Encoder):
         except OSError:
             raise ModelError(offline_message(str(src))) from None
 
+    def save(self, model, folder):
+        # The folder alone says how long inputs may be (the run's max_len, e.g. 64).
+        self.processor.model_max_length = self.options.max_len
+        super().save(model, folder)
+
     def extra_embeddings(self, model):
         pooler = getattr(self.bare(model), "pooler", None)
         return {"pooler": int(model.config.hidden_size)} if pooler is not None else {}

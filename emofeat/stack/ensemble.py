@@ -186,6 +186,7 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         final = clone(estimator).fit(X[train], y[train])
     except ValueError as err:
         raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+    features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
     model = Pipeline([("features", features), ("meta", final)])
     return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
 
@@ -285,9 +286,12 @@ def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[st
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
     proba = fitted.model.predict_proba(level1)
+    origin = np.full(len(level1), "out-of-sample", dtype=object)
+    origin[fitted.train] = "in-sample"
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
-    write_predictions(out / "predictions.csv", level1, proba)
+        origin[fitted.train] = "cross-validated"
+    write_predictions(out / "predictions.csv", level1, proba, origin)
     if "confusion" in metrics["test"]:
         plot_confusion(
             np.array(metrics["test"]["confusion"]),
@@ -329,14 +333,17 @@ def stack(
     return StackResult(Path(out), metrics)
 
 
-def write_predictions(path: Path, level1: Level1, proba: np.ndarray) -> None:
-    """predictions.csv: id, split, label, predicted and one probability column per class."""
+def write_predictions(path: Path, level1: Level1, proba: np.ndarray, origin: np.ndarray) -> None:
+    """predictions.csv: id, split, label, predicted, provenance (``in-sample``: the meta-learner
+    was fitted on the row; ``cross-validated``: predicted by a meta-learner fitted on the other
+    folds; ``out-of-sample``: never fitted on) and one probability column per class."""
     frame = pd.DataFrame(
         {
             "id": level1.ids,
             "split": level1.split,
             "label": [level1.label_names[i] if i >= 0 else "" for i in level1.labels],
             "predicted": [level1.label_names[i] for i in proba.argmax(1)],
+            "provenance": origin,
         }
     )
     for j, name in enumerate(level1.label_names):
@@ -353,6 +360,20 @@ def predict(
 ) -> Path:
     """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
     only do this with stack folders you trust, since loading a joblib file runs code."""
+    model = load_stack_model(stack_dir)
+    fitted_on = set(model.named_steps["features"].fitted_ids_)
+    with load_level1(stores, allow_incomplete) as level1:
+        out_csv = Path(out_csv)
+        origin = np.array(
+            ["in-sample" if u in fitted_on else "out-of-sample" for u in level1.ids], dtype=object
+        )
+        write_predictions(out_csv, level1, model.predict_proba(level1), origin)
+    return out_csv
+
+
+def load_stack_model(stack_dir: str | os.PathLike) -> Pipeline:
+    """The fitted pipeline of a stack folder. Loading a joblib file runs code: call this only on
+    stack folders you trust."""
     import joblib
 
     path = Path(stack_dir) / "model.joblib"
@@ -361,7 +382,4 @@ def predict(
     model = joblib.load(path)
     if not isinstance(model, Pipeline) or "features" not in model.named_steps:
         raise EmofeatError(f"{path}: not a stack written by this emofeat; re-run `emofeat stack`")
-    with load_level1(stores, allow_incomplete) as level1:
-        out_csv = Path(out_csv)
-        write_predictions(out_csv, level1, model.predict_proba(level1))
-    return out_csv
+    return model

@@ -1,0 +1,113 @@
+"""``emofeat infer``: label new recordings with a trained ensemble in one call.
+
+From a CSV of ``id, audio_path, text`` (paths relative to the CSV), a stack folder and the runs
+its stores came from: build a manifest (every row a prediction-only ``test`` row), extract a store
+with every base run exactly as the stack's stores were extracted (fold-mean values, as for test
+rows), apply the stack's meta-learner and write ``predictions.csv`` with class probabilities.
+
+The runs are found through the stack's stores (their ``run`` attribute); ``runs={"kobert-p05":
+"elsewhere/kobert-p05"}`` overrides one by store name. The new stores are kept in ``work`` (by
+default ``<out>.stores/`` beside the predictions), so re-running resumes and other code can reuse
+them. Loading the stack's ``model.joblib`` runs code: use only stacks you trust.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from emofeat.corpus.generic import read_csv_corpus
+from emofeat.corpus.manifest import build_frame, relative_audio_paths, write_manifest
+from emofeat.errors import EmofeatError
+from emofeat.extract import VALUE_KEYS, ExtractConfig, extract
+from emofeat.stack.ensemble import load_stack_model, write_predictions
+from emofeat.stack.level1 import load_level1
+from emofeat.store import open_store
+
+log = logging.getLogger(__name__)
+
+
+def stack_stores(stack_dir: str | os.PathLike) -> list[Path]:
+    """The stores a stack was fitted on, from its ``config.yaml``."""
+    path = Path(stack_dir) / "config.yaml"
+    if not path.is_file():
+        raise EmofeatError(f"{stack_dir}: no config.yaml; not a folder written by `emofeat stack`")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    stores = (data.get("config") or {}).get("stores")
+    if not stores:
+        raise EmofeatError(f"{path}: lists no stores; re-run `emofeat stack`")
+    return [Path(s) for s in stores]
+
+
+def extraction_plan(
+    stack_dir: str | os.PathLike, runs: Mapping[str, str] | None = None
+) -> dict[str, ExtractConfig]:
+    """Store name → the extraction that reproduces that store for new rows (its run, or its
+    frozen encoder, and every option that decided its values)."""
+    runs = dict(runs or {})
+    plan = {}
+    for path in stack_stores(stack_dir):
+        with open_store(path) as s:
+            name, run, config = s.name, s.provenance.run, s.config
+        values = {k: config[k] for k in VALUE_KEYS if k in config}
+        run = runs.pop(name, run)
+        if run:
+            values.update(run=str(run), model=None, model_path=None)
+            if not (Path(run) / "config.yaml").is_file():
+                raise EmofeatError(
+                    f"store {name} was extracted from run {run}, which is not here; "
+                    f"pass --run {name}=DIR with the run folder"
+                )
+        elif not values.get("model"):
+            raise EmofeatError(f"store {name} records neither a run nor a model; re-extract it")
+        plan[name] = ExtractConfig(**values)
+    if runs:
+        raise EmofeatError(
+            f"--run names stores that are not part of the stack: {sorted(runs)}; "
+            f"its stores: {sorted(plan)}"
+        )
+    return plan
+
+
+def infer(
+    stack_dir: str | os.PathLike,
+    csv: str | os.PathLike,
+    out: str | os.PathLike,
+    runs: Mapping[str, str] | None = None,
+    work: str | os.PathLike | None = None,
+    device: str = "auto",
+    skip_bad: bool = False,
+) -> Path:
+    """Predict every row of ``csv`` with the stack at ``stack_dir``; returns the predictions CSV
+    (``id, split, label, predicted, provenance, p_<class>...``)."""
+    out = Path(out)
+    work = Path(work) if work else out.with_name(out.name + ".stores")
+    plan = extraction_plan(stack_dir, runs)
+    model = load_stack_model(stack_dir)
+    frame, _ = read_csv_corpus(csv)
+    if not len(frame):
+        raise EmofeatError(f"{csv}: no rows to predict")
+    frame = build_frame(frame.to_dict("records"))
+    frame["split"], frame["fold"] = "test", -1  # prediction-only rows: every fold model's mean
+    manifest = work / "manifest.csv"
+    write_manifest(
+        relative_audio_paths(frame, work), manifest, config={"csv": str(csv), "split": "infer"}
+    )
+    paths = []
+    for name, cfg in plan.items():
+        cfg.device, cfg.skip_bad = device, skip_bad
+        paths.append(extract(manifest, work / f"{name}.h5", cfg))
+    with load_level1(paths, allow_incomplete=skip_bad) as level1:
+        proba = model.predict_proba(level1)
+        origin = np.full(len(level1), "out-of-sample", dtype=object)
+        write_predictions(out, level1, proba, origin)
+        if level1.dropped:
+            log.warning(
+                "%d row(s) could not be computed (see the stores in %s)", level1.dropped, work
+            )
+    return out

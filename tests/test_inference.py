@@ -1,0 +1,115 @@
+"""Using a trained ensemble: predict that cannot be fooled, infer on new rows, fold folders."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from emofeat.audio import load_audio
+from emofeat.corpus.manifest import write_manifest
+from emofeat.errors import StoreError
+from emofeat.extract import ExtractConfig, extract
+from emofeat.stack.ensemble import predict, stack
+from emofeat.store import open_store
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, manifest_path, kobert_run, w2v_run):
+    """Two out-of-fold stores from the session's runs and a logreg stack over them."""
+    root = tmp_path_factory.mktemp("trained")
+    stores = [
+        extract(manifest_path, root / "kobert.h5", ExtractConfig(run=str(kobert_run))),
+        extract(manifest_path, root / "w2v.h5", ExtractConfig(run=str(w2v_run))),
+    ]
+    stack(stores, "logreg", root / "stack")
+    return root, stores
+
+
+def test_predict_matches_stores_by_identity_in_any_order(trained, tmp_path):
+    root, stores = trained
+    a = pd.read_csv(predict(root / "stack", stores, tmp_path / "a.csv")).set_index("id")
+    b = pd.read_csv(predict(root / "stack", stores[::-1], tmp_path / "b.csv")).set_index("id")
+    np.testing.assert_array_equal(a.filter(like="p_").to_numpy(), b.filter(like="p_").to_numpy())
+    with pytest.raises(StoreError, match="given twice"):
+        predict(root / "stack", [stores[0], stores[0]], tmp_path / "c.csv")
+    with pytest.raises(StoreError, match=r"missing: \['w2v'\]"):
+        predict(root / "stack", [stores[0]], tmp_path / "c.csv")
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_predictions_say_where_they_come_from(trained, tmp_path):
+    root, stores = trained
+    own = pd.read_csv(root / "stack" / "predictions.csv")
+    new = pd.read_csv(predict(root / "stack", stores, tmp_path / "p.csv"))
+    for frame, train_kind in ((own, "cross-validated"), (new, "in-sample")):
+        labelled_train = (frame.split == "train") & frame.label.notna()
+        assert set(frame.provenance[labelled_train]) == {train_kind}
+        assert set(frame.provenance[frame.split == "test"]) == {"out-of-sample"}
+
+
+def test_infer_equals_extract_and_predict_by_hand(trained, manifest, tmp_path):
+    from emofeat import infer
+
+    root, _ = trained
+    rows = np.flatnonzero(manifest.split == "test")[:5]
+    csv = pd.DataFrame(
+        {
+            "id": [f"new{i}" for i in range(len(rows))],
+            "audio_path": [str(manifest.audio_path(r)) for r in rows],
+            "text": manifest.frame["text"].to_numpy()[rows],
+        }
+    )
+    csv.to_csv(tmp_path / "new.csv", index=False)
+    out = infer(root / "stack", tmp_path / "new.csv", tmp_path / "pred.csv")
+    got = pd.read_csv(out).set_index("id")
+    # By hand: a manifest of the same rows as test rows, one store per run, predict.
+    frame = manifest.frame.iloc[rows].copy()
+    frame["id"] = csv["id"].to_numpy()
+    frame["audio_path"] = csv["audio_path"].to_numpy()
+    frame["label"] = ""
+    write_manifest(frame, tmp_path / "by_hand.csv")
+    stores = []
+    for path in (root / "kobert.h5", root / "w2v.h5"):
+        with open_store(path) as s:
+            run = s.provenance.run
+        stores.append(
+            extract(tmp_path / "by_hand.csv", tmp_path / path.name, ExtractConfig(run=run))
+        )
+    hand = pd.read_csv(predict(root / "stack", stores, tmp_path / "hand.csv")).set_index("id")
+    assert list(got.index) == list(hand.index)
+    np.testing.assert_allclose(
+        got.filter(like="p_").to_numpy(), hand.filter(like="p_").to_numpy(), atol=1e-6
+    )
+    assert set(got.provenance) == {"out-of-sample"}
+    assert (tmp_path / "pred.csv.stores" / "kobert.h5").is_file()  # kept for reuse
+
+
+def test_fold_folders_reload_as_documented(kobert_run, w2v_run, manifest):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    from emofeat.encoders.speech import SpeechClassifier
+    from emofeat.encoders.text import KoBertTokenizerFixed
+
+    # Text: one call for the tokenizer; the folder carries max_len and the special tokens.
+    tok = KoBertTokenizerFixed.from_pretrained(kobert_run / "fold-0")
+    assert tok.model_max_length == 64 and tok.cls_token == "[CLS]" and tok.pad_token == "[PAD]"
+    assert len(tok("가 " * 200, truncation=True)["input_ids"]) == 64
+    # Speech: plain transformers + head.safetensors + the definition in head.json.
+    fold = w2v_run / "fold-0"
+    head_def = json.loads((fold / "head.json").read_text())
+    assert head_def["reverse"] is True and head_def["sample_rate"] == 16000
+    assert "tanh" in head_def["architecture"] and "real samples" in head_def["pooling"]
+    encoder = AutoModel.from_pretrained(fold).eval()
+    fe = AutoFeatureExtractor.from_pretrained(fold)
+    head = load_file(fold / "head.safetensors")
+    ours = SpeechClassifier.from_pretrained(fold).eval()
+    x = load_audio(manifest.audio_path(0), head_def["sample_rate"], reverse=head_def["reverse"])
+    inp = fe(x, sampling_rate=head_def["sample_rate"], return_tensors="pt")
+    with torch.no_grad():
+        pooled = encoder(inp["input_values"]).last_hidden_state.mean(1)
+        dense = torch.tanh(pooled @ head["dense.weight"].T + head["dense.bias"])
+        by_hand = dense @ head["out_proj.weight"].T + head["out_proj.bias"]
+        torch.testing.assert_close(ours(**inp).logits, by_hand, atol=1e-5, rtol=1e-4)
