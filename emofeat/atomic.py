@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -22,10 +22,53 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp makes 0600 files; results are for colleagues too: honour the umask.
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
+        _remove_stale(path, keep=tmp)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale(path: Path, keep: Path) -> None:
+    """Temporary files of ``path`` left by a killed writer (older than a minute, so that a
+    concurrent writer's are spared)."""
+    import time
+
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if stale != keep and time.time() - stale.stat().st_mtime > 60:
+                stale.unlink()
+
+
+def foreign_entries(folder: Path, patterns: Iterable[str]) -> list[str]:
+    """Names in ``folder`` that match none of ``patterns`` (things emofeat did not write)."""
+    import fnmatch
+
+    patterns = list(patterns)
+    return sorted(
+        p.name for p in folder.iterdir() if not any(fnmatch.fnmatch(p.name, q) for q in patterns)
+    )
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put a fully written folder ``new`` in the place of ``out`` (absent, or one emofeat made):
+    the old one is moved aside first, so ``out`` is either the old or the new folder, whole."""
+    import shutil
+
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -23,17 +24,33 @@ manifest_option = click.option("--manifest", required=True, type=click.Path(path
 
 
 def friendly(fn):
-    """Print user errors (EmofeatError) as one clear message and exit 2, not a traceback."""
+    """Print user-caused failures as one clear message and exit 2, not a traceback: emofeat's
+    own errors, and what the system says about files (missing, permissions, disk full). With
+    ``-v`` the traceback is shown too."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except EmofeatError as err:
-            click.secho(f"error: {err}", fg="red", err=True)
+        except (EmofeatError, OSError) as err:
+            if _verbose():
+                raise
+            if isinstance(err, OSError) and not isinstance(err, EmofeatError):
+                where = f"{err.filename}: " if err.filename else ""
+                text = f"{where}{err.strerror or err}"
+                if err.errno == errno.ENOSPC:
+                    text += " (free some space, then re-run the same command: it resumes)"
+            else:
+                text = str(err)
+            click.secho(f"error: {text}", fg="red", err=True)
             sys.exit(2)
 
     return wrapper
+
+
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("verbose"))
 
 
 @click.group()

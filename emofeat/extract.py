@@ -381,7 +381,7 @@ def _compute(
     if not todo:
         return
     encoder = src.encoder
-    min_len = encoder.min_input_length(src.models[0])
+    min_len = encoder.min_input_length(src.models[0].config)
     layers = [i for _, i in names]
     autocast = PRECISIONS[cfg.precision]
     progress = _Progress(sum(len(r) for _, r in todo), writer.path.name)
@@ -401,7 +401,7 @@ def _compute(
     pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
     try:
         for mods, rows in todo:
-            checked = encoder.check_rows(m, rows, cfg.skip_bad)
+            checked = encoder.check_rows(m, rows, cfg.skip_bad, min_len)
             for r, (_, reason) in zip(checked.bad_rows, checked.bad):
                 writer.skip([r], reason)
             progress.update(len(checked.bad_rows))
@@ -437,14 +437,16 @@ def _compute(
                 if pieces:
                     with torch.inference_mode():
                         for sub, feats in _split_on_oom(compute, np.array(list(pieces))):
-                            _write(writer, sub, feats, names, cfg.pooling)
+                            _write(writer, sub, feats, names, cfg.pooling, cfg.skip_bad, m.ids)
                 progress.update(len(batch), sum(encoder.piece_units(p) for p in pieces.values()))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         progress.bar.close()
 
 
-def _write(writer, rows, feats: Features, names, pooling: str) -> None:
+def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, ids) -> None:
+    """Write a batch; rows whose values are not finite are never marked done: an error naming
+    them, or with ``skip_bad`` skipped with that reason."""
     emb = {}
     for name, i in names:
         mean, std = feats.pooled[i]
@@ -453,4 +455,20 @@ def _write(writer, rows, feats: Features, names, pooling: str) -> None:
     for name, v in feats.extra.items():
         emb[name] = v.cpu().numpy()
     logits = feats.logits.cpu().numpy() if feats.logits is not None else None
-    writer.write(rows, logits=logits, embeddings=emb)
+    finite = np.ones(len(rows), bool)
+    for values in [*emb.values(), *([logits] if logits is not None else [])]:
+        finite &= np.isfinite(values).all(axis=1)
+    if not finite.all():
+        bad = np.asarray(rows)[~finite]
+        if not skip_bad:
+            raise EmofeatError(
+                f"non-finite embeddings or logits for {len(bad)} row(s), e.g. id {ids[bad[0]]!r}; "
+                "check those inputs, or pass --skip-bad to record and skip them"
+            )
+        writer.skip(bad, "non-finite embeddings or logits")
+    keep = np.flatnonzero(finite)
+    writer.write(
+        np.asarray(rows)[keep],
+        logits=logits[keep] if logits is not None else None,
+        embeddings={k: v[keep] for k, v in emb.items()},
+    )

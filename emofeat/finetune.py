@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from emofeat.corpus.manifest import Manifest, read_manifest
-from emofeat.encoders import ModelSpec, local_source, resolve
+from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
 from emofeat.labels import LABEL_NAMES
@@ -82,7 +82,10 @@ def resolve_config(
             raise EmofeatError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         values.update(PRESETS[preset], preset=preset)
     if config_file:
-        loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise EmofeatError(f"{config_file}: not valid YAML ({err})") from None
         if not isinstance(loaded, dict):
             raise EmofeatError(f"{config_file}: expected a mapping of options")
         values.update(loaded)
@@ -91,6 +94,7 @@ def resolve_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise EmofeatError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+    _check_types(values, str(config_file or "options"))
     cfg = FinetuneConfig(**values)
     if cfg.select not in SELECTIONS:
         raise EmofeatError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
@@ -100,6 +104,28 @@ def resolve_config(
 
 
 SELECTIONS = ("none", "inner")
+
+
+def _check_types(values: dict[str, Any], source: str) -> None:
+    """Each option's value has the type of its field (ints pass for floats; None only where the
+    field allows it), so a wrong type in a YAML file is a message, not a traceback later."""
+    import types
+    import typing
+
+    hints = typing.get_type_hints(FinetuneConfig)
+    for key, value in values.items():
+        hint = hints[key]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = typing.get_args(hint) if union else (hint,)
+        kinds = tuple(typing.get_origin(t) or t for t in allowed)
+        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
+        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            names = " or ".join("None" if t is type(None) else t.__name__ for t in kinds)
+            raise EmofeatError(
+                f"{source}: option {key!r} must be {names}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def pick_device(device: str) -> str:
@@ -153,7 +179,7 @@ def build_model(spec: ModelSpec, cfg: FinetuneConfig) -> tuple[torch.nn.Module, 
     model = encoder.new_classifier(source, cfg.label_names, cfg.dropout)
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
-    return model, encoder, encoder.min_input_length(model)
+    return model, encoder, encoder.min_input_length(model.config)
 
 
 def _metrics(pred) -> dict[str, float]:
@@ -175,7 +201,18 @@ def _trainer_class():
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class EmofeatTrainer(Trainer):
-        """Length grouping from precomputed lengths (the stock one would decode every clip)."""
+        """Length grouping from precomputed lengths (the stock one would decode every clip), and
+        a stop at the first non-finite loss (NaN weights are never saved as a model)."""
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            loss = super().training_step(model, inputs, *args, **kwargs)
+            if not torch.isfinite(loss).all():
+                raise EmofeatError(
+                    f"non-finite training loss ({float(loss)}) at step {self.state.global_step + 1} "
+                    f"of {self.args.output_dir.rsplit('/', 2)[-2]}; check the inputs for NaN/Inf "
+                    "or lower the learning rate. Nothing of this fold was kept."
+                )
+            return loss
 
         def _get_train_sampler(self, *args, **kwargs):
             lengths = getattr(self.train_dataset, "lengths", None)
@@ -368,8 +405,17 @@ def finetune(
         "split_scheme": m.split_scheme,
         "assignment_sha256": assignment_hash(m.ids[rows], m.fold[rows]),
     }
-    # Loading the processor first: a model that cannot be found leaves no run folder behind.
+    # Everything is checked before anything is written or deleted: a model that cannot be found
+    # or a bad row leaves no run folder behind, and --overwrite never runs on a failing command.
     encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
+    from transformers import AutoConfig
+
+    with loading(spec.source):
+        model_config = AutoConfig.from_pretrained(
+            local_source(spec.source), trust_remote_code=False
+        )
+    checked = encoder.check_rows(m, rows, cfg.skip_bad, encoder.min_input_length(model_config))
+    run.check_writable(overwrite)
     if run.exists() and not overwrite:
         differ = run.differing_options(config)
         if differ:
@@ -381,7 +427,6 @@ def finetune(
     run.write_config(config, cfg.seed)
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
-    checked = encoder.check_rows(m, rows, cfg.skip_bad)
     rows, lengths = checked.good, checked.lengths
     results = {}
     for fold in run.fold_ids(k):

@@ -29,13 +29,15 @@ from typing import Any
 
 import yaml
 
-from emofeat.atomic import write_text
+from emofeat.atomic import foreign_entries, write_text
 from emofeat.errors import EmofeatError
 from emofeat.provenance import dump_yaml, provenance
 
 CONFIG = "config.yaml"
 FOLD_DONE = "metrics.json"
 ROWS = "rows.json"
+# What a run folder holds (fold folders being saved, the atomic writer's temporary files).
+RUN_ENTRIES = (CONFIG, "metrics.json", "skipped.csv", "fold-*", ".*.tmp")
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)
 
@@ -133,8 +135,31 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.config_path, dump_yaml(provenance(config, seed)))
 
+    def foreign(self) -> list[str]:
+        """Entries of the folder that a run does not hold (files emofeat did not write)."""
+        if not self.path.is_dir():
+            return [self.path.name] if self.path.exists() else []
+        return foreign_entries(self.path, RUN_ENTRIES)
+
+    def check_writable(self, overwrite: bool) -> None:
+        """Refuse to write a run into, or (``overwrite``) to delete, a folder that holds anything
+        emofeat did not write; with ``overwrite`` the folder must be a run."""
+        foreign = self.foreign()
+        if foreign:
+            raise EmofeatError(
+                f"{self.path} holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+                "which emofeat did not write; refusing to "
+                + ("delete it" if overwrite else "write a run there")
+                + ". Choose another --out."
+            )
+        if overwrite and self.path.is_dir() and any(self.path.iterdir()) and not self.exists():
+            raise EmofeatError(
+                f"{self.path} is not a run folder (no {CONFIG}); refusing to delete it"
+            )
+
     def clear(self) -> None:
-        """Remove the run (``--overwrite``)."""
+        """Remove the run (``--overwrite``); only a folder :meth:`check_writable` accepted."""
+        self.check_writable(overwrite=True)
         if self.path.exists():
             shutil.rmtree(self.path)
 

@@ -65,6 +65,35 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
         ) from None
 
 
+def check_plain(f: h5py.File, path: Path) -> None:
+    """Refuse what a feature store never contains and a crafted file could use to read or write
+    outside itself: external links, soft links, external storage, virtual datasets."""
+    problems: list[str] = []
+
+    def visit(name: str, link: Any) -> None:
+        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            problems.append(f"/{name} is a {type(link).__name__}")
+            return
+        obj = f.get(name)
+        if isinstance(obj, h5py.Dataset):
+            if obj.external:
+                problems.append(f"/{name} uses external storage")
+            if obj.is_virtual:
+                problems.append(f"/{name} is a virtual dataset")
+
+    f.visititems_links(visit)
+    if problems:
+        raise StoreError(
+            f"{path}: not a plain feature store ({'; '.join(problems[:3])}); emofeat reads and "
+            "writes only datasets stored in the file itself"
+        )
+
+
+def printable(text: Any) -> str:
+    """Text safe for a terminal: control characters (ANSI escapes, ...) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _attr(value: Any) -> Any:
     """Coerce a provenance value into something HDF5 can store as an attribute."""
     if value is None:
@@ -287,6 +316,8 @@ class StoreWriter:
         self.path = Path(path)
         self._lock_fd: int | None = None
         _recover_if_crashed(self.path)
+        with _open_h5(self.path) as f:
+            check_plain(f, self.path)
         self._f = h5py.File(self.path, "r+", libver="latest")
         self._f.swmr_mode = True
         # Our own advisory lock marks a live writer (HDF5 drops its lock in SWMR mode).
@@ -320,6 +351,12 @@ class StoreWriter:
         srt = rows[order]
         if np.any(np.diff(srt) == 0):
             raise ValueError("duplicate row indices in one write")
+        for values in [logits, *(embeddings or {}).values()]:
+            if values is not None and not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+                raise StoreError(
+                    f"{self.path}: refusing to write non-finite values (rows {srt[:5].tolist()}...); "
+                    "a done row must hold finite values"
+                )
         if logits is not None:
             if "logits" not in self._f:
                 raise StoreError(f"{self.path}: this store has no /logits dataset")
@@ -546,8 +583,33 @@ def open_writer(
             )
         return StoreWriter(path)
     if path.exists():
+        _check_replaceable(path)
         path.unlink()
     return _create(path, layout, attrs or {}, **kwargs)
+
+
+def _check_replaceable(path: Path) -> None:
+    """``--overwrite`` replaces only a feature store that no process is writing."""
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file; refusing to replace it")
+    try:
+        with _open_h5(path) as f:
+            ours = "ids" in f and "label_names" in f.attrs and "schema_version" in f.attrs
+    except StoreError:
+        ours = False
+    if not ours:
+        raise StoreError(
+            f"{path} is not an emofeat feature store; refusing to overwrite it. Choose another --out."
+        )
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise StoreError(
+            f"{path}: another process is writing this store; not replacing it"
+        ) from None
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------- reader
@@ -573,6 +635,16 @@ class Store:
             missing.append("attribute label_names")
         if missing:
             raise StoreError(f"{self.path}: not a feature store: missing {', '.join(missing)}")
+        check_plain(f, self.path)
+        if "complete" in f.attrs and not isinstance(f.attrs["complete"], (bool, np.bool_)):
+            raise StoreError(
+                f"{self.path}: attribute complete must be a boolean, got {f.attrs['complete']!r}"
+            )
+        if f["labels"].dtype.kind not in "iu":
+            raise StoreError(
+                f"{self.path}: /labels must hold integers (class indices, -1 unknown), "
+                f"got {f['labels'].dtype}"
+            )
         version = int(f.attrs.get("schema_version", SCHEMA_VERSION))
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -908,7 +980,7 @@ def describe(path: str | os.PathLike) -> str:
         for key, value in s.attrs.items():
             if key == "config":
                 continue
-            lines.append(f"  {key:<18} {value}")
+            lines.append(f"  {printable(key):<18} {printable(value)}")
         names = [*s.label_names, "unknown"]
         width = max(len(n) for n in names) + 1
         lines.append("rows per split and label (done/all)")
@@ -922,5 +994,7 @@ def describe(path: str | os.PathLike) -> str:
         reasons = s.skip_reasons()
         if reasons:
             lines.append(f"skipped rows ({len(reasons)}), first ones:")
-            lines += [f"  {uid}: {why}" for uid, why in list(reasons.items())[:5]]
+            lines += [
+                f"  {printable(uid)}: {printable(why)}" for uid, why in list(reasons.items())[:5]
+            ]
         return "\n".join(lines)

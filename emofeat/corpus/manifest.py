@@ -9,6 +9,7 @@ where possible, so a corpus can move with its manifest.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from emofeat import labels as label_set
 from emofeat.atomic import atomic_path, write_text
 from emofeat.errors import LabelError, ManifestError
 from emofeat.provenance import dump_yaml, provenance
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "id",
@@ -120,6 +123,8 @@ def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)}")
+    if not len(frame):
+        raise ManifestError(f"{source}: no rows (a header only); prepare it again")
     frame = frame.copy()
     for col in _STRING_COLUMNS:
         frame[col] = frame[col].fillna("").astype(str)
@@ -165,13 +170,24 @@ def write_manifest(
     config: dict | None = None,
     seed: int | None = None,
 ) -> Path:
-    """Validate and write a manifest CSV atomically, with a ``.yaml`` provenance sidecar."""
+    """Validate and write a manifest CSV atomically, with a ``.yaml`` provenance sidecar.
+
+    The sidecar records the CSV's sha256 and is written first: a kill between the two leaves the
+    old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects."""
     path = Path(path)
     frame = validate(frame, str(path))
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")
-    write_text(sidecar_path(path), dump_yaml(provenance(config, seed)))
+        record = provenance(config, seed)
+        record["csv_sha256"] = _sha256(tmp)
+        write_text(sidecar_path(path), dump_yaml(record))
     return path
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
@@ -206,7 +222,14 @@ def read_sidecar(path: str | os.PathLike) -> dict:
         data = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise ManifestError(f"{side}: not valid YAML ({err})") from None
-    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return {}
+    recorded = data.get("csv_sha256")
+    if recorded and recorded != _sha256(path):
+        # The CSV was edited, or a prepare was killed between writing the two files.
+        log.warning("%s does not describe %s (the CSV changed since); ignoring it", side, path)
+        return {}
+    config = data.get("config")
     return config if isinstance(config, dict) else {}
 
 

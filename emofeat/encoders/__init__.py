@@ -10,8 +10,10 @@ is one line of :data:`MODELS`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +99,24 @@ def local_source(source: str | os.PathLike) -> str:
         return snapshot_download(str(source))
     except Exception as err:  # offline, not cached, no such repo, no network: all say the same
         raise ModelError(offline_message(str(source)) + f" ({type(err).__name__})") from None
+
+
+@contextlib.contextmanager
+def loading(source: str | os.PathLike) -> Iterator[None]:
+    """Turn transformers' loading errors into a ModelError naming the model: a missing model
+    says how to provide it; a folder that asks to run its own code (``auto_map``) is refused,
+    since emofeat never runs code from a model folder (``trust_remote_code=False``)."""
+    try:
+        yield
+    except OSError:
+        raise ModelError(offline_message(str(source))) from None
+    except ValueError as err:
+        if "trust_remote_code" in str(err):
+            raise ModelError(
+                f"{source}: the model folder asks to run its own code (auto_map); emofeat never "
+                "runs code from a model folder. Use a folder with a standard architecture."
+            ) from None
+        raise ModelError(f"{source}: cannot load the model ({err})") from None
 
 
 def offline_message(model_id: str) -> str:

@@ -220,21 +220,25 @@ class Encoder(ABC):
         return {}
 
     # -- rows
-    def min_input_length(self, model: torch.nn.Module) -> int:
-        """Fewest input units (samples, tokens) that give the model one output position."""
+    def min_input_length(self, config: Any) -> int:
+        """Fewest input units (samples, tokens) that give a model of this config one output
+        position."""
         return 1
 
     @abstractmethod
-    def check_row(self, manifest: Manifest, row: int) -> float | str:
-        """A usable row's length (for batching), or the reason it cannot be used."""
+    def check_row(self, manifest: Manifest, row: int, min_length: int = 1) -> float | str:
+        """A usable row's length (for batching), or the reason it cannot be used (e.g. shorter
+        than ``min_length`` input units)."""
 
-    def check_rows(self, manifest: Manifest, rows: np.ndarray, skip_bad: bool) -> RowCheck:
+    def check_rows(
+        self, manifest: Manifest, rows: np.ndarray, skip_bad: bool, min_length: int = 1
+    ) -> RowCheck:
         """Usable rows and the others with their reasons; without ``skip_bad`` a bad row is an
         error that lists the first ones."""
         good, bad, bad_rows, lengths = [], [], [], []
         ids = manifest.ids
         for r in rows:
-            res = self.check_row(manifest, int(r))
+            res = self.check_row(manifest, int(r), min_length)
             if isinstance(res, str):
                 bad.append((ids[r], res))
                 bad_rows.append(int(r))

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from emofeat.audio import AudioError, duration, load_audio
-from emofeat.encoders import local_source, offline_message
+from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
     Features,
@@ -150,10 +150,8 @@ def load_speech_encoder(source: str | os.PathLike):
     from transformers import AutoModel
 
     source = local_source(source)
-    try:
-        return AutoModel.from_pretrained(source)
-    except OSError:
-        raise ModelError(offline_message(str(source))) from None
+    with loading(source):
+        return AutoModel.from_pretrained(source, trust_remote_code=False)
 
 
 def load_feature_extractor(source: str | os.PathLike):
@@ -161,18 +159,17 @@ def load_feature_extractor(source: str | os.PathLike):
     from transformers import AutoFeatureExtractor
 
     source = local_source(source)
-    try:
-        return AutoFeatureExtractor.from_pretrained(source)
-    except OSError:
-        raise ModelError(offline_message(str(source))) from None
+    with loading(source):
+        return AutoFeatureExtractor.from_pretrained(source, trust_remote_code=False)
 
 
-def min_samples(encoder) -> int:
-    """Fewest samples that give the encoder one output frame (its receptive field)."""
-    n = 1
-    while int(encoder._get_feat_extract_output_lengths(torch.tensor(n))) < 1:
-        n += 1
-    return n
+def min_samples(config) -> int:
+    """Fewest samples that give a wav2vec2-family model of this config one output frame (the
+    receptive field of its CNN: 400 samples, 25 ms at 16 kHz, for the real models)."""
+    need = 1
+    for kernel, stride in reversed(list(zip(config.conv_kernel, config.conv_stride))):
+        need = (need - 1) * stride + kernel
+    return int(need)
 
 
 class SpeechCollator:
@@ -298,18 +295,25 @@ class SpeechEncoder(Encoder):
     def load_pretrained(self, source):
         return load_speech_encoder(source).eval()
 
-    def min_input_length(self, model) -> int:
-        return min_samples(self.bare(model))
+    def min_input_length(self, config) -> int:
+        return min_samples(config)
 
     def input_provenance(self):
         return {"sample_rate": self.options.sample_rate, "max_len": self.options.max_seconds or 0}
 
     # -- rows
-    def check_row(self, manifest, row):
+    def check_row(self, manifest, row, min_length=1):
+        path = manifest.audio_path(row)
         try:
-            return duration(manifest.audio_path(row))
+            seconds = duration(path)
         except AudioError as err:
             return str(err)
+        if seconds * self.options.sample_rate < min_length:
+            return (
+                f"{path}: {seconds * 1000:.1f} ms is shorter than the encoder can see "
+                f"({min_length} samples at {self.options.sample_rate} Hz)"
+            )
+        return seconds
 
     def load_pieces(self, manifest, row, min_length=1):
         opts = self.options

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from kobert_transformers.tokenization_kobert import KoBertTokenizer
 
-from emofeat.encoders import local_source, offline_message
+from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
     Features,
@@ -24,7 +24,6 @@ from emofeat.encoders.base import (
     pool_rows,
     register_family,
 )
-from emofeat.errors import ModelError
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
 
@@ -49,14 +48,12 @@ def load_tokenizer(source: str | os.PathLike):
     """The tokenizer of a text model folder or hub id (KoBERT's SentencePiece tokenizer when the
     folder holds its model file; never through AutoTokenizer, which cannot build it)."""
     src = local_source(source)
-    try:
+    with loading(src):
         if (Path(src) / KOBERT_SPM).is_file():
             return KoBertTokenizerFixed.from_pretrained(src)
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(src)
-    except OSError:
-        raise ModelError(offline_message(str(src))) from None
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=False)
 
 
 def load_text_classifier(
@@ -77,11 +74,11 @@ def load_text_classifier(
     if dropout is not None:
         kwargs["classifier_dropout"] = dropout
     source = local_source(source)
-    try:
-        config = AutoConfig.from_pretrained(source, **kwargs)
-        return AutoModelForSequenceClassification.from_pretrained(source, config=config)
-    except OSError:
-        raise ModelError(offline_message(str(source))) from None
+    with loading(source):
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False, **kwargs)
+        return AutoModelForSequenceClassification.from_pretrained(
+            source, config=config, trust_remote_code=False
+        )
 
 
 class TextCollator:
@@ -147,10 +144,8 @@ class TextEncoder(Encoder):
         from transformers import AutoModel
 
         src = local_source(source)
-        try:
-            return AutoModel.from_pretrained(src).eval()
-        except OSError:
-            raise ModelError(offline_message(str(src))) from None
+        with loading(src):
+            return AutoModel.from_pretrained(src, trust_remote_code=False).eval()
 
     def save(self, model, folder):
         # The folder alone says how long inputs may be (the run's max_len, e.g. 64).
@@ -162,7 +157,7 @@ class TextEncoder(Encoder):
         return {"pooler": int(model.config.hidden_size)} if pooler is not None else {}
 
     # -- rows
-    def check_row(self, manifest, row):
+    def check_row(self, manifest, row, min_length=1):
         text = manifest.frame["text"].iat[row]
         return "empty text" if not str(text).strip() else float(len(text))
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.pipeline import Pipeline
 
-from emofeat.atomic import atomic_path, write_text
+from emofeat.atomic import atomic_path, foreign_entries, replace_folder, umask, write_text
 from emofeat.errors import EmofeatError
 from emofeat.provenance import dump_yaml, provenance
 from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
@@ -271,16 +273,53 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
     }
 
 
+STACK_ENTRIES = (
+    "model.joblib",
+    "config.yaml",
+    "metrics.json",
+    "report.md",
+    "confusion.png",
+    "predictions.csv",
+)
+
+
+def check_stack_folder(out: Path) -> None:
+    """A stack is written only where nothing else lives: a new folder or an earlier stack."""
+    if out.exists() and not out.is_dir():
+        raise EmofeatError(f"{out} is a file; give a folder for the stack")
+    foreign = foreign_entries(out, STACK_ENTRIES) if out.is_dir() else []
+    if foreign:
+        raise EmofeatError(
+            f"{out} holds {', '.join(foreign[:5])}, which emofeat did not write; refusing to "
+            "replace it. Choose another --out."
+        )
+
+
 def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]) -> None:
-    """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md."""
+    """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md —
+    written into a temporary folder that then takes the place of ``out``, so a stack folder
+    is always whole (a kill leaves the previous one, or none)."""
+    check_stack_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write_stack_files(tmp, fitted, level1, metrics)
+        os.chmod(tmp, 0o777 & ~umask())
+        replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_stack_files(
+    out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]
+) -> None:
     import joblib
 
     from emofeat.plots import plot_confusion
 
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(fitted.model, tmp)
-    config = {**asdict(fitted.config), "stores": [str(p) for p in level1.paths]}
+    config = {**asdict(fitted.config), "stores": [str(p.resolve()) for p in level1.paths]}
     write_text(out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed)))
     write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
@@ -316,6 +355,7 @@ def stack(
 ) -> StackResult:
     """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
     get_meta(meta)  # an unknown name fails before any store is opened
+    check_stack_folder(Path(out))
     cfg = StackConfig(
         meta,
         parse_weights(weights),

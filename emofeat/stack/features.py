@@ -83,12 +83,29 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
         return [given.index(k) for k in self.stores_]
 
     def _build(self, level1: Level1, order: list[int]) -> tuple[np.ndarray, list[int], int]:
-        if self.inputs == "embeddings":
-            X, widths = level1.embeddings(self.embedding, order)
-            return X, widths, 0
-        X = level1.features(self.inputs, order)
-        widths = [level1.num_classes] * len(order)
-        if not self.passthrough:
-            return X, widths, 0
-        emb, dims = level1.embeddings(self.passthrough, order)
-        return np.hstack([X, emb]), widths, int(sum(dims))
+        """(X, each store's width, passthrough width); non-finite values are an error naming
+        the store and a row."""
+        parts, widths, extra = [], [], 0
+        for k in order:
+            if self.inputs == "embeddings":
+                part, _ = level1.embeddings(self.embedding, [k])
+            else:
+                part = level1.features(self.inputs, [k])
+            parts.append(_finite(part, level1, k))
+            widths.append(part.shape[1])
+        if self.passthrough and self.inputs != "embeddings":
+            for k in order:
+                part, _ = level1.embeddings(self.passthrough, [k])
+                parts.append(_finite(part, level1, k))
+                extra += part.shape[1]
+        return np.hstack(parts), widths, extra
+
+
+def _finite(part: np.ndarray, level1: Level1, k: int) -> np.ndarray:
+    bad = ~np.isfinite(part).all(axis=1)
+    if bad.any():
+        raise StoreError(
+            f"store {level1.names[k]}: non-finite values in {int(bad.sum())} row(s), e.g. id "
+            f"{level1.ids[np.flatnonzero(bad)[0]]!r}; re-extract that store"
+        )
+    return part

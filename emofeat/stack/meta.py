@@ -198,6 +198,39 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(axis=1)]
 
 
+class AllClasses(ClassifierMixin, BaseEstimator):
+    """A classifier whose probability columns always follow ``classes``, also when a class is
+    absent from the rows it is fitted on (a small corpus, one CV split): such a class gets
+    probability 0 instead of shifting the other columns."""
+
+    def __init__(self, estimator=None, classes: Sequence | None = None):
+        self.estimator = estimator
+        self.classes = classes
+
+    def fit(self, X, y):
+        from sklearn.base import clone
+
+        X, y = validate_data(self, X, y, reset=True, ensure_all_finite=True)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y) if self.classes is None else np.asarray(self.classes)
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if len(unknown):
+            raise ValueError(f"labels {unknown.tolist()} are not among classes {self.classes_}")
+        self.estimator_ = clone(self.estimator).fit(X, y)
+        return self
+
+    def predict_proba(self, X) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        X = validate_data(self, X, reset=False)
+        part = self.estimator_.predict_proba(X)
+        out = np.zeros((len(X), len(self.classes_)))
+        out[:, np.searchsorted(self.classes_, self.estimator_.classes_)] = part
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
 # ------------------------------------------------------------------------------------ registry
 @dataclass(frozen=True)
 class MetaLearner:
@@ -291,18 +324,21 @@ def _caruana(ctx: MetaContext):
 
 
 @register_meta(
-    "logreg", "features", {"model__C": [0.01, 0.1, 1.0, 10.0]}, "multinomial logistic regression"
+    "logreg",
+    "features",
+    {"estimator__model__C": [0.01, 0.1, 1.0, 10.0]},
+    "multinomial logistic regression",
 )
 def _logreg(ctx: MetaContext):
     from sklearn.linear_model import LogisticRegression
 
-    return _scaled(LogisticRegression(max_iter=5000), ctx)
+    return AllClasses(_scaled(LogisticRegression(max_iter=5000), ctx), ctx.classes)
 
 
 @register_meta(
     "lgbm",
     "features",
-    {"model__n_estimators": [100, 300], "model__num_leaves": [7, 15]},
+    {"estimator__model__n_estimators": [100, 300], "estimator__model__num_leaves": [7, 15]},
     "LightGBM gradient-boosted trees",
 )
 def _lgbm(ctx: MetaContext):
@@ -320,14 +356,14 @@ def _lgbm(ctx: MetaContext):
         n_jobs=1,
         verbose=-1,
     )
-    return _scaled(model, ctx)
+    return AllClasses(_scaled(model, ctx), ctx.classes)
 
 
 @register_meta(
     "mixer",
     "embeddings",
-    {"weight_decay": [1e-2, 1e-1]},
+    {"estimator__weight_decay": [1e-2, 1e-1]},
     "MLP-Mixer over one pooled embedding per store (sound over frozen-encoder stores)",
 )
 def _mixer(ctx: MetaContext):
-    return MixerClassifier(groups=ctx.groups, seed=ctx.seed)
+    return AllClasses(MixerClassifier(groups=ctx.groups, seed=ctx.seed), ctx.classes)
