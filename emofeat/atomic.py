@@ -17,7 +17,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.{os.getpid()}-", suffix=suffix + ".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -39,14 +41,33 @@ def umask() -> int:
 
 
 def _remove_stale(path: Path, keep: Path) -> None:
-    """Temporary files of ``path`` left by a killed writer (older than a minute, so that a
-    concurrent writer's are spared)."""
-    import time
+    """Temporary files or folders of ``path`` left by a killed writer: their names carry the
+    writer's pid, and a live writer's are spared."""
+    import shutil
 
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            if stale != keep and time.time() - stale.stat().st_mtime > 60:
-                stale.unlink()
+        pid = stale.name[len(path.name) + 2 :].split("-", 1)[0]
+        if stale != keep and pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def temp_folder(path: Path) -> Path:
+    """A new temporary folder beside ``path`` (named for the stale-file cleanup)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(
+        tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    )
 
 
 def foreign_entries(folder: Path, patterns: Iterable[str]) -> list[str]:
@@ -64,11 +85,12 @@ def replace_folder(new: Path, out: Path) -> None:
     the old one is moved aside first, so ``out`` is either the old or the new folder, whole."""
     import shutil
 
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    old = out.with_name(f".{out.name}.{os.getpid()}-old.tmp")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
+    _remove_stale(out, keep=out)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -307,6 +307,10 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         raise EmofeatError(
             f"{out} exists; multi-process extraction writes shards and merges them: pass --overwrite or remove it"
         )
+    # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
+    # unreadable or too short audio) stops the command with nothing written.
+    min_len = encoder.min_input_length(models[0].config)
+    checked = encoder.check_rows(m, np.arange(len(m)), cfg.skip_bad, min_len)
     writer = open_writer(
         target,
         m.ids,
@@ -328,8 +332,15 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
             mine = np.zeros(len(m), bool)
             mine[rank::world] = True
             pending &= mine
+        for r, (_, reason) in zip(checked.bad_rows, checked.bad):
+            if pending[r]:
+                writer.skip([r], reason)
+                pending[r] = False
         todo = [(mods, rows[pending[rows]]) for mods, rows in routing.groups]
-        _compute(m, src, writer, [(k, r) for k, r in todo if len(r)], names, cfg, device)
+        lengths = np.zeros(len(m))
+        lengths[checked.good] = checked.lengths
+        todo = [(k, r, lengths[r]) for k, r in todo if len(r)]
+        _compute(m, src, writer, todo, names, cfg, device, min_len)
         complete = writer.finalize()
     finally:
         writer.close()
@@ -370,21 +381,20 @@ def _compute(
     m: Manifest,
     src: Models,
     writer,
-    todo: list[tuple[list[int], np.ndarray]],
+    todo: list[tuple[list[int], np.ndarray, np.ndarray]],
     names: list[tuple[str, int]],
     cfg: ExtractConfig,
     device: str,
+    min_len: int,
 ) -> None:
-    """Compute the pending rows, group by group (a group: rows and the fold models they need).
-
-    The next batches are decoded in background threads while the current one computes."""
+    """Compute the pending rows, group by group (a group: the fold models, their rows and the
+    rows' lengths). The next batches are decoded in background threads while one computes."""
     if not todo:
         return
     encoder = src.encoder
-    min_len = encoder.min_input_length(src.models[0].config)
     layers = [i for _, i in names]
     autocast = PRECISIONS[cfg.precision]
-    progress = _Progress(sum(len(r) for _, r in todo), writer.path.name)
+    progress = _Progress(sum(len(r) for _, r, _ in todo), writer.path.name)
 
     def load(batch: np.ndarray) -> list[list[Any] | str]:
         """The pieces of each row, or the error text of a row that cannot be read."""
@@ -400,14 +410,8 @@ def _compute(
 
     pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
     try:
-        for mods, rows in todo:
-            checked = encoder.check_rows(m, rows, cfg.skip_bad, min_len)
-            for r, (_, reason) in zip(checked.bad_rows, checked.bad):
-                writer.skip([r], reason)
-            progress.update(len(checked.bad_rows))
-            batches = encoder.batches(
-                checked.good, checked.lengths, cfg.batch_size, cfg.batch_seconds
-            )
+        for mods, rows, lengths in todo:
+            batches = encoder.batches(rows, lengths, cfg.batch_size, cfg.batch_seconds)
             ahead = max(1, cfg.workers)
             futures = [pool.submit(load, b) for b in batches[:ahead]]
             for b, batch in enumerate(batches):

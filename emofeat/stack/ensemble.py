@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,14 @@ from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.pipeline import Pipeline
 
-from emofeat.atomic import atomic_path, foreign_entries, replace_folder, umask, write_text
+from emofeat.atomic import (
+    atomic_path,
+    foreign_entries,
+    replace_folder,
+    temp_folder,
+    umask,
+    write_text,
+)
 from emofeat.errors import EmofeatError
 from emofeat.provenance import dump_yaml, provenance
 from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
@@ -166,31 +172,36 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     )
     folds = level1.fold[train]
     has_folds = (folds >= 0).all() and len(np.unique(folds)) >= 2
+    try:
+        best_params, cv, oof, protocol, final = _fit(
+            spec, estimator, X, y, train, folds, has_folds, level1.num_classes
+        )
+    except ValueError as err:  # the estimator's own validation (weights, labels, ...)
+        raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+    features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
+    model = Pipeline([("features", features), ("meta", final)])
+    return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
+
+
+def _fit(spec, estimator, X, y, train, folds, has_folds, C):
+    """Hyperparameters by CV over the folds, the (nested) CV figures, and the final fit."""
     best_params: dict[str, Any] = {}
     if spec.grid and has_folds:
         search = GridSearchCV(
             estimator, spec.grid, cv=PredefinedSplit(folds), scoring="accuracy", refit=False
         )
-        try:
-            search.fit(X[train], y[train])
-        except ValueError as err:
-            raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+        search.fit(X[train], y[train])
         estimator.set_params(**search.best_params_)
         best_params = {
             k: getattr(v, "item", lambda v=v: v)() for k, v in search.best_params_.items()
         }
     cv, oof, protocol = (
-        _cross_validate(estimator, spec.grid, X, y, train, folds, level1.num_classes)
+        _cross_validate(estimator, spec.grid, X, y, train, folds, C)
         if has_folds
         else ({}, None, "")
     )
-    try:
-        final = clone(estimator).fit(X[train], y[train])
-    except ValueError as err:
-        raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
-    features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
-    model = Pipeline([("features", features), ("meta", final)])
-    return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
+    final = clone(estimator).fit(X[train], y[train])
+    return best_params, cv, oof, protocol, final
 
 
 def _cross_validate(estimator, grid, X, y, train, folds, C) -> tuple[dict, np.ndarray, str]:
@@ -300,8 +311,7 @@ def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[st
     written into a temporary folder that then takes the place of ``out``, so a stack folder
     is always whole (a kill leaves the previous one, or none)."""
     check_stack_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_folder(out)
     try:
         _write_stack_files(tmp, fitted, level1, metrics)
         os.chmod(tmp, 0o777 & ~umask())
