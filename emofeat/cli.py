@@ -153,10 +153,11 @@ def data_prepare(kemdy20, aihub, csv_path, split, folds, text, multilabel, seed,
 @click.option(
     "--plot",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write class-distribution and valence/arousal plots here.",
+    help="Write class_counts.csv and the class-distribution and valence/arousal figures here.",
 )
+@click.option("--log", "log_scale", is_flag=True, help="Log-scale count axes.")
 @friendly
-def data_stats(manifest, plot):
+def data_stats(manifest, plot, log_scale):
     """Class counts per corpus, split and fold."""
     from emofeat.corpus.manifest import read_manifest
     from emofeat.corpus.stats import class_counts, plot_stats
@@ -164,7 +165,7 @@ def data_stats(manifest, plot):
     m = read_manifest(manifest)
     click.echo(class_counts(m).to_string())
     if plot:
-        for path in plot_stats(m, plot):
+        for path in plot_stats(m, plot, log_scale):
             click.echo(f"wrote {path}")
 
 
@@ -634,15 +635,28 @@ def store_merge(inputs, out):
 
 @store.command("plot")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--embedding", required=True, help="Embedding dataset name (e.g. last).")
+@click.option("--embedding", default="last", show_default=True, help="Embedding dataset name.")
 @click.option("--method", default="pca", show_default=True, type=click.Choice(["pca", "tsne"]))
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--max-points",
+    default=5000,
+    show_default=True,
+    help="Draw a seeded random subset of the done rows above this many.",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Figure file: .png, .pdf or .svg.",
+)
 @friendly
-def store_plot(path, embedding, method, out):
-    """2-D map of an embedding, coloured by label and marked by split."""
+def store_plot(path, embedding, method, max_points, seed, out):
+    """2-D map of an embedding, coloured by class, marked by split."""
     from emofeat.plots import plot_embedding
 
-    plot_embedding(path, embedding, out, method)
+    plot_embedding(path, embedding, out, method, max_points, seed)
     click.echo(f"wrote {out}")
 
 

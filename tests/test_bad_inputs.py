@@ -372,7 +372,7 @@ import emofeat.plots as plots
 def slow(*a, **k):
     print("writing", flush=True)
     time.sleep(60)
-plots.plot_confusion = slow
+plots.plot_confusions = slow
 from emofeat.stack.ensemble import stack
 stack(sys.argv[1:-1], "softvote", sys.argv[-1])
 """

@@ -439,3 +439,45 @@ def test_stores_record_per_row_evidence(kobert_run, manifest, manifest_path, tin
         labelled_train = (s.split == "train") & (s.labels >= 0)
         np.testing.assert_array_equal(s.in_sample, labelled_train)
         assert s.provenance.out_of_fold is False
+
+
+def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run):
+    """The encoder interface's sequence output (for sequence models such as MMM) equals plain
+    transformers: per row, a layer's states at the valid frames or tokens only."""
+    from transformers import AutoModel
+
+    from emofeat.encoders.base import InputOptions
+    from emofeat.encoders.speech import SpeechEncoder
+    from emofeat.encoders.text import TextEncoder
+
+    enc = SpeechEncoder.from_folder(str(tiny_wav2vec2), InputOptions(max_seconds=0.3))
+    model = enc.load_pretrained(str(tiny_wav2vec2))
+    rows = [0, 3]
+    pieces = [enc.load_pieces(manifest, r, 400) for r in rows]
+    flat = [p for ps in pieces for p in ps]
+    owner = np.repeat(np.arange(len(rows)), [len(ps) for ps in pieces])
+    assert len(flat) > len(rows)  # windows: a row's frames come from several pieces
+    with torch.inference_mode():
+        got = enc.forward(model, flat, owner, len(rows), [2], "cpu", None, sequence_layer=2)
+        plain = AutoModel.from_pretrained(tiny_wav2vec2).eval()
+        for j, ps in enumerate(pieces):
+            ref = torch.cat(
+                [
+                    plain(
+                        enc.collator().encode([p])["input_values"], output_hidden_states=True
+                    ).hidden_states[2][0]
+                    for p in ps
+                ]
+            )
+            torch.testing.assert_close(got.sequences[j], ref, atol=2e-5, rtol=1e-4)
+            torch.testing.assert_close(got.pooled[2][0][j], ref.mean(0), atol=2e-5, rtol=1e-4)
+    tenc = TextEncoder.from_folder(str(kobert_run / "fold-0"), InputOptions(max_len=64))
+    tmodel = tenc.load_classifier(str(kobert_run / "fold-0"))
+    texts = [manifest.frame["text"].iat[r] for r in (1, 2)]
+    with torch.inference_mode():
+        got = tenc.forward(tmodel, texts, np.arange(2), 2, [1], "cpu", None, sequence_layer=1)
+        for j, t in enumerate(texts):
+            enc_t = tenc.collator().encode([t])
+            ref = tmodel(**enc_t, output_hidden_states=True).hidden_states[1][0]
+            assert got.sequences[j].shape == ref.shape  # every token, no padding
+            torch.testing.assert_close(got.sequences[j], ref, atol=1e-5, rtol=1e-4)

@@ -112,7 +112,7 @@ def test_cli_data_commands(corpus_dir, tmp_path):
     assert "train" in result.output and out.is_file()
     result = runner.invoke(main, ["data", "stats", str(out), "--plot", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "plots" / "class_distribution.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "class_distribution_all.png").stat().st_size > 1000
     result = runner.invoke(main, ["data", "stats", str(tmp_path / "nope.csv")])
     assert result.exit_code == 2 and "nope.csv" in result.output
 

@@ -74,6 +74,9 @@ class Features:
     pooled: dict[int, tuple[torch.Tensor, torch.Tensor]]
     logits: torch.Tensor | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    # With ``sequence_layer``: per row, that layer's states at the valid positions (tokens or
+    # frames, windows of a long clip concatenated), (T_row, H) float32.
+    sequences: list[torch.Tensor] | None = None
 
     @staticmethod
     def mean(parts: Sequence[Features]) -> Features:
@@ -86,7 +89,12 @@ class Features:
         }
         logits = sum(p.logits for p in parts) / n if first.logits is not None else None
         extra = {k: sum(p.extra[k] for p in parts) / n for k in first.extra}
-        return Features(pooled, logits, extra)
+        sequences = (
+            [sum(p.sequences[i] for p in parts) / n for i in range(len(first.sequences))]
+            if first.sequences is not None
+            else None
+        )
+        return Features(pooled, logits, extra, sequences)
 
 
 # ------------------------------------------------------------------------------------- pooling
@@ -128,6 +136,18 @@ def pool_rows(
     SQ = torch.zeros_like(S).index_add_(0, owner, sq)
     C = torch.zeros(n_rows, device=s.device).index_add_(0, owner, c)
     return mean_std(S, SQ, C)
+
+
+def row_sequences(
+    hidden: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_rows: int
+) -> list[torch.Tensor]:
+    """Per row, the states of its pieces at their valid positions, pieces in order."""
+    h = hidden.float()
+    per_piece = [h[p][mask[p]] for p in range(h.shape[0])]
+    owner = owner.tolist()
+    return [
+        torch.cat([per_piece[p] for p in range(len(owner)) if owner[p] == r]) for r in range(n_rows)
+    ]
 
 
 def layer_names(spec: str, num_hidden: int) -> list[tuple[str, int]]:
@@ -288,9 +308,11 @@ class Encoder(ABC):
         layers: Sequence[int],
         device: str,
         autocast: torch.dtype | None,
+        sequence_layer: int | None = None,
     ) -> Features:
         """Pooled hidden states of ``layers`` for each of ``n_rows`` rows (pieces belong to rows
-        through ``owner``), and the logits when ``model`` has a head."""
+        through ``owner``), the logits when ``model`` has a head, and with ``sequence_layer``
+        that layer's unpooled states per row (for sequence models such as MMM)."""
 
 
 def autocast_context(device: str, dtype: torch.dtype | None):

@@ -30,6 +30,7 @@ from emofeat.encoders.base import (
     masked_mean,
     pool_rows,
     register_family,
+    row_sequences,
 )
 from emofeat.errors import ModelError
 
@@ -332,7 +333,7 @@ class SpeechEncoder(Encoder):
         return SpeechCollator(self.processor, self.options.sample_rate)
 
     # -- forward
-    def forward(self, model, pieces, owner, n_rows, layers, device, autocast):
+    def forward(self, model, pieces, owner, n_rows, layers, device, autocast, sequence_layer=None):
         enc = self.collator().encode(list(pieces))
         encoder = self.bare(model)
         attn = enc.get("attention_mask")
@@ -353,4 +354,9 @@ class SpeechEncoder(Encoder):
         if head is not None:
             with autocast_context(device, autocast):
                 logits = head(pooled[last][0].to(hs[-1].dtype)).float()
-        return Features({i: pooled[i] for i in layers}, logits)
+        sequences = (
+            row_sequences(hs[sequence_layer], mask, own, n_rows)
+            if sequence_layer is not None
+            else None
+        )
+        return Features({i: pooled[i] for i in layers}, logits, sequences=sequences)

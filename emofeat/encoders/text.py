@@ -23,6 +23,7 @@ from emofeat.encoders.base import (
     autocast_context,
     pool_rows,
     register_family,
+    row_sequences,
 )
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
@@ -173,7 +174,7 @@ class TextEncoder(Encoder):
         return TextCollator(self.processor, self.options.max_len)
 
     # -- forward
-    def forward(self, model, pieces, owner, n_rows, layers, device, autocast):
+    def forward(self, model, pieces, owner, n_rows, layers, device, autocast, sequence_layer=None):
         enc = {k: v.to(device) for k, v in self.collator().encode(list(pieces)).items()}
         with autocast_context(device, autocast):
             out = model(**enc, output_hidden_states=True)
@@ -187,4 +188,9 @@ class TextEncoder(Encoder):
             with autocast_context(device, autocast):
                 extra["pooler"] = pooler(hs[-1]).float()
         logits = out.logits.float() if hasattr(out, "logits") else None
-        return Features(pooled, logits, extra)
+        sequences = (
+            row_sequences(hs[sequence_layer], mask, own, n_rows)
+            if sequence_layer is not None
+            else None
+        )
+        return Features(pooled, logits, extra, sequences)

@@ -325,7 +325,7 @@ def _write_stack_files(
 ) -> None:
     import joblib
 
-    from emofeat.plots import plot_confusion
+    from emofeat.plots import plot_confusions
 
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(fitted.model, tmp)
@@ -341,13 +341,11 @@ def _write_stack_files(
         proba[fitted.train] = fitted.oof
         origin[fitted.train] = "cross-validated"
     write_predictions(out / "predictions.csv", level1, proba, origin)
-    if "confusion" in metrics["test"]:
-        plot_confusion(
-            np.array(metrics["test"]["confusion"]),
-            level1.label_names,
-            out / "confusion.png",
-            title=f"{metrics['meta']} (test)",
-        )
+    test = metrics["test"]
+    if "confusion" in test:
+        panels = {f"ensemble ({metrics['meta']})": test["confusion"]}
+        panels.update({name: r["confusion"] for name, r in test.get("model_reports", {}).items()})
+        plot_confusions(panels, level1.label_names, out / "confusion.png", title="Test set")
     write_text(out / "report.md", render_report(metrics, level1.label_names))
 
 
