@@ -20,7 +20,37 @@ from emofeat.stack.meta import META_LEARNERS
 model_path_option = click.option(
     "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
 )
-manifest_option = click.option("--manifest", required=True, type=click.Path(path_type=Path))
+manifest_option = click.option("--manifest", type=click.Path(path_type=Path))
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML options, or the record an earlier run wrote beside its output (it re-runs the "
+    "command unchanged); flags override it.",
+)
+
+
+def _configured(params: dict, ignore=(), rename=None, out_beside: str | None = None) -> dict:
+    """The command's parameters completed from ``--config``; ``out_beside``: a record with this
+    file name (``config.yaml``) lives in the output folder, which is then the default --out."""
+    from emofeat.configfile import apply_config
+
+    ctx = click.get_current_context()
+    config_file = params.get("config_file")
+    params = apply_config(ctx, config_file, params, ignore, rename)
+    if out_beside and config_file and not params.get("out") and config_file.name == out_beside:
+        params["out"] = config_file.parent
+    return params
+
+
+def _need(params: dict, *names: str) -> None:
+    missing = [n for n in names if params.get(n) in (None, ())]
+    if missing:
+        raise click.UsageError(
+            "missing "
+            + ", ".join("--" + n.replace("_", "-") for n in missing)
+            + " (give it on the command line or in --config)"
+        )
 
 
 def friendly(fn):
@@ -48,12 +78,37 @@ def friendly(fn):
     return wrapper
 
 
+def _fields(values) -> str:
+    """``key value, key value`` for a report dict (nested dicts as key=value lists)."""
+    if not isinstance(values, dict):
+        return str(values)
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items())
+        parts.append(f"{str(key).replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
 def _verbose() -> bool:
     ctx = click.get_current_context(silent=True)
     return bool(ctx and ctx.find_root().params.get("verbose"))
 
 
-@click.group()
+class VerboseAnywhere(click.Group):
+    """``-v``/``--verbose`` is accepted after the subcommand too (``emofeat stack ... -v``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            head, tail = args[: args.index("--")], args[args.index("--") :]
+        else:
+            head, tail = args, []
+        flags = [a for a in head if a in ("-v", "--verbose")]
+        rest = [a for a in head if a not in ("-v", "--verbose")]
+        return super().parse_args(ctx, flags[:1] + rest + tail)
+
+
+@click.group(cls=VerboseAnywhere)
 @click.version_option(__version__, prog_name="emofeat")
 @click.option("-v", "--verbose", is_flag=True, help="Log more.")
 def main(verbose: bool) -> None:
@@ -89,7 +144,7 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
 
     report = synthesize(out, seed, sessions, per_session, aihub, min_seconds, max_seconds)
     for corpus, counts in report.items():
-        click.echo(f"{corpus}: {counts}")
+        click.echo(f"{corpus}: " + _fields(counts))
     click.echo(f"corpus written to {out}")
 
 
@@ -125,22 +180,36 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
 @click.option("--skip-missing", is_flag=True, help="Leave out utterances whose wav/txt is missing.")
 @click.option(
     "--out",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Manifest CSV to write.",
 )
+@config_option
 @friendly
-def data_prepare(kemdy20, aihub, csv_path, split, folds, text, multilabel, seed, skip_missing, out):
+def data_prepare(**params):
     """Read corpora into a manifest with a split recipe."""
     from emofeat.corpus.prepare import prepare
 
+    p = _configured(params, rename={"csv": "csv_path"})
+    _need(p, "out")
+    out = p["out"]
     manifest, report = prepare(
-        out, kemdy20, aihub, csv_path, split, folds, text, multilabel, seed, skip_missing
+        out,
+        p["kemdy20"],
+        p["aihub"],
+        p["csv_path"],
+        p["split"],
+        p["folds"],
+        p["text"],
+        p["multilabel"],
+        p["seed"],
+        p["skip_missing"],
     )
     for corpus, r in report.items():
         skipped = r.pop("skipped_missing", [])
         click.echo(
-            f"{corpus}: {r}" + (f", skipped (missing files): {len(skipped)}" if skipped else "")
+            f"{corpus}: "
+            + _fields(r)
+            + (f", skipped (missing files): {len(skipped)}" if skipped else "")
         )
     f = manifest.frame
     click.echo(
@@ -210,22 +279,16 @@ def models_tiny(kind, out, manifest, hidden, layers, seed):
 
 # ---------------------------------------------------------------- finetune
 @main.command()
-@click.option("--model", required=True, help="kobert, wav2vec2, a hub id or a local folder.")
+@click.option("--model", help="kobert, wav2vec2, a hub id or a local folder.")
 @model_path_option
 @manifest_option
 @click.option(
     "--out",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder, e.g. runs/kobert-p05.",
+    help="Run folder, e.g. runs/kobert-p05 (default with --config RUN/config.yaml: RUN).",
 )
 @click.option("--preset", type=click.Choice(list(PRESETS)))
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="YAML file of options.",
-)
+@config_option
 @click.option(
     "--folds",
     type=int,
@@ -264,9 +327,14 @@ def finetune(
     model, model_path, manifest, out, preset, config_file, overwrite, print_config, **options
 ):
     """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
+    from emofeat.configfile import read_options
     from emofeat.finetune import finetune as finetune_run
     from emofeat.finetune import resolve_config
 
+    recorded = read_options(config_file) if config_file else {}
+    manifest = manifest or recorded.get("manifest")
+    if not out and config_file and config_file.name == "config.yaml" and "family" in recorded:
+        out = config_file.parent  # a run's own record: re-run (resume) that run
     cfg = resolve_config(
         preset,
         config_file,
@@ -281,11 +349,22 @@ def finetune(
 
         click.echo(dump_yaml(dataclasses.asdict(cfg)), nl=False)
         return
+    _need({"manifest": manifest, "out": out}, "manifest", "out")
     results = finetune_run(manifest, out, cfg, overwrite=overwrite)
     for fold, met in results.items():
         click.echo(
             f"fold {fold}: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in met.items() if k in ("accuracy", "macro_f1"))
+            + ", ".join(f"{k} {met[k]:.4f}" for k in ("accuracy", "macro_f1", "uar") if k in met)
+        )
+    from emofeat.runs import fold_summary
+
+    summary = fold_summary(results)
+    if summary:
+        click.echo(
+            "held-out folds: "
+            + ", ".join(
+                f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in summary.items() if k != "loss"
+            )
         )
     click.echo(f"run written to {out}")
 
@@ -302,9 +381,8 @@ def finetune(
 @manifest_option
 @click.option(
     "--out",
-    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Store to write, e.g. store/kobert.h5.",
+    help="Store to write, e.g. store/kobert.h5 (its options are recorded in store/kobert.yaml).",
 )
 @click.option(
     "--layers",
@@ -344,6 +422,10 @@ def finetune(
     show_default=True,
     help="Speech: window length for long clips.",
 )
+@click.option("--max-len", type=int, help="Text: token limit (default: the run's, else 64).")
+@click.option(
+    "--reverse/--no-reverse", default=None, help="Speech: time-reverse (default: the run's)."
+)
 @click.option(
     "--skip-bad", is_flag=True, help="Record unreadable rows as skipped instead of stopping."
 )
@@ -355,16 +437,20 @@ def finetune(
     help="Threads that decode the next batches while one computes.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store made for other rows or options.")
+@config_option
 @friendly
-def extract(manifest, out, model_path, run, **options):
+def extract(**params):
     """Pooled embeddings (and out-of-fold logits with --run) into an HDF5 store; resumable."""
     from emofeat.extract import ExtractConfig
     from emofeat.extract import extract as do_extract
 
-    cfg = ExtractConfig(
-        model_path=str(model_path) if model_path else None, run=str(run) if run else None, **options
-    )
-    do_extract(manifest, out, cfg)
+    p = _configured(params)
+    _need(p, "manifest", "out")
+    options = {k: v for k, v in p.items() if k not in ("manifest", "out", "config_file")}
+    for key in ("model_path", "run"):
+        options[key] = str(options[key]) if options.get(key) else None
+    out = p["out"]
+    do_extract(p["manifest"], out, ExtractConfig(**options))
     click.echo(f"store written to {out}")
 
 
@@ -374,13 +460,11 @@ def extract(manifest, out, model_path, run, **options):
     "--store",
     "stores",
     multiple=True,
-    required=True,
     type=click.Path(path_type=Path),
     help="A feature store; repeat for each base model.",
 )
 @click.option(
     "--meta",
-    required=True,
     type=click.Choice(list(META_LEARNERS)),
     help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values()),
 )
@@ -408,38 +492,30 @@ def extract(manifest, out, model_path, run, **options):
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--out",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="e.g. runs/stack-lgbm",
+    help="e.g. runs/stack-lgbm (default with --config STACK/config.yaml: STACK)",
 )
+@config_option
 @friendly
-def stack(
-    stores,
-    meta,
-    weights,
-    features,
-    passthrough,
-    mixer_embedding,
-    allow_in_sample,
-    allow_incomplete,
-    seed,
-    out,
-):
+def stack(**params):
     """Fit a meta-learner over stores (leak-free), report CV and test figures."""
     from emofeat.stack.ensemble import stack as fit_and_report
     from emofeat.stack.report import render_table, table_rows
 
+    p = _configured(params, out_beside="config.yaml")
+    _need(p, "stores", "meta", "out")
+    out = p["out"]
     result = fit_and_report(
-        stores,
-        meta,
+        p["stores"],
+        p["meta"],
         out,
-        weights,
-        features,
-        passthrough,
-        mixer_embedding,
-        allow_in_sample,
-        allow_incomplete,
-        seed,
+        p["weights"],
+        p["features"],
+        p["passthrough"],
+        p["mixer_embedding"],
+        p["allow_in_sample"],
+        p["allow_incomplete"],
+        p["seed"],
     )
     if result.metrics.get("in_sample_warning"):
         click.secho(result.metrics["in_sample_warning"], fg="yellow")
@@ -534,9 +610,7 @@ def recipe() -> None:
 
 
 @recipe.command("emo-ensemble")
-@click.option(
-    "--kemdy20", required=True, type=click.Path(path_type=Path), help="KEMDy20_v1_1 folder."
-)
+@click.option("--kemdy20", type=click.Path(path_type=Path), help="KEMDy20_v1_1 folder.")
 @click.option("--aihub", type=click.Path(path_type=Path), help="AI Hub folder (5차년도_2차).")
 @click.option(
     "--kobert",
@@ -581,14 +655,26 @@ def recipe() -> None:
     "reference: as the reference ran (one model per configuration on all train rows, the "
     "fixed-weight soft vote).",
 )
+@config_option
 @friendly
-def recipe_emo_ensemble(
-    kemdy20, aihub, kobert, wav2vec2, folds, device, precision, out, dry_run, protocol
-):
+def recipe_emo_ensemble(**params):
     """The reference's models on KEMDy20 + AI Hub with the real encoders, and their ensembles."""
     from emofeat.recipe import emo_ensemble
 
-    emo_ensemble(kemdy20, aihub, kobert, wav2vec2, out, folds, device, precision, dry_run, protocol)
+    p = _configured(params, ignore=("dry_run",), out_beside="recipe.yaml")
+    _need(p, "kemdy20")
+    emo_ensemble(
+        p["kemdy20"],
+        p["aihub"],
+        p["kobert"],
+        p["wav2vec2"],
+        p["out"],
+        p["folds"],
+        p["device"],
+        p["precision"],
+        p["dry_run"],
+        p["protocol"],
+    )
 
 
 # ---------------------------------------------------------------- store
@@ -630,6 +716,22 @@ def store_merge(inputs, out):
     from emofeat.store import merge_stores
 
     merge_stores(inputs, out)
+    click.echo(f"wrote {out}")
+
+
+@store.command("export")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", default="npz", show_default=True, type=click.Choice(["npz", "parquet"])
+)
+@click.option("--embedding", help="Only this embedding (default: every one).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@friendly
+def store_export(path, fmt, embedding, out):
+    """Export a store's done rows to npz or Parquet (array columns; needs pyarrow)."""
+    from emofeat.store import export_store
+
+    export_store(path, out, fmt, embedding)
     click.echo(f"wrote {out}")
 
 

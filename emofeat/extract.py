@@ -38,6 +38,7 @@ from emofeat.encoders.base import Encoder, Features, InputOptions, layer_names
 from emofeat.errors import EmofeatError
 from emofeat.finetune import pick_device
 from emofeat.labels import LABEL_NAMES
+from emofeat.provenance import environment
 from emofeat.runs import RunFolder, RunInfo
 from emofeat.store import Provenance, merge_stores, open_writer
 
@@ -267,6 +268,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     """Extract a store for every row of ``manifest`` into ``out`` (resumable); returns ``out``."""
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     out = Path(out)
+    given = dataclasses.replace(cfg)  # as asked, for the record
     cfg = dataclasses.replace(cfg)
     device = pick_device(cfg.device)
     _check_options(cfg, device)
@@ -280,7 +282,15 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         model.to(device).eval()
     # Record the options as applied (the run's reverse and max_len when not given).
     cfg.reverse, cfg.max_len = encoder.options.reverse, encoder.options.max_len
-    names = layer_names(cfg.layers, encoder.num_hidden_states(models[0]))
+    num_hidden = encoder.num_hidden_states(models[0])
+    names = layer_names(cfg.layers, num_hidden)
+    # Every store answers to "last": an alias when the last hidden state has another name.
+    stored = dict(names)
+    aliases = (
+        {"last": next(n for n, i in names if i == num_hidden - 1)}
+        if "last" not in stored and num_hidden - 1 in stored.values()
+        else {}
+    )
     width = int(models[0].config.hidden_size) * (2 if cfg.pooling == "mean+std" else 1)
     emb_dims = {**{n: width for n, _ in names}, **encoder.extra_embeddings(models[0])}
     routing = route_rows(m, src)
@@ -300,7 +310,11 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         out_of_fold=src.out_of_fold,
         **encoder.input_provenance(),
     )
-    attrs = {**provenance.to_attrs(), "config": {k: getattr(cfg, k) for k in VALUE_KEYS}}
+    attrs = {
+        **provenance.to_attrs(),
+        "config": {k: getattr(cfg, k) for k in VALUE_KEYS},
+        "environment": environment(),  # versions, device, git commit (YAML)
+    }
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     target = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
     if world > 1 and out.exists() and not cfg.overwrite:
@@ -324,6 +338,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         attrs,
         overwrite=cfg.overwrite,
         in_sample=routing.in_sample,
+        aliases=aliases,
     )
     try:
         pending = np.zeros(len(m), bool)
@@ -358,7 +373,43 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         dist.barrier()
     elif not complete:
         log.warning("%s: some rows were skipped (see `emofeat store inspect`)", out)
+    if rank == 0:
+        write_record(out, m, given)
     return out
+
+
+RECORD_KEYS = (
+    "model",
+    "model_path",
+    "run",
+    "layers",
+    "pooling",
+    "batch_seconds",
+    "batch_size",
+    "dtype",
+    "device",
+    "precision",
+    "max_seconds",
+    "max_len",
+    "reverse",
+    "skip_bad",
+    "workers",
+)
+
+
+def record_path(out: str | Path) -> Path:
+    """Where the options of the store ``out`` are recorded (``store/x.h5`` → ``store/x.yaml``)."""
+    return Path(out).with_suffix(".yaml")
+
+
+def write_record(out: Path, m: Manifest, cfg: ExtractConfig) -> None:
+    """``<store>.yaml``: the options as given (``emofeat extract --config`` re-runs them)."""
+    from emofeat.atomic import write_text
+    from emofeat.provenance import dump_yaml, provenance
+
+    config = {"manifest": str(m.path or m.root), "out": str(out)}
+    config.update({k: getattr(cfg, k) for k in RECORD_KEYS})
+    write_text(record_path(out), dump_yaml(provenance(config)))
 
 
 class _Progress:

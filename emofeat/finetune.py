@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+from emofeat.configfile import read_options
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
@@ -64,6 +64,8 @@ class FinetuneConfig:
     select: str = "none"
     inner_fraction: float = 0.1
     early_stopping_patience: int = 3  # with select "inner"; 0: no early stopping
+    metric_for_best: str = "accuracy"  # with select "inner": accuracy | macro_f1 | uar
+    report_to: str = "none"  # passed to Trainer (e.g. tensorboard, when installed)
     group_by_length: bool = True
     seed: int = 0
     device: str = "auto"
@@ -81,14 +83,9 @@ def resolve_config(
         if preset not in PRESETS:
             raise EmofeatError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         values.update(PRESETS[preset], preset=preset)
-    if config_file:
-        try:
-            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise EmofeatError(f"{config_file}: not valid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise EmofeatError(f"{config_file}: expected a mapping of options")
-        values.update(loaded)
+    if config_file:  # a mapping of options, or a run's own config.yaml
+        loaded = read_options(config_file)
+        values.update({k: v for k, v in loaded.items() if k not in RUN_DERIVED})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     unknown = sorted(set(values) - known)
@@ -98,12 +95,18 @@ def resolve_config(
     cfg = FinetuneConfig(**values)
     if cfg.select not in SELECTIONS:
         raise EmofeatError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
+    if cfg.metric_for_best not in FOLD_METRICS:
+        raise EmofeatError(
+            f"--metric-for-best must be one of {', '.join(FOLD_METRICS)}, got {cfg.metric_for_best!r}"
+        )
     if not 0 < cfg.inner_fraction < 1:
         raise EmofeatError(f"inner_fraction must be between 0 and 1, got {cfg.inner_fraction}")
     return cfg
 
 
 SELECTIONS = ("none", "inner")
+# What a run's config.yaml records besides the options (derived, or given on the command line).
+RUN_DERIVED = ("family", "modality", "source", "manifest", "split_scheme", "assignment_sha256")
 
 
 def _check_types(values: dict[str, Any], source: str) -> None:
@@ -182,8 +185,11 @@ def build_model(spec: ModelSpec, cfg: FinetuneConfig) -> tuple[torch.nn.Module, 
     return model, encoder, encoder.min_input_length(model.config)
 
 
+FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
+
+
 def _metrics(pred) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     y = pred.label_ids
     p = np.asarray(
@@ -192,6 +198,7 @@ def _metrics(pred) -> dict[str, float]:
     return {
         "accuracy": float(accuracy_score(y, p)),
         "macro_f1": float(f1_score(y, p, average="macro")),
+        "uar": float(balanced_accuracy_score(y, p)),  # neutral dominates KEMDy20: UAR does not
     }
 
 
@@ -300,10 +307,11 @@ def train_fold(
         save_strategy="epoch",
         save_total_limit=2,
         load_best_model_at_end=select is not None,
-        metric_for_best_model="accuracy",
+        metric_for_best_model=cfg.metric_for_best,
         greater_is_better=True,
         logging_strategy="epoch",
-        report_to="none",
+        report_to=cfg.report_to,
+        logging_dir=str(run.path / "logs" / run.fold_name(fold)),
         seed=cfg.seed,
         data_seed=cfg.seed,
         fp16=cfg.fp16 and device == "cuda",
@@ -330,6 +338,10 @@ def train_fold(
         compute_metrics=_metrics,
         callbacks=callbacks,
     )
+    from transformers.trainer_callback import ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_labelled_progress(f"{run.path.name} {run.fold_name(fold)}"))
     resume = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
     if resume:
         log.info("fold %d: resuming from %s", fold, ckpt)
@@ -358,6 +370,26 @@ def train_fold(
     )
     shutil.rmtree(ckpt, ignore_errors=True)
     return metrics
+
+
+def _labelled_progress(label: str):
+    """Trainer's progress bar with a label (run and fold) and without the log dicts it prints:
+    they are in the fold's log_history.json (and --report-to's sink)."""
+    from tqdm.auto import tqdm
+    from transformers.trainer_callback import ProgressCallback
+
+    class LabelledProgress(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.training_bar = tqdm(
+                    total=state.max_steps, desc=label, unit="step", dynamic_ncols=True
+                )
+            self.current_step = 0
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    return LabelledProgress()
 
 
 def _kept_epoch(state) -> float | None:
@@ -429,11 +461,17 @@ def finetune(
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
     rows, lengths = checked.good, checked.lengths
     results = {}
-    for fold in run.fold_ids(k):
+    from tqdm.auto import tqdm
+
+    fold_ids = run.fold_ids(k)
+    for n, fold in enumerate(fold_ids, 1):
+        header = f"[{run.path.name}] fold {n}/{len(fold_ids)} ({run.fold_name(fold)})"
         if run.is_finished(fold):
             results[fold] = run.fold_metrics(fold)
-            log.info("fold %d already trained: %s", fold, results[fold])
+            tqdm.write(f"{header}: already trained, kept")
             continue
+        held = int((m.fold[rows] == fold).sum()) if fold >= 0 else 0
+        tqdm.write(f"{header}: training on {len(rows) - held} rows, {held} held out")
         results[fold] = train_fold(m, spec, cfg, fold, run, rows, lengths)
     run.write_summary(results, checked.bad)
     return results

@@ -169,3 +169,37 @@ def _confusion_panel(ax, cm: np.ndarray, names: list[str], title: str) -> None:
             )
     acc = np.trace(cm) / max(cm.sum(), 1)
     ax.set_title(f"{title} (accuracy {acc:.3f})", fontsize=9)
+
+
+def plot_training_curves(histories: dict[str, list[dict]], out: str | Path, title: str) -> Path:
+    """Training loss (and, where an inner split chose the checkpoint, its accuracy) per epoch,
+    one line per fold model, from Trainer's log history."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax2 = None
+    for k, (fold, history) in enumerate(histories.items()):
+        colour = plt.get_cmap("tab10")(k % 10)
+        train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
+        if train:
+            ax.plot(*zip(*train), marker="o", ms=3, color=colour, label=f"{fold} training loss")
+        select = [(h["epoch"], h["eval_accuracy"]) for h in history if "eval_accuracy" in h]
+        if select:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*select), ls="--", color=colour, label=f"{fold} selection accuracy")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    if ax2 is not None:
+        ax2.set_ylabel("accuracy on the inner selection split")
+    handles = ax.get_legend_handles_labels()
+    if ax2 is not None:
+        extra = ax2.get_legend_handles_labels()
+        handles = (handles[0] + extra[0], handles[1] + extra[1])
+    ax.legend(
+        *handles,
+        loc="upper left",
+        bbox_to_anchor=(1.12 if ax2 else 1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+    )
+    ax.set_title(f"{title}: training curves")
+    return save_figure(fig, out)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -12,14 +15,60 @@ from emofeat import __version__
 
 
 def provenance(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
-    """A dict describing the artifact's origin, to be saved beside it."""
+    """A dict describing the artifact's origin, to be saved beside it: the options (``config``:
+    what re-runs the command) and the environment (versions, device, git commit)."""
     return {
         "emofeat_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "seed": seed,
+        "environment": environment(),
         "config": config or {},
     }
+
+
+def environment() -> dict[str, Any]:
+    """Library versions, the compute device (when torch is already loaded: it is not imported
+    for this) and the git commit of emofeat when it runs from a checkout."""
+    from importlib import metadata
+
+    env: dict[str, Any] = {}
+    for package in ("torch", "transformers", "scikit-learn", "lightgbm", "h5py", "numpy"):
+        try:
+            env[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            env[package] = None
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        cuda = torch.cuda.is_available()
+        env["cuda"] = torch.version.cuda
+        env["cudnn"] = torch.backends.cudnn.version() if cuda else None
+        env["device"] = torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu"
+        env["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    env["git_commit"] = _git_commit()
+    return env
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout emofeat runs from (with ``+dirty`` for local changes), else None."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def dump_yaml(data: Any) -> str:

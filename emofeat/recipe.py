@@ -75,6 +75,22 @@ def emo_ensemble(
             precision=precision,
         ),
     ]
+    if not dry_run:  # the options, beside the outputs: `--config OUT/recipe.yaml` re-runs them
+        from emofeat.atomic import write_text
+        from emofeat.provenance import dump_yaml, provenance
+
+        options = dict(
+            kemdy20=str(kemdy20),
+            aihub=str(aihub) if aihub else None,
+            kobert=str(kobert),
+            wav2vec2=str(wav2vec2),
+            out=str(out),
+            folds=folds,
+            device=device,
+            precision=precision,
+            protocol=protocol,
+        )
+        write_text(out / "recipe.yaml", dump_yaml(provenance(options)))
     run_plan(steps, dry_run=dry_run)
     if dry_run:
         click.echo(f"dry run: inputs look fine; {len(steps)} steps would run into {out}")

@@ -37,7 +37,15 @@ CONFIG = "config.yaml"
 FOLD_DONE = "metrics.json"
 ROWS = "rows.json"
 # What a run folder holds (fold folders being saved, the atomic writer's temporary files).
-RUN_ENTRIES = (CONFIG, "metrics.json", "skipped.csv", "fold-*", ".*.tmp")
+RUN_ENTRIES = (
+    CONFIG,
+    "metrics.json",
+    "skipped.csv",
+    "training_curves.png",
+    "logs",
+    "fold-*",
+    ".*.tmp",
+)
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)
 
@@ -250,13 +258,45 @@ class RunFolder:
             )
         return [self.path / n for n in names]
 
-    def write_summary(self, results: dict[int, dict], skipped: list[tuple[str, str]]) -> None:
-        """The run-level ``metrics.json`` and, when rows were left out, ``skipped.csv``."""
+    def write_summary(self, results: dict[int, dict], skipped: list[tuple[str, str]]) -> dict:
+        """The run-level ``metrics.json`` (per fold, and the mean ± std over folds of each
+        held-out figure), ``training_curves.png`` and, when rows were left out, ``skipped.csv``.
+        Returns the summary."""
+        summary = fold_summary(results)
         write_text(
             self.path / "metrics.json",
-            json.dumps({str(k): v for k, v in results.items()}, indent=2),
+            json.dumps(
+                {"folds": {str(k): v for k, v in results.items()}, "summary": summary}, indent=2
+            ),
         )
+        from emofeat.plots import plot_training_curves
+
+        histories = {
+            self.fold_name(k): json.loads((self.fold_dir(k) / "log_history.json").read_text())
+            for k in results
+            if (self.fold_dir(k) / "log_history.json").is_file()
+        }
+        if histories:
+            plot_training_curves(histories, self.path / "training_curves.png", self.path.name)
         if skipped:
             buf = io.StringIO()
             csv.writer(buf).writerows([("id", "reason"), *skipped])
             write_text(self.path / "skipped.csv", buf.getvalue())
+        return summary
+
+
+def fold_summary(results: dict[int, dict]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over folds of each numeric held-out figure."""
+    import statistics
+
+    keys = ("accuracy", "macro_f1", "uar", "loss")
+    out = {}
+    for key in keys:
+        values = [float(r[key]) for r in results.values() if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
+                "n": len(values),
+            }
+    return out

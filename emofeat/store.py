@@ -71,7 +71,14 @@ def check_plain(f: h5py.File, path: Path) -> None:
     problems: list[str] = []
 
     def visit(name: str, link: Any) -> None:
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+        if isinstance(link, h5py.SoftLink):
+            # Only the aliases emofeat writes: /embeddings/last -> /embeddings/layer_NN.
+            target = f.get(link.path)
+            inside = name.startswith("embeddings/") and link.path.startswith("/embeddings/")
+            if not (inside and isinstance(target, h5py.Dataset)):
+                problems.append(f"/{name} is a SoftLink to {link.path}")
+            return
+        if isinstance(link, h5py.ExternalLink):
             problems.append(f"/{name} is a {type(link).__name__}")
             return
         obj = f.get(name)
@@ -120,6 +127,19 @@ def _decode(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- layout
+def embedding_datasets(f: h5py.File) -> tuple[dict[str, h5py.Dataset], dict[str, str]]:
+    """The embedding datasets of a store, and its aliases (soft links: name -> dataset name)."""
+    group = f.get("embeddings")
+    datasets, aliases = {}, {}
+    for name in group.keys() if group is not None else []:
+        link = group.get(name, getlink=True)
+        if isinstance(link, h5py.SoftLink):
+            aliases[name] = link.path.rsplit("/", 1)[-1]
+        else:
+            datasets[name] = group[name]
+    return datasets, aliases
+
+
 def _strings(values: Iterable[Any]) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
@@ -142,6 +162,8 @@ class StoreLayout:
     # Per row: was any model that produced the row's values trained (or selected) on it?
     # None: the store does not say (unknown).
     in_sample: np.ndarray | None = None
+    # Other names of embedding datasets (HDF5 soft links), e.g. {"last": "layer_24"}.
+    aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.in_sample is not None:
@@ -155,8 +177,8 @@ class StoreLayout:
 
     @classmethod
     def from_file(cls, f: h5py.File) -> StoreLayout:
-        group = f.get("embeddings", {})
-        dtypes = {str(ds.dtype) for ds in group.values()}
+        datasets, aliases = embedding_datasets(f)
+        dtypes = {str(ds.dtype) for ds in datasets.values()}
         config = _decode(f.attrs.get("config", ""))
         return cls(
             ids=_decode(f["ids"][:]),
@@ -164,11 +186,12 @@ class StoreLayout:
             split=_decode(f["split"][:]),
             fold=f["fold"][:],
             label_names=_decode(f.attrs["label_names"]),
-            embeddings={k: ds.shape[1] for k, ds in group.items()},
+            embeddings={k: ds.shape[1] for k, ds in datasets.items()},
             logits="logits" in f,
             embedding_dtype=dtypes.pop() if len(dtypes) == 1 else "float32",
             config=_parse_config(config),
             in_sample=f["in_sample"][:] if "in_sample" in f else None,
+            aliases=aliases,
         )
 
     def differences(
@@ -221,6 +244,10 @@ class StoreLayout:
             theirs = {k: (d, other.embedding_dtype) for k, d in other.embeddings.items()}
             if mine != theirs:
                 problems.append(f"embeddings differ: {mine} {here}, {theirs} {there}")
+            if self.aliases != other.aliases:
+                problems.append(
+                    f"embedding aliases differ: {self.aliases} {here}, {other.aliases} {there}"
+                )
             if self.config is not None and other.config is not None and self.config != other.config:
                 keys = sorted(
                     k
@@ -446,23 +473,45 @@ def create_store(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     compression: str | None = None,
     in_sample: Sequence[bool] | np.ndarray | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> StoreWriter:
     """Create a store with every dataset pre-allocated and return a writer on it.
 
     ``embeddings`` maps dataset names to widths; ``attrs`` are root attributes (provenance,
     e.g. ``Provenance(...).to_attrs()``, and ``config``: the options that decided the values);
-    ``in_sample`` is the per-row out-of-fold evidence (None: unknown, no dataset written).
+    ``in_sample`` is the per-row out-of-fold evidence (None: unknown, no dataset written);
+    ``aliases`` maps other names to embedding datasets (``{"last": "layer_24"}``, soft links).
     The file is built under a temporary name and renamed into place, so a half-created store
     never exists.
     """
     layout = _layout(
-        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
+        ids,
+        labels,
+        split,
+        fold,
+        label_names,
+        embeddings,
+        logits,
+        embedding_dtype,
+        attrs,
+        in_sample,
+        aliases,
     )
     return _create(Path(path), layout, attrs or {}, chunk_rows, compression)
 
 
 def _layout(
-    ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
+    ids,
+    labels,
+    split,
+    fold,
+    label_names,
+    embeddings,
+    logits,
+    embedding_dtype,
+    attrs,
+    in_sample,
+    aliases=None,
 ):
     config = (attrs or {}).get("config")
     return StoreLayout(
@@ -476,6 +525,7 @@ def _layout(
         embedding_dtype,
         dict(config) if isinstance(config, Mapping) else None,
         in_sample,
+        dict(aliases or {}),
     )
 
 
@@ -537,6 +587,10 @@ def _create(
                 compression=compression,
                 fillvalue=np.nan,
             )
+        for alias, target in layout.aliases.items():
+            if target not in layout.embeddings or alias in layout.embeddings:
+                raise StoreError(f"{path}: alias {alias!r} -> {target!r} names no other dataset")
+            group[alias] = h5py.SoftLink(f"/embeddings/{target}")
         f.attrs["schema_version"] = SCHEMA_VERSION
         f.attrs["emofeat_version"] = __version__
         f.attrs["label_names"] = np.array(layout.label_names, dtype=_STR)
@@ -560,6 +614,7 @@ def open_writer(
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     in_sample: Sequence[bool] | np.ndarray | None = None,
+    aliases: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> StoreWriter:
     """Create a store, or resume an existing one made for the same rows and config.
@@ -569,7 +624,17 @@ def open_writer(
     """
     path = Path(path)
     layout = _layout(
-        ids, labels, split, fold, label_names, embeddings, logits, embedding_dtype, attrs, in_sample
+        ids,
+        labels,
+        split,
+        fold,
+        label_names,
+        embeddings,
+        logits,
+        embedding_dtype,
+        attrs,
+        in_sample,
+        aliases,
     )
     if path.exists() and not overwrite:
         _recover_if_crashed(path)
@@ -729,19 +794,20 @@ class Store:
     @property
     def layout(self) -> StoreLayout:
         """Rows, label names, datasets and config, for comparisons with other stores."""
-        group = self._embedding_group()
-        dtypes = {str(ds.dtype) for ds in group.values()}
+        datasets, aliases = embedding_datasets(self._f)
+        dtypes = {str(ds.dtype) for ds in datasets.values()}
         return StoreLayout(
             self.ids,
             self.labels,
             self.split,
             self.fold,
             self.label_names,
-            {k: ds.shape[1] for k, ds in group.items()},
+            {k: ds.shape[1] for k, ds in datasets.items()},
             self.has_logits,
             dtypes.pop() if len(dtypes) == 1 else "float32",
             _parse_config(self.attrs.get("config", "")),
             self.in_sample,
+            aliases,
         )
 
     def skip_reasons(self) -> dict[str, str]:
@@ -795,15 +861,21 @@ class Store:
         return np.flatnonzero(mask)
 
     def to_numpy(
-        self, embedding: str | None = None, rows: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(X, y): an embedding (or the logits when ``embedding`` is None) and the labels."""
+        self,
+        embedding: str | None = None,
+        rows: np.ndarray | None = None,
+        return_ids: bool = False,
+    ) -> tuple[np.ndarray, ...]:
+        """(X, y), or (X, y, ids) with ``return_ids``: an embedding (or the logits when
+        ``embedding`` is None), the labels and the utterance ids of the rows."""
         x = self.logits(rows) if embedding is None else self.embeddings(embedding, rows)
-        y = self.labels if rows is None else self.labels[np.asarray(rows)]
-        return x, y
+        idx = slice(None) if rows is None else np.asarray(rows)
+        return (x, self.labels[idx], self.ids[idx]) if return_ids else (x, self.labels[idx])
 
-    def to_pandas(self, embedding: str | None = None):
-        """A DataFrame indexed by id: label, split, fold, done, logits (and an embedding's columns)."""
+    def to_pandas(self, embedding: str | None = None, array_columns: bool = False):
+        """A DataFrame indexed by id: label, split, fold, done, logits, and an embedding — one
+        column per dimension, or with ``array_columns`` one column ``<embedding>`` holding each
+        row's vector (and ``logits`` likewise), which stays small for 2,048-wide embeddings."""
         import pandas as pd
 
         frame = pd.DataFrame(
@@ -818,9 +890,14 @@ class Store:
         )
         if self.has_logits:
             lg = self.logits()
-            for j, name in enumerate(self.label_names):
-                frame[f"logit_{name}"] = lg[:, j]
-        if embedding is not None:
+            if array_columns:
+                frame["logits"] = list(lg)
+            else:
+                for j, name in enumerate(self.label_names):
+                    frame[f"logit_{name}"] = lg[:, j]
+        if embedding is not None and array_columns:
+            frame[embedding] = list(self.embeddings(embedding))
+        elif embedding is not None:
             emb = self.embeddings(embedding)
             frame = pd.concat(
                 [
@@ -911,6 +988,104 @@ def validate_store(path: str | os.PathLike) -> list[str]:
             return problems
     except StoreError as err:
         return [str(err)]
+
+
+# ------------------------------------------------------------------------------------- aligned
+def align_stores(
+    stores: Sequence[Store], allow_incomplete: bool = False
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """For stores of the same utterances: each store's row of every id of the first store, and
+    the mask of rows done in every store. Refuses incomplete stores (unless asked) and stores
+    that disagree on ids, labels, splits, folds or label names, naming what differs."""
+    first = stores[0]
+    reference = first.layout
+    usable = first.done.copy()
+    positions = []
+    for s in stores:
+        if not s.complete and not allow_incomplete:
+            raise StoreError(
+                f"{s.path} is not complete ({int(s.done.sum())}/{len(s)} rows done); finish its extraction, or pass --allow-incomplete"
+            )
+        problems = reference.differences(
+            s.layout, by_id=True, datasets=False, here=f"in {first.name}", there=f"in {s.name}"
+        )
+        if problems:
+            raise StoreError(f"{s.path} and {first.path} disagree: " + "; ".join(problems))
+        index = {u: i for i, u in enumerate(s.ids)}
+        pos = np.array([index[u] for u in first.ids], dtype=np.int64)
+        usable &= s.done[pos]
+        positions.append(pos)
+    return positions, usable
+
+
+def load_aligned(
+    paths: Sequence[str | os.PathLike],
+    embedding: str | None = None,
+    split: str | None = None,
+    allow_incomplete: bool = False,
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Several stores aligned by utterance id: ``([X per store], y, ids)`` over the rows done in
+    every store (in the first store's order; ``split`` keeps one split). ``X`` is the logits
+    (``embedding`` None) or that embedding. Stores that disagree on ids, labels, splits, folds
+    or label names are refused, naming what differs."""
+    if not paths:
+        raise StoreError("no stores given")
+    stores = [open_store(p) for p in paths]
+    try:
+        first = stores[0]
+        positions, usable = align_stores(stores, allow_incomplete)
+        if split is not None:
+            usable &= first.split == split
+        keep = np.flatnonzero(usable)
+        xs = [
+            s.logits(pos[keep]) if embedding is None else s.embeddings(embedding, pos[keep])
+            for s, pos in zip(stores, positions)
+        ]
+        return xs, first.labels[keep].astype(int), first.ids[keep]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def export_store(
+    path: str | os.PathLike, out: str | os.PathLike, fmt: str = "npz", embedding: str | None = None
+) -> Path:
+    """Write a store's done rows as ``npz`` (ids, labels, split, fold, logits, every embedding
+    or ``embedding``) or ``parquet`` (one row per utterance, array columns; needs pyarrow)."""
+    out = Path(out)
+    from emofeat.atomic import atomic_path
+
+    with open_store(path) as s:
+        rows = s.select()
+        names = [embedding] if embedding else s.layout.embeddings
+        if fmt == "npz":
+            arrays = {
+                "ids": s.ids[rows].astype(str),
+                "labels": s.labels[rows],
+                "split": s.split[rows].astype(str),
+                "fold": s.fold[rows],
+                "label_names": np.array(s.label_names),
+            }
+            if s.has_logits:
+                arrays["logits"] = s.logits(rows)
+            arrays.update({f"embeddings/{n}": s.embeddings(n, rows) for n in names})
+            with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+        elif fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                raise StoreError(
+                    "parquet export needs pyarrow: pip install 'emofeat[parquet]' (or pyarrow)"
+                ) from None
+            frame = s.to_pandas(array_columns=True).iloc[rows]
+            for n in names:
+                frame[n] = list(s.embeddings(n, rows))
+            with atomic_path(out, suffix=".parquet") as tmp:
+                frame.to_parquet(tmp)
+        else:
+            raise StoreError(f"export format must be npz or parquet, got {fmt!r}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------- merge

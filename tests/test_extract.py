@@ -53,12 +53,12 @@ def test_frozen_embeddings_equal_plain_transformers_per_layer(
     rows = [0, 5, len(manifest) - 1]
     ref = independent_speech(tiny_wav2vec2, manifest, rows)
     with open_store(frozen_store) as s:
-        assert (
-            s.complete
-            and not s.has_logits
-            and s.embedding_names == ["layer_00", "layer_01", "layer_02"]
-        )
-        for name in s.embedding_names:
+        assert s.complete and not s.has_logits
+        assert s.embedding_names == ["last", "layer_00", "layer_01", "layer_02"]
+        # "last" is an alias of the last hidden state, also for plain h5py readers.
+        np.testing.assert_array_equal(s.embeddings("last"), s.embeddings("layer_02"))
+        assert s.layout.aliases == {"last": "layer_02"}
+        for name in ("layer_00", "layer_01", "layer_02"):
             layer = int(name[-2:])
             got = s.embeddings(name, rows)
             h = got.shape[1] // 2
@@ -481,3 +481,18 @@ def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run)
             ref = tmodel(**enc_t, output_hidden_states=True).hidden_states[1][0]
             assert got.sequences[j].shape == ref.shape  # every token, no padding
             torch.testing.assert_close(got.sequences[j], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_an_all_layer_store_answers_to_last_with_plain_h5py(frozen_store, tmp_path):
+    import h5py
+
+    from emofeat.store import merge_stores
+
+    with h5py.File(frozen_store, "r") as f:
+        done = f["done"][:]
+        np.testing.assert_array_equal(
+            f["embeddings/last"][:][done], f["embeddings/layer_02"][:][done]
+        )
+    merged = merge_stores([frozen_store], tmp_path / "merged.h5")  # aliases survive a merge
+    with open_store(merged) as s:
+        assert s.layout.aliases == {"last": "layer_02"}

@@ -67,6 +67,8 @@ def prepare(
         "text": text,
         "multilabel": multilabel,
         "skip_missing": skip_missing,
+        "seed": seed,
+        "out": str(out),
     }
     write_manifest(frame, out, config=config, seed=seed)
     log.info("wrote %s (%d utterances)", out, len(frame))

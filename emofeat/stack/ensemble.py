@@ -251,6 +251,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         "dropped_rows": int(level1.dropped),
         "in_sample_warning": fitted.warning,
         "stores": list(level1.names),
+        "inputs": _inputs(fitted.model.named_steps["features"]),
     }
     block: dict[str, Any] = {"models": {}}
     if len(test):
@@ -271,6 +272,21 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
     if hasattr(meta, "weights_"):
         metrics["weights"] = dict(zip(level1.names, map(float, meta.weights_)))
     return metrics
+
+
+def _inputs(features: StoreFeatures) -> list[dict[str, Any]]:
+    """What the meta-learner read: per store, the dataset and its width."""
+    what = features.embedding if features.inputs == "embeddings" else features.inputs
+    rows = [
+        {"store": name, "input": what, "columns": int(width)}
+        for name, width in zip(features.store_names_, features.widths_)
+    ]
+    if features.passthrough:  # reduced together by a PCA to 16 inside the pipeline
+        rows += [
+            {"store": name, "input": f"embedding {features.passthrough}", "columns": int(width)}
+            for name, width in zip(features.store_names_, features.passthrough_widths_)
+        ]
+    return rows
 
 
 def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[str, Any]:
@@ -330,6 +346,8 @@ def _write_stack_files(
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(fitted.model, tmp)
     config = {**asdict(fitted.config), "stores": [str(p.resolve()) for p in level1.paths]}
+    if config["weights"] is not None:  # as typed on the command line (repr round-trips floats)
+        config["weights"] = ",".join(repr(float(w)) for w in config["weights"])
     write_text(out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed)))
     write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the

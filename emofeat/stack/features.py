@@ -48,9 +48,10 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
         self.stores_ = list(level1.keys)
         self.store_names_ = list(level1.names)
         self.label_names_ = list(level1.label_names)
-        X, self.widths_, self.passthrough_dims_ = self._build(
+        X, self.widths_, self.passthrough_widths_ = self._build(
             level1, list(range(len(level1.names)))
         )
+        self.passthrough_dims_ = int(sum(self.passthrough_widths_))
         self.n_features_out_ = X.shape[1]
         return self
 
@@ -82,10 +83,10 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
             )
         return [given.index(k) for k in self.stores_]
 
-    def _build(self, level1: Level1, order: list[int]) -> tuple[np.ndarray, list[int], int]:
-        """(X, each store's width, passthrough width); non-finite values are an error naming
-        the store and a row."""
-        parts, widths, extra = [], [], 0
+    def _build(self, level1: Level1, order: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
+        """(X, each store's width, each store's passthrough width); non-finite values are an
+        error naming the store and a row."""
+        parts, widths, extra = [], [], []
         for k in order:
             if self.inputs == "embeddings":
                 part, _ = level1.embeddings(self.embedding, [k])
@@ -97,7 +98,7 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
             for k in order:
                 part, _ = level1.embeddings(self.passthrough, [k])
                 parts.append(_finite(part, level1, k))
-                extra += part.shape[1]
+                extra.append(part.shape[1])
         return np.hstack(parts), widths, extra
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from emofeat.errors import StoreError
-from emofeat.store import Provenance, Store, open_store
+from emofeat.store import Provenance, Store, align_stores, open_store
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -111,23 +111,7 @@ def load_level1(paths: Sequence[str | os.PathLike], allow_incomplete: bool = Fal
         names = [s.name for s in stores]
         if len(set(names)) != len(names):
             names = [f"{s.path.parent.name}/{s.name}" for s in stores]
-        reference = first.layout
-        positions = []
-        usable = first.done.copy()
-        for s in stores:
-            if not s.complete and not allow_incomplete:
-                raise StoreError(
-                    f"{s.path} is not complete ({int(s.done.sum())}/{len(s)} rows done); finish its extraction, or pass --allow-incomplete"
-                )
-            problems = reference.differences(
-                s.layout, by_id=True, datasets=False, here=f"in {first.name}", there=f"in {s.name}"
-            )
-            if problems:
-                raise StoreError(f"{s.path} and {first.path} disagree: " + "; ".join(problems))
-            index = {u: i for i, u in enumerate(s.ids)}
-            pos = np.array([index[u] for u in first.ids], dtype=np.int64)
-            usable &= s.done[pos]
-            positions.append(pos)
+        positions, usable = align_stores(stores, allow_incomplete)
         keep = np.flatnonzero(usable)
         rows = [pos[keep] for pos in positions]
         return Level1(

@@ -34,6 +34,14 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
     parts.append(
         f"Train rows {metrics['train_rows']}, test rows {metrics['test_rows']}, rows dropped (not done in every store) {metrics['dropped_rows']}."
     )
+    if metrics.get("inputs"):
+        parts.append(
+            "Inputs: "
+            + "; ".join(
+                f"{i['store']}: {i['input']} ({i['columns']} columns)" for i in metrics["inputs"]
+            )
+            + "."
+        )
     if metrics.get("best_params"):
         parts.append(
             f"Hyperparameters chosen by cross-validation over the stores' folds: `{metrics['best_params']}`."
