@@ -1,0 +1,122 @@
+"""``emofeat compare``: one table across stacks and runs, with the spread over seeds.
+
+Each path is a stack folder (``emofeat stack``) or a run folder (``emofeat finetune``); a folder
+holding several of them is searched. A stack row gives its test figures and cross-validated
+accuracy; a run row the mean ± std of its held-out folds. Rows whose configuration is the same
+but for the seed are also summarised as mean ± std over the seeds. Written as ``compare.md`` and
+``compare.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from emofeat.errors import EmofeatError
+
+FIGURES = ("accuracy", "weighted_f1", "macro_f1", "uar")
+
+
+def find_artifacts(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Stack and run folders among ``paths`` (or below them)."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise EmofeatError(f"{path}: no such folder")
+        candidates = (
+            [path]
+            if (path / "metrics.json").is_file()
+            else sorted(
+                p.parent
+                for p in path.glob("**/metrics.json")
+                if (p.parent / "config.yaml").is_file()
+            )
+        )
+        found += [c for c in candidates if (c / "config.yaml").is_file()]
+    if not found:
+        raise EmofeatError(f"no stack or run folders (metrics.json + config.yaml) in {list(paths)}")
+    return sorted(set(found))
+
+
+def _row(folder: Path) -> dict[str, Any]:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    record = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    config = record.get("config") or {}
+    seed = record.get("seed", config.get("seed"))
+    if "meta" in metrics:  # a stack
+        stores = ",".join(Path(s).stem for s in config.get("stores", []))
+        key = f"stack {metrics['meta']} over {stores}"
+        row = {"path": str(folder), "kind": "stack", "configuration": key, "seed": seed}
+        test = metrics.get("test", {}).get("ensemble", {})
+        row.update({f"test_{m}": test.get(m) for m in FIGURES})
+        cv = metrics.get("cv", {}).get("accuracy", {})
+        row.update(cv_accuracy=cv.get("mean"), cv_accuracy_std=cv.get("std"))
+        return row
+    summary = metrics.get("summary", {})
+    options = {k: v for k, v in config.items() if k not in ("seed", "device", "manifest")}
+    key = f"run {options.get('model')} " + json.dumps(
+        {k: options[k] for k in sorted(options) if k in ("preset", "dropout", "reverse", "select")}
+    )
+    row = {"path": str(folder), "kind": "run", "configuration": key, "seed": seed}
+    row.update(
+        {f"heldout_{m}": summary.get(m, {}).get("mean") for m in ("accuracy", "macro_f1", "uar")}
+    )
+    row["heldout_accuracy_std"] = summary.get("accuracy", {}).get("std")
+    return row
+
+
+def compare(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """The comparison table (one row per stack or run, then one per configuration run with
+    several seeds: mean ± std); with ``out``, also ``compare.md`` and ``compare.csv`` there."""
+    rows = pd.DataFrame([_row(f) for f in find_artifacts(paths)])
+    numeric = [c for c in rows.columns if c not in ("path", "kind", "configuration", "seed")]
+    seeds = rows.groupby("configuration").filter(lambda g: g["seed"].nunique() > 1)
+    summary = []
+    for key, group in seeds.groupby("configuration"):
+        entry = {
+            "path": f"{len(group)} seeds",
+            "kind": group["kind"].iloc[0],
+            "configuration": key,
+            "seed": ",".join(map(str, sorted(group["seed"]))),
+        }
+        for col in numeric:
+            values = pd.to_numeric(group[col], errors="coerce").dropna()
+            if len(values):  # numbers stay numbers in the CSV: mean, and the std beside it
+                entry[col], entry[f"{col}_seed_std"] = values.mean(), values.std(ddof=0)
+        summary.append(entry)
+    table = pd.concat([rows, pd.DataFrame(summary)], ignore_index=True) if summary else rows
+    if out:
+        from emofeat.atomic import write_text
+
+        out = Path(out)
+        write_text(out / "compare.csv", table.to_csv(index=False))
+        write_text(out / "compare.md", to_markdown(table))
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The table as markdown (numbers to 4 decimals, empty cells blank)."""
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and pd.isna(v)):
+            return ""
+        return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    def value(row: pd.Series, col: str) -> str:
+        spread = row.get(f"{col}_seed_std")
+        if spread is not None and not pd.isna(spread):
+            return f"{row[col]:.4f} ± {spread:.4f}"
+        return cell(row[col])
+
+    cols = [c for c in table.columns if table[c].notna().any() and not c.endswith("_seed_std")]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(value(r, c) for c in cols) + " |" for _, r in table.iterrows()]
+    return "\n".join(lines) + "\n"

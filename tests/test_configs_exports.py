@@ -1,0 +1,318 @@
+"""For a paper: saved configs re-run, numbers with their spread, readable outputs, exports."""
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from emofeat.cli import main
+from emofeat.errors import StoreError
+from emofeat.store import create_store, export_store, load_aligned, open_store
+
+
+def cli(*args):
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_each_commands_record_re_runs_it(manifest_path, corpus_dir, tiny_kobert, tmp_path):
+    # data prepare: the manifest's sidecar re-prepares the same manifest.
+    out = tmp_path / "m.csv"
+    cli(
+        "data",
+        "prepare",
+        "--kemdy20",
+        corpus_dir / "KEMDy20_v1_1",
+        "--folds",
+        2,
+        "--seed",
+        3,
+        "--out",
+        out,
+    )
+    first = out.read_bytes()
+    out.unlink()
+    cli("data", "prepare", "--config", tmp_path / "m.yaml")
+    assert out.read_bytes() == first
+    # finetune: the run's config.yaml resumes the run (nothing retrained, nothing refused).
+    run = tmp_path / "run"
+    args = ["--model", "kobert", "--model-path", tiny_kobert, "--preset", "kobert-tiny"]
+    cli("finetune", *args, "--folds", 0, "--epochs", 1, "--manifest", out, "--out", run)
+    stamp = (run / "fold-all" / "metrics.json").stat().st_mtime_ns
+    text = cli("finetune", "--config", run / "config.yaml")
+    assert "already trained" in text
+    assert (run / "fold-all" / "metrics.json").stat().st_mtime_ns == stamp
+    # A flag overrides the file: another dropout is another run, refused in the same folder.
+    r = CliRunner().invoke(
+        main, ["finetune", "--config", str(run / "config.yaml"), "--dropout", "0.4"]
+    )
+    assert r.exit_code == 2 and "made with other options (dropout)" in r.output
+    # extract: store/x.yaml re-runs the extraction (the store is complete: nothing recomputed).
+    store = tmp_path / "s.h5"
+    cli("extract", "--run", run, "--manifest", out, "--out", store, "--layers", "all")
+    with open_store(store) as s:
+        values = s.embeddings("layer_01")
+    cli("extract", "--config", tmp_path / "s.yaml")  # resumes: every row is done already
+    with open_store(store) as s:
+        assert s.complete and s.layout.aliases == {"last": "layer_02"}
+        np.testing.assert_array_equal(s.embeddings("layer_01"), values)
+    recorded = yaml.safe_load((tmp_path / "s.yaml").read_text())["config"]
+    assert recorded["layers"] == "all" and recorded["run"] == str(run)
+
+
+def test_a_failed_finetune_leaves_nothing_that_blocks_the_corrected_command(
+    manifest_path, tiny_kobert, tmp_path
+):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(
+        main,
+        [
+            "finetune",
+            "--model",
+            "kobert",
+            "--model-path",
+            str(tmp_path / "missing"),
+            "--manifest",
+            str(manifest_path),
+            "--out",
+            str(run),
+            "--folds",
+            "0",
+            "--epochs",
+            "1",
+        ],
+    )
+    assert r.exit_code == 2 and not run.exists()
+    cli(
+        "finetune",
+        "--model",
+        "kobert",
+        "--model-path",
+        tiny_kobert,
+        "--preset",
+        "kobert-tiny",
+        "--manifest",
+        manifest_path,
+        "--out",
+        run,
+        "--folds",
+        0,
+        "--epochs",
+        1,
+    )
+
+
+def _stores(tmp_path, n=90):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, n)
+    split = np.where(np.arange(n) < 60, "train", "test")
+    fold = np.where(split == "train", np.arange(n) % 3, -1)
+    paths = []
+    for k in range(2):
+        order = rng.permutation(n) if k else np.arange(n)  # the second store in another order
+        path = tmp_path / f"m{k}.h5"
+        w = create_store(
+            path,
+            [f"u{i}" for i in order],
+            y[order],
+            split[order],
+            fold[order],
+            ["a", "b", "c"],
+            {"last": 5},
+            in_sample=np.zeros(n, bool),
+        )
+        w.write(
+            np.arange(n),
+            logits=(rng.normal(size=(n, 3)) + 2 * np.eye(3)[y])[order],
+            embeddings={"last": (np.arange(n)[:, None] + np.arange(5) / 10)[order]},
+        )
+        w.finalize()
+        paths.append(path)
+    return paths, y
+
+
+def test_stack_record_reruns_and_outputs_are_readable(tmp_path):
+    paths, _ = _stores(tmp_path)
+    old = os.umask(0o022)
+    try:
+        cli(
+            "stack",
+            *sum((["--store", p] for p in paths), []),
+            "--meta",
+            "softvote",
+            "--weights",
+            "1/3,2/3",
+            "--out",
+            tmp_path / "st",
+        )
+    finally:
+        os.umask(old)
+    first = json.loads((tmp_path / "st" / "metrics.json").read_text())
+    cli("stack", "--config", tmp_path / "st" / "config.yaml")  # --out: the record's folder
+    again = json.loads((tmp_path / "st" / "metrics.json").read_text())
+    assert again["test"]["ensemble"] == first["test"]["ensemble"]
+    assert again["weights"] == pytest.approx({"m0": 1 / 3, "m1": 2 / 3})
+    for name in ("metrics.json", "report.md", "model.joblib", "predictions.csv"):
+        assert stat.S_IMODE((tmp_path / "st" / name).stat().st_mode) == 0o644, name
+    record = yaml.safe_load((tmp_path / "st" / "config.yaml").read_text())
+    env = record["environment"]
+    assert env["torch"] and env["transformers"] and "git_commit" in env
+    assert first["inputs"] == [
+        {"store": "m0", "input": "proba", "columns": 3},
+        {"store": "m1", "input": "proba", "columns": 3},
+    ]
+    assert (
+        "Inputs: m0: proba (3 columns); m1: proba (3 columns)."
+        in (tmp_path / "st" / "report.md").read_text()
+    )
+
+
+def test_verbose_after_the_subcommand(tmp_path):
+    r = CliRunner().invoke(main, ["store", "inspect", str(tmp_path / "none.h5"), "-v"])
+    assert r.exception is not None and "no such store" in str(r.exception)  # the traceback
+    r = CliRunner().invoke(main, ["store", "inspect", str(tmp_path / "none.h5")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_run_summary_has_the_spread_over_folds(kobert_run):
+    m = json.loads((kobert_run / "metrics.json").read_text())
+    acc = [f["accuracy"] for f in m["folds"].values()]
+    assert m["summary"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
+    assert m["summary"]["accuracy"]["std"] == pytest.approx(np.std(acc))
+    assert "uar" in m["summary"] and (kobert_run / "training_curves.png").stat().st_size > 5000
+    assert all(f["kept"] == "final" and f["kept_epoch"] == 2.0 for f in m["folds"].values())
+
+
+def test_exports_and_aligned_loading(tmp_path):
+    paths, y = _stores(tmp_path)
+    (x0, x1), labels, ids = load_aligned(paths, embedding="last")
+    assert list(ids) == [f"u{i}" for i in range(len(y))]
+    np.testing.assert_array_equal(x0, x1)  # aligned by id although stored in another order
+    np.testing.assert_array_equal(labels, y)
+    (t0, _), _, tids = load_aligned(paths, split="test")
+    assert len(t0) == 30 and all(int(u[1:]) >= 60 for u in tids)
+    with open_store(paths[1]) as s:
+        x, yy, sid = s.to_numpy("last", s.select(split="train"), return_ids=True)
+        assert len(x) == len(yy) == len(sid) == 60
+        np.testing.assert_array_equal(x[:, 0], [int(u[1:]) for u in sid])
+        frame = s.to_pandas("last", array_columns=True)
+        assert list(frame.columns[-2:]) == ["logits", "last"] and frame["last"].iloc[0].shape == (
+            5,
+        )
+    export_store(paths[1], tmp_path / "m1.npz")
+    data = np.load(tmp_path / "m1.npz")
+    order = np.argsort(data["ids"])
+    with open_store(paths[1]) as s:
+        np.testing.assert_array_equal(data["embeddings/last"], s.embeddings("last"))
+        assert list(data["ids"]) == list(s.ids)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # an optional extra: without it, a message that says how to get it
+        with pytest.raises(StoreError, match=r"needs pyarrow: pip install 'emofeat\[parquet\]'"):
+            export_store(paths[1], tmp_path / "m1.parquet", fmt="parquet")
+        return
+    export_store(paths[1], tmp_path / "m1.parquet", fmt="parquet")
+    back = pd.read_parquet(tmp_path / "m1.parquet")
+    assert len(back) == len(order) and back["last"].iloc[0].shape == (5,)
+
+
+def test_probe_scores_equal_a_hand_made_cv_on_the_same_folds(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import PredefinedSplit, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from emofeat.probe import best_layer, probe_layers
+
+    rng = np.random.default_rng(0)
+    n, d = 150, 6
+    y = rng.integers(0, 3, n)
+    split = np.where(np.arange(n) < 120, "train", "test")
+    fold = np.where(split == "train", np.arange(n) % 3, -1)
+    # Layer 2 carries the label best, layer 0 not at all.
+    layers = {i: rng.normal(size=(n, d)) + i * 0.8 * np.eye(3, d)[y] for i in range(3)}
+    w = create_store(
+        tmp_path / "all.h5",
+        [f"u{i}" for i in range(n)],
+        y,
+        split,
+        fold,
+        ["a", "b", "c"],
+        {f"layer_{i:02d}": d for i in layers},
+        logits=False,
+        aliases={"last": "layer_02"},
+    )
+    w.write(np.arange(n), embeddings={f"layer_{i:02d}": x for i, x in layers.items()})
+    w.finalize()
+    table = probe_layers(tmp_path / "all.h5", tmp_path / "probe", weighted=True)
+    train = split == "train"
+    for i, x in layers.items():
+        hand = cross_val_score(
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+            x[train],
+            y[train],
+            cv=PredefinedSplit(fold[train]),
+            scoring="accuracy",
+        )
+        got = table[(table.name == f"layer_{i:02d}") & (table.metric == "accuracy")].iloc[0]
+        assert got["mean"] == pytest.approx(hand.mean()) and got["std"] == pytest.approx(hand.std())
+    assert best_layer(table) == "layer_02"
+    weights = table[table.metric == "weight"]
+    assert weights["mean"].sum() == pytest.approx(1.0) and len(weights) == 3
+    assert (tmp_path / "probe" / "probe.png").stat().st_size > 5000
+    assert set(pd.read_csv(tmp_path / "probe" / "probe.csv").name) == {
+        "layer_00",
+        "layer_01",
+        "layer_02",
+        "weighted",
+    }
+
+
+def test_compare_table_equals_the_stacks_metrics_and_summarises_seeds(tmp_path):
+    paths, _ = _stores(tmp_path)
+    for seed in (0, 1):
+        cli(
+            "stack",
+            "--store",
+            paths[0],
+            "--store",
+            paths[1],
+            "--meta",
+            "caruana",
+            "--seed",
+            seed,
+            "--out",
+            tmp_path / "stacks" / f"caruana-s{seed}",
+        )
+    cli(
+        "stack",
+        "--store",
+        paths[0],
+        "--store",
+        paths[1],
+        "--meta",
+        "softvote",
+        "--out",
+        tmp_path / "stacks" / "softvote",
+    )
+    text = cli("compare", tmp_path / "stacks", "-o", tmp_path / "cmp")
+    table = pd.read_csv(tmp_path / "cmp" / "compare.csv")
+    singles = table[~table.path.str.contains("seeds")]
+    assert len(singles) == 3
+    for _, row in singles.iterrows():
+        m = json.loads((Path(row.path) / "metrics.json").read_text())
+        assert row.test_accuracy == pytest.approx(m["test"]["ensemble"]["accuracy"])
+        assert row.cv_accuracy == pytest.approx(m["cv"]["accuracy"]["mean"])
+    both = table[table.path == "2 seeds"].iloc[0]
+    accs = singles[singles.configuration == both.configuration].test_accuracy
+    assert both.test_accuracy == pytest.approx(accs.mean())
+    assert both.test_accuracy_seed_std == pytest.approx(accs.std(ddof=0))
+    assert f"{accs.mean():.4f} ± {accs.std(ddof=0):.4f}" in text  # the markdown shows the spread
+    assert "| path |" in text and (tmp_path / "cmp" / "compare.md").is_file()
