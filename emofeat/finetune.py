@@ -12,9 +12,12 @@ text and speech is asked of the model's encoder family (:mod:`emofeat.encoders`)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,10 +178,13 @@ def input_options(cfg: FinetuneConfig) -> InputOptions:
     return InputOptions(max_len=cfg.max_len, sample_rate=cfg.sample_rate, reverse=cfg.reverse)
 
 
-def build_model(spec: ModelSpec, cfg: FinetuneConfig) -> tuple[torch.nn.Module, Encoder, int]:
-    """(classifier, encoder, minimum input length) for a fresh head on a pretrained encoder."""
+def build_model(
+    spec: ModelSpec, cfg: FinetuneConfig, encoder: Encoder | None = None
+) -> tuple[torch.nn.Module, Encoder, int]:
+    """(classifier, encoder, minimum input length) for a fresh head on a pretrained encoder
+    (``encoder``: one already loaded, whose tokenizer or feature extractor is reused)."""
     source = local_source(spec.source)
-    encoder = spec.encoder_class.from_folder(source, input_options(cfg))
+    encoder = encoder or spec.encoder_class.from_folder(source, input_options(cfg))
     model = encoder.new_classifier(source, cfg.label_names, cfg.dropout)
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
@@ -266,6 +272,7 @@ def train_fold(
     run: RunFolder,
     rows: np.ndarray,
     lengths: np.ndarray,
+    encoder: Encoder | None = None,
 ) -> dict:
     """Train fold model ``fold`` (-1: one model on all train rows) into the run.
 
@@ -277,7 +284,7 @@ def train_fold(
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model, encoder, min_len = build_model(spec, cfg)
+    model, encoder, min_len = build_model(spec, cfg, encoder)
     length_of = dict(zip(rows.tolist(), lengths.tolist()))
     held = manifest.fold[rows] == fold if fold >= 0 else np.zeros(len(rows), bool)
     fit_rows, select_rows = rows[~held], rows[:0]
@@ -461,9 +468,50 @@ def finetune(
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
     rows, lengths = checked.good, checked.lengths
     results = {}
-    from tqdm.auto import tqdm
 
     fold_ids = run.fold_ids(k)
+    with quiet_repeats():
+        _train_folds(m, spec, cfg, run, fold_ids, rows, lengths, encoder, results)
+    run.write_summary(results, checked.bad)
+    return results
+
+
+@contextlib.contextmanager
+def quiet_repeats() -> Iterator[None]:
+    """Each warning once per command: the same Python warning or transformers log message
+    (a new head per fold, the tokenizer's class note) is shown the first time only."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in seen:
+            return False
+        seen.add(message)
+        return True
+
+    # transformers' modules log through their own loggers (transformers.modeling_utils, ...):
+    # a filter on each of them sees their records wherever they are handled.
+    import transformers  # noqa: F401  (its modules' loggers exist once it is imported)
+
+    loggers = [
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
+        if name == "transformers" or name.startswith("transformers.")
+    ]
+    for logger in loggers:
+        logger.addFilter(first_time)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("once")
+            yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(first_time)
+
+
+def _train_folds(m, spec, cfg, run, fold_ids, rows, lengths, encoder, results) -> None:
+    from tqdm.auto import tqdm
+
     for n, fold in enumerate(fold_ids, 1):
         header = f"[{run.path.name}] fold {n}/{len(fold_ids)} ({run.fold_name(fold)})"
         if run.is_finished(fold):
@@ -472,6 +520,4 @@ def finetune(
             continue
         held = int((m.fold[rows] == fold).sum()) if fold >= 0 else 0
         tqdm.write(f"{header}: training on {len(rows) - held} rows, {held} held out")
-        results[fold] = train_fold(m, spec, cfg, fold, run, rows, lengths)
-    run.write_summary(results, checked.bad)
-    return results
+        results[fold] = train_fold(m, spec, cfg, fold, run, rows, lengths, encoder)

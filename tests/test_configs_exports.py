@@ -316,3 +316,32 @@ def test_compare_table_equals_the_stacks_metrics_and_summarises_seeds(tmp_path):
     assert both.test_accuracy_seed_std == pytest.approx(accs.std(ddof=0))
     assert f"{accs.mean():.4f} ± {accs.std(ddof=0):.4f}" in text  # the markdown shows the spread
     assert "| path |" in text and (tmp_path / "cmp" / "compare.md").is_file()
+
+
+def test_each_warning_once_per_command():
+    import logging
+    import warnings
+
+    from emofeat.finetune import quiet_repeats
+
+    import uuid
+
+    note = f"mtime may not be reliable ({uuid.uuid4()})"  # new to Python's once-registry
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hf = logging.getLogger("transformers")
+    hf.addHandler(handler)
+    level = hf.level
+    hf.setLevel(logging.WARNING)  # other tests may have quietened transformers
+    try:
+        with quiet_repeats(), warnings.catch_warnings(record=True) as caught:
+            for _ in range(3):  # one message per fold, as transformers logs a new head
+                logging.getLogger("transformers.modeling_utils").warning("new head: classifier")
+                warnings.warn(note, UserWarning, stacklevel=1)
+            logging.getLogger("transformers.modeling_utils").warning("another message")
+    finally:
+        hf.removeHandler(handler)
+        hf.setLevel(level)
+    assert [r.getMessage() for r in records] == ["new head: classifier", "another message"]
+    assert len(caught) == 1
