@@ -320,11 +320,10 @@ def test_compare_table_equals_the_stacks_metrics_and_summarises_seeds(tmp_path):
 
 def test_each_warning_once_per_command():
     import logging
+    import uuid
     import warnings
 
     from emofeat.finetune import quiet_repeats
-
-    import uuid
 
     note = f"mtime may not be reliable ({uuid.uuid4()})"  # new to Python's once-registry
     records = []
