@@ -54,3 +54,21 @@ def test_reference_protocol_trains_on_all_rows_and_only_soft_votes(corpus_dir, t
     assert "[12/12] stack softvote" in r.output and "--meta lgbm" not in r.output
     crossfit = CliRunner().invoke(main, args)
     assert "--folds 0" not in crossfit.output and "--meta lgbm" in crossfit.output
+
+
+def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(
+        f"kemdy20: {corpus_dir / 'KEMDy20_v1_1'}\nprotocol: reference\nfolds: 3\nout: {tmp_path / 'r'}\n"
+    )
+    r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "[12/12] stack softvote" in r.output  # protocol from the file
+    r = CliRunner().invoke(
+        main,
+        ["recipe", "emo-ensemble", "--config", str(config), "--protocol", "crossfit", "--dry-run"],
+    )
+    assert "[16/16] stack mixer" in r.output  # the flag wins over the file
+    config.write_text("kemdy20: x\nlearning_rate: 1\n")
+    r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
+    assert r.exit_code == 2 and "unknown option(s) ['learning_rate']" in r.output
