@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+# The reference's wav2vec2 runs: HF Trainer defaults of the time except lr, 1 epoch, fp16 (GPU),
+# gradient checkpointing; no weight decay, no warmup, linear decay, effective batch 4 (2 per
+# device x 2 accumulation); head dropout = the checkpoint's final_dropout (dropout None); the
+# final weights are the model.
+WAV2VEC2_REF: dict[str, Any] = dict(
+    batch_size=2,
+    grad_accum=2,
+    lr=2e-4,
+    epochs=1,
+    fp16=True,
+    gradient_checkpointing=True,
+    dropout=None,
+    weight_decay=0.0,
+    warmup_ratio=0.0,
+    scheduler="linear",
+    max_grad_norm=1.0,
+)
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference's KoBERT runs (reference.md): 7 epochs, the final weights are the model.
     "kobert-ref": dict(
@@ -17,38 +35,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_grad_norm=1.0,
         dropout=0.5,
     ),
-    # The reference's wav2vec2 runs (reference.md): HF Trainer defaults of the time except lr,
-    # 1 epoch, fp16 (GPU), gradient checkpointing; no weight decay, no warmup, linear decay,
-    # effective batch 4 (2 per device x 2 accumulation); head dropout = the checkpoint's
-    # final_dropout (dropout None); the final weights are the model.
-    "wav2vec2-ref": dict(
-        batch_size=2,
-        grad_accum=2,
-        lr=2e-4,
-        epochs=1,
-        fp16=True,
-        gradient_checkpointing=True,
-        dropout=None,
-        weight_decay=0.0,
-        warmup_ratio=0.0,
-        scheduler="linear",
-        max_grad_norm=1.0,
-    ),
+    # The reference's wav2vec2 runs (reference.md): see WAV2VEC2_REF above.
+    "wav2vec2-ref": WAV2VEC2_REF,
     # The reverse model ran at effective batch 16 (1 x 16) on time-reversed audio.
-    "wav2vec2-ref-rev": dict(
-        batch_size=1,
-        grad_accum=16,
-        lr=2e-4,
-        epochs=1,
-        fp16=True,
-        gradient_checkpointing=True,
-        dropout=None,
-        weight_decay=0.0,
-        warmup_ratio=0.0,
-        scheduler="linear",
-        max_grad_norm=1.0,
-        reverse=True,
-    ),
+    "wav2vec2-ref-rev": {**WAV2VEC2_REF, "batch_size": 1, "grad_accum": 16, "reverse": True},
     # Tiny models trained from scratch on the synthetic corpus (demo, tests).
     # Measured on fold 0 of the demo corpus: 15 epochs at lr 2e-3 reach 0.64 (dropout 0.3) where
     # 8 epochs at 1e-3 with early stopping stalled at 0.2-0.45; tiny models start slowly, so no
