@@ -167,7 +167,7 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
     "--split",
     default="emo-ensemble",
     show_default=True,
-    type=click.Choice(["emo-ensemble", "session-kfold"]),
+    type=click.Choice(["emo-ensemble", "session-kfold", "mmm"]),
 )
 @click.option(
     "--folds", default=5, show_default=True, help="Cross-fitting folds of the train rows (0: none)."
@@ -245,7 +245,7 @@ def models() -> None:
 
 
 @models.command("tiny")
-@click.option("--kind", required=True, type=click.Choice(["kobert", "wav2vec2"]))
+@click.option("--kind", required=True, type=click.Choice(["kobert", "kcelectra", "wav2vec2"]))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--manifest",
@@ -258,20 +258,18 @@ def models() -> None:
 @friendly
 def models_tiny(kind, out, manifest, hidden, layers, seed):
     """Build a tiny random model in the on-disk format of the hub model."""
-    from emofeat.encoders.tiny import build_tiny_kobert, build_tiny_wav2vec2
+    from emofeat.encoders.tiny import build_tiny_electra, build_tiny_kobert, build_tiny_wav2vec2
 
-    if kind == "kobert":
+    if kind in ("kobert", "kcelectra"):
         if not manifest:
-            raise click.UsageError("--kind kobert needs --manifest (its texts train the tokenizer)")
+            raise click.UsageError(
+                f"--kind {kind} needs --manifest (its texts make the vocabulary)"
+            )
         from emofeat.corpus.manifest import read_manifest
 
-        build_tiny_kobert(
-            out,
-            list(read_manifest(manifest).frame["text"]),
-            hidden=hidden,
-            layers=layers,
-            seed=seed,
-        )
+        build = build_tiny_kobert if kind == "kobert" else build_tiny_electra
+        texts = list(read_manifest(manifest).frame["text"])
+        build(out, texts, hidden=hidden, layers=layers, seed=seed)
     else:
         build_tiny_wav2vec2(out, hidden=hidden, layers=layers, seed=seed)
     click.echo(f"wrote tiny {kind} to {out}")
@@ -424,6 +422,16 @@ def finetune(
 )
 @click.option("--max-len", type=int, help="Text: token limit (default: the run's, else 64).")
 @click.option(
+    "--sequence",
+    is_flag=True,
+    help="Also store each row's last-layer token/frame states (float16), for MMM.",
+)
+@click.option(
+    "--sequence-length",
+    type=int,
+    help="Positions a stored sequence keeps (default: text --max-len, speech 512 frames).",
+)
+@click.option(
     "--reverse/--no-reverse", default=None, help="Speech: time-reverse (default: the run's)."
 )
 @click.option(
@@ -465,9 +473,17 @@ def extract(**params):
 )
 @click.option(
     "--meta",
-    type=click.Choice(list(META_LEARNERS)),
-    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values()),
+    type=click.Choice([*META_LEARNERS, "mmm"]),
+    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values())
+    + "; mmm: MLP-Mixer fusion over a text and an audio sequence store (extract --sequence), "
+    "cross-fitted into a store of its own.",
 )
+@click.option("--epochs", type=int, help="MMM: epochs (published: 30).")
+@click.option("--lr", type=float, help="MMM: AdamW learning rate (published: 5e-5).")
+@click.option("--batch-size", type=int, help="MMM: batch size (published: 64).")
+@click.option("--grad-accum", type=int, help="MMM: gradient accumulation (published: 8).")
+@click.option("--fusion", type=click.Choice(["mixer", "concat", "3way"]), help="MMM's fusion.")
+@click.option("--class-weights", is_flag=True, default=None, help="MMM: weight classes N/count.")
 @click.option(
     "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."
 )
@@ -505,6 +521,19 @@ def stack(**params):
     p = _configured(params, out_beside="config.yaml")
     _need(p, "stores", "meta", "out")
     out = p["out"]
+    mmm = None
+    if p["meta"] == "mmm":
+        from emofeat.stack.mmm import MMMConfig
+
+        given = {
+            k: p[k] for k in ("epochs", "lr", "batch_size", "grad_accum", "fusion", "class_weights")
+        }
+        from click.core import ParameterSource
+
+        options = {k: v for k, v in given.items() if v is not None}
+        if click.get_current_context().get_parameter_source("seed") != ParameterSource.DEFAULT:
+            options["seed"] = p["seed"]  # else MMM's published seed, 1024
+        mmm = MMMConfig(**options)
     result = fit_and_report(
         p["stores"],
         p["meta"],
@@ -516,11 +545,14 @@ def stack(**params):
         p["allow_in_sample"],
         p["allow_incomplete"],
         p["seed"],
+        mmm,
     )
     if result.metrics.get("in_sample_warning"):
         click.secho(result.metrics["in_sample_warning"], fg="yellow")
-    if "ensemble" in result.metrics["test"]:
+    if "ensemble" in result.metrics.get("test", {}):
         click.echo(render_table(table_rows(result.metrics)))
+    elif result.metrics.get("meta") == "mmm" and "test" in result.metrics:
+        click.echo(render_table([("MMM", result.metrics["test"])]))
     click.echo(f"report: {out / 'report.md'}")
 
 
@@ -667,6 +699,12 @@ def recipe() -> None:
     show_default=True,
     help="wav2vec2 id or local copy of kresnik/wav2vec2-large-xlsr-korean.",
 )
+@click.option(
+    "--kcelectra",
+    default="kcelectra",
+    show_default=True,
+    help="MMM's text encoder: id or local copy of beomi/KcELECTRA-base.",
+)
 @click.option("--folds", default=5, show_default=True)
 @click.option(
     "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
@@ -717,6 +755,7 @@ def recipe_emo_ensemble(**params):
         p["precision"],
         p["dry_run"],
         p["protocol"],
+        p["kcelectra"],
     )
 
 

@@ -68,6 +68,8 @@ class ExtractConfig:
     skip_bad: bool = False
     overwrite: bool = False
     workers: int = 1  # threads that decode the next batches while the current one computes
+    sequence: bool = False  # also store the last layer's states per row (for MMM)
+    sequence_length: int | None = None  # positions kept (default: text max_len, speech 512)
 
 
 VALUE_KEYS = (
@@ -81,6 +83,8 @@ VALUE_KEYS = (
     "max_seconds",
     "max_len",
     "reverse",
+    "sequence",
+    "sequence_length",
 )
 
 
@@ -293,6 +297,11 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     )
     width = int(models[0].config.hidden_size) * (2 if cfg.pooling == "mean+std" else 1)
     emb_dims = {**{n: width for n, _ in names}, **encoder.extra_embeddings(models[0])}
+    if cfg.sequence:
+        cfg.sequence_length = cfg.sequence_length or encoder.sequence_length()
+    sequences = (
+        {"last": (cfg.sequence_length, int(models[0].config.hidden_size))} if cfg.sequence else {}
+    )
     routing = route_rows(m, src)
     provenance = Provenance(
         model_id=src.model_id,
@@ -339,6 +348,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         overwrite=cfg.overwrite,
         in_sample=routing.in_sample,
         aliases=aliases,
+        sequences=sequences,
     )
     try:
         pending = np.zeros(len(m), bool)
@@ -394,6 +404,8 @@ RECORD_KEYS = (
     "reverse",
     "skip_bad",
     "workers",
+    "sequence",
+    "sequence_length",
 )
 
 
@@ -445,6 +457,8 @@ def _compute(
     encoder = src.encoder
     layers = [i for _, i in names]
     autocast = PRECISIONS[cfg.precision]
+    last = encoder.num_hidden_states(src.models[0]) - 1
+    sequence_layer = last if cfg.sequence else None
     progress = _Progress(sum(len(r) for _, r, _ in todo), writer.path.name)
 
     def load(batch: np.ndarray) -> list[list[Any] | str]:
@@ -483,7 +497,14 @@ def _compute(
                     return Features.mean(
                         [
                             encoder.forward(
-                                src.models[k], flat, owner, len(sub), layers, device, autocast
+                                src.models[k],
+                                flat,
+                                owner,
+                                len(sub),
+                                layers,
+                                device,
+                                autocast,
+                                sequence_layer,
                             )
                             for k in mods
                         ]
@@ -522,8 +543,14 @@ def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, i
             )
         writer.skip(bad, "non-finite embeddings or logits")
     keep = np.flatnonzero(finite)
+    sequences = (
+        {"last": [feats.sequences[j].cpu().numpy() for j in keep]}
+        if feats.sequences is not None
+        else None
+    )
     writer.write(
         np.asarray(rows)[keep],
         logits=logits[keep] if logits is not None else None,
         embeddings={k: v[keep] for k, v in emb.items()},
+        sequences=sequences,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,18 @@ PROTOCOLS = ("crossfit", "reference")
 REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"  # the reference's soft-vote weights, in that order
 
 
+@dataclass(frozen=True)
+class MMMPlan:
+    """MMM's row: frozen text and audio encoders, the sequence lengths stored, and MMM's
+    training options (``MMMConfig`` fields; the published values where not given)."""
+
+    text_model: str
+    audio_model: str
+    text_len: int = 128
+    audio_len: int = 512
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 @dataclass
 class Step:
     """One pipeline step: a title, the equivalent command line, and the call that does it."""
@@ -81,8 +93,11 @@ def ensemble_plan(
     protocol: str = "crossfit",
     device: str = "auto",
     precision: str = "fp32",
+    mmm: MMMPlan | None = None,
 ) -> list[Step]:
-    """Steps: fine-tune the five models, extract their stores, stack them."""
+    """Steps: fine-tune the five models, extract their stores, (with ``mmm``) MMM over two
+    frozen sequence stores as a sixth base model, and the ensembles: the reference's soft vote
+    over the five, every other meta-learner over all of them."""
     from emofeat.extract import ExtractConfig, extract
     from emofeat.finetune import finetune, resolve_config
     from emofeat.stack.ensemble import stack
@@ -91,7 +106,12 @@ def ensemble_plan(
     if protocol not in PROTOCOLS:
         raise EmofeatError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     folds = 0 if protocol == "reference" else None
-    metas = ["softvote"] if protocol == "reference" else list(META_LEARNERS)
+    # The pooled-vector mixer fuses fine-tuned fold models' embedding spaces: unsound here.
+    metas = (
+        ["softvote"]
+        if protocol == "reference"
+        else [m for m in META_LEARNERS if m != "pooled-mixer"]
+    )
     runs, stores = out / "runs", out / "stores"
     sources = {"speech": wav2vec2, "text": kobert}
     steps = []
@@ -118,19 +138,64 @@ def ensemble_plan(
             )
         )
     paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
-    store_flags = " ".join(f"--store {p}" for p in paths)
+    extra = []
+    if mmm is not None and protocol == "crossfit":
+        steps += _mmm_steps(manifest, runs, stores, mmm, device, precision)
+        extra = [runs / "mmm" / "mmm.h5"]
     for meta in metas:
         weights = REFERENCE_WEIGHTS if meta == "softvote" else None
         wflag = f" --weights {weights}" if weights else ""
+        used = paths if meta == "softvote" else paths + extra
+        store_flags = " ".join(f"--store {p}" for p in used)
         steps.append(
             Step(
                 f"stack {meta}",
                 f"emofeat stack {store_flags} --meta {meta}{wflag} --out {runs / ('stack-' + meta)}",
-                lambda meta=meta, weights=weights: stack(
-                    paths, meta, runs / f"stack-{meta}", weights=weights
+                lambda meta=meta, weights=weights, used=used: stack(
+                    used, meta, runs / f"stack-{meta}", weights=weights
                 ),
             )
         )
+    return steps
+
+
+def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[Step]:
+    """Two frozen sequence stores, then MMM cross-fitted over them into runs/mmm/mmm.h5."""
+    from emofeat.extract import ExtractConfig, extract
+    from emofeat.stack.ensemble import stack
+    from emofeat.stack.mmm import MMMConfig
+
+    steps = []
+    seq = {"text": (mmm.text_model, mmm.text_len), "audio": (mmm.audio_model, mmm.audio_len)}
+    for kind, (model, length) in seq.items():
+        out = stores / f"{kind}-seq.h5"
+        cfg = ExtractConfig(
+            model=model, sequence=True, device=device, precision=precision, layers="last"
+        )
+        if kind == "text":
+            cfg.max_len = length
+            flag = f"--max-len {length}"
+        else:
+            cfg.sequence_length = length
+            flag = f"--sequence-length {length}"
+        steps.append(
+            Step(
+                f"extract {kind} sequences (frozen {model})",
+                f"emofeat extract --model {model} --sequence {flag} --manifest {manifest} --out {out}",
+                lambda cfg=cfg, out=out: extract(manifest, out, cfg),
+            )
+        )
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in mmm.options.items())
+    seq_paths = [stores / "text-seq.h5", stores / "audio-seq.h5"]
+    steps.append(
+        Step(
+            "MMM (cross-fitted)",
+            f"emofeat stack --meta mmm --store {seq_paths[0]} --store {seq_paths[1]}{flags} --out {runs / 'mmm'}",
+            lambda: stack(
+                seq_paths, "mmm", runs / "mmm", mmm=MMMConfig(device=device, **mmm.options)
+            ),
+        )
+    )
     return steps
 
 
@@ -147,18 +212,20 @@ def run_plan(steps: list[Step], dry_run: bool = False) -> None:
 
 
 def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:
-    """One table of every base model and every stacked ensemble (test set, reference layout)."""
+    """One table of every base model, MMM and every ensemble (test set, reference layout)."""
     from emofeat.stack.meta import META_LEARNERS
     from emofeat.stack.report import render_table
 
-    rows: list[tuple[str, dict]] = []
+    stacks = {}
     for meta in META_LEARNERS:
         path = out / "runs" / f"stack-{meta}" / "metrics.json"
-        if not path.is_file():
-            continue
-        m = json.loads(path.read_text())
-        if not rows:
-            rows += list(m["test"]["models"].items())
+        if path.is_file():
+            stacks[meta] = json.loads(path.read_text())
+    rows: list[tuple[str, dict]] = []
+    if stacks:  # base models from the stack over the most stores (MMM's store included)
+        widest = max(stacks.values(), key=lambda m: len(m["test"]["models"]))
+        rows += list(widest["test"]["models"].items())
+    for meta, m in stacks.items():
         label = "soft vote, reference weights" if meta == "softvote" else f"stacked: {meta}"
         rows.append((f"ensemble ({label})", m["test"]["ensemble"]))
     return render_table(rows), rows

@@ -14,7 +14,7 @@ import click
 
 from emofeat.corpus.aihub import read_aihub
 from emofeat.corpus.kemdy20 import annotation_files, read_kemdy20
-from emofeat.pipeline import Step, ensemble_plan, run_plan
+from emofeat.pipeline import MMMPlan, Step, ensemble_plan, run_plan
 
 
 def check_inputs(kemdy20: Path, aihub: Path | None) -> dict:
@@ -47,6 +47,7 @@ def emo_ensemble(
     precision: str = "fp16",
     dry_run: bool = False,
     protocol: str = "crossfit",
+    kcelectra: str = "kcelectra",
 ) -> None:
     """Run (or with ``dry_run`` check and print) the reference protocol into ``out``."""
     from emofeat.corpus.prepare import prepare
@@ -71,6 +72,7 @@ def emo_ensemble(
             wav2vec2,
             preset_set="ref",
             protocol=protocol,
+            mmm=MMMPlan(kcelectra, wav2vec2),  # published lengths and training
             device=device,
             precision=precision,
         ),
@@ -89,6 +91,7 @@ def emo_ensemble(
             device=device,
             precision=precision,
             protocol=protocol,
+            kcelectra=str(kcelectra),
         )
         write_text(out / "recipe.yaml", dump_yaml(provenance(options)))
     run_plan(steps, dry_run=dry_run)

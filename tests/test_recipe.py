@@ -21,7 +21,7 @@ def test_dry_run_checks_inputs_and_prints_the_steps(corpus_dir, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "kemdy20_sessions 5" in r.output and "published KEMDy20 v1_1 has 40" in r.output
-    assert "[16/16] stack mixer" in r.output
+    assert "[18/18] stack lgbm" in r.output and "--meta mmm" in r.output
     assert (
         "--preset kobert-ref --dropout 0.5" in r.output
         and "--preset wav2vec2-ref-rev --reverse" in r.output
@@ -68,7 +68,7 @@ def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
         main,
         ["recipe", "emo-ensemble", "--config", str(config), "--protocol", "crossfit", "--dry-run"],
     )
-    assert "[16/16] stack mixer" in r.output  # the flag wins over the file
+    assert "[18/18] stack lgbm" in r.output  # the flag wins over the file
     config.write_text("kemdy20: x\nlearning_rate: 1\n")
     r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
     assert r.exit_code == 2 and "unknown option(s) ['learning_rate']" in r.output

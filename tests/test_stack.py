@@ -104,7 +104,7 @@ def test_caruana_weights_are_a_distribution():
 
 def test_stacking_beats_the_best_single_model_on_complementary_stores(tmp_path):
     paths, y, split = complementary(tmp_path)
-    for meta in ("logreg", "lgbm", "mixer"):
+    for meta in ("logreg", "lgbm", "pooled-mixer"):
         m = stack(paths, meta, tmp_path / meta).metrics
         best_single = max(v["accuracy"] for v in m["test"]["models"].values())
         assert m["test"]["ensemble"]["accuracy"] > best_single + 0.1, (meta, m["test"])

@@ -6,6 +6,9 @@ table): KEMDy20 by session, ``train_test_split`` over the sorted session list wi
 random_state=42)``, the first ``int(0.8 n)`` train. AI Hub has no speaker ids, so its split is
 utterance-level and speakers may leak across it. Its folds are label-stratified group folds.
 
+``mmm`` is the MMM benchmark's split: KEMDy20 sessions 1-32 train, 33-40 test (other corpora as
+in ``emo-ensemble``), with group-aware folds like the others.
+
 ``session-kfold`` keeps the same test rows and assigns whole sessions to folds by size
 (``GroupKFold``), the leave-sessions-out cross-validation of the speech emotion literature.
 
@@ -28,7 +31,8 @@ from sklearn.model_selection import (
 
 from emofeat.errors import CorpusError
 
-SPLIT_SCHEMES = ("emo-ensemble", "session-kfold")
+SPLIT_SCHEMES = ("emo-ensemble", "session-kfold", "mmm")
+MMM_LAST_TRAIN_SESSION = 32  # MMM's own split: KEMDy20 sessions 1-32 train, 33-40 test
 REFERENCE_SEED = 42
 
 
@@ -125,7 +129,10 @@ def apply_split(frame: pd.DataFrame, scheme: str, k: int, seed: int) -> pd.DataF
     split = np.array(["train"] * len(frame), dtype=object)
     for corpus, idx in frame.groupby("corpus", sort=False).indices.items():
         part = frame.iloc[idx]
-        if corpus == "kemdy20":
+        if corpus == "kemdy20" and scheme == "mmm":
+            number = part["session"].map(lambda s: int("".join(c for c in s if c.isdigit()) or 0))
+            split[idx] = np.where(number > MMM_LAST_TRAIN_SESSION, "test", "train")
+        elif corpus == "kemdy20":
             test = kemdy20_test_sessions(sorted(part["session"].unique()))
             split[idx] = np.where(part["session"].isin(test), "test", "train")
         elif corpus == "aihub":

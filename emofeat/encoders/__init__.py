@@ -1,7 +1,8 @@
 """Model families behind one interface (:class:`emofeat.encoders.base.Encoder`), and the names
 users type.
 
-``kobert`` → ``monologg/kobert`` (family ``bert``), ``wav2vec2`` →
+``kobert`` → ``monologg/kobert`` and ``kcelectra`` → ``beomi/KcELECTRA-base`` (family ``bert``:
+BERT-like encoders, ELECTRA included), ``wav2vec2`` →
 ``kresnik/wav2vec2-large-xlsr-korean`` (family ``wav2vec2``); any other Hugging Face id or local
 folder works too when its ``config.json`` names a ``model_type`` that a registered family handles.
 Adding a family is one :func:`~emofeat.encoders.base.register_family` class; adding a short name
@@ -23,6 +24,7 @@ from emofeat.errors import ModelError
 # local copy with --model-path.
 MODELS: dict[str, tuple[str, str]] = {
     "kobert": ("bert", "monologg/kobert"),
+    "kcelectra": ("bert", "beomi/KcELECTRA-base"),  # MMM's text encoder (ElectraModel)
     "wav2vec2": ("wav2vec2", "kresnik/wav2vec2-large-xlsr-korean"),
 }
 

@@ -235,6 +235,10 @@ class Encoder(ABC):
         (tokens for text, the window length in seconds for speech)."""
         return {"sample_rate": 0, "max_len": self.options.max_len}
 
+    def sequence_length(self) -> int:
+        """Positions a stored sequence keeps (text: the token limit)."""
+        return int(self.options.max_len)
+
     def extra_embeddings(self, model: torch.nn.Module) -> dict[str, int]:
         """Embeddings besides the pooled hidden states (name → width); none by default."""
         return {}

@@ -299,6 +299,9 @@ class SpeechEncoder(Encoder):
     def min_input_length(self, config) -> int:
         return min_samples(config)
 
+    def sequence_length(self) -> int:
+        return 512  # frames, ~10 s at 20 ms: MMM's audio sequence
+
     def input_provenance(self):
         return {"sample_rate": self.options.sample_rate, "max_len": self.options.max_seconds or 0}
 

@@ -110,3 +110,35 @@ def build_tiny_wav2vec2(
         return_attention_mask=True,
     ).save_pretrained(out)
     return out
+
+
+def build_tiny_electra(
+    out: str | Path, texts: list[str], hidden: int = 64, layers: int = 2, seed: int = 0
+) -> Path:
+    """Write a tiny ELECTRA discriminator folder in the on-disk format of beomi/KcELECTRA-base:
+    ``config.json`` (ElectraModel), ``model.safetensors`` and a WordPiece ``vocab.txt`` with its
+    BertTokenizer files (the vocabulary: the special tokens, then every character of ``texts``)."""
+    from transformers import BertTokenizer, ElectraConfig, ElectraModel
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    chars = sorted({c for t in texts for c in t if not c.isspace()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizer(
+        str(out / "vocab.txt"), do_lower_case=False, model_max_length=128
+    ).save_pretrained(out)
+    torch.manual_seed(seed)
+    config = ElectraConfig(
+        vocab_size=len(vocab),
+        embedding_size=hidden,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        architectures=["ElectraModel"],
+    )
+    ElectraModel(config).save_pretrained(out)
+    return out

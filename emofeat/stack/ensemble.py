@@ -301,6 +301,7 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
 
 
 STACK_ENTRIES = (
+    "mmm.h5",  # MMM's cross-fitted store
     "model.joblib",
     "config.yaml",
     "metrics.json",
@@ -378,8 +379,16 @@ def stack(
     allow_in_sample: bool = False,
     allow_incomplete: bool = False,
     seed: int = 0,
+    mmm: Any = None,
 ) -> StackResult:
-    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
+    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report.
+    ``meta="mmm"`` trains MMM over two sequence stores instead (:mod:`emofeat.stack.mmm`,
+    options in ``mmm``)."""
+    if meta == "mmm":
+        from emofeat.stack.mmm import MMMConfig, fit_mmm
+
+        check_stack_folder(Path(out))
+        return StackResult(Path(out), fit_mmm(stores, out, mmm or MMMConfig(seed=seed)))
     get_meta(meta)  # an unknown name fails before any store is opened
     check_stack_folder(Path(out))
     cfg = StackConfig(

@@ -360,10 +360,11 @@ def _lgbm(ctx: MetaContext):
 
 
 @register_meta(
-    "mixer",
+    "pooled-mixer",
     "embeddings",
     {"estimator__weight_decay": [1e-2, 1e-1]},
-    "MLP-Mixer over one pooled embedding per store (sound over frozen-encoder stores)",
+    "an MLP-Mixer over one pooled embedding per store (not MMM, which mixes sequences: see "
+    "--meta mmm); sound over frozen-encoder stores only",
 )
 def _mixer(ctx: MetaContext):
     return AllClasses(MixerClassifier(groups=ctx.groups, seed=ctx.seed), ctx.classes)
