@@ -18,10 +18,12 @@ rest. Under ``torchrun --nproc_per_node N`` each rank fills a shard and rank 0 m
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -461,16 +463,19 @@ def _compute(
     sequence_layer = last if cfg.sequence else None
     progress = _Progress(sum(len(r) for _, r, _ in todo), writer.path.name)
 
+    clock = Timings()
+
     def load(batch: np.ndarray) -> list[list[Any] | str]:
         """The pieces of each row, or the error text of a row that cannot be read."""
         out: list[list[Any] | str] = []
-        for r in batch:
-            try:
-                out.append(encoder.load_pieces(m, int(r), min_len))
-            except EmofeatError as err:
-                if not cfg.skip_bad:
-                    raise
-                out.append(str(err))
+        with clock("decode"):
+            for r in batch:
+                try:
+                    out.append(encoder.load_pieces(m, int(r), min_len))
+                except EmofeatError as err:
+                    if not cfg.skip_bad:
+                        raise
+                    out.append(str(err))
         return out
 
     pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
@@ -480,7 +485,8 @@ def _compute(
             ahead = max(1, cfg.workers)
             futures = [pool.submit(load, b) for b in batches[:ahead]]
             for b, batch in enumerate(batches):
-                loaded = futures[b].result()
+                with clock("waiting for input"):
+                    loaded = futures[b].result()
                 futures[b] = None  # free the decoded audio once used
                 if b + ahead < len(batches):
                     futures.append(pool.submit(load, batches[b + ahead]))
@@ -512,12 +518,55 @@ def _compute(
 
                 if pieces:
                     with torch.inference_mode():
-                        for sub, feats in _split_on_oom(compute, np.array(list(pieces))):
-                            _write(writer, sub, feats, names, cfg.pooling, cfg.skip_bad, m.ids)
+                        with clock("forward + pool"):
+                            done = _split_on_oom(compute, np.array(list(pieces)))
+                            if device.startswith("cuda"):
+                                torch.cuda.synchronize()
+                        with clock("write (device to host, store)"):
+                            for sub, feats in done:
+                                _write(writer, sub, feats, names, cfg.pooling, cfg.skip_bad, m.ids)
                 progress.update(len(batch), sum(encoder.piece_units(p) for p in pieces.values()))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         progress.bar.close()
+    tqdm.write(f"[{writer.path.name}] {clock.summary(cfg.workers)}; {peak_memory(device)}")
+
+
+class Timings:
+    """Seconds spent per stage of extraction (decode runs in worker threads, beside the rest)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()  # decode workers add from their threads
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def summary(self, workers: int) -> str:
+        return "time: " + ", ".join(
+            f"{stage} {sec:.1f} s" + (f" (in {workers} thread(s))" if stage == "decode" else "")
+            for stage, sec in self.seconds.items()
+        )
+
+
+def peak_memory(device: str) -> str:
+    """Peak device memory (CUDA) or peak resident memory of the process (CPU)."""
+    if device.startswith("cuda"):
+        return f"peak device memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+    import resource
+
+    return (
+        f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
 
 
 def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, ids) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -135,9 +136,12 @@ def _check_types(values: dict[str, Any], source: str) -> None:
 
 
 def pick_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
+    """``auto`` → the ``EMOFEAT_DEVICE`` environment variable when set, else ``cuda`` when
+    available, else ``cpu``."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = os.environ.get("EMOFEAT_DEVICE", "") or (
+            "cuda" if torch.cuda.is_available() else "cpu"
+        )
     if device == "cuda" and not torch.cuda.is_available():
         raise EmofeatError("--device cuda asked for, but no CUDA device is available")
     return device

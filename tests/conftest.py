@@ -9,6 +9,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests that compare numbers with plain transformers on the CPU run on the CPU also on a machine
+# with a GPU (CUDA kernels differ at ~1e-4); the CUDA paths have their own tests (test_cuda.py).
+# Subprocesses (kill and torchrun tests) inherit it.
+os.environ.setdefault("EMOFEAT_DEVICE", "cpu")
 
 
 @pytest.fixture(scope="session")
