@@ -422,6 +422,13 @@ def finetune(
 )
 @click.option("--max-len", type=int, help="Text: token limit (default: the run's, else 64).")
 @click.option(
+    "--flush-rows",
+    type=int,
+    default=256,
+    show_default=True,
+    help="Rows buffered before one large write; a kill loses at most these (recomputed on resume).",
+)
+@click.option(
     "--sequence",
     is_flag=True,
     help="Also store each row's last-layer token/frame states (float16), for MMM.",

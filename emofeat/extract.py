@@ -70,6 +70,7 @@ class ExtractConfig:
     skip_bad: bool = False
     overwrite: bool = False
     workers: int = 1  # threads that decode the next batches while the current one computes
+    flush_rows: int = 256  # rows buffered before one large write (a kill loses at most these)
     sequence: bool = False  # also store the last layer's states per row (for MMM)
     sequence_length: int | None = None  # positions kept (default: text max_len, speech 512)
 
@@ -406,6 +407,7 @@ RECORD_KEYS = (
     "reverse",
     "skip_bad",
     "workers",
+    "flush_rows",
     "sequence",
     "sequence_length",
 )
@@ -464,6 +466,7 @@ def _compute(
     progress = _Progress(sum(len(r) for _, r, _ in todo), writer.path.name)
 
     clock = Timings()
+    writer = WriteBehind(writer, rows=max(1, cfg.flush_rows))
 
     def load(batch: np.ndarray) -> list[list[Any] | str]:
         """The pieces of each row, or the error text of a row that cannot be read."""
@@ -529,6 +532,8 @@ def _compute(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         progress.bar.close()
+        with clock("write (device to host, store)"):
+            writer.flush()  # rows computed before a failure are kept, not recomputed
     tqdm.write(f"[{writer.path.name}] {clock.summary(cfg.workers)}; {peak_memory(device)}")
 
 
@@ -597,9 +602,48 @@ def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, i
         if feats.sequences is not None
         else None
     )
-    writer.write(
+    writer.add(
         np.asarray(rows)[keep],
         logits=logits[keep] if logits is not None else None,
         embeddings={k: v[keep] for k, v in emb.items()},
         sequences=sequences,
     )
+
+
+class WriteBehind:
+    """Buffers computed rows and writes them in few large writes (one per dataset per flush
+    instead of one per dataset per batch: 209 small batches of a 25-layer model took 1.4 s of
+    writing, most of the host's time). Rows are marked done only when flushed, so a kill loses at
+    most the buffer (recomputed on resume), never correctness. Flushes at ``rows`` rows, after
+    ``seconds``, and at the end."""
+
+    def __init__(self, writer, rows: int = 256, seconds: float = 2.0):
+        self.writer, self.limit, self.seconds = writer, rows, seconds
+        self.parts: list[tuple[np.ndarray, Any, dict, dict | None]] = []
+        self.count, self.last = 0, time.perf_counter()
+
+    def add(self, rows, logits=None, embeddings=None, sequences=None) -> None:
+        self.parts.append((np.asarray(rows), logits, embeddings or {}, sequences))
+        self.count += len(rows)
+        if self.count >= self.limit or time.perf_counter() - self.last >= self.seconds:
+            self.flush()
+
+    def skip(self, rows, reason: str) -> None:
+        self.writer.skip(rows, reason)
+
+    @property
+    def path(self):
+        return self.writer.path
+
+    def flush(self) -> None:
+        if self.parts:
+            rows = np.concatenate([p[0] for p in self.parts])
+            logits = (
+                np.concatenate([p[1] for p in self.parts]) if self.parts[0][1] is not None else None
+            )
+            emb = {k: np.concatenate([p[2][k] for p in self.parts]) for k in self.parts[0][2]}
+            seqs = None
+            if self.parts[0][3] is not None:
+                seqs = {k: [x for p in self.parts for x in p[3][k]] for k in self.parts[0][3]}
+            self.writer.write(rows, logits=logits, embeddings=emb, sequences=seqs)
+        self.parts, self.count, self.last = [], 0, time.perf_counter()

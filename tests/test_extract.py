@@ -305,7 +305,9 @@ def test_resume_after_sigkill_equals_uninterrupted(
     frozen_store, manifest_path, tiny_wav2vec2, tmp_path
 ):
     out = tmp_path / "killed.h5"
-    args = extract_args(tiny_wav2vec2, manifest_path, out, "--batch-seconds", "0.01")
+    args = extract_args(
+        tiny_wav2vec2, manifest_path, out, "--batch-seconds", "0.01", "--flush-rows", "1"
+    )
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
     deadline = time.time() + 120
@@ -496,3 +498,37 @@ def test_an_all_layer_store_answers_to_last_with_plain_h5py(frozen_store, tmp_pa
     merged = merge_stores([frozen_store], tmp_path / "merged.h5")  # aliases survive a merge
     with open_store(merged) as s:
         assert s.layout.aliases == {"last": "layer_02"}
+
+
+def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path):
+    from emofeat.extract import WriteBehind
+    from emofeat.store import create_store
+
+    n = 40
+    writer = create_store(
+        tmp_path / "w.h5",
+        [f"u{i}" for i in range(n)],
+        np.zeros(n, int),
+        ["test"] * n,
+        np.full(n, -1),
+        ["a", "b"],
+        {"last": 3},
+    )
+    calls = []
+    real = writer.write
+    writer.write = lambda rows, **kw: (calls.append(len(rows)), real(rows, **kw))[1]
+    buffered = WriteBehind(writer, rows=16, seconds=1e9)
+    order = np.random.default_rng(0).permutation(n)
+    for batch in np.array_split(order, 10):  # 10 batches of 4 rows, out of order
+        buffered.add(
+            batch,
+            logits=np.c_[batch, -batch].astype(float),
+            embeddings={"last": np.repeat(batch[:, None], 3, 1).astype(float)},
+        )
+        assert writer.done.sum() == sum(calls)  # only flushed rows are done
+    buffered.flush()
+    writer.finalize()
+    assert calls == [16, 16, 8]
+    with open_store(tmp_path / "w.h5") as s:
+        np.testing.assert_array_equal(s.logits()[:, 0], np.arange(n))
+        np.testing.assert_array_equal(s.embeddings("last")[:, 2], np.arange(n))
