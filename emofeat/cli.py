@@ -502,7 +502,10 @@ def extract(**params):
     help="Append this embedding (PCA-reduced, fitted on train rows) to logreg/lgbm features.",
 )
 @click.option(
-    "--mixer-embedding", default="last", show_default=True, help="Embedding the mixer fuses."
+    "--mixer-embedding",
+    default="last",
+    show_default=True,
+    help="Embedding the pooled-mixer fuses.",
 )
 @click.option(
     "--allow-in-sample",
