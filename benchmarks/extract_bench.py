@@ -51,7 +51,24 @@ class PeakRSS:
         return round(self.peak / 1e6, 1)
 
 
-def make_data(out: Path, clips: int, seed: int) -> tuple[Path, Path, float]:
+# --size base: the wav2vec2-base architecture (compute-bound); --size deep: 24 layers of width 16
+# over an 8-channel CNN — the large model's 25 hidden states at little compute, so what is
+# measured is the host's work around the model (issue 11's CPU target).
+SIZES = {
+    "base": {},
+    "deep": dict(
+        hidden_size=16,
+        num_hidden_layers=24,
+        num_attention_heads=4,
+        intermediate_size=32,
+        conv_dim=(8,) * 7,
+        num_conv_pos_embedding_groups=4,
+        num_conv_pos_embeddings=16,
+    ),
+}
+
+
+def make_data(out: Path, clips: int, seed: int, size: str = "base") -> tuple[Path, Path, float]:
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
     from emofeat.corpus.prepare import prepare
@@ -72,17 +89,17 @@ def make_data(out: Path, clips: int, seed: int) -> tuple[Path, Path, float]:
     (out / "clips.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     manifest = out / "manifest.csv"
     prepare(manifest, csv=out / "clips.csv", folds=0)
-    model_dir = out / "wav2vec2-base-random"
+    model_dir = out / f"wav2vec2-{size}-random"
     if not (model_dir / "config.json").is_file():
         torch.manual_seed(seed)
-        Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(model_dir)  # the base architecture
+        Wav2Vec2Model(Wav2Vec2Config(**SIZES[size])).save_pretrained(model_dir)
         Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(
             model_dir
         )
     return manifest, model_dir, total
 
 
-def run_extract(manifest, model_dir, out, precision, batch_seconds):
+def run_extract(manifest, model_dir, out, precision, batch_seconds, layers="last"):
     from emofeat.extract import ExtractConfig, extract
 
     store = out / f"bench-{precision}.h5"
@@ -94,6 +111,7 @@ def run_extract(manifest, model_dir, out, precision, batch_seconds):
             model=str(model_dir),
             precision=precision,
             batch_seconds=batch_seconds,
+            layers=layers,
             overwrite=True,
             device="cpu",
         ),
@@ -106,7 +124,7 @@ def prepared_batches(manifest, model_dir, batch_seconds):
 
     from emofeat.audio import load_audio
     from emofeat.corpus.manifest import read_manifest
-    from emofeat.extract import duration_batches
+    from emofeat.encoders.speech import duration_batches
 
     m = read_manifest(manifest)
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
@@ -169,6 +187,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=40)
     ap.add_argument("--batch-seconds", type=float, default=12.0, help="emofeat's CPU default")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", choices=list(SIZES), default="base")
     ap.add_argument(
         "--force-bf16", action="store_true", help="measure bf16 even where the CPU emulates it"
     )
@@ -177,7 +196,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModel
 
-    manifest, model_dir, audio_s = make_data(out, args.clips, args.seed)
+    manifest, model_dir, audio_s = make_data(out, args.clips, args.seed, args.size)
+    layers = "all" if args.size == "deep" else "last"
     model = AutoModel.from_pretrained(model_dir).eval()
     inputs, padding = prepared_batches(manifest, model_dir, args.batch_seconds)
     run_bare(model, inputs[:1], "fp32")  # warm-up
@@ -193,17 +213,22 @@ def main() -> None:
         "matmul_bf16_ms": matmul_ms(torch.bfloat16),
         "audio_seconds": round(audio_s, 1),
         "clips": args.clips,
+        "size": args.size,
+        "layers": layers,
         "padding_fraction": round(padding, 4),
     }
     for precision in precisions:
         with PeakRSS() as mem:
-            t = run_extract(manifest, model_dir, out, precision, args.batch_seconds)
+            t = run_extract(manifest, model_dir, out, precision, args.batch_seconds, layers)
         res[f"extract_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
+        t_extract = t
         res[f"extract_{precision}_peak_rss_mb"] = mem.mb
         with PeakRSS() as mem:
             t = run_bare(model, inputs, precision)
         res[f"bare_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
         res[f"bare_{precision}_peak_rss_mb"] = mem.mb
+        # The host's work around the model: the library call minus the bare forward passes.
+        res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(t_extract - t, 1e-9), 1)
     with PeakRSS() as mem:
         t = run_naive(manifest, model_dir)
     res["naive_fp32_audio_s_per_s"] = round(audio_s / t, 2)
@@ -219,6 +244,8 @@ def main() -> None:
         and res["extract_over_naive_fp32"] >= 1.0
         and padding <= 0.10
     )
+    if args.size == "deep":  # issue 11's CPU target for the host's work
+        targets = res["host_fp32_audio_s_per_s"] >= 1500 and padding <= 0.10
     if "extract_bf16_audio_s_per_s" in res:
         res["extract_bf16_over_naive_fp32"] = round(
             res["extract_bf16_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"], 3
