@@ -577,14 +577,19 @@ def peak_memory(device: str) -> str:
 def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, ids) -> None:
     """Write a batch; rows whose values are not finite are never marked done: an error naming
     them, or with ``skip_bad`` skipped with that reason."""
-    emb = {}
+    parts = {}
     for name, i in names:
         mean, std = feats.pooled[i]
-        v = torch.cat([mean, std], dim=1) if pooling == "mean+std" else mean
-        emb[name] = v.cpu().numpy()
-    for name, v in feats.extra.items():
-        emb[name] = v.cpu().numpy()
-    logits = feats.logits.cpu().numpy() if feats.logits is not None else None
+        parts[name] = torch.cat([mean, std], dim=1) if pooling == "mean+std" else mean
+    parts.update(feats.extra)
+    if feats.logits is not None:
+        parts["/logits"] = feats.logits
+    # One device-to-host transfer per batch for every layer and the logits (not one each).
+    host = torch.cat([v.float() for v in parts.values()], dim=1).cpu().numpy()
+    bounds = np.cumsum([0, *(v.shape[1] for v in parts.values())])
+    values = {k: host[:, a:b] for k, a, b in zip(parts, bounds[:-1], bounds[1:])}
+    logits = values.pop("/logits", None)
+    emb = values
     finite = np.ones(len(rows), bool)
     for values in [*emb.values(), *([logits] if logits is not None else [])]:
         finite &= np.isfinite(values).all(axis=1)
