@@ -403,7 +403,8 @@ class StoreWriter:
             raise ValueError("duplicate row indices in one write")
         seq_values = [np.asarray(v) for vs in (sequences or {}).values() for v in vs]
         for values in [logits, *(embeddings or {}).values(), *seq_values]:
-            if values is not None and not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            # isfinite on the values' own dtype: no float64 copy of a batch (sequences: ~1 MB/row)
+            if values is not None and not np.isfinite(np.asarray(values)).all():
                 raise StoreError(
                     f"{self.path}: refusing to write non-finite values (rows {srt[:5].tolist()}...); "
                     "a done row must hold finite values"
@@ -486,14 +487,21 @@ def _recover_if_crashed(path: Path) -> None:
         return  # not a v2/v3 superblock: h5py will report what is wrong
     if not flags:
         return
+    if writer_alive(path):
+        raise StoreError(f"{path}: another process is writing this store")
+    clear_status_flags(path)
+
+
+def writer_alive(path: Path) -> bool:
+    """Whether a live writer holds the store's advisory lock (see :class:`StoreWriter`)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        raise StoreError(f"{path}: another process is writing this store") from None
+        return True
     finally:
-        os.close(fd)
-    clear_status_flags(path)
+        os.close(fd)  # closing also releases a lock this probe took
+    return False
 
 
 def create_store(
@@ -717,15 +725,8 @@ def _check_replaceable(path: Path) -> None:
         raise StoreError(
             f"{path} is not an emofeat feature store; refusing to overwrite it. Choose another --out."
         )
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise StoreError(
-            f"{path}: another process is writing this store; not replacing it"
-        ) from None
-    finally:
-        os.close(fd)
+    if writer_alive(path):
+        raise StoreError(f"{path}: another process is writing this store; not replacing it")
 
 
 # ---------------------------------------------------------------------------------------- reader
@@ -808,6 +809,7 @@ class Store:
                     f"{self.path}: /embeddings/{name} has shape {ds.shape}, expected ({n}, D)"
                 )
         self.attrs: dict[str, Any] = {k: _decode(v) for k, v in f.attrs.items()}
+        self._lengths: dict[str, np.ndarray] = {}  # sequence lengths, read on first use
 
     def _embedding_group(self) -> Mapping[str, h5py.Dataset]:
         return self._f.get("embeddings", {})
@@ -886,7 +888,11 @@ class Store:
                 out[j] = np.frombuffer(raw, ds.dtype).reshape(ds.shape[1:])
             except (KeyError, OSError, ValueError, RuntimeError):
                 out[j] = ds[int(r)]  # a chunk never written (the row is not done)
-        return out, lengths[:][rows]
+        if not self.complete:  # a writer may still be adding rows: read them fresh
+            return out, lengths[:][rows]
+        if name not in self._lengths:  # read once: MMM asks for one row at a time
+            self._lengths[name] = lengths[:]
+        return out, self._lengths[name][rows]
 
     def skip_reasons(self) -> dict[str, str]:
         """id → reason of every skipped row."""
