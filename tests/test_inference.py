@@ -28,7 +28,7 @@ def trained(tmp_path_factory, manifest_path, kobert_run, w2v_run):
     return root, stores
 
 
-def test_predict_matches_stores_by_identity_in_any_order(trained, tmp_path):
+def test_predict_matches_stores_by_identity_in_any_order(trained, manifest_path, tmp_path):
     root, stores = trained
     a = pd.read_csv(predict(root / "stack", stores, tmp_path / "a.csv")).set_index("id")
     b = pd.read_csv(predict(root / "stack", stores[::-1], tmp_path / "b.csv")).set_index("id")
@@ -37,6 +37,16 @@ def test_predict_matches_stores_by_identity_in_any_order(trained, tmp_path):
         predict(root / "stack", [stores[0], stores[0]], tmp_path / "c.csv")
     with pytest.raises(StoreError, match=r"missing: \['w2v'\]"):
         predict(root / "stack", [stores[0]], tmp_path / "c.csv")
+    # The same run extracted with other layers is another store, even under a familiar name.
+    with open_store(stores[0]) as s:
+        run = s.provenance.run
+    foreign = extract(
+        manifest_path,
+        tmp_path / "w2v.h5",
+        ExtractConfig(run=run, layers="0,last"),
+    )
+    with pytest.raises(StoreError, match=r"missing: \['w2v'\]; not part of the stack: \['w2v'\]"):
+        predict(root / "stack", [stores[0], foreign], tmp_path / "c.csv")
     assert not (tmp_path / "c.csv").exists()
 
 
