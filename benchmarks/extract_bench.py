@@ -1,15 +1,24 @@
-"""Extraction throughput on a wav2vec2 with the real base architecture (random weights).
+"""Extraction throughput: `emofeat extract` against the bare forward passes and a naive loop.
 
-Compares, over the same mixed-length clips (1-12 s):
-  * emofeat extract   - the library call, store writing included;
-  * bare forward      - the same model's forward passes over the same batches (inputs prepared
-                        beforehand: no decoding, no store);
-  * naive loop        - one file at a time through the feature extractor and the model, as
-                        people write it.
-Reports audio seconds per second, the ratios, the padding fraction and peak memory, at fp32 and
-bf16 (CPU autocast), and prints a final JSON line. Targets on the 2-core development machine:
-extract fp32 >= 0.9 x bare forward and not slower than the naive loop; extract bf16 >= 1.6 x the
-naive fp32 loop; padding <= 10 % of frames.
+Compares, over the same mixed-length clips (1-12 s), on ``--device cpu|cuda``:
+  * emofeat extract   - the library call as users make it (models loaded, workers started,
+                        store written), fp32 and bf16 (bf16: CUDA, or a CPU with native bf16);
+  * bare forward      - the same model's forward passes over the same batches (emofeat's own
+                        plan), inputs encoded beforehand and already on the device;
+  * naive loop        - one file at a time through the feature extractor and the model, fp32,
+                        each result copied back to the host, as people write it.
+Reports audio seconds per second, the ratios, the padding fraction, the host's share
+(extract time minus bare forward time), peak memory, the cosine of bf16 to fp32 pooled
+embeddings, and the machine (CPU model, card) - and prints a final JSON line.
+
+Sizes: ``base`` (wav2vec2-base, compute-bound on a CPU), ``deep`` (24 layers of width 16 over an
+8-channel CNN: the large model's 25 hidden states at little compute, so the host's work around
+the model is what is measured) and ``large`` (the XLSR large architecture of
+kresnik/wav2vec2-large-xlsr-korean, random weights; a GPU's workload).
+
+Targets (issue 11): CPU base - extract fp32 >= 0.9 x bare, >= 1.0 x naive, padding <= 10 %;
+CPU deep - the host's work >= 1,500 audio-s/s; CUDA - extract bf16 >= 0.9 x bare bf16 and
+>= 10 x the naive fp32 loop, pooled cosine bf16/fp32 >= 0.9999.
 """
 
 from __future__ import annotations
@@ -51,11 +60,8 @@ class PeakRSS:
         return round(self.peak / 1e6, 1)
 
 
-# --size base: the wav2vec2-base architecture (compute-bound); --size deep: 24 layers of width 16
-# over an 8-channel CNN — the large model's 25 hidden states at little compute, so what is
-# measured is the host's work around the model (issue 11's CPU target).
 SIZES = {
-    "base": {},
+    "base": {},  # Wav2Vec2Config's defaults are the base architecture
     "deep": dict(
         hidden_size=16,
         num_hidden_layers=24,
@@ -65,7 +71,18 @@ SIZES = {
         num_conv_pos_embedding_groups=4,
         num_conv_pos_embeddings=16,
     ),
+    # The architecture of facebook/wav2vec2-large-xlsr-53 (and its Korean fine-tune).
+    "large": dict(
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+    ),
 }
+LAYERS = {"base": "last", "deep": "all", "large": "all"}
 
 
 def make_data(out: Path, clips: int, seed: int, size: str = "base") -> tuple[Path, Path, float]:
@@ -93,13 +110,15 @@ def make_data(out: Path, clips: int, seed: int, size: str = "base") -> tuple[Pat
     if not (model_dir / "config.json").is_file():
         torch.manual_seed(seed)
         Wav2Vec2Model(Wav2Vec2Config(**SIZES[size])).save_pretrained(model_dir)
-        Wav2Vec2FeatureExtractor(return_attention_mask=False, do_normalize=True).save_pretrained(
+        # Layer-norm models (large) take an attention mask; group-norm ones (base) do not.
+        mask = SIZES[size].get("feat_extract_norm") == "layer"
+        Wav2Vec2FeatureExtractor(return_attention_mask=mask, do_normalize=True).save_pretrained(
             model_dir
         )
     return manifest, model_dir, total
 
 
-def run_extract(manifest, model_dir, out, precision, batch_seconds, layers="last"):
+def run_extract(manifest, model_dir, out, precision, device, layers, batch_seconds=None):
     from emofeat.extract import ExtractConfig, extract
 
     store = out / f"bench-{precision}.h5"
@@ -113,62 +132,104 @@ def run_extract(manifest, model_dir, out, precision, batch_seconds, layers="last
             batch_seconds=batch_seconds,
             layers=layers,
             overwrite=True,
-            device="cpu",
+            device=device,
         ),
     )
-    return time.perf_counter() - t
+    return time.perf_counter() - t, store
 
 
-def prepared_batches(manifest, model_dir, batch_seconds):
-    from transformers import AutoFeatureExtractor
+def prepared_batches(manifest, model_dir, device, batch_seconds):
+    """emofeat's own batches of every row, encoded and on the device (what the bare forward
+    passes get), and the padding fraction."""
+    from transformers import AutoConfig
 
-    from emofeat.audio import load_audio
     from emofeat.corpus.manifest import read_manifest
-    from emofeat.encoders.speech import duration_batches
+    from emofeat.encoders.base import InputOptions
+    from emofeat.encoders.speech import SpeechEncoder
+    from emofeat.extract import ExtractConfig, window_rows
+    from emofeat.inputs import plan_batches
 
     m = read_manifest(manifest)
-    fe = AutoFeatureExtractor.from_pretrained(model_dir)
-    waves = [load_audio(m.audio_path(i)) for i in range(len(m))]
-    d = np.array([len(w) / 16000 for w in waves])
-    batches = duration_batches(np.arange(len(m)), d, batch_seconds, 20.0)
-    inputs = [
-        fe([waves[i] for i in b], sampling_rate=16000, padding=True, return_tensors="pt")[
-            "input_values"
-        ]
-        for b in batches
-    ]
-    real = sum(len(w) for w in waves)
-    padded = sum(x.numel() for x in inputs)
+    enc = SpeechEncoder.from_folder(str(model_dir), InputOptions(max_seconds=20.0))
+    min_len = enc.min_input_length(AutoConfig.from_pretrained(model_dir))
+    checked = enc.check_rows(m, np.arange(len(m)), False, min_len)
+    window = window_rows(ExtractConfig())
+    plan = plan_batches(enc, [([0], checked.good, checked.lengths)], window, 0, batch_seconds)
+    inputs, real, padded = [], 0, 0
+    for p in plan:
+        pieces = [x for r in p.rows for x in enc.load_pieces(m, int(r), min_len)]
+        batch = enc.encode(pieces)
+        real += int(batch["lengths"].sum())
+        padded += batch["input_values"].numel()
+        inputs.append({k: v.to(device) for k, v in batch.items() if k != "lengths"})
     return inputs, 1 - real / padded
 
 
-def run_bare(model, inputs, precision):
-    ctx = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if precision == "bf16"
-        else torch.autocast("cpu", enabled=False)
-    )
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def autocast(device, precision):
+    if precision == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return torch.autocast(device, enabled=False)
+
+
+def run_bare(model, inputs, precision, device):
+    synchronize(device)
     t = time.perf_counter()
-    with torch.inference_mode(), ctx:
+    with torch.inference_mode(), autocast(device, precision):
         for x in inputs:
-            model(x, output_hidden_states=True)
+            model(**x, output_hidden_states=True)
+    synchronize(device)
     return time.perf_counter() - t
 
 
-def run_naive(manifest, model_dir):
+def run_naive(manifest, model_dir, device):
     from transformers import AutoFeatureExtractor, AutoModel
 
     from emofeat.corpus.manifest import read_manifest
 
     m = read_manifest(manifest)
     fe = AutoFeatureExtractor.from_pretrained(model_dir)
-    model = AutoModel.from_pretrained(model_dir).eval()
+    model = AutoModel.from_pretrained(model_dir).to(device).eval()
     t = time.perf_counter()
     for i in range(len(m)):
         x, sr = sf.read(str(m.audio_path(i)), dtype="float32")
+        inputs = {k: v.to(device) for k, v in fe(x, sampling_rate=sr, return_tensors="pt").items()}
         with torch.no_grad():
-            model(**fe(x, sampling_rate=sr, return_tensors="pt")).last_hidden_state.mean(1)
+            model(**inputs).last_hidden_state.mean(1).cpu()
     return time.perf_counter() - t
+
+
+def cosines(a_path, b_path):
+    """Smallest and mean cosine between the pooled rows of two stores, over every layer."""
+    from emofeat.store import open_store
+
+    lows, means = [], []
+    with open_store(a_path) as a, open_store(b_path) as b:
+        for name in a.embedding_names:
+            x, y = a.embeddings(name).astype(np.float64), b.embeddings(name).astype(np.float64)
+            c = (x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)
+            lows.append(c.min())
+            means.append(c.mean())
+    return float(min(lows)), float(np.mean(means))
+
+
+def machine(device) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
+    if device == "cuda":
+        text += f"; {torch.cuda.get_device_name()}"
+    return f"{text}; torch {torch.__version__}"
 
 
 def matmul_ms(dtype: torch.dtype, reps: int = 5) -> float:
@@ -185,79 +246,99 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--clips", type=int, default=40)
-    ap.add_argument("--batch-seconds", type=float, default=12.0, help="emofeat's CPU default")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument(
+        "--batch-seconds", type=float, help="default: emofeat's (12 on CPU, 64 on CUDA)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", choices=list(SIZES), default="base")
     ap.add_argument(
         "--force-bf16", action="store_true", help="measure bf16 even where the CPU emulates it"
     )
     args = ap.parse_args()
-    out = Path(args.out) / "extract"
+    device = args.device
+    batch_seconds = args.batch_seconds or (64.0 if device == "cuda" else 12.0)
+    out = Path(args.out) / f"extract-{args.size}"
     out.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModel
 
-    manifest, model_dir, audio_s = make_data(out, args.clips, args.seed, args.size)
-    layers = "all" if args.size == "deep" else "last"
-    model = AutoModel.from_pretrained(model_dir).eval()
-    inputs, padding = prepared_batches(manifest, model_dir, args.batch_seconds)
-    run_bare(model, inputs[:1], "fp32")  # warm-up
     from emofeat.extract import cpu_has_native_bf16
 
-    native_bf16 = cpu_has_native_bf16()
+    manifest, model_dir, audio_s = make_data(out, args.clips, args.seed, args.size)
+    layers = LAYERS[args.size]
+    model = AutoModel.from_pretrained(model_dir).to(device).eval()
+    inputs, padding = prepared_batches(manifest, model_dir, device, batch_seconds)
+    run_bare(model, inputs[:2], "fp32", device)  # warm-up (CUDA context, kernels)
+    native_bf16 = device == "cuda" or cpu_has_native_bf16()
     precisions = ("fp32", "bf16") if native_bf16 or args.force_bf16 else ("fp32",)
     res: dict = {
         "bench": "extract",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}",
+        "machine": machine(device),
+        "device": device,
         "native_bf16": native_bf16,
-        "matmul_fp32_ms": matmul_ms(torch.float32),
-        "matmul_bf16_ms": matmul_ms(torch.bfloat16),
         "audio_seconds": round(audio_s, 1),
         "clips": args.clips,
         "size": args.size,
         "layers": layers,
+        "batch_seconds": batch_seconds,
         "padding_fraction": round(padding, 4),
     }
+    if device == "cpu":
+        res["matmul_fp32_ms"] = matmul_ms(torch.float32)
+        res["matmul_bf16_ms"] = matmul_ms(torch.bfloat16)
+    stores = {}
     for precision in precisions:
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
-            t = run_extract(manifest, model_dir, out, precision, args.batch_seconds, layers)
-        res[f"extract_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
-        t_extract = t
+            t_extract, stores[precision] = run_extract(
+                manifest, model_dir, out, precision, device, layers, args.batch_seconds
+            )
+        res[f"extract_{precision}_audio_s_per_s"] = round(audio_s / t_extract, 2)
         res[f"extract_{precision}_peak_rss_mb"] = mem.mb
         with PeakRSS() as mem:
-            t = run_bare(model, inputs, precision)
+            t = run_bare(model, inputs, precision, device)
         res[f"bare_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
         res[f"bare_{precision}_peak_rss_mb"] = mem.mb
         # The host's work around the model: the library call minus the bare forward passes.
         res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(t_extract - t, 1e-9), 1)
+        res[f"extract_over_bare_{precision}"] = round(
+            res[f"extract_{precision}_audio_s_per_s"] / res[f"bare_{precision}_audio_s_per_s"], 3
+        )
+    del inputs, model
     with PeakRSS() as mem:
-        t = run_naive(manifest, model_dir)
+        t = run_naive(manifest, model_dir, device)
     res["naive_fp32_audio_s_per_s"] = round(audio_s / t, 2)
     res["naive_fp32_peak_rss_mb"] = mem.mb
-    res["extract_over_bare_fp32"] = round(
-        res["extract_fp32_audio_s_per_s"] / res["bare_fp32_audio_s_per_s"], 3
-    )
-    res["extract_over_naive_fp32"] = round(
-        res["extract_fp32_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"], 3
-    )
-    targets = (
-        res["extract_over_bare_fp32"] >= 0.9
-        and res["extract_over_naive_fp32"] >= 1.0
-        and padding <= 0.10
-    )
-    if args.size == "deep":  # issue 11's CPU target for the host's work
-        targets = res["host_fp32_audio_s_per_s"] >= 1500 and padding <= 0.10
-    if "extract_bf16_audio_s_per_s" in res:
-        res["extract_bf16_over_naive_fp32"] = round(
-            res["extract_bf16_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"], 3
+    for precision in precisions:
+        res[f"extract_{precision}_over_naive_fp32"] = round(
+            res[f"extract_{precision}_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"], 3
         )
-        targets = targets and res["extract_bf16_over_naive_fp32"] >= 1.6
+    if "bf16" in stores:
+        res["cosine_bf16_fp32_min"], res["cosine_bf16_fp32_mean"] = (
+            round(c, 6) for c in cosines(stores["fp32"], stores["bf16"])
+        )
     else:
         res["bf16"] = (
             "skipped: no native bf16 on this CPU (torch emulates it, ~100x slower); --force-bf16 measures it anyway"
         )
+    if device == "cuda":
+        targets = (
+            res["extract_over_bare_bf16"] >= 0.9
+            and res["extract_bf16_over_naive_fp32"] >= 10
+            and res["cosine_bf16_fp32_min"] >= 0.9999
+        )
+    elif args.size == "deep":  # the host's work around the model
+        targets = res["host_fp32_audio_s_per_s"] >= 1500 and padding <= 0.10
+    else:
+        targets = (
+            res["extract_over_bare_fp32"] >= 0.9
+            and res["extract_fp32_over_naive_fp32"] >= 1.0
+            and padding <= 0.10
+        )
     res["targets_met"] = targets
     for k, v in res.items():
-        print(f"{k:32} {v}")
+        print(f"{k:34} {v}")
     print(json.dumps(res))
 
 

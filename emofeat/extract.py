@@ -5,12 +5,15 @@ fold model that did not see it (out-of-fold); test rows get the mean over the fo
 and embeddings alike). The run's options (reverse, max_len, ...) are applied. Without a run the
 pretrained encoder gives frozen embeddings only, no logits.
 
-Speed: speech batches are formed by total duration over length-sorted clips (little padding),
-long clips are cut into ``max_seconds`` windows whose frames are pooled together, the next batch
-is decoded in a background thread while the current one computes, forward passes run under
-``torch.inference_mode`` and optional bf16/fp16 autocast, and on CUDA out-of-memory a batch is
-split in two and retried. One forward pass per batch yields every requested layer and the logits;
-pooling is masked, so stored values do not depend on batching.
+Speed (see :mod:`emofeat.inputs`): rows are taken in windows of consecutive store rows and,
+inside a window, batched by length (speech: by padded duration, so padding stays small); long
+clips are cut into ``max_seconds`` windows whose frames are pooled together. DataLoader worker
+processes read and encode the next batches (on CUDA; on a CPU the cores compute), inputs reach
+the device on a side stream, forward passes run under ``torch.inference_mode`` and optional
+bf16/fp16 autocast, all requested layers are pooled on the device in one pass and reach the host
+in one transfer, collected one batch later, and each window is written as one block. On CUDA
+out-of-memory a batch is split in two and retried. Pooling is masked, so stored values do not
+depend on batching.
 
 Resumable: the store records which rows are done; re-running the same command computes only the
 rest. Under ``torchrun --nproc_per_node N`` each rank fills a shard and rank 0 merges them.
@@ -23,10 +26,10 @@ import dataclasses
 import hashlib
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,14 @@ from emofeat.encoders import families, local_source, resolve
 from emofeat.encoders.base import Encoder, Features, InputOptions, layer_names
 from emofeat.errors import EmofeatError
 from emofeat.finetune import pick_device
+from emofeat.inputs import (
+    Batch,
+    BatchSource,
+    batch_loader,
+    default_workers,
+    plan_batches,
+    to_device,
+)
 from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment
 from emofeat.runs import RunFolder, RunInfo
@@ -69,8 +80,8 @@ class ExtractConfig:
     reverse: bool | None = None  # speech: default the run's
     skip_bad: bool = False
     overwrite: bool = False
-    workers: int = 1  # threads that decode the next batches while the current one computes
-    flush_rows: int = 256  # rows buffered before one large write (a kill loses at most these)
+    workers: int | None = None  # input worker processes (None: 1 on CPU, up to 8 on CUDA)
+    flush_rows: int | None = None  # rows per write window (None: 2048, 256 with --sequence)
     sequence: bool = False  # also store the last layer's states per row (for MMM)
     sequence_length: int | None = None  # positions kept (default: text max_len, speech 512)
 
@@ -284,6 +295,10 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         # and padding costs, so CPU batches stay small; GPUs want large ones.
         cfg.batch_seconds = 64.0 if device == "cuda" else 12.0
     src = load_models(cfg)
+    # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
+    hashing = ThreadPoolExecutor(max_workers=1)
+    weights_sha256 = hashing.submit(sha256_of_weights, src.weight_folders)
+    hashing.shutdown(wait=False)
     encoder, models = src.encoder, src.models
     for model in models:
         model.to(device).eval()
@@ -306,10 +321,14 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         {"last": (cfg.sequence_length, int(models[0].config.hidden_size))} if cfg.sequence else {}
     )
     routing = route_rows(m, src)
+    # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
+    # unreadable or too short audio) stops the command with nothing written.
+    min_len = encoder.min_input_length(models[0].config)
+    checked = encoder.check_rows(m, np.arange(len(m)), cfg.skip_bad, min_len)
     provenance = Provenance(
         model_id=src.model_id,
         model_revision=getattr(models[0].config, "_commit_hash", None) or "",
-        checkpoint_sha256=sha256_of_weights(src.weight_folders),
+        checkpoint_sha256=weights_sha256.result(),
         family=encoder.family,
         modality=encoder.modality,
         pooling=cfg.pooling,
@@ -333,10 +352,6 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         raise EmofeatError(
             f"{out} exists; multi-process extraction writes shards and merges them: pass --overwrite or remove it"
         )
-    # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
-    # unreadable or too short audio) stops the command with nothing written.
-    min_len = encoder.min_input_length(models[0].config)
-    checked = encoder.check_rows(m, np.arange(len(m)), cfg.skip_bad, min_len)
     writer = open_writer(
         target,
         m.ids,
@@ -454,95 +469,116 @@ def _compute(
     device: str,
     min_len: int,
 ) -> None:
-    """Compute the pending rows, group by group (a group: the fold models, their rows and the
-    rows' lengths). The next batches are decoded in background threads while one computes."""
+    """Compute the pending rows (groups of fold models, their rows and the rows' lengths).
+
+    Input workers read and encode the next batches while the current one computes; a batch's
+    results are collected one batch later (on CUDA the host launches the next batch instead of
+    waiting for the device), and each window of rows is written as one block."""
     if not todo:
         return
     encoder = src.encoder
     layers = [i for _, i in names]
     autocast = PRECISIONS[cfg.precision]
-    last = encoder.num_hidden_states(src.models[0]) - 1
-    sequence_layer = last if cfg.sequence else None
-    progress = _Progress(sum(len(r) for _, r, _ in todo), writer.path.name)
-
+    sequence_layer = encoder.num_hidden_states(src.models[0]) - 1 if cfg.sequence else None
+    plan = plan_batches(encoder, todo, window_rows(cfg), cfg.batch_size, cfg.batch_seconds)
+    progress = _Progress(sum(len(p.rows) for p in plan), writer.path.name)
     clock = Timings()
-    writer = WriteBehind(writer, rows=max(1, cfg.flush_rows))
+    behind = WriteBehind(writer)
+    workers = default_workers(device) if cfg.workers is None else max(0, cfg.workers)
+    source = BatchSource(m, encoder, plan, min_len)
+    batches = to_device(batch_loader(source, workers, device, writer.inherited_fds()), device)
+    in_flight: list[tuple[list[HostCopy], Batch]] = []
 
-    def load(batch: np.ndarray) -> list[list[Any] | str]:
-        """The pieces of each row, or the error text of a row that cannot be read."""
-        out: list[list[Any] | str] = []
-        with clock("decode"):
-            for r in batch:
-                try:
-                    out.append(encoder.load_pieces(m, int(r), min_len))
-                except EmofeatError as err:
-                    if not cfg.skip_bad:
-                        raise
-                    out.append(str(err))
-        return out
+    def collect() -> None:
+        """Write the results of the batches in flight (waiting for their transfer)."""
+        while in_flight:
+            copies, batch = in_flight.pop(0)
+            for copy in copies:
+                with clock("device to host"):
+                    got = copy.wait()
+                with clock("write"):
+                    _keep(behind, copy.rows, *got, cfg.skip_bad, m.ids)
+            if batch.ends_window:
+                with clock("write"):
+                    behind.flush()
+            progress.update(len(batch.rows) + len(batch.failed), batch.units)
 
-    pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
+    def features(batch: Batch, sub: np.ndarray) -> Features:
+        """The features of the rows ``sub`` (positions in the batch), mean over fold models."""
+        if len(sub) == len(batch.rows):
+            inputs, owner = batch.inputs, batch.owner
+        else:  # a part of a batch that did not fit in device memory
+            pieces = np.flatnonzero(np.isin(batch.owner, sub))
+            inputs = encoder.subset(batch.inputs, pieces)
+            position = np.full(len(batch.rows), -1)
+            position[sub] = np.arange(len(sub))
+            owner = position[batch.owner[pieces]]
+        return Features.mean(
+            [
+                encoder.forward(
+                    src.models[k],
+                    inputs,
+                    owner,
+                    len(sub),
+                    layers,
+                    device,
+                    autocast,
+                    sequence_layer,
+                    clock,
+                )
+                for k in batch.models
+            ]
+        )
+
     try:
-        for mods, rows, lengths in todo:
-            batches = encoder.batches(rows, lengths, cfg.batch_size, cfg.batch_seconds)
-            ahead = max(1, cfg.workers)
-            futures = [pool.submit(load, b) for b in batches[:ahead]]
-            for b, batch in enumerate(batches):
-                with clock("waiting for input"):
-                    loaded = futures[b].result()
-                futures[b] = None  # free the decoded audio once used
-                if b + ahead < len(batches):
-                    futures.append(pool.submit(load, batches[b + ahead]))
-                pieces = {}
-                for r, x in zip(batch, loaded):
-                    if isinstance(x, str):
-                        writer.skip([r], x)
-                    else:
-                        pieces[int(r)] = x
-
-                def compute(sub: np.ndarray, pieces=pieces, mods=mods) -> Features:
-                    flat = [p for r in sub for p in pieces[int(r)]]
-                    owner = np.repeat(np.arange(len(sub)), [len(pieces[int(r)]) for r in sub])
-                    return Features.mean(
-                        [
-                            encoder.forward(
-                                src.models[k],
-                                flat,
-                                owner,
-                                len(sub),
-                                layers,
-                                device,
-                                autocast,
-                                sequence_layer,
-                            )
-                            for k in mods
-                        ]
-                    )
-
-                if pieces:
-                    with torch.inference_mode():
-                        with clock("forward + pool"):
-                            done = _split_on_oom(compute, np.array(list(pieces)))
-                            if device.startswith("cuda"):
-                                torch.cuda.synchronize()
-                        with clock("write (device to host, store)"):
-                            for sub, feats in done:
-                                _write(writer, sub, feats, names, cfg.pooling, cfg.skip_bad, m.ids)
-                progress.update(len(batch), sum(encoder.piece_units(p) for p in pieces.values()))
+        with torch.inference_mode():
+            while True:
+                start = time.perf_counter()
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                waited = time.perf_counter() - start
+                clock.add("decode", batch.decode_seconds)
+                # Without workers the main process decodes: count that once, as decoding.
+                clock.add("waiting for input", waited - (0 if workers else batch.decode_seconds))
+                for r, err in batch.failed:  # a row that passed the checks but cannot be read
+                    if not cfg.skip_bad:
+                        raise err
+                    behind.skip([r], str(err))
+                copies = []
+                if len(batch.rows):
+                    done = _split_on_oom(partial(features, batch), np.arange(len(batch.rows)))
+                    copies = [HostCopy(batch.rows[sub], f, names, cfg.pooling) for sub, f in done]
+                collect()  # the previous batch, while the device computes this one
+                in_flight.append((copies, batch))
+            collect()
+    except BaseException:
+        # Rows computed before the failure are kept, not recomputed (unless they are the failure).
+        with contextlib.suppress(Exception):
+            collect()
+        raise
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
         progress.bar.close()
-        with clock("write (device to host, store)"):
-            writer.flush()  # rows computed before a failure are kept, not recomputed
-    tqdm.write(f"[{writer.path.name}] {clock.summary(cfg.workers)}; {peak_memory(device)}")
+        with clock("write"):
+            behind.flush()
+    tqdm.write(f"[{writer.path.name}] {clock.summary(workers)}; {peak_memory(device)}")
+
+
+def window_rows(cfg: ExtractConfig) -> int:
+    """Rows per write window (``--flush-rows``; default 2048, 256 with sequences, whose rows
+    take ~1 MB each). Larger windows give fuller same-length batches and larger writes."""
+    if cfg.flush_rows:
+        return max(1, cfg.flush_rows)
+    return 256 if cfg.sequence else 2048
 
 
 class Timings:
-    """Seconds spent per stage of extraction (decode runs in worker threads, beside the rest)."""
+    """Seconds spent per stage of extraction. Decoding runs in the input workers, beside the
+    rest; on CUDA "forward" and "pool" count the host's time to launch them (the device runs
+    behind), and waiting for the device shows in "device to host"."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._lock = threading.Lock()  # decode workers add from their threads
 
     @contextlib.contextmanager
     def __call__(self, stage: str):
@@ -553,12 +589,12 @@ class Timings:
             self.add(stage, time.perf_counter() - start)
 
     def add(self, stage: str, seconds: float) -> None:
-        with self._lock:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     def summary(self, workers: int) -> str:
+        where = f"in {workers} worker process(es)" if workers else "in the main process"
         return "time: " + ", ".join(
-            f"{stage} {sec:.1f} s" + (f" (in {workers} thread(s))" if stage == "decode" else "")
+            f"{stage} {sec:.1f} s" + (f" ({where})" if stage == "decode" else "")
             for stage, sec in self.seconds.items()
         )
 
@@ -574,25 +610,59 @@ def peak_memory(device: str) -> str:
     )
 
 
-def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, ids) -> None:
-    """Write a batch; rows whose values are not finite are never marked done: an error naming
-    them, or with ``skip_bad`` skipped with that reason."""
-    parts = {}
-    for name, i in names:
-        mean, std = feats.pooled[i]
-        parts[name] = torch.cat([mean, std], dim=1) if pooling == "mean+std" else mean
-    parts.update(feats.extra)
-    if feats.logits is not None:
-        parts["/logits"] = feats.logits
-    # One device-to-host transfer per batch for every layer and the logits (not one each).
-    host = torch.cat([v.float() for v in parts.values()], dim=1).cpu().numpy()
-    bounds = np.cumsum([0, *(v.shape[1] for v in parts.values())])
-    values = {k: host[:, a:b] for k, a, b in zip(parts, bounds[:-1], bounds[1:])}
-    logits = values.pop("/logits", None)
-    emb = values
+class HostCopy:
+    """The features of some rows on their way to host memory: every pooled layer, the extras and
+    the logits in one transfer (the sequences in a second), started without waiting for the
+    device (CUDA) and collected by :meth:`wait`."""
+
+    def __init__(self, rows: np.ndarray, feats: Features, names, pooling: str):
+        self.rows = rows
+        parts = {}
+        for name, i in names:
+            mean, std = feats.pooled[i]
+            parts[name] = torch.cat([mean, std], dim=1) if pooling == "mean+std" else mean
+        parts.update(feats.extra)
+        if feats.logits is not None:
+            parts["/logits"] = feats.logits
+        self.names, self.widths = list(parts), [v.shape[1] for v in parts.values()]
+        tensors = [torch.cat([v.float() for v in parts.values()], dim=1)]
+        self.lengths = None
+        if feats.sequences is not None:
+            self.lengths = [len(x) for x in feats.sequences]
+            tensors.append(torch.cat(feats.sequences))
+        self.event = None
+        if tensors[0].is_cuda:
+            pinned = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+            for host, t in zip(pinned, tensors):
+                host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+            tensors = pinned
+        self.tensors = tensors
+
+    def wait(self) -> tuple[dict[str, np.ndarray], np.ndarray | None, list[np.ndarray] | None]:
+        """(embeddings by name, logits, per-row sequences) as host arrays."""
+        if self.event is not None:
+            self.event.synchronize()
+        # Pinned buffers go back to torch's cache at once; the store buffer keeps plain copies.
+        host = [t.numpy().copy() if self.event is not None else t.numpy() for t in self.tensors]
+        bounds = np.cumsum([0, *self.widths])
+        values = {k: host[0][:, a:b] for k, a, b in zip(self.names, bounds[:-1], bounds[1:])}
+        logits = values.pop("/logits", None)
+        sequences = None
+        if self.lengths is not None:
+            sequences = np.split(host[1], np.cumsum(self.lengths)[:-1])
+        return values, logits, sequences
+
+
+def _keep(writer, rows, emb, logits, sequences, skip_bad: bool, ids) -> None:
+    """Buffer computed rows; rows whose values are not finite are never marked done: an error
+    naming them, or with ``skip_bad`` skipped with that reason."""
     finite = np.ones(len(rows), bool)
     for values in [*emb.values(), *([logits] if logits is not None else [])]:
         finite &= np.isfinite(values).all(axis=1)
+    if sequences is not None:
+        finite &= np.array([np.isfinite(x).all() for x in sequences])
     if not finite.all():
         bad = np.asarray(rows)[~finite]
         if not skip_bad:
@@ -602,35 +672,29 @@ def _write(writer, rows, feats: Features, names, pooling: str, skip_bad: bool, i
             )
         writer.skip(bad, "non-finite embeddings or logits")
     keep = np.flatnonzero(finite)
-    sequences = (
-        {"last": [feats.sequences[j].cpu().numpy() for j in keep]}
-        if feats.sequences is not None
-        else None
-    )
     writer.add(
         np.asarray(rows)[keep],
         logits=logits[keep] if logits is not None else None,
         embeddings={k: v[keep] for k, v in emb.items()},
-        sequences=sequences,
+        sequences={"last": [sequences[j] for j in keep]} if sequences is not None else None,
     )
 
 
 class WriteBehind:
-    """Buffers computed rows and writes them in few large writes (one per dataset per flush
-    instead of one per dataset per batch: 209 small batches of a 25-layer model took 1.4 s of
-    writing, most of the host's time). Rows are marked done only when flushed, so a kill loses at
-    most the buffer (recomputed on resume), never correctness. Flushes at ``rows`` rows, after
-    ``seconds``, and at the end."""
+    """Buffers computed rows and writes them in few large writes: the rows of a window (see
+    :mod:`emofeat.inputs`) are one contiguous block of the store. Rows are marked done only when
+    flushed, so a kill loses at most the buffer (recomputed on resume), never correctness.
+    Flushes when asked (end of a window), after ``seconds`` (slow models: a kill loses little
+    compute), and at the end."""
 
-    def __init__(self, writer, rows: int = 256, seconds: float = 2.0):
-        self.writer, self.limit, self.seconds = writer, rows, seconds
+    def __init__(self, writer, seconds: float = 5.0):
+        self.writer, self.seconds = writer, seconds
         self.parts: list[tuple[np.ndarray, Any, dict, dict | None]] = []
-        self.count, self.last = 0, time.perf_counter()
+        self.last = time.perf_counter()
 
     def add(self, rows, logits=None, embeddings=None, sequences=None) -> None:
         self.parts.append((np.asarray(rows), logits, embeddings or {}, sequences))
-        self.count += len(rows)
-        if self.count >= self.limit or time.perf_counter() - self.last >= self.seconds:
+        if time.perf_counter() - self.last >= self.seconds:
             self.flush()
 
     def skip(self, rows, reason: str) -> None:
@@ -651,4 +715,4 @@ class WriteBehind:
             if self.parts[0][3] is not None:
                 seqs = {k: [x for p in self.parts for x in p[3][k]] for k in self.parts[0][3]}
             self.writer.write(rows, logits=logits, embeddings=emb, sequences=seqs)
-        self.parts, self.count, self.last = [], 0, time.perf_counter()
+        self.parts, self.last = [], time.perf_counter()

@@ -412,15 +412,14 @@ class StoreWriter:
         if logits is not None:
             if "logits" not in self._f:
                 raise StoreError(f"{self.path}: this store has no /logits dataset")
-            self._f["logits"][srt] = np.asarray(logits, dtype=np.float32)[order]
+            _write_rows(self._f["logits"], srt, np.asarray(logits)[order])
         for name, values in (embeddings or {}).items():
             key = f"embeddings/{name}"
             if key not in self._f:
                 raise StoreError(
                     f"{self.path}: no embedding {name!r}; known: {self.embedding_names}"
                 )
-            ds = self._f[key]
-            ds[srt] = np.asarray(values)[order].astype(ds.dtype, copy=False)
+            _write_rows(self._f[key], srt, np.asarray(values)[order])
         for name, values in (sequences or {}).items():
             key = f"sequences/{name}"
             if key not in self._f:
@@ -454,6 +453,11 @@ class StoreWriter:
     def embedding_names(self) -> list[str]:
         return sorted(self._f["embeddings"].keys()) if "embeddings" in self._f else []
 
+    def inherited_fds(self) -> list[int]:
+        """Descriptors a forked child process must close: its copy of the lock that marks this
+        writer live would otherwise outlive a killed writer (see :func:`writer_alive`)."""
+        return [self._lock_fd] if self._lock_fd is not None else []
+
     # -- lifecycle
     def close(self) -> None:
         if getattr(self, "_f", None) is not None and self._f.id.valid:
@@ -477,6 +481,31 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# A write whose rows fill at least 1/DENSE of their chunk-aligned span is done as one block.
+DENSE = 8
+
+
+def _write_rows(ds: h5py.Dataset, rows: np.ndarray, values: np.ndarray) -> None:
+    """Write ``values`` into the sorted, distinct ``rows`` of a 2-D row-chunked dataset.
+
+    h5py writes a list of rows as one hyperslab per row: 256 scattered rows of 25 datasets of
+    width 1024 took 0.46 s here, one contiguous block of the same size 0.015 s. So rows that are
+    dense enough in their span are written by reading the chunk-aligned block that covers them,
+    patching it and writing it back (rows of the block not in this write keep their values);
+    sparse rows keep the per-row path."""
+    values = values.astype(ds.dtype, copy=False)
+    chunk = ds.chunks[0] if ds.chunks else 1
+    lo, hi = rows[0] // chunk * chunk, min(ds.shape[0], (rows[-1] // chunk + 1) * chunk)
+    if len(rows) == hi - lo:
+        ds[lo:hi] = values
+    elif (hi - lo) <= DENSE * len(rows):
+        block = ds[lo:hi]
+        block[rows - lo] = values
+        ds[lo:hi] = block
+    else:
+        ds[rows] = values
 
 
 def _recover_if_crashed(path: Path) -> None:

@@ -83,3 +83,25 @@ def test_half_precision_finetuning_on_cuda(half, manifest, tiny_wav2vec2, tmp_pa
     finetune(manifest, tmp_path / half, cfg)
     weights = load_file(tmp_path / half / "fold-all" / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_worker_processes_pinned_inputs_and_the_copy_stream_change_no_value(
+    manifest_path, tiny_wav2vec2, tmp_path
+):
+    """Inputs read in worker processes, pinned and copied on a side stream give the values the
+    main process gives; both match the CPU up to CUDA's numerics."""
+    stores = {}
+    for name, device, workers in [("cpu", "cpu", 0), ("main", "cuda", 0), ("workers", "cuda", 3)]:
+        stores[name] = tmp_path / f"{name}.h5"
+        cfg = ExtractConfig(
+            model=str(tiny_wav2vec2), layers="all", device=device, workers=workers, flush_rows=9
+        )
+        extract(manifest_path, stores[name], cfg)
+    main, workers, cpu = (open_store(stores[k]) for k in ("main", "workers", "cpu"))
+    with main, workers, cpu:
+        for name in main.embedding_names:
+            # Same batches, same kernels (float atomics aside): equal to rounding.
+            np.testing.assert_allclose(
+                main.embeddings(name), workers.embeddings(name), atol=1e-6, rtol=1e-6
+            )
+            assert cosine(main.embeddings(name), cpu.embeddings(name)).min() > 0.9999

@@ -460,7 +460,9 @@ def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run)
     owner = np.repeat(np.arange(len(rows)), [len(ps) for ps in pieces])
     assert len(flat) > len(rows)  # windows: a row's frames come from several pieces
     with torch.inference_mode():
-        got = enc.forward(model, flat, owner, len(rows), [2], "cpu", None, sequence_layer=2)
+        got = enc.forward(
+            model, enc.encode(flat), owner, len(rows), [2], "cpu", None, sequence_layer=2
+        )
         plain = AutoModel.from_pretrained(tiny_wav2vec2).eval()
         for j, ps in enumerate(pieces):
             ref = torch.cat(
@@ -477,7 +479,9 @@ def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run)
     tmodel = tenc.load_classifier(str(kobert_run / "fold-0"))
     texts = [manifest.frame["text"].iat[r] for r in (1, 2)]
     with torch.inference_mode():
-        got = tenc.forward(tmodel, texts, np.arange(2), 2, [1], "cpu", None, sequence_layer=1)
+        got = tenc.forward(
+            tmodel, tenc.encode(texts), np.arange(2), 2, [1], "cpu", None, sequence_layer=1
+        )
         for j, t in enumerate(texts):
             enc_t = tenc.collator().encode([t])
             ref = tmodel(**enc_t, output_hidden_states=True).hidden_states[1][0]
@@ -517,18 +521,25 @@ def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path
     calls = []
     real = writer.write
     writer.write = lambda rows, **kw: (calls.append(len(rows)), real(rows, **kw))[1]
-    buffered = WriteBehind(writer, rows=16, seconds=1e9)
+    buffered = WriteBehind(writer, seconds=1e9)  # flushes only at window ends
     order = np.random.default_rng(0).permutation(n)
-    for batch in np.array_split(order, 10):  # 10 batches of 4 rows, out of order
+    for b, batch in enumerate(np.array_split(order, 10)):  # 10 batches of 4 rows, out of order
         buffered.add(
             batch,
             logits=np.c_[batch, -batch].astype(float),
             embeddings={"last": np.repeat(batch[:, None], 3, 1).astype(float)},
         )
         assert writer.done.sum() == sum(calls)  # only flushed rows are done
+        if b in (3, 7):
+            buffered.flush()  # a window ends
     buffered.flush()
-    writer.finalize()
     assert calls == [16, 16, 8]
+    buffered.seconds = 0  # slow compute: every batch is written at once
+    writer.done[:] = False
+    for batch in np.array_split(order, 10):
+        buffered.add(batch, embeddings={"last": np.repeat(batch[:, None], 3, 1).astype(float)})
+    assert calls[3:] == [4] * 10
+    writer.finalize()
     with open_store(tmp_path / "w.h5") as s:
         np.testing.assert_array_equal(s.logits()[:, 0], np.arange(n))
         np.testing.assert_array_equal(s.embeddings("last")[:, 2], np.arange(n))

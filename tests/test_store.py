@@ -143,6 +143,33 @@ def test_resume_continues_and_mismatch_is_refused(tmp_path):
         assert not s.complete
 
 
+def test_dense_sparse_and_contiguous_writes_keep_every_other_row(tmp_path):
+    """Writes dense in their span go through a read-patch-write of the chunk-aligned block; the
+    rows of that block that are not written (done earlier, or never) keep their values."""
+    from emofeat.store import DENSE
+
+    m = meta(300)
+    path = tmp_path / "d.h5"
+    w = create_store(path, **m, embeddings={"last": 8}, chunk_rows=32)
+    expected = np.full((300, 8), np.nan, np.float32)  # rows never written read back as NaN
+    writes = [
+        np.arange(40, 72),  # exactly two chunks
+        np.arange(33, 70, 2),  # dense, inside chunks holding done rows
+        np.array([3, 150, 299]),  # sparse: spans far more than DENSE x rows
+        np.arange(100, 100 + 8 * DENSE, DENSE),  # the densest a sparse-looking write gets
+    ]
+    for k, rows in enumerate(writes):
+        values = (row_values(rows) + 1000 * (k + 1)).astype(np.float32)
+        w.write(rows[::-1], logits=row_values(rows[::-1], 3), embeddings={"last": values[::-1]})
+        expected[rows] = values
+    w.finalize()
+    with open_store(path) as s:
+        done = np.unique(np.concatenate(writes))
+        assert list(s.select(done=True)) == list(done)
+        np.testing.assert_array_equal(s.embeddings("last", np.arange(300)), expected)
+        np.testing.assert_array_equal(s.logits(done), row_values(done, 3).astype(np.float32))
+
+
 WRITER = textwrap.dedent(
     """
     import sys, time

@@ -18,9 +18,11 @@ and :data:`MODELS` maps the short model names users type to (family, hub id).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -98,25 +100,6 @@ class Features:
 
 
 # ------------------------------------------------------------------------------------- pooling
-def masked_sums(
-    hidden: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sums, sums of squares and counts over the positions where ``mask`` (B, T) is true, in
-    float32: padding never enters a pooled value, so it does not depend on the batch."""
-    h = hidden.float()
-    m = mask.to(h.dtype).unsqueeze(-1)
-    return (h * m).sum(1), (h * h * m).sum(1), m.sum(1).squeeze(-1)
-
-
-def mean_std(
-    sums: torch.Tensor, sq: torch.Tensor, counts: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation from sums, sums of squares and counts."""
-    mean = sums / counts.clamp(min=1)[:, None]
-    var = sq / counts.clamp(min=1)[:, None] - mean * mean
-    return mean, var.clamp(min=0).sqrt()
-
-
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over time of ``hidden`` (B, T, H) where ``mask`` (B, T) is true (keeps the dtype and
     the autograd graph: the speech classifier trains through it)."""
@@ -124,27 +107,43 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def pool_rows(
-    hidden: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_rows: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) per row of pieces that belong to rows (``owner[piece] = row``): the frames of
-    all windows of a long clip are pooled together, as if the clip had been seen whole."""
-    s, sq, c = masked_sums(hidden, mask)
-    if n_rows == len(owner) and bool((owner == torch.arange(n_rows, device=owner.device)).all()):
-        return mean_std(s, sq, c)
-    S = torch.zeros(n_rows, s.shape[1], device=s.device).index_add_(0, owner, s)
-    SQ = torch.zeros_like(S).index_add_(0, owner, sq)
-    C = torch.zeros(n_rows, device=s.device).index_add_(0, owner, c)
-    return mean_std(S, SQ, C)
+def pool_layers(
+    hidden_states: Sequence[torch.Tensor],
+    layers: Iterable[int],
+    mask: torch.Tensor,
+    owner: torch.Tensor | None,
+    n_rows: int,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per hidden-state index in ``layers``, the (mean, std) over the positions where ``mask``
+    (B, T) is true, per row of pieces that belong to rows (``owner[piece] = row``; None: piece i
+    is row i). In float32; padding never enters a pooled value (so it does not depend on the
+    batch), and the frames of all windows of a long clip are pooled together, as if the clip
+    had been seen whole. All layers are pooled in one stacked pass (25 layers one by one cost
+    the host 25x the kernel launches and Python)."""
+    layers = list(layers)
+    h = torch.stack([hidden_states[i] for i in layers]).float()  # (L, B, T, H)
+    m = mask.to(torch.float32)
+    sums = torch.einsum("bt,lbth->lbh", m, h)
+    squares = torch.einsum("bt,lbth->lbh", m, h * h)
+    counts = m.sum(1)
+    if owner is not None:
+        shape = (len(layers), n_rows, h.shape[-1])
+        sums = torch.zeros(shape, device=h.device).index_add_(1, owner, sums)
+        squares = torch.zeros(shape, device=h.device).index_add_(1, owner, squares)
+        counts = torch.zeros(n_rows, device=h.device).index_add_(0, owner, counts)
+    n = counts.clamp(min=1)[None, :, None]
+    mean = sums / n
+    std = (squares / n - mean * mean).clamp(min=0).sqrt()
+    return {i: (mean[j], std[j]) for j, i in enumerate(layers)}
 
 
 def row_sequences(
-    hidden: torch.Tensor, mask: torch.Tensor, owner: torch.Tensor, n_rows: int
+    hidden: torch.Tensor, mask: torch.Tensor, owner: np.ndarray, n_rows: int
 ) -> list[torch.Tensor]:
     """Per row, the states of its pieces at their valid positions, pieces in order."""
     h = hidden.float()
     per_piece = [h[p][mask[p]] for p in range(h.shape[0])]
-    owner = owner.tolist()
+    owner = np.asarray(owner).tolist()
     return [
         torch.cat([per_piece[p] for p in range(len(owner)) if owner[p] == r]) for r in range(n_rows)
     ]
@@ -175,6 +174,11 @@ def layer_names(spec: str, num_hidden: int) -> list[tuple[str, int]]:
             )
         out.append((f"layer_{i:02d}", i))
     return out
+
+
+def untimed(stage: str) -> AbstractContextManager:
+    """The default ``clock`` of :meth:`Encoder.forward`: times nothing."""
+    return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------------- encoder
@@ -301,22 +305,52 @@ class Encoder(ABC):
     def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
         """Training collation: items ``{"input": text or waveform, "labels": class}`` → model keyword inputs."""
 
+    def encode(self, pieces: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs (CPU tensors, padded to the longest piece) for extraction: tokenised
+        text, or normalised waveforms with their lengths. Runs in the input workers."""
+        return self.collator().encode(list(pieces))
+
+    @abstractmethod
+    def input_lengths(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Valid length of each piece of encoded ``inputs`` (tokens, samples)."""
+
+    def subset(
+        self, inputs: dict[str, torch.Tensor], pieces: np.ndarray
+    ) -> dict[str, torch.Tensor]:
+        """The encoded inputs of some ``pieces`` of a batch, cut to their own longest piece:
+        what :meth:`encode` gives for those pieces alone (used to split a batch on OOM)."""
+        some = {k: v[torch.as_tensor(pieces, device=v.device)] for k, v in inputs.items()}
+        longest = int(self.input_lengths(some).max())
+        return {k: v[:, :longest] if v.ndim >= 2 else v for k, v in some.items()}
+
     # -- forward
     @abstractmethod
     def forward(
         self,
         model: torch.nn.Module,
-        pieces: list[Any],
+        inputs: dict[str, torch.Tensor],
         owner: np.ndarray,
         n_rows: int,
         layers: Sequence[int],
         device: str,
         autocast: torch.dtype | None,
         sequence_layer: int | None = None,
+        clock: Callable[[str], AbstractContextManager] = untimed,
     ) -> Features:
-        """Pooled hidden states of ``layers`` for each of ``n_rows`` rows (pieces belong to rows
-        through ``owner``), the logits when ``model`` has a head, and with ``sequence_layer``
-        that layer's unpooled states per row (for sequence models such as MMM)."""
+        """Pooled hidden states of ``layers`` for each of ``n_rows`` rows of encoded ``inputs``
+        (from :meth:`encode`; pieces belong to rows through ``owner``), the logits when
+        ``model`` has a head, and with ``sequence_layer`` that layer's unpooled states per row
+        (for sequence models such as MMM). ``clock(stage)`` times the "forward" and "pool"
+        stages."""
+
+
+def owner_tensor(owner: np.ndarray, n_rows: int, device: str) -> torch.Tensor | None:
+    """``owner`` on the device, or None when piece i is row i (decided on the host: no device
+    sync)."""
+    owner = np.asarray(owner)
+    if len(owner) == n_rows and np.array_equal(owner, np.arange(n_rows)):
+        return None
+    return torch.as_tensor(owner, device=device)
 
 
 def autocast_context(device: str, dtype: torch.dtype | None):

@@ -28,9 +28,11 @@ from emofeat.encoders.base import (
     Features,
     autocast_context,
     masked_mean,
-    pool_rows,
+    owner_tensor,
+    pool_layers,
     register_family,
     row_sequences,
+    untimed,
 )
 from emofeat.errors import ModelError
 
@@ -335,31 +337,44 @@ class SpeechEncoder(Encoder):
     def collator(self):
         return SpeechCollator(self.processor, self.options.sample_rate)
 
+    def input_lengths(self, inputs):
+        return inputs["lengths"]
+
     # -- forward
-    def forward(self, model, pieces, owner, n_rows, layers, device, autocast, sequence_layer=None):
-        enc = self.collator().encode(list(pieces))
+    def forward(
+        self,
+        model,
+        inputs,
+        owner,
+        n_rows,
+        layers,
+        device,
+        autocast,
+        sequence_layer=None,
+        clock=untimed,
+    ):
+        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
         encoder = self.bare(model)
-        attn = enc.get("attention_mask")
-        with autocast_context(device, autocast):
-            out = encoder(
-                enc["input_values"].to(device),
-                attention_mask=attn.to(device) if attn is not None else None,
-                output_hidden_states=True,
-            )
-        hs = out.hidden_states
-        mask = frame_mask(encoder, enc["lengths"], hs[-1])
-        own = torch.as_tensor(owner, device=device)
-        last = len(hs) - 1
         head = getattr(model, "head", None)
-        wanted = set(layers) | ({last} if head is not None else set())
-        pooled = {i: pool_rows(hs[i], mask, own, n_rows) for i in wanted}
-        logits = None
-        if head is not None:
-            with autocast_context(device, autocast):
-                logits = head(pooled[last][0].to(hs[-1].dtype)).float()
-        sequences = (
-            row_sequences(hs[sequence_layer], mask, own, n_rows)
-            if sequence_layer is not None
-            else None
-        )
+        with clock("forward"), autocast_context(device, autocast):
+            hs = encoder(
+                enc["input_values"],
+                attention_mask=enc.get("attention_mask"),
+                output_hidden_states=True,
+            ).hidden_states
+        with clock("pool"):
+            mask = frame_mask(encoder, enc["lengths"], hs[-1])
+            own = owner_tensor(owner, n_rows, device)
+            last = len(hs) - 1
+            wanted = set(layers) | ({last} if head is not None else set())
+            pooled = pool_layers(hs, sorted(wanted), mask, own, n_rows)
+            logits = None
+            if head is not None:
+                with autocast_context(device, autocast):
+                    logits = head(pooled[last][0].to(hs[-1].dtype)).float()
+            sequences = (
+                row_sequences(hs[sequence_layer], mask, owner, n_rows)
+                if sequence_layer is not None
+                else None
+            )
         return Features({i: pooled[i] for i in layers}, logits, sequences=sequences)

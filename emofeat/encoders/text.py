@@ -21,9 +21,11 @@ from emofeat.encoders.base import (
     Encoder,
     Features,
     autocast_context,
-    pool_rows,
+    owner_tensor,
+    pool_layers,
     register_family,
     row_sequences,
+    untimed,
 )
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
@@ -173,24 +175,39 @@ class TextEncoder(Encoder):
     def collator(self):
         return TextCollator(self.processor, self.options.max_len)
 
+    def input_lengths(self, inputs):
+        return inputs["attention_mask"].sum(1)
+
     # -- forward
-    def forward(self, model, pieces, owner, n_rows, layers, device, autocast, sequence_layer=None):
-        enc = {k: v.to(device) for k, v in self.collator().encode(list(pieces)).items()}
-        with autocast_context(device, autocast):
+    def forward(
+        self,
+        model,
+        inputs,
+        owner,
+        n_rows,
+        layers,
+        device,
+        autocast,
+        sequence_layer=None,
+        clock=untimed,
+    ):
+        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        with clock("forward"), autocast_context(device, autocast):
             out = model(**enc, output_hidden_states=True)
-        hs = out.hidden_states
-        mask = enc["attention_mask"].bool()
-        own = torch.as_tensor(owner, device=device)
-        pooled = {i: pool_rows(hs[i], mask, own, n_rows) for i in set(layers)}
-        extra = {}
-        pooler = getattr(self.bare(model), "pooler", None)
-        if pooler is not None:
-            with autocast_context(device, autocast):
-                extra["pooler"] = pooler(hs[-1]).float()
-        logits = out.logits.float() if hasattr(out, "logits") else None
-        sequences = (
-            row_sequences(hs[sequence_layer], mask, own, n_rows)
-            if sequence_layer is not None
-            else None
-        )
+        with clock("pool"):
+            hs = out.hidden_states
+            mask = enc["attention_mask"].bool()
+            own = owner_tensor(owner, n_rows, device)
+            pooled = pool_layers(hs, sorted(set(layers)), mask, own, n_rows)
+            extra = {}
+            pooler = getattr(self.bare(model), "pooler", None)
+            if pooler is not None:
+                with autocast_context(device, autocast):
+                    extra["pooler"] = pooler(hs[-1]).float()
+            logits = out.logits.float() if hasattr(out, "logits") else None
+            sequences = (
+                row_sequences(hs[sequence_layer], mask, owner, n_rows)
+                if sequence_layer is not None
+                else None
+            )
         return Features(pooled, logits, extra, sequences)

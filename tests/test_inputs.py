@@ -1,0 +1,140 @@
+"""Extraction inputs: the batch plan, worker processes, OOM subsets and window-sized writes."""
+
+import numpy as np
+import pytest
+import torch
+
+from emofeat.encoders.base import InputOptions
+from emofeat.encoders.speech import SpeechEncoder
+from emofeat.encoders.text import TextEncoder
+from emofeat.extract import ExtractConfig, extract
+from emofeat.inputs import plan_batches
+from emofeat.store import StoreWriter, open_store
+
+
+class ByLength:
+    """A stand-in encoder whose batches are runs of 3 rows in length order."""
+
+    def batches(self, rows, lengths, batch_size, batch_seconds):
+        rows = np.asarray(rows)[np.argsort(lengths, kind="stable")]
+        return [rows[i : i + 3] for i in range(0, len(rows), 3)]
+
+
+def test_plan_covers_every_row_once_window_by_window():
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(200, 120, replace=False))
+    fold = rng.integers(0, 3, len(rows))
+    groups = [([k], rows[fold == k], rng.uniform(1, 12, (fold == k).sum())) for k in range(2)]
+    groups.append(([0, 1], rows[fold == 2], rng.uniform(1, 12, (fold == 2).sum())))
+    plan = plan_batches(ByLength(), groups, window=25, batch_size=0, batch_seconds=0)
+    planned = np.concatenate([p.rows for p in plan])
+    assert sorted(planned) == list(rows)  # every pending row once
+    for models, group_rows, _ in groups:  # each row computed by its group's models
+        for p in plan:
+            if np.isin(p.rows, group_rows).any():
+                assert np.isin(p.rows, group_rows).all() and p.models == models
+    # Windows: 25 consecutive pending rows each; a batch never straddles two.
+    ends = [i for i, p in enumerate(plan) if p.ends_window]
+    assert len(ends) == int(np.ceil(len(rows) / 25)) and ends[-1] == len(plan) - 1
+    start = 0
+    for w, end in enumerate(ends):
+        inside = np.concatenate([p.rows for p in plan[start : end + 1]])
+        assert sorted(inside) == list(rows[25 * w : 25 * (w + 1)])
+        start = end + 1
+
+
+def test_subset_equals_encoding_those_pieces_alone(manifest, tiny_wav2vec2, kobert_run):
+    speech = SpeechEncoder.from_folder(str(tiny_wav2vec2), InputOptions())
+    text = TextEncoder.from_folder(str(kobert_run / "fold-0"), InputOptions(max_len=64))
+    cases = [
+        (speech, [speech.load_pieces(manifest, r, 400)[0] for r in range(6)]),
+        (text, [manifest.frame["text"].iat[r] for r in range(6)]),
+    ]
+    for encoder, pieces in cases:
+        whole = encoder.encode(pieces)
+        lengths = encoder.input_lengths(whole).numpy()
+        some = np.argsort(lengths)[:3]  # the shortest: padding must be cut back
+        got = encoder.subset(whole, some)
+        alone = encoder.encode([pieces[i] for i in some])
+        assert got.keys() == alone.keys()
+        for k in alone:
+            torch.testing.assert_close(got[k], alone[k], rtol=0, atol=0)
+        assert got[next(iter(alone))].shape[1] < whole[next(iter(alone))].shape[1]
+
+
+@pytest.fixture()
+def write_calls(monkeypatch):
+    """Rows of each write the store writer makes."""
+    calls = []
+    real = StoreWriter.write
+
+    def spy(self, rows, **kw):
+        calls.append(np.sort(np.asarray(rows)))
+        return real(self, rows, **kw)
+
+    monkeypatch.setattr(StoreWriter, "write", spy)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["frozen", "run"])
+def test_worker_processes_equal_the_main_process_and_windows_are_written_whole(
+    kind, manifest, manifest_path, tiny_wav2vec2, w2v_run, tmp_path, write_calls
+):
+    source = {"model": str(tiny_wav2vec2)} if kind == "frozen" else {"run": str(w2v_run)}
+    window = 7
+    options = dict(layers="all", batch_seconds=3, flush_rows=window)
+    extract(manifest_path, tmp_path / "main.h5", ExtractConfig(**source, **options, workers=0))
+    write_calls.clear()
+    extract(manifest_path, tmp_path / "workers.h5", ExtractConfig(**source, **options, workers=2))
+    with open_store(tmp_path / "main.h5") as a, open_store(tmp_path / "workers.h5") as b:
+        assert a.complete and b.complete
+        for name in a.embedding_names:
+            np.testing.assert_array_equal(a.embeddings(name), b.embeddings(name))
+        if kind == "run":
+            np.testing.assert_array_equal(a.logits(), b.logits())
+            np.testing.assert_array_equal(a.in_sample, b.in_sample)
+    # Every write holds rows of one window (7 consecutive rows), most of them a whole window.
+    n = len(manifest)
+    windows = [set(range(s, min(s + window, n))) for s in range(0, n, window)]
+    assert all(any(set(c) <= w for w in windows) for c in write_calls)
+    assert sum(len(c) == window for c in write_calls) >= len(manifest) // window - 1
+
+
+def test_a_row_unreadable_in_a_worker_stops_with_its_name_or_is_skipped(
+    manifest, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    """A file that passes the header check but fails to decode (in a worker process) gives the
+    reader's own error, not a worker traceback; with --skip-bad its row is recorded."""
+    from emofeat.audio import AudioError
+    from emofeat.corpus.manifest import write_manifest
+
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    wav = manifest.audio_path(4)
+    damaged = tmp_path / "damaged.wav"
+    data = wav.read_bytes()
+    damaged.write_bytes(data[:44] + b"\x00" * (len(data) - 44))  # valid header, NaN-free zeros
+    frame.loc[frame.index[4], "audio_path"] = str(damaged)
+    write_manifest(frame, tmp_path / "m.csv")
+
+    import emofeat.encoders.speech as speech
+
+    real = speech.load_audio
+
+    def fails_on_damaged(path, *args, **kw):
+        if str(path).endswith("damaged.wav"):
+            raise AudioError(f"{path}: could not decode the audio data")
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(speech, "load_audio", fails_on_damaged)  # forked workers inherit it
+    cfg = dict(model=str(tiny_wav2vec2), workers=2)
+    with pytest.raises(AudioError, match="damaged.wav: could not decode"):
+        extract(tmp_path / "m.csv", tmp_path / "s.h5", ExtractConfig(**cfg))
+    extract(tmp_path / "m.csv", tmp_path / "s.h5", ExtractConfig(**cfg, skip_bad=True))
+    with open_store(tmp_path / "s.h5") as s:
+        reasons = s.skip_reasons()
+        assert (
+            list(reasons) == [frame["id"].iat[4]]
+            and "could not decode" in reasons[frame["id"].iat[4]]
+        )
+        assert s.done.sum() == len(frame) - 1
