@@ -16,9 +16,11 @@ Sizes: ``base`` (wav2vec2-base, compute-bound on a CPU), ``deep`` (24 layers of 
 the model is what is measured) and ``large`` (the XLSR large architecture of
 kresnik/wav2vec2-large-xlsr-korean, random weights; a GPU's workload).
 
-Targets (issue 11): CPU base - extract fp32 >= 0.9 x bare, >= 1.0 x naive, padding <= 10 %;
-CPU deep - the host's work >= 1,500 audio-s/s; CUDA - extract bf16 >= 0.9 x bare bf16 and
->= 10 x the naive fp32 loop, pooled cosine bf16/fp32 >= 0.9999.
+Targets (issue 11), loops against loops (neither the bare nor the naive loop loads a model or
+creates a store; the whole call is reported beside): CPU base - extract fp32 >= 0.9 x bare,
+>= 1.0 x naive, padding <= 10 %;
+CPU deep - the host's work (whole call minus bare forward) >= 1,500 audio-s/s; CUDA - extract
+bf16 >= 0.9 x bare bf16 and >= 10 x the naive fp32 loop, pooled cosine bf16/fp32 >= 0.9999.
 """
 
 from __future__ import annotations
@@ -217,6 +219,15 @@ def cosines(a_path, b_path):
     return float(min(lows)), float(np.mean(means))
 
 
+def loop_timings(store) -> dict:
+    """What ``extract`` recorded of its compute loop (the store's ``timings`` attribute)."""
+    import h5py
+    import yaml
+
+    with h5py.File(store, "r") as f:
+        return yaml.safe_load(f.attrs["timings"])
+
+
 def machine(device) -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -296,24 +307,34 @@ def main() -> None:
             )
         res[f"extract_{precision}_audio_s_per_s"] = round(audio_s / t_extract, 2)
         res[f"extract_{precision}_peak_rss_mb"] = mem.mb
+        # The compute loop alone (models loaded, store created), as the store records it.
+        loop = loop_timings(stores[precision])
+        res[f"extract_{precision}_loop_audio_s_per_s"] = round(audio_s / loop["seconds"], 2)
+        res[f"extract_{precision}_stages"] = loop["stages"]
+        res[f"extract_{precision}_peak_memory"] = loop["peak_memory"]
         with PeakRSS() as mem:
             t = run_bare(model, inputs, precision, device)
         res[f"bare_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
         res[f"bare_{precision}_peak_rss_mb"] = mem.mb
         # The host's work around the model: the library call minus the bare forward passes.
         res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(t_extract - t, 1e-9), 1)
-        res[f"extract_over_bare_{precision}"] = round(
-            res[f"extract_{precision}_audio_s_per_s"] / res[f"bare_{precision}_audio_s_per_s"], 3
-        )
+        for kind in ("", "_loop"):
+            res[f"extract{kind}_over_bare_{precision}"] = round(
+                res[f"extract_{precision}{kind}_audio_s_per_s"]
+                / res[f"bare_{precision}_audio_s_per_s"],
+                3,
+            )
     del inputs, model
     with PeakRSS() as mem:
         t = run_naive(manifest, model_dir, device)
     res["naive_fp32_audio_s_per_s"] = round(audio_s / t, 2)
     res["naive_fp32_peak_rss_mb"] = mem.mb
     for precision in precisions:
-        res[f"extract_{precision}_over_naive_fp32"] = round(
-            res[f"extract_{precision}_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"], 3
-        )
+        for kind in ("", "_loop"):
+            res[f"extract{kind}_{precision}_over_naive_fp32"] = round(
+                res[f"extract_{precision}{kind}_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"],
+                3,
+            )
     if "bf16" in stores:
         res["cosine_bf16_fp32_min"], res["cosine_bf16_fp32_mean"] = (
             round(c, 6) for c in cosines(stores["fp32"], stores["bf16"])
@@ -322,18 +343,18 @@ def main() -> None:
         res["bf16"] = (
             "skipped: no native bf16 on this CPU (torch emulates it, ~100x slower); --force-bf16 measures it anyway"
         )
-    if device == "cuda":
+    if device == "cuda":  # loops against loops: neither the bare nor the naive loop loads models
         targets = (
-            res["extract_over_bare_bf16"] >= 0.9
-            and res["extract_bf16_over_naive_fp32"] >= 10
+            res["extract_loop_over_bare_bf16"] >= 0.9
+            and res["extract_loop_bf16_over_naive_fp32"] >= 10
             and res["cosine_bf16_fp32_min"] >= 0.9999
         )
     elif args.size == "deep":  # the host's work around the model
         targets = res["host_fp32_audio_s_per_s"] >= 1500 and padding <= 0.10
     else:
         targets = (
-            res["extract_over_bare_fp32"] >= 0.9
-            and res["extract_fp32_over_naive_fp32"] >= 1.0
+            res["extract_loop_over_bare_fp32"] >= 0.9
+            and res["extract_loop_fp32_over_naive_fp32"] >= 1.0
             and padding <= 0.10
         )
     res["targets_met"] = targets

@@ -383,8 +383,8 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         lengths = np.zeros(len(m))
         lengths[checked.good] = checked.lengths
         todo = [(k, r, lengths[r]) for k, r in todo if len(r)]
-        _compute(m, src, writer, todo, names, cfg, device, min_len)
-        complete = writer.finalize()
+        timings = _compute(m, src, writer, todo, names, cfg, device, min_len)
+        complete = writer.finalize(**({"timings": timings} if timings else {}))
     finally:
         writer.close()
     if world > 1:
@@ -468,14 +468,15 @@ def _compute(
     cfg: ExtractConfig,
     device: str,
     min_len: int,
-) -> None:
-    """Compute the pending rows (groups of fold models, their rows and the rows' lengths).
+) -> dict[str, Any] | None:
+    """Compute the pending rows (groups of fold models, their rows and the rows' lengths);
+    returns where the time went (None when nothing was pending).
 
     Input workers read and encode the next batches while the current one computes; a batch's
     results are collected one batch later (on CUDA the host launches the next batch instead of
     waiting for the device), and each window of rows is written as one block."""
     if not todo:
-        return
+        return None
     encoder = src.encoder
     layers = [i for _, i in names]
     autocast = PRECISIONS[cfg.precision]
@@ -530,6 +531,7 @@ def _compute(
             ]
         )
 
+    loop_start = time.perf_counter()
     try:
         with torch.inference_mode():
             while True:
@@ -561,7 +563,21 @@ def _compute(
         progress.bar.close()
         with clock("write"):
             behind.flush()
-    tqdm.write(f"[{writer.path.name}] {clock.summary(workers)}; {peak_memory(device)}")
+    loop = time.perf_counter() - loop_start
+    rate = f"{progress.audio_s / loop:.1f} audio-s/s, " if progress.audio_s else ""
+    tqdm.write(
+        f"[{writer.path.name}] {progress.bar.n} rows in {loop:.1f} s ({rate}"
+        f"{progress.bar.n / loop:.1f} utt/s); {clock.summary(workers)}; {peak_memory(device)}"
+    )
+    return {
+        "seconds": round(loop, 3),
+        "rows": int(progress.bar.n),
+        "audio_seconds": round(progress.audio_s, 3),
+        "stages": {k: round(v, 3) for k, v in clock.seconds.items()},
+        "workers": workers,
+        "device": device,
+        "peak_memory": peak_memory(device),
+    }
 
 
 def window_rows(cfg: ExtractConfig) -> int:

@@ -76,11 +76,17 @@ def write_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("kind", ["frozen", "run"])
+@pytest.mark.parametrize("kind", ["frozen", "run", "text"])
 def test_worker_processes_equal_the_main_process_and_windows_are_written_whole(
-    kind, manifest, manifest_path, tiny_wav2vec2, w2v_run, tmp_path, write_calls
+    kind, manifest, manifest_path, tiny_wav2vec2, w2v_run, kobert_run, tmp_path, write_calls
 ):
-    source = {"model": str(tiny_wav2vec2)} if kind == "frozen" else {"run": str(w2v_run)}
+    """Audio decoded and normalised, or text tokenised, in worker processes gives the values the
+    main process gives, for a frozen encoder and for fold models (rows routed by fold)."""
+    source = {
+        "frozen": {"model": str(tiny_wav2vec2)},
+        "run": {"run": str(w2v_run)},
+        "text": {"run": str(kobert_run)},
+    }[kind]
     window = 7
     options = dict(layers="all", batch_seconds=3, flush_rows=window)
     extract(manifest_path, tmp_path / "main.h5", ExtractConfig(**source, **options, workers=0))
@@ -90,7 +96,7 @@ def test_worker_processes_equal_the_main_process_and_windows_are_written_whole(
         assert a.complete and b.complete
         for name in a.embedding_names:
             np.testing.assert_array_equal(a.embeddings(name), b.embeddings(name))
-        if kind == "run":
+        if kind != "frozen":
             np.testing.assert_array_equal(a.logits(), b.logits())
             np.testing.assert_array_equal(a.in_sample, b.in_sample)
     # Every write holds rows of one window (7 consecutive rows), most of them a whole window.
@@ -138,3 +144,24 @@ def test_a_row_unreadable_in_a_worker_stops_with_its_name_or_is_skipped(
             and "could not decode" in reasons[frame["id"].iat[4]]
         )
         assert s.done.sum() == len(frame) - 1
+
+
+def test_the_store_records_where_the_time_went(manifest, manifest_path, tiny_wav2vec2, tmp_path):
+    import h5py
+    import soundfile as sf
+    import yaml
+
+    out = tmp_path / "t.h5"
+    cfg = ExtractConfig(model=str(tiny_wav2vec2), workers=1)
+    extract(manifest_path, out, cfg)
+    with h5py.File(out, "r") as f:
+        timings = yaml.safe_load(f.attrs["timings"])
+    audio = sum(sf.info(str(manifest.audio_path(i))).duration for i in range(len(manifest)))
+    assert timings["rows"] == len(manifest) and timings["workers"] == 1
+    assert timings["audio_seconds"] == pytest.approx(audio, rel=1e-3)
+    stages = timings["stages"]
+    assert {"decode", "waiting for input", "forward", "pool", "write"} <= set(stages)
+    assert 0 < stages["forward"] < timings["seconds"]
+    extract(manifest_path, out, cfg)  # nothing left to do: the store and its record stay
+    with h5py.File(out, "r") as f:
+        assert yaml.safe_load(f.attrs["timings"]) == timings and f.attrs["complete"]
