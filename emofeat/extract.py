@@ -372,8 +372,9 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         pending = np.zeros(len(m), bool)
         pending[writer.pending] = True
         if world > 1:
+            # A contiguous share of the rows: each rank's windows stay contiguous in its shard.
             mine = np.zeros(len(m), bool)
-            mine[rank::world] = True
+            mine[np.array_split(np.arange(len(m)), world)[rank]] = True
             pending &= mine
         for r, (_, reason) in zip(checked.bad_rows, checked.bad):
             if pending[r]:
