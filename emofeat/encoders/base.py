@@ -325,6 +325,25 @@ class Encoder(ABC):
 
     # -- forward
     @abstractmethod
+    def run(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+        """The model's forward pass on device ``inputs``; the output has ``hidden_states``."""
+
+    @abstractmethod
+    def valid_positions(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], hidden: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T) mask of the output positions (tokens, frames) computed from real input."""
+
+    def head_layers(self, model: torch.nn.Module) -> set[int]:
+        """Hidden states the model's head reads pooled (see :meth:`head_outputs`)."""
+        return set()
+
+    def head_outputs(
+        self, model: torch.nn.Module, out: Any, pooled: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The logits (None without a head) and extra pooled outputs, float32."""
+        return None, {}
+
     def forward(
         self,
         model: torch.nn.Module,
@@ -342,6 +361,24 @@ class Encoder(ABC):
         ``model`` has a head, and with ``sequence_layer`` that layer's unpooled states per row
         (for sequence models such as MMM). ``clock(stage)`` times the "forward" and "pool"
         stages."""
+        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        with clock("forward"), autocast_context(device, autocast):
+            out = self.run(model, enc)
+        with clock("pool"):
+            hs = out.hidden_states
+            mask = self.valid_positions(model, enc, hs[-1])
+            own = owner_tensor(owner, n_rows, device)
+            pooled = pool_layers(
+                hs, sorted(set(layers) | self.head_layers(model)), mask, own, n_rows
+            )
+            with autocast_context(device, autocast):
+                logits, extra = self.head_outputs(model, out, pooled)
+            sequences = (
+                row_sequences(hs[sequence_layer], mask, owner, n_rows)
+                if sequence_layer is not None
+                else None
+            )
+        return Features({i: pooled[i] for i in layers}, logits, extra, sequences)
 
 
 def owner_tensor(owner: np.ndarray, n_rows: int, device: str) -> torch.Tensor | None:

@@ -25,14 +25,8 @@ from emofeat.audio import AudioError, duration, load_audio
 from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
-    Features,
-    autocast_context,
     masked_mean,
-    owner_tensor,
-    pool_layers,
     register_family,
-    row_sequences,
-    untimed,
 )
 from emofeat.errors import ModelError
 
@@ -341,40 +335,21 @@ class SpeechEncoder(Encoder):
         return inputs["lengths"]
 
     # -- forward
-    def forward(
-        self,
-        model,
-        inputs,
-        owner,
-        n_rows,
-        layers,
-        device,
-        autocast,
-        sequence_layer=None,
-        clock=untimed,
-    ):
-        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-        encoder = self.bare(model)
-        head = getattr(model, "head", None)
-        with clock("forward"), autocast_context(device, autocast):
-            hs = encoder(
-                enc["input_values"],
-                attention_mask=enc.get("attention_mask"),
-                output_hidden_states=True,
-            ).hidden_states
-        with clock("pool"):
-            mask = frame_mask(encoder, enc["lengths"], hs[-1])
-            own = owner_tensor(owner, n_rows, device)
-            last = len(hs) - 1
-            wanted = set(layers) | ({last} if head is not None else set())
-            pooled = pool_layers(hs, sorted(wanted), mask, own, n_rows)
-            logits = None
-            if head is not None:
-                with autocast_context(device, autocast):
-                    logits = head(pooled[last][0].to(hs[-1].dtype)).float()
-            sequences = (
-                row_sequences(hs[sequence_layer], mask, owner, n_rows)
-                if sequence_layer is not None
-                else None
-            )
-        return Features({i: pooled[i] for i in layers}, logits, sequences=sequences)
+    def run(self, model, inputs):
+        return self.bare(model)(
+            inputs["input_values"],
+            attention_mask=inputs.get("attention_mask"),
+            output_hidden_states=True,
+        )
+
+    def valid_positions(self, model, inputs, hidden):
+        return frame_mask(self.bare(model), inputs["lengths"], hidden)
+
+    def head_layers(self, model):
+        return {self.num_hidden_states(model) - 1} if hasattr(model, "head") else set()
+
+    def head_outputs(self, model, out, pooled):
+        if not hasattr(model, "head"):
+            return None, {}
+        last = out.hidden_states[-1]
+        return model.head(pooled[len(out.hidden_states) - 1][0].to(last.dtype)).float(), {}

@@ -19,13 +19,7 @@ from kobert_transformers.tokenization_kobert import KoBertTokenizer
 from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
-    Features,
-    autocast_context,
-    owner_tensor,
-    pool_layers,
     register_family,
-    row_sequences,
-    untimed,
 )
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
@@ -179,35 +173,15 @@ class TextEncoder(Encoder):
         return inputs["attention_mask"].sum(1)
 
     # -- forward
-    def forward(
-        self,
-        model,
-        inputs,
-        owner,
-        n_rows,
-        layers,
-        device,
-        autocast,
-        sequence_layer=None,
-        clock=untimed,
-    ):
-        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-        with clock("forward"), autocast_context(device, autocast):
-            out = model(**enc, output_hidden_states=True)
-        with clock("pool"):
-            hs = out.hidden_states
-            mask = enc["attention_mask"].bool()
-            own = owner_tensor(owner, n_rows, device)
-            pooled = pool_layers(hs, sorted(set(layers)), mask, own, n_rows)
-            extra = {}
-            pooler = getattr(self.bare(model), "pooler", None)
-            if pooler is not None:
-                with autocast_context(device, autocast):
-                    extra["pooler"] = pooler(hs[-1]).float()
-            logits = out.logits.float() if hasattr(out, "logits") else None
-            sequences = (
-                row_sequences(hs[sequence_layer], mask, owner, n_rows)
-                if sequence_layer is not None
-                else None
-            )
-        return Features(pooled, logits, extra, sequences)
+    def run(self, model, inputs):
+        return model(**inputs, output_hidden_states=True)
+
+    def valid_positions(self, model, inputs, hidden):
+        return inputs["attention_mask"].bool()
+
+    def head_outputs(self, model, out, pooled):
+        extra = {}
+        pooler = getattr(self.bare(model), "pooler", None)
+        if pooler is not None:  # BERT's pooler on the [CLS] state
+            extra["pooler"] = pooler(out.hidden_states[-1]).float()
+        return (out.logits.float() if hasattr(out, "logits") else None), extra
