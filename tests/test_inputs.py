@@ -165,3 +165,46 @@ def test_the_store_records_where_the_time_went(manifest, manifest_path, tiny_wav
     extract(manifest_path, out, cfg)  # nothing left to do: the store and its record stay
     with h5py.File(out, "r") as f:
         assert yaml.safe_load(f.attrs["timings"]) == timings and f.attrs["complete"]
+
+
+@pytest.mark.parametrize("failure", ["non-finite values", "an error in the forward pass"])
+def test_rows_computed_before_a_failure_are_kept(
+    failure, manifest, manifest_path, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    """The fourth batch fails; the three before it (the last one still in flight, the others
+    waiting in the write buffer) are written, not recomputed, and a re-run does the rest."""
+    from emofeat.encoders.base import Encoder
+    from emofeat.errors import EmofeatError
+
+    cfg = dict(model=str(tiny_wav2vec2), batch_seconds=2, workers=0)
+    clean = tmp_path / "clean.h5"
+    extract(manifest_path, clean, ExtractConfig(**cfg))
+    real, rows_before = Encoder.forward, []
+
+    def fails_fourth(self, model, inputs, owner, n_rows, *args, **kw):
+        if len(rows_before) == 3 and failure != "non-finite values":
+            raise RuntimeError("boom")
+        feats = real(self, model, inputs, owner, n_rows, *args, **kw)
+        rows_before.append(n_rows)
+        if len(rows_before) == 4:
+            feats.pooled = {i: (m * float("nan"), s) for i, (m, s) in feats.pooled.items()}
+        return feats
+
+    monkeypatch.setattr(Encoder, "forward", fails_fourth)
+    out = tmp_path / "s.h5"
+    error = (
+        (EmofeatError, "non-finite embeddings")
+        if "non-finite" in failure
+        else (RuntimeError, "boom")
+    )
+    with pytest.raises(error[0], match=error[1]):
+        extract(manifest_path, out, ExtractConfig(**cfg))
+    with open_store(out) as s, open_store(clean) as c:
+        done = s.select(done=True)
+        assert len(done) == sum(rows_before[:3]) and not s.complete
+        np.testing.assert_array_equal(s.embeddings("last", done), c.embeddings("last", done))
+    monkeypatch.setattr(Encoder, "forward", real)
+    extract(manifest_path, out, ExtractConfig(**cfg))  # the rest, on resume
+    with open_store(out) as s, open_store(clean) as c:
+        assert s.complete
+        np.testing.assert_allclose(s.embeddings("last"), c.embeddings("last"), atol=2e-5)
