@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from kobert_transformers.tokenization_kobert import KoBertTokenizer
 
 from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
@@ -25,20 +24,15 @@ from emofeat.encoders.base import (
 KOBERT_SPM = "tokenizer_78b3253a26.model"
 
 
-class KoBertTokenizerFixed(KoBertTokenizer):
-    """kobert-transformers' tokenizer, fixed for transformers 4.x.
+def __getattr__(name: str) -> Any:
+    # ``from emofeat.encoders.text import KoBertTokenizerFixed`` keeps working, while importing
+    # this module (every extraction resolves the families) does not import kobert-transformers,
+    # whose package imports transformers' BERT models (1.3 s here).
+    if name == "KoBertTokenizerFixed":
+        from emofeat.encoders.kobert_tokenizer import KoBertTokenizerFixed
 
-    ``save_vocabulary`` takes ``filename_prefix`` (``save_pretrained`` passes it), and encodings
-    include ``token_type_ids`` (BERT expects them).
-    """
-
-    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
-
-    def save_vocabulary(
-        self, save_directory: str, filename_prefix: str | None = None
-    ) -> tuple[str, str]:
-        os.makedirs(save_directory, exist_ok=True)
-        return super().save_vocabulary(save_directory)
+        return KoBertTokenizerFixed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_tokenizer(source: str | os.PathLike):
@@ -47,6 +41,8 @@ def load_tokenizer(source: str | os.PathLike):
     src = local_source(source)
     with loading(src):
         if (Path(src) / KOBERT_SPM).is_file():
+            from emofeat.encoders.kobert_tokenizer import KoBertTokenizerFixed
+
             return KoBertTokenizerFixed.from_pretrained(src)
         from transformers import AutoTokenizer
 
