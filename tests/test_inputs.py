@@ -208,3 +208,13 @@ def test_rows_computed_before_a_failure_are_kept(
     with open_store(out) as s, open_store(clean) as c:
         assert s.complete
         np.testing.assert_allclose(s.embeddings("last"), c.embeddings("last"), atol=2e-5)
+
+
+def test_default_workers_leave_a_cpu_to_the_model_and_feed_a_gpu(monkeypatch):
+    from emofeat.inputs import default_workers
+
+    assert default_workers("cpu") == 0  # the model's threads use every core
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert default_workers("cuda") == 8 and default_workers("cuda:1") == 8
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers("cuda") == 1
