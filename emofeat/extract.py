@@ -561,6 +561,7 @@ def _compute(
             collect()
         raise
     finally:
+        batches.close()  # the input workers stop now, not when a traceback lets go of them
         progress.bar.close()
         with clock("write"):
             behind.flush()
