@@ -425,7 +425,8 @@ def finetune(
     "--flush-rows",
     type=int,
     help="Rows per write window (default 2048, 256 with --sequence): batched by length inside "
-    "it and written as one block; a kill loses at most one window (recomputed on resume).",
+    "it and written as one block; a kill loses at most the rows since the last write (one "
+    "window, or 5 s of compute), recomputed on resume.",
 )
 @click.option(
     "--sequence",
@@ -447,7 +448,7 @@ def finetune(
     "--workers",
     type=int,
     help="Input worker processes that read and encode the next batches while one computes "
-    "(default 1 on CPU, up to 8 on CUDA; 0 reads in the main process).",
+    "(default: none on CPU, where the model's threads use every core; up to 8 on CUDA).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store made for other rows or options.")
 @config_option

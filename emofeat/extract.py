@@ -80,7 +80,7 @@ class ExtractConfig:
     reverse: bool | None = None  # speech: default the run's
     skip_bad: bool = False
     overwrite: bool = False
-    workers: int | None = None  # input worker processes (None: 1 on CPU, up to 8 on CUDA)
+    workers: int | None = None  # input worker processes (None: 0 on CPU, up to 8 on CUDA)
     flush_rows: int | None = None  # rows per write window (None: 2048, 256 with --sequence)
     sequence: bool = False  # also store the last layer's states per row (for MMM)
     sequence_length: int | None = None  # positions kept (default: text max_len, speech 512)
