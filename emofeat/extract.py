@@ -48,6 +48,7 @@ from emofeat.inputs import (
     batch_loader,
     default_workers,
     plan_batches,
+    stop_workers,
     to_device,
 )
 from emofeat.labels import LABEL_NAMES
@@ -488,7 +489,8 @@ def _compute(
     behind = WriteBehind(writer)
     workers = default_workers(device) if cfg.workers is None else max(0, cfg.workers)
     source = BatchSource(m, encoder, plan, min_len)
-    batches = to_device(batch_loader(source, workers, device, writer.inherited_fds()), device)
+    loaded = iter(batch_loader(source, workers, device, writer.inherited_fds()))
+    batches = to_device(loaded, device)
     in_flight: list[tuple[list[HostCopy], Batch]] = []
 
     def collect() -> None:
@@ -561,7 +563,7 @@ def _compute(
             collect()
         raise
     finally:
-        batches.close()  # the input workers stop now, not when a traceback lets go of them
+        stop_workers(loaded)  # now, not when a traceback lets go of the loader
         progress.bar.close()
         with clock("write"):
             behind.flush()

@@ -172,6 +172,15 @@ def batch_loader(
     )
 
 
+def stop_workers(batches: Iterator[Batch]) -> None:
+    """Stop the worker processes of an unfinished DataLoader iteration now. torch has no public
+    call for it: its iterator does this in ``__del__``, which runs whenever garbage collection
+    gets to it (later, when a traceback or a reference cycle holds it)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def to_device(batches: Iterable[Batch], device: str) -> Iterator[Batch]:
     """``batches`` with their inputs on ``device``. On CUDA each copy is issued on a side stream
     as the batch is taken, i.e. while the device still computes the previous batch, and the

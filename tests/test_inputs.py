@@ -139,7 +139,13 @@ def test_a_row_unreadable_in_a_worker_stops_with_its_name_or_is_skipped(
     # The workers stopped with the error, not later (the traceback still holds the frames).
     import psutil
 
-    assert not [c for c in psutil.Process().children() if c.is_running() and c.status() != "zombie"]
+    def alive(process):
+        try:
+            return process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    assert not [c for c in psutil.Process().children() if alive(c)]
     extract(tmp_path / "m.csv", tmp_path / "s.h5", ExtractConfig(**cfg, skip_bad=True))
     with open_store(tmp_path / "s.h5") as s:
         reasons = s.skip_reasons()
