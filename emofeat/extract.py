@@ -262,6 +262,18 @@ def _check_options(cfg: ExtractConfig, device: str) -> None:
         )
     if cfg.pooling not in ("mean", "mean+std"):
         raise EmofeatError(f"--pooling must be mean or mean+std, got {cfg.pooling!r}")
+    # Counts that would otherwise silently mean something else (0 rows per window: the default).
+    for option, value, least in [
+        ("workers", cfg.workers, 0),
+        ("flush-rows", cfg.flush_rows, 1),
+        ("batch-size", cfg.batch_size, 1),
+        ("sequence-length", cfg.sequence_length, 1),
+    ]:
+        if value is not None and (not isinstance(value, int) or value < least):
+            raise EmofeatError(f"--{option} must be an integer >= {least}, got {value!r}")
+    for option, value in [("batch-seconds", cfg.batch_seconds), ("max-seconds", cfg.max_seconds)]:
+        if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+            raise EmofeatError(f"--{option} must be a positive number of seconds, got {value!r}")
 
 
 def _split_on_oom(fn, batch: np.ndarray):
@@ -487,7 +499,7 @@ def _compute(
     progress = _Progress(sum(len(p.rows) for p in plan), writer.path.name)
     clock = Timings()
     behind = WriteBehind(writer)
-    workers = default_workers(device) if cfg.workers is None else max(0, cfg.workers)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
     source = BatchSource(m, encoder, plan, min_len)
     loaded = iter(batch_loader(source, workers, device, writer.inherited_fds()))
     batches = to_device(loaded, device)
@@ -587,8 +599,8 @@ def _compute(
 def window_rows(cfg: ExtractConfig) -> int:
     """Rows per write window (``--flush-rows``; default 2048, 256 with sequences, whose rows
     take ~1 MB each). Larger windows give fuller same-length batches and larger writes."""
-    if cfg.flush_rows:
-        return max(1, cfg.flush_rows)
+    if cfg.flush_rows is not None:
+        return cfg.flush_rows
     return 256 if cfg.sequence else 2048
 
 

@@ -170,6 +170,14 @@ def remote_code_folder(ctx):
     return encoder.load_classifier(str(folder))
 
 
+def extract_option(**options):
+    def run(ctx):
+        out = ctx["tmp"] / "s.h5"
+        return extract(ctx["manifest"].path, out, ExtractConfig(model=str(ctx["w2v"]), **options))
+
+    return run
+
+
 def yaml_config(text):
     def run(ctx):
         (ctx["tmp"] / "c.yaml").write_text(text)
@@ -219,6 +227,30 @@ CASES = [
     ("yaml-not-mapping", yaml_config("- 1\n- 2\n"), EmofeatError, "expected a mapping"),
     ("yaml-unknown-option", yaml_config("learning_rate: 1\n"), EmofeatError, "unknown option"),
     ("select-unknown", yaml_config("select: fold\n"), EmofeatError, "--select must be one of"),
+    (
+        "workers-negative",
+        extract_option(workers=-2),
+        EmofeatError,
+        "--workers must be an integer >= 0",
+    ),
+    (
+        "flush-rows-zero",
+        extract_option(flush_rows=0),
+        EmofeatError,
+        "--flush-rows must be an integer >= 1",
+    ),
+    (
+        "batch-seconds-nan",
+        extract_option(batch_seconds=float("nan")),
+        EmofeatError,
+        "--batch-seconds must be a positive",
+    ),
+    (
+        "max-seconds-zero",
+        extract_option(max_seconds=0),
+        EmofeatError,
+        "--max-seconds must be a positive",
+    ),
 ]
 
 
