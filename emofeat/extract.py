@@ -555,9 +555,9 @@ def _compute(
                 if batch is None:
                     break
                 waited = time.perf_counter() - start
-                clock.add("decode", batch.decode_seconds)
+                clock.add(encoder.input_stage, batch.input_seconds)
                 # Without workers the main process decodes: count that once, as decoding.
-                clock.add("waiting for input", waited - (0 if workers else batch.decode_seconds))
+                clock.add("waiting for input", waited - (0 if workers else batch.input_seconds))
                 for r, err in batch.failed:  # a row that passed the checks but cannot be read
                     if not cfg.skip_bad:
                         raise err
@@ -604,6 +604,9 @@ def window_rows(cfg: ExtractConfig) -> int:
     return 256 if cfg.sequence else 2048
 
 
+INPUT_STAGES = ("decode", "tokenise")  # what the input workers do (Encoder.input_stage)
+
+
 class Timings:
     """Seconds spent per stage of extraction. Decoding runs in the input workers, beside the
     rest; on CUDA "forward" and "pool" count the host's time to launch them (the device runs
@@ -626,7 +629,7 @@ class Timings:
     def summary(self, workers: int) -> str:
         where = f"in {workers} worker process(es)" if workers else "in the main process"
         return "time: " + ", ".join(
-            f"{stage} {sec:.1f} s" + (f" ({where})" if stage == "decode" else "")
+            f"{stage} {sec:.1f} s" + (f" ({where})" if stage in INPUT_STAGES else "")
             for stage, sec in self.seconds.items()
         )
 

@@ -82,7 +82,7 @@ class Batch:
     inputs: dict[str, torch.Tensor]
     failed: list[tuple[int, EmofeatError]] = field(default_factory=list)
     units: float = 0.0
-    decode_seconds: float = 0.0
+    input_seconds: float = 0.0
     ends_window: bool = False
 
     def pin_memory(self) -> Batch:

@@ -1,8 +1,10 @@
 """Extraction inputs: the batch plan, worker processes, OOM subsets and window-sized writes."""
 
+import h5py
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from emofeat.encoders.base import InputOptions
 from emofeat.encoders.speech import SpeechEncoder
@@ -99,6 +101,9 @@ def test_worker_processes_equal_the_main_process_and_windows_are_written_whole(
         if kind != "frozen":
             np.testing.assert_array_equal(a.logits(), b.logits())
             np.testing.assert_array_equal(a.in_sample, b.in_sample)
+    with h5py.File(tmp_path / "workers.h5", "r") as f:  # the workers' stage, named for the input
+        stages = yaml.safe_load(f.attrs["timings"])["stages"]
+    assert ("tokenise" if kind == "text" else "decode") in stages
     # Every write holds rows of one window (7 consecutive rows), most of them a whole window.
     n = len(manifest)
     windows = [set(range(s, min(s + window, n))) for s in range(0, n, window)]
@@ -157,9 +162,7 @@ def test_a_row_unreadable_in_a_worker_stops_with_its_name_or_is_skipped(
 
 
 def test_the_store_records_where_the_time_went(manifest, manifest_path, tiny_wav2vec2, tmp_path):
-    import h5py
     import soundfile as sf
-    import yaml
 
     out = tmp_path / "t.h5"
     cfg = ExtractConfig(model=str(tiny_wav2vec2), workers=1)

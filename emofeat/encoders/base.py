@@ -189,6 +189,7 @@ class Encoder(ABC):
     family: ClassVar[str]
     modality: ClassVar[str]  # "text" or "speech": the store's ``modality`` attribute
     model_types: ClassVar[tuple[str, ...]]  # Hugging Face ``model_type`` values it handles
+    input_stage: ClassVar[str] = "decode"  # what reading a row's input is called in timings
 
     def __init__(self, processor: Any, options: InputOptions):
         self.processor = processor

@@ -111,6 +111,7 @@ class TextEncoder(Encoder):
 
     family = "bert"
     modality = "text"
+    input_stage = "tokenise"
     model_types = (
         "bert",
         "roberta",
