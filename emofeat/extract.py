@@ -306,7 +306,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     if cfg.batch_seconds is None:
         # Measured on 2 CPU cores (wav2vec2-base, clips 1-12 s): batching gains nothing on a CPU
         # and padding costs, so CPU batches stay small; GPUs want large ones.
-        cfg.batch_seconds = 64.0 if device == "cuda" else 12.0
+        cfg.batch_seconds = 64.0 if device.startswith("cuda") else 12.0
     src = load_models(cfg)
     # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
     hashing = ThreadPoolExecutor(max_workers=1)
@@ -503,12 +503,12 @@ def _compute(
     source = BatchSource(m, encoder, plan, min_len)
     loaded = iter(batch_loader(source, workers, device, writer.inherited_fds()))
     batches = to_device(loaded, device)
-    in_flight: list[tuple[list[HostCopy], Batch]] = []
+    in_flight: list[tuple[list[HostCopy], Batch]] = []  # the previous batch, once computed
 
     def collect() -> None:
-        """Write the results of the batches in flight (waiting for their transfer)."""
-        while in_flight:
-            copies, batch = in_flight.pop(0)
+        """Write the results of the batch in flight (waiting for their transfer)."""
+        if in_flight:
+            copies, batch = in_flight.pop()
             for copy in copies:
                 with clock("device to host"):
                     got = copy.wait()
@@ -583,7 +583,7 @@ def _compute(
     rate = f"{progress.audio_s / loop:.1f} audio-s/s, " if progress.audio_s else ""
     tqdm.write(
         f"[{writer.path.name}] {progress.bar.n} rows in {loop:.1f} s ({rate}"
-        f"{progress.bar.n / loop:.1f} utt/s); {clock.summary(workers)}; {peak_memory(device)}"
+        f"{progress.bar.n / loop:.1f} utt/s); {clock.summary(workers, encoder.input_stage)}; {peak_memory(device)}"
     )
     return {
         "seconds": round(loop, 3),
@@ -602,9 +602,6 @@ def window_rows(cfg: ExtractConfig) -> int:
     if cfg.flush_rows is not None:
         return cfg.flush_rows
     return 256 if cfg.sequence else 2048
-
-
-INPUT_STAGES = ("decode", "tokenise")  # what the input workers do (Encoder.input_stage)
 
 
 class Timings:
@@ -626,10 +623,11 @@ class Timings:
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
-    def summary(self, workers: int) -> str:
+    def summary(self, workers: int, input_stage: str) -> str:
+        """One line; ``input_stage`` (decode, tokenise) is said to run where the workers are."""
         where = f"in {workers} worker process(es)" if workers else "in the main process"
         return "time: " + ", ".join(
-            f"{stage} {sec:.1f} s" + (f" ({where})" if stage in INPUT_STAGES else "")
+            f"{stage} {sec:.1f} s" + (f" ({where})" if stage == input_stage else "")
             for stage, sec in self.seconds.items()
         )
 

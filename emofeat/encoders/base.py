@@ -320,7 +320,8 @@ class Encoder(ABC):
     ) -> dict[str, torch.Tensor]:
         """The encoded inputs of some ``pieces`` of a batch, cut to their own longest piece:
         what :meth:`encode` gives for those pieces alone (used to split a batch on OOM)."""
-        some = {k: v[torch.as_tensor(pieces, device=v.device)] for k, v in inputs.items()}
+        index = torch.as_tensor(pieces, device=next(iter(inputs.values())).device)
+        some = {k: v[index] for k, v in inputs.items()}
         longest = int(self.input_lengths(some).max())
         return {k: v[:, :longest] if v.ndim >= 2 else v for k, v in some.items()}
 
