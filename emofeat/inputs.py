@@ -144,8 +144,9 @@ def _close_in_worker(fds: tuple[int, ...], worker_id: int) -> None:
 def default_workers(device: str) -> int:
     """Input workers when not given. On a CPU none: the model's threads use every core, and a
     worker beside them slowed the forward passes more than it saved (deep wav2vec2, 1,500 clips,
-    2 cores: forward 23.0 s -> 25.7 s, decoding saved 1.9 s). On a GPU host up to 8 (the host's
-    cores are free while the device computes)."""
+    2 cores: forward 24.4 -> 27.2 s, the loop 28.8 -> 30.8 s; ``benchmarks/extract_bench.py
+    --size deep --clips 1500 --fp32-only --workers 1``). On a GPU host up to 8 (the host's cores
+    are free while the device computes)."""
     if not device.startswith("cuda"):
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))
