@@ -305,8 +305,18 @@ def test_resume_after_sigkill_equals_uninterrupted(
     frozen_store, manifest_path, tiny_wav2vec2, tmp_path
 ):
     out = tmp_path / "killed.h5"
+    # With input workers: forked, they outlive the killed writer for a moment and must not hold
+    # its lock then (the re-run would find "another process is writing this store").
     args = extract_args(
-        tiny_wav2vec2, manifest_path, out, "--batch-seconds", "0.01", "--flush-rows", "1"
+        tiny_wav2vec2,
+        manifest_path,
+        out,
+        "--batch-seconds",
+        "0.01",
+        "--flush-rows",
+        "1",
+        "--workers",
+        "2",
     )
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done = 0
