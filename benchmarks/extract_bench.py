@@ -278,7 +278,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModel
 
-    from emofeat.extract import cpu_has_native_bf16
+    from emofeat.device import cpu_has_native_bf16
 
     manifest, model_dir, audio_s = make_data(out, args.clips, args.seed, args.size)
     layers = LAYERS[args.size]

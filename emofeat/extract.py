@@ -38,10 +38,10 @@ import torch
 from tqdm.auto import tqdm
 
 from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
 from emofeat.encoders.base import Encoder, Features, InputOptions, layer_names
 from emofeat.errors import EmofeatError
-from emofeat.finetune import pick_device
 from emofeat.inputs import (
     Batch,
     BatchSource,
@@ -57,7 +57,6 @@ from emofeat.runs import RunFolder, RunInfo
 from emofeat.store import Provenance, merge_stores, open_writer
 
 log = logging.getLogger(__name__)
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -101,19 +100,6 @@ VALUE_KEYS = (
     "sequence",
     "sequence_length",
 )
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Elsewhere torch emulates it:
-    measured on an AVX2-only AMD EPYC here, a bf16 matmul was ~140x slower than fp32."""
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    if "BF16" in capability or "AMX" in capability:
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def sha256_of_weights(folders: list[str]) -> str:
@@ -249,17 +235,7 @@ def _check_assignment(m: Manifest, src: Models, trained: list[set[str]]) -> None
 
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
-    if cfg.precision not in PRECISIONS:
-        raise EmofeatError(f"--precision must be one of {list(PRECISIONS)}")
-    if device == "cpu" and cfg.precision == "fp16":
-        raise EmofeatError(
-            "--precision fp16 needs a GPU; on CPU use bf16 (fast on CPUs with AVX512-BF16/AMX) or fp32"
-        )
-    if device == "cpu" and cfg.precision == "bf16" and not cpu_has_native_bf16():
-        log.warning(
-            "--precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): torch emulates it, "
-            "which was ~100x slower than fp32 on such a CPU; use fp32 here"
-        )
+    check_precision(cfg.precision, device)
     if cfg.pooling not in ("mean", "mean+std"):
         raise EmofeatError(f"--pooling must be mean or mean+std, got {cfg.pooling!r}")
     # Counts that would otherwise silently mean something else (0 rows per window: the default).
@@ -493,7 +469,7 @@ def _compute(
         return None
     encoder = src.encoder
     layers = [i for _, i in names]
-    autocast = PRECISIONS[cfg.precision]
+    autocast = check_precision(cfg.precision, device)
     sequence_layer = encoder.num_hidden_states(src.models[0]) - 1 if cfg.sequence else None
     plan = plan_batches(encoder, todo, window_rows(cfg), cfg.batch_size, cfg.batch_seconds)
     progress = _Progress(sum(len(p.rows) for p in plan), writer.path.name)
@@ -630,17 +606,6 @@ class Timings:
             f"{stage} {sec:.1f} s" + (f" ({where})" if stage == input_stage else "")
             for stage, sec in self.seconds.items()
         )
-
-
-def peak_memory(device: str) -> str:
-    """Peak device memory (CUDA) or peak resident memory of the process (CPU)."""
-    if device.startswith("cuda"):
-        return f"peak device memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
-    import resource
-
-    return (
-        f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
-    )
 
 
 class HostCopy:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import torch
 
 from emofeat.configfile import read_options
 from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
@@ -133,18 +133,6 @@ def _check_types(values: dict[str, Any], source: str) -> None:
             raise EmofeatError(
                 f"{source}: option {key!r} must be {names}, got {value!r} ({type(value).__name__})"
             )
-
-
-def pick_device(device: str) -> str:
-    """``auto`` → the ``EMOFEAT_DEVICE`` environment variable when set, else ``cuda`` when
-    available, else ``cpu``."""
-    if device == "auto":
-        device = os.environ.get("EMOFEAT_DEVICE", "") or (
-            "cuda" if torch.cuda.is_available() else "cpu"
-        )
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EmofeatError("--device cuda asked for, but no CUDA device is available")
-    return device
 
 
 # ----------------------------------------------------------------------------------------- data

@@ -383,16 +383,16 @@ def test_refuses_a_store_made_for_other_options(
 def test_bf16_on_a_cpu_without_native_bf16_warns(
     manifest_path, tiny_wav2vec2, tmp_path, monkeypatch, caplog
 ):
-    import emofeat.extract as ex
+    import emofeat.device as dev
 
     cfg = ExtractConfig(model=str(tiny_wav2vec2), precision="bf16", device="cpu", pooling="max")
-    monkeypatch.setattr(ex, "cpu_has_native_bf16", lambda: False)
-    caplog.set_level("WARNING", logger="emofeat.extract")
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
+    caplog.set_level("WARNING", logger="emofeat.device")
     with pytest.raises(EmofeatError, match="--pooling"):  # checked before any model is loaded
         extract(manifest_path, tmp_path / "w.h5", cfg)
     assert "without native bf16" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(ex, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
     with pytest.raises(EmofeatError, match="--pooling"):
         extract(manifest_path, tmp_path / "w.h5", cfg)
     assert "native bf16" not in caplog.text

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emofeat.device import pick_device
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.store import Provenance, align_stores, create_store, open_store
 
@@ -203,8 +204,6 @@ def fit_mmm(
 ) -> dict[str, Any]:
     """Cross-fit MMM over a text and an audio sequence store into ``out`` (``mmm.h5``,
     ``metrics.json``, ``report.md``, ``config.yaml``); returns the metrics."""
-    from emofeat.finetune import pick_device
-
     cfg = cfg or MMMConfig()
     if len(stores) != 2:
         raise EmofeatError(f"MMM fuses two sequence stores (text, then audio); got {len(stores)}")
