@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
 from emofeat.encoders.base import Encoder, Features, InputOptions, layer_names
@@ -181,57 +182,35 @@ class Routing:
 
 
 def route_rows(m: Manifest, src: Models) -> Routing:
-    """Route rows to models: train rows of fold k → fold model k alone (out-of-fold); every other
-    row (test rows, rows of no fold) → the mean over the fold models.
+    """Route rows to models by the cross-fitting rule (:class:`emofeat.crossfit.FoldPlan`): a
+    held-out train row → the fold model that held it out; every other row → the mean over the
+    fold models.
 
     With a cross-fitted run the manifest's fold assignment is checked against the rows each fold
-    model recorded: a labelled train row whose fold differs from the run's, a labelled train row
-    the run never trained on, or a test row some fold model trained on is refused, with the first
-    differences. The run's records also give each row's ``in_sample`` flag."""
-    n_models = len(src.models)
+    model recorded (``rows.json``): a labelled train row whose fold differs from the run's, a
+    labelled train row the run never saw, or a test row some fold model trained on is refused,
+    with the first differences. The run's records also give each row's ``in_sample`` flag."""
+    plan = FoldPlan.from_manifest(m)
     if src.run is None:  # a frozen pretrained encoder never saw these labels
-        return Routing([(list(range(n_models)), np.arange(len(m)))], np.zeros(len(m), bool))
-    trained, used = RunFolder(src.run_path).fold_usage()
-    ids, split, fold = m.ids, m.split, m.fold
-    own = (split == "train") & (fold >= 0) & (fold < n_models) & src.out_of_fold
+        everyone = list(range(len(src.models)))
+        return Routing([(everyone, np.arange(len(m)))], np.zeros(len(m), bool))
+    run = RunFolder(src.run_path)
+    used = run.fold_usage()
+    model_folds = run.fold_ids()
+    skipped = run.skipped_ids()
+    plan = plan.excluding(i for i, u in enumerate(plan.ids) if u in skipped)
     if src.out_of_fold:
-        _check_assignment(m, src, trained)
-    groups = [([k], np.flatnonzero(own & (fold == k))) for k in range(n_models)]
-    groups.append((list(range(n_models)), np.flatnonzero(~own)))
-    in_sample = np.zeros(len(m), bool)
-    for models, rows in groups:
-        for r in rows:
-            in_sample[r] = any(ids[r] in used[k] for k in models)
-    return Routing([(k, r) for k, r in groups if len(r)], in_sample)
-
-
-def _check_assignment(m: Manifest, src: Models, trained: list[set[str]]) -> None:
-    run = src.run_path
-    seen = set().union(*trained)
-    skipped = RunFolder(run).skipped_ids()
-    problems = []
-    labelled_train = (m.split == "train") & (m.label_indices >= 0)
-    for uid, split, fold, is_lt in zip(m.ids, m.split, m.fold, labelled_train):
-        run_fold = [k for k, t in enumerate(trained) if uid not in t] if uid in seen else []
-        if is_lt and uid not in skipped:
-            if uid not in seen:
-                problems.append(
-                    f"{uid}: train row in fold {fold} of the manifest, never seen by the run"
-                )
-            elif run_fold != [fold]:
-                problems.append(
-                    f"{uid}: manifest fold {fold}, run fold {run_fold[0] if len(run_fold) == 1 else run_fold}"
-                )
-        elif split != "train" and uid in seen:
-            problems.append(f"{uid}: {split} row in the manifest, but fold models trained on it")
-    if problems:
-        listing = "\n  ".join(problems[:5])
-        raise EmofeatError(
-            f"{run} was trained with another fold assignment than {m.path or m.root} "
-            f"({len(problems)} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
-            f"Extract with the manifest the run was made from ({src.run.manifest}), or fine-tune "
-            "a new run on this manifest."
-        )
+        count, problems = plan.check_models(model_folds, used)
+        if count:
+            listing = "\n  ".join(problems)
+            raise EmofeatError(
+                f"{run.path} was trained with another fold assignment than {m.path or m.root} "
+                f"({count} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
+                f"Extract with the manifest the run was made from ({src.run.manifest}), or fine-tune "
+                "a new run on this manifest."
+            )
+    groups = plan.model_groups(model_folds)
+    return Routing(groups, plan.in_sample(groups, used))
 
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:

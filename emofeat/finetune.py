@@ -27,13 +27,14 @@ import torch
 
 from emofeat.configfile import read_options
 from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
 from emofeat.labels import LABEL_NAMES
 from emofeat.presets import PRESETS
-from emofeat.runs import RunFolder, assignment_hash
+from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -234,54 +235,32 @@ def _trainer_class():
     return EmofeatTrainer
 
 
-def inner_split(
-    manifest: Manifest, rows: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(fit rows, validation rows): a group-aware split of a fold model's own training rows
-    (a session, else a speaker, never spans both sides)."""
-    from sklearn.model_selection import GroupShuffleSplit
-
-    frame = manifest.frame
-    groups = [
-        f"{c}/{s or sp or i}"
-        for c, s, sp, i in zip(
-            frame["corpus"].to_numpy()[rows],
-            frame["session"].to_numpy()[rows],
-            frame["speaker"].to_numpy()[rows],
-            frame["id"].to_numpy()[rows],
-        )
-    ]
-    split = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    fit, val = next(split.split(rows, groups=groups))
-    return rows[np.sort(fit)], rows[np.sort(val)]
-
-
 def train_fold(
     manifest: Manifest,
+    plan: FoldPlan,
     spec: ModelSpec,
     cfg: FinetuneConfig,
     fold: int,
     run: RunFolder,
-    rows: np.ndarray,
-    lengths: np.ndarray,
+    length_of: dict[int, float],
     encoder: Encoder | None = None,
 ) -> dict:
     """Train fold model ``fold`` (-1: one model on all train rows) into the run.
 
-    The model trains on the rows of the other folds and makes no decision on its own fold:
-    with ``select="none"`` it keeps its final weights; with ``"inner"`` the best checkpoint and
-    early stopping are chosen on a group-aware split of its training rows. Its fold's rows are
-    evaluated afterwards, for the record only."""
+    The rows it fits and holds out come from ``plan`` (:mod:`emofeat.crossfit`); it makes no
+    decision on its held-out rows: with ``select="none"`` it keeps its final weights; with
+    ``"inner"`` the best checkpoint and early stopping are chosen on a group-aware split of its
+    training rows. The held-out rows are evaluated afterwards, for the record only.
+    ``length_of`` maps row index → input length (for length grouping)."""
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     model, encoder, min_len = build_model(spec, cfg, encoder)
-    length_of = dict(zip(rows.tolist(), lengths.tolist()))
-    held = manifest.fold[rows] == fold if fold >= 0 else np.zeros(len(rows), bool)
-    fit_rows, select_rows = rows[~held], rows[:0]
+    fit_rows, held_rows = plan.fit_rows(fold), plan.held_rows(fold)
+    select_rows = fit_rows[:0]
     if cfg.select == "inner":
-        fit_rows, select_rows = inner_split(manifest, fit_rows, cfg.inner_fraction, cfg.seed)
+        fit_rows, select_rows = plan.inner_split(fit_rows, cfg.inner_fraction, cfg.seed)
 
     def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
         lens = np.array([length_of[r] for r in part.tolist()]) if with_lengths else None
@@ -346,14 +325,14 @@ def train_fold(
         log.info("fold %d: resuming from %s", fold, ckpt)
     trainer.train(resume_from_checkpoint=resume or None)
     metrics: dict[str, Any] = {}
-    if held.any():  # the held-out fold, evaluated after all decisions were made
-        metrics = trainer.evaluate(eval_dataset=dataset(rows[held]), metric_key_prefix="heldout")
+    if len(held_rows):  # the held-out fold, evaluated after all decisions were made
+        metrics = trainer.evaluate(eval_dataset=dataset(held_rows), metric_key_prefix="heldout")
         metrics = {k.removeprefix("heldout_"): v for k, v in metrics.items()}
     metrics.update(
         fold=fold,
         train_rows=len(train),
         select_rows=len(select_rows),
-        heldout_rows=int(held.sum()),
+        heldout_rows=len(held_rows),
         select=cfg.select,
         kept=trainer.state.best_model_checkpoint if select is not None else "final",
         kept_epoch=_kept_epoch(trainer.state) if select is not None else trainer.state.epoch,
@@ -413,9 +392,9 @@ def finetune(
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     spec = resolve(cfg.model, cfg.model_path)
     run = RunFolder(out)
-    labels = m.label_indices
-    unknown_train = int(((m.split == "train") & (labels < 0)).sum())
-    rows = np.flatnonzero((m.split == "train") & (labels >= 0))
+    plan = FoldPlan.from_manifest(m)
+    unknown_train = int(((plan.split == "train") & ~plan.labelled).sum())
+    rows = plan.train_rows
     if not len(rows):
         raise EmofeatError(f"{m.root}: the manifest has no labelled train rows")
     k = m.num_folds if cfg.folds is None else cfg.folds
@@ -434,7 +413,7 @@ def finetune(
         "source": spec.source,
         "manifest": str(m.path or m.root),
         "split_scheme": m.split_scheme,
-        "assignment_sha256": assignment_hash(m.ids[rows], m.fold[rows]),
+        "assignment_sha256": plan.assignment_sha256(),
     }
     # Everything is checked before anything is written or deleted: a model that cannot be found
     # or a bad row leaves no run folder behind, and --overwrite never runs on a failing command.
@@ -458,12 +437,12 @@ def finetune(
     run.write_config(config, cfg.seed)
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
-    rows, lengths = checked.good, checked.lengths
-    results = {}
-
-    fold_ids = run.fold_ids(k)
+    # Rows that cannot be read are left out of every fold model's training.
+    plan = plan.excluding(checked.bad_rows)
+    length_of = dict(zip(checked.good.tolist(), np.asarray(checked.lengths).tolist()))
+    results: dict[int, dict] = {}
     with quiet_repeats():
-        _train_folds(m, spec, cfg, run, fold_ids, rows, lengths, encoder, results)
+        _train_folds(m, plan, spec, cfg, run, run.fold_ids(k), length_of, encoder, results)
     run.write_summary(results, checked.bad)
     return results
 
@@ -501,7 +480,7 @@ def quiet_repeats() -> Iterator[None]:
             logger.removeFilter(first_time)
 
 
-def _train_folds(m, spec, cfg, run, fold_ids, rows, lengths, encoder, results) -> None:
+def _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results) -> None:
     from tqdm.auto import tqdm
 
     for n, fold in enumerate(fold_ids, 1):
@@ -510,6 +489,6 @@ def _train_folds(m, spec, cfg, run, fold_ids, rows, lengths, encoder, results) -
             results[fold] = run.fold_metrics(fold)
             tqdm.write(f"{header}: already trained, kept")
             continue
-        held = int((m.fold[rows] == fold).sum()) if fold >= 0 else 0
-        tqdm.write(f"{header}: training on {len(rows) - held} rows, {held} held out")
-        results[fold] = train_fold(m, spec, cfg, fold, run, rows, lengths, encoder)
+        fit, held = len(plan.fit_rows(fold)), len(plan.held_rows(fold))
+        tqdm.write(f"{header}: training on {fit} rows, {held} held out")
+        results[fold] = train_fold(m, plan, spec, cfg, fold, run, length_of, encoder)

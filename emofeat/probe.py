@@ -22,6 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.stack.evaluate import classification_metrics
 from emofeat.store import open_store
@@ -117,9 +118,10 @@ def probe_layers(
             raise EmofeatError(
                 f"{store}: {len(layers)} layer dataset(s) (layer_NN); extract with --layers all"
             )
-        rows = np.flatnonzero(s.done & (s.split == "train") & (s.labels >= 0) & (s.fold >= 0))
-        folds = s.fold[rows]
-        if len(np.unique(folds)) < 2:
+        whole = FoldPlan.from_store(s).excluding(np.flatnonzero(~s.done))
+        rows = whole.train_rows
+        plan = whole.subset(rows)  # the done labelled train rows, indexed as xs below
+        if not plan.cross_fitted:
             raise EmofeatError(f"{store}: the train rows need 2 or more folds to cross-validate")
         y = s.labels[rows].astype(int)
         xs = {name: s.embeddings(name, rows).astype(np.float32) for _, name in layers}
@@ -127,12 +129,12 @@ def probe_layers(
     estimator = spec.build(MetaContext(classes=classes, seed=seed))
     records: list[dict[str, Any]] = []
     for index, name in layers:
-        per_fold = _cv(estimator, xs[name], y, folds, len(classes))
+        per_fold = _cv(estimator, xs[name], y, plan, len(classes))
         records += _summaries(index, name, per_fold)
     if weighted:
         stacked = np.hstack([xs[name] for _, name in layers])
         probe = LayerWeightedProbe(n_layers=len(layers), seed=seed)
-        records += _summaries(-1, "weighted", _cv(probe, stacked, y, folds, len(classes)))
+        records += _summaries(-1, "weighted", _cv(probe, stacked, y, plan, len(classes)))
         fitted = clone(probe).fit(stacked, y)
         records += [
             {"layer": i, "name": n, "metric": "weight", "mean": float(w), "std": 0.0}
@@ -148,11 +150,10 @@ def probe_layers(
     return table
 
 
-def _cv(estimator, X, y, folds, n_classes) -> list[dict[str, float]]:
+def _cv(estimator, X, y, plan: FoldPlan, n_classes) -> list[dict[str, float]]:
     scores = []
-    for k in np.unique(folds):
-        model = clone(estimator).fit(X[folds != k], y[folds != k])
-        held = folds == k
+    for _, fit, held in plan.fold_pairs():
+        model = clone(estimator).fit(X[fit], y[fit])
         scores.append(classification_metrics(y[held], model.predict(X[held]), n_classes))
     return scores
 

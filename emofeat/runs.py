@@ -17,7 +17,6 @@ extraction reads through it.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -48,14 +47,6 @@ RUN_ENTRIES = (
 )
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)
-
-
-def assignment_hash(ids: Sequence[str], folds: Sequence[int]) -> str:
-    """sha256 of a fold assignment (the labelled train rows' ``id<TAB>fold``, sorted by id)."""
-    h = hashlib.sha256()
-    for uid, fold in sorted(zip(map(str, ids), map(int, folds))):
-        h.update(f"{uid}\t{fold}\n".encode())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -224,10 +215,10 @@ class RunFolder:
         path = self.fold_dir(fold) / ROWS
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def fold_usage(self) -> tuple[list[set[str]], list[set[str]]]:
-        """Per fold model, in fold order: the ids it trained on, and the ids it trained on or
-        that chose its checkpoint (its in-sample rows). A run without these records is refused."""
-        trained, used = [], []
+    def fold_usage(self) -> list[set[str]]:
+        """Per fold model, in fold order: the ids it trained on or that chose its checkpoint
+        (its in-sample rows). A run without these records is refused."""
+        used = []
         for k in self.fold_ids():
             rows = self.fold_rows(k)
             if not rows:
@@ -236,9 +227,8 @@ class RunFolder:
                     "which rows trained each fold model, so out-of-fold-ness cannot be proven; "
                     "re-run `emofeat finetune` into a new folder"
                 )
-            trained.append(set(rows["train"]))
-            used.append(set(rows["train"]) | set(rows["select"]))
-        return trained, used
+            used.append(set(rows["train"]) | set(rows.get("select", [])))
+        return used
 
     def skipped_ids(self) -> set[str]:
         """Rows left out of training with ``--skip-bad``."""

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import classification_report, confusion_matrix
-from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from emofeat.atomic import (
@@ -39,6 +39,7 @@ from emofeat.atomic import (
     umask,
     write_text,
 )
+from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.provenance import dump_yaml, provenance
 from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
@@ -153,9 +154,9 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     """Choose hyperparameters by CV over the stores' folds, cross-validate the ensemble on the
     train rows and fit the final meta-learner on all of them. Test rows are not touched."""
     spec = get_meta(cfg.meta)
-    labelled = level1.labels >= 0
-    train = np.flatnonzero(labelled & (level1.split == "train"))
-    test = np.flatnonzero(labelled & (level1.split == "test"))
+    plan = FoldPlan.from_store(level1)
+    train = plan.train_rows
+    test = np.flatnonzero(plan.labelled & (plan.split == "test"))
     if not len(train):
         raise EmofeatError("no labelled train rows are done in every store")
     warning = _check_out_of_fold(level1, train, cfg)
@@ -170,11 +171,9 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
             seed=cfg.seed,
         )
     )
-    folds = level1.fold[train]
-    has_folds = (folds >= 0).all() and len(np.unique(folds)) >= 2
     try:
         best_params, cv, oof, protocol, final = _fit(
-            spec, estimator, X, y, train, folds, has_folds, level1.num_classes
+            spec, estimator, X, y, plan, level1.num_classes
         )
     except ValueError as err:  # the estimator's own validation (weights, labels, ...)
         raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
@@ -183,12 +182,13 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
 
 
-def _fit(spec, estimator, X, y, train, folds, has_folds, C):
+def _fit(spec, estimator, X, y, plan: FoldPlan, C):
     """Hyperparameters by CV over the folds, the (nested) CV figures, and the final fit."""
+    train = plan.train_rows
     best_params: dict[str, Any] = {}
-    if spec.grid and has_folds:
+    if spec.grid and plan.cross_fitted:
         search = GridSearchCV(
-            estimator, spec.grid, cv=PredefinedSplit(folds), scoring="accuracy", refit=False
+            estimator, spec.grid, cv=plan.splitter(), scoring="accuracy", refit=False
         )
         search.fit(X[train], y[train])
         estimator.set_params(**search.best_params_)
@@ -196,35 +196,35 @@ def _fit(spec, estimator, X, y, train, folds, has_folds, C):
             k: getattr(v, "item", lambda v=v: v)() for k, v in search.best_params_.items()
         }
     cv, oof, protocol = (
-        _cross_validate(estimator, spec.grid, X, y, train, folds, C)
-        if has_folds
+        _cross_validate(estimator, spec.grid, X, y, plan, C)
+        if plan.cross_fitted
         else ({}, None, "")
     )
     final = clone(estimator).fit(X[train], y[train])
     return best_params, cv, oof, protocol, final
 
 
-def _cross_validate(estimator, grid, X, y, train, folds, C) -> tuple[dict, np.ndarray, str]:
+def _cross_validate(estimator, grid, X, y, plan: FoldPlan, C) -> tuple[dict, np.ndarray, str]:
     """The ensemble's figures per held-out fold (fit on the other folds): mean and std, the
     out-of-fold probabilities of the train rows, and how hyperparameters were chosen.
 
     With a grid and at least 3 folds the CV is nested: each outer fold's hyperparameters are
     chosen by CV over the remaining folds only, so the figures are not selection-biased. With 2
     folds that is impossible, and the figures are labelled selection-biased."""
-    nested = bool(grid) and len(np.unique(folds)) >= 3
+    train = plan.train_rows
+    nested = bool(grid) and len(plan.folds) >= 3
     protocol = "nested" if nested else ("selection-biased" if grid else "no hyperparameters")
     per_fold, oof = [], np.zeros((len(train), C))
-    for k in np.unique(folds):
-        fit_rows, held = train[folds != k], train[folds == k]
+    for _, fit_rows, held in plan.fold_pairs():
         if nested:
             search = GridSearchCV(
-                clone(estimator), grid, cv=PredefinedSplit(folds[folds != k]), scoring="accuracy"
+                clone(estimator), grid, cv=plan.splitter(fit_rows), scoring="accuracy"
             )
             model = search.fit(X[fit_rows], y[fit_rows]).best_estimator_
         else:
             model = clone(estimator).fit(X[fit_rows], y[fit_rows])
         proba = model.predict_proba(X[held])
-        oof[folds == k] = proba
+        oof[np.searchsorted(train, held)] = proba
         per_fold.append(classification_metrics(y[held], proba.argmax(1), C))
     summary = {
         m: {
