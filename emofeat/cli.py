@@ -12,6 +12,7 @@ import click
 
 from emofeat import __version__
 from emofeat.errors import EmofeatError
+from emofeat.fuse import FUSION_MODELS
 from emofeat.pipeline import PROTOCOLS
 from emofeat.presets import PRESETS
 from emofeat.stack.meta import META_LEARNERS
@@ -349,14 +350,19 @@ def finetune(
         return
     _need({"manifest": manifest, "out": out}, "manifest", "out")
     results = finetune_run(manifest, out, cfg, overwrite=overwrite)
+    from emofeat.runs import fold_summary
+
+    _print_folds(results, fold_summary(results))
+    click.echo(f"run written to {out}")
+
+
+def _print_folds(results: dict, summary: dict) -> None:
+    """Each fold's held-out figures and their mean ± std."""
     for fold, met in results.items():
         click.echo(
             f"fold {fold}: "
             + ", ".join(f"{k} {met[k]:.4f}" for k in ("accuracy", "macro_f1", "uar") if k in met)
         )
-    from emofeat.runs import fold_summary
-
-    summary = fold_summary(results)
     if summary:
         click.echo(
             "held-out folds: "
@@ -364,7 +370,6 @@ def finetune(
                 f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in summary.items() if k != "loss"
             )
         )
-    click.echo(f"run written to {out}")
 
 
 # ---------------------------------------------------------------- extract
@@ -479,17 +484,9 @@ def extract(**params):
 )
 @click.option(
     "--meta",
-    type=click.Choice([*META_LEARNERS, "mmm"]),
-    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values())
-    + "; mmm: MLP-Mixer fusion over a text and an audio sequence store (extract --sequence), "
-    "cross-fitted into a store of its own.",
+    type=click.Choice(list(META_LEARNERS)),
+    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values()),
 )
-@click.option("--epochs", type=int, help="MMM: epochs (published: 30).")
-@click.option("--lr", type=float, help="MMM: AdamW learning rate (published: 5e-5).")
-@click.option("--batch-size", type=int, help="MMM: batch size (published: 64).")
-@click.option("--grad-accum", type=int, help="MMM: gradient accumulation (published: 8).")
-@click.option("--fusion", type=click.Choice(["mixer", "concat", "3way"]), help="MMM's fusion.")
-@click.option("--class-weights", is_flag=True, default=None, help="MMM: weight classes N/count.")
 @click.option(
     "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."
 )
@@ -530,39 +527,90 @@ def stack(**params):
     p = _configured(params, out_beside="config.yaml")
     _need(p, "stores", "meta", "out")
     out = p["out"]
-    mmm = None
-    if p["meta"] == "mmm":
-        from emofeat.stack.mmm import MMMConfig
-
-        given = {
-            k: p[k] for k in ("epochs", "lr", "batch_size", "grad_accum", "fusion", "class_weights")
-        }
-        from click.core import ParameterSource
-
-        options = {k: v for k, v in given.items() if v is not None}
-        if click.get_current_context().get_parameter_source("seed") != ParameterSource.DEFAULT:
-            options["seed"] = p["seed"]  # else MMM's published seed, 1024
-        mmm = MMMConfig(**options)
     result = fit_and_report(
         p["stores"],
         p["meta"],
         out,
-        p["weights"],
-        p["features"],
-        p["passthrough"],
-        p["mixer_embedding"],
-        p["allow_in_sample"],
-        p["allow_incomplete"],
-        p["seed"],
-        mmm,
+        weights=p["weights"],
+        features=p["features"],
+        passthrough=p["passthrough"],
+        mixer_embedding=p["mixer_embedding"],
+        allow_in_sample=p["allow_in_sample"],
+        allow_incomplete=p["allow_incomplete"],
+        seed=p["seed"],
     )
     if result.metrics.get("in_sample_warning"):
         click.secho(result.metrics["in_sample_warning"], fg="yellow")
     if "ensemble" in result.metrics.get("test", {}):
         click.echo(render_table(table_rows(result.metrics)))
-    elif result.metrics.get("meta") == "mmm" and "test" in result.metrics:
-        click.echo(render_table([("MMM", result.metrics["test"])]))
     click.echo(f"report: {out / 'report.md'}")
+
+
+# ---------------------------------------------------------------- fuse
+@main.command()
+@click.option(
+    "--model", "model", default="mmm", show_default=True, type=click.Choice(FUSION_MODELS)
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="MMM: a text sequence store, then an audio one (extract --sequence).",
+)
+@click.option("--epochs", type=int, help="Epochs (published: 30).")
+@click.option("--lr", type=float, help="AdamW learning rate (published: 5e-5).")
+@click.option("--batch-size", type=int, help="Batch size (published: 64).")
+@click.option("--grad-accum", type=int, help="Gradient accumulation (published: 8).")
+@click.option("--fusion", type=click.Choice(["mixer", "concat", "3way"]), help="MMM's fusion.")
+@click.option(
+    "--faithful-norm/--no-faithful-norm",
+    default=None,
+    help="MMM's second LayerNorm on the token-mixing output, as the published code (default), "
+    "or on the residual sum.",
+)
+@click.option("--class-weights", is_flag=True, default=None, help="Weight classes N/count.")
+@click.option("--seed", type=int, help="Seed (published: 1024).")
+@click.option(
+    "--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"])
+)
+@click.option(
+    "--allow-in-sample",
+    is_flag=True,
+    help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
+)
+@click.option(
+    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
+)
+@click.option("--overwrite", is_flag=True, help="Replace a fusion run made with other options.")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder, e.g. runs/mmm."
+)
+@config_option
+@friendly
+def fuse(**params):
+    """Cross-fit a fusion model (MMM) over stores into a run and a store of its own (OUT/mmm.h5)."""
+    from emofeat.fuse import RUN_DERIVED
+    from emofeat.fuse import fuse as fuse_stores
+    from emofeat.mmm import MMMConfig
+    from emofeat.runs import fold_summary
+
+    p = _configured(params, ignore=RUN_DERIVED, out_beside="config.yaml")
+    _need(p, "stores", "out")
+    keys = ("epochs", "lr", "batch_size", "grad_accum", "fusion", "faithful_norm")
+    keys += ("class_weights", "seed", "device")
+    config = MMMConfig(**{k: p[k] for k in keys if p[k] is not None})
+    results = fuse_stores(
+        p["stores"],
+        p["out"],
+        model=p["model"],
+        config=config,
+        allow_in_sample=p["allow_in_sample"],
+        allow_incomplete=p["allow_incomplete"],
+        overwrite=p["overwrite"],
+    )
+    _print_folds(results, fold_summary(results))
+    click.echo(f"run written to {p['out']}; its store: {p['out'] / (p['model'] + '.h5')}")
 
 
 @main.command()

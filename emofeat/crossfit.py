@@ -254,3 +254,34 @@ class FoldPlan:
     def fold_pairs(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
         """``[(k, fit rows, held rows), ...]`` for every fold of the labelled train rows."""
         return [(k, self.fit_rows(k), self.held_rows(k)) for k in self.folds]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The out-of-fold evidence of several aligned inputs: ``in_sample`` per row (a row is
+    in-sample when it is in any input; None when some input does not say) and, for the rows a
+    model would learn from, what is wrong with it (empty when those rows are all out-of-fold)."""
+
+    in_sample: np.ndarray | None
+    problems: list[str]
+
+
+def combine_evidence(
+    names: Sequence[str], flags: Sequence[np.ndarray | None], rows: np.ndarray
+) -> Evidence:
+    """Combine per-input ``flags`` (aligned rows; None: unknown) and judge them on ``rows``
+    (the labelled train rows a model would learn from)."""
+    problems = []
+    for name, f in zip(names, flags):
+        if f is None:
+            problems.append(
+                f"store {name} has no per-row out-of-fold evidence (/in_sample): unknown"
+            )
+        elif f[rows].any():
+            problems.append(
+                f"store {name}: {int(f[rows].sum())} of {len(rows)} train rows are in-sample "
+                "(their values come from a model trained on them)"
+            )
+    known = [np.asarray(f, bool) for f in flags if f is not None]
+    combined = None if len(known) < len(flags) else np.logical_or.reduce(known)
+    return Evidence(combined, problems)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import time
@@ -53,7 +52,7 @@ from emofeat.inputs import (
     to_device,
 )
 from emofeat.labels import LABEL_NAMES
-from emofeat.provenance import environment
+from emofeat.provenance import environment, sha256_of_weights
 from emofeat.runs import RunFolder, RunInfo
 from emofeat.store import Provenance, merge_stores, open_writer
 
@@ -101,22 +100,6 @@ VALUE_KEYS = (
     "sequence",
     "sequence_length",
 )
-
-
-def sha256_of_weights(folders: list[str]) -> str:
-    """sha256 over the weight files of local model folders (in order); '' for hub ids."""
-    h = hashlib.sha256()
-    found = False
-    for folder in folders:
-        p = Path(folder)
-        if not p.is_dir():
-            return ""
-        for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
-            found = True
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest() if found else ""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from emofeat.corpus.generic import read_csv_corpus
 from emofeat.corpus.manifest import build_frame, relative_audio_paths, write_manifest
 from emofeat.errors import EmofeatError
 from emofeat.extract import VALUE_KEYS, ExtractConfig, extract
+from emofeat.fuse import FUSION_MODELS
 from emofeat.stack.ensemble import load_stack_model, write_predictions
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
@@ -54,6 +55,13 @@ def extraction_plan(
     for path in stack_stores(stack_dir):
         with open_store(path) as s:
             name, run, config = s.name, s.provenance.run, s.config
+            family = s.provenance.family
+        if family in FUSION_MODELS:
+            raise EmofeatError(
+                f"store {name} was made by `emofeat fuse` ({family}) over other stores, and "
+                "`emofeat infer` rebuilds extracted stores only; label new recordings with a "
+                "stack fitted without it"
+            )
         values = {k: config[k] for k in VALUE_KEYS if k in config}
         run = runs.pop(name, run)
         if run:

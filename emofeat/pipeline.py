@@ -162,8 +162,8 @@ def ensemble_plan(
 def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[Step]:
     """Two frozen sequence stores, then MMM cross-fitted over them into runs/mmm/mmm.h5."""
     from emofeat.extract import ExtractConfig, extract
-    from emofeat.stack.ensemble import stack
-    from emofeat.stack.mmm import MMMConfig
+    from emofeat.fuse import fuse
+    from emofeat.mmm import MMMConfig
 
     steps = []
     seq = {"text": (mmm.text_model, mmm.text_len), "audio": (mmm.audio_model, mmm.audio_len)}
@@ -190,9 +190,9 @@ def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[
     steps.append(
         Step(
             "MMM (cross-fitted)",
-            f"emofeat stack --meta mmm --store {seq_paths[0]} --store {seq_paths[1]}{flags} --out {runs / 'mmm'}",
-            lambda: stack(
-                seq_paths, "mmm", runs / "mmm", mmm=MMMConfig(device=device, **mmm.options)
+            f"emofeat fuse --model mmm --store {seq_paths[0]} --store {seq_paths[1]}{flags} --device {device} --out {runs / 'mmm'}",
+            lambda: fuse(
+                seq_paths, runs / "mmm", model="mmm", config=MMMConfig(device=device, **mmm.options)
             ),
         )
     )

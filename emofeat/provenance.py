@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 import subprocess
 import sys
@@ -74,3 +75,19 @@ def _git_commit() -> str | None:
 def dump_yaml(data: Any) -> str:
     """YAML text of plain data, keys in insertion order, Unicode kept readable."""
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def sha256_of_weights(folders: list[str]) -> str:
+    """sha256 over the weight files of local model folders (in order); '' for hub ids."""
+    h = hashlib.sha256()
+    found = False
+    for folder in folders:
+        p = Path(folder)
+        if not p.is_dir():
+            return ""
+        for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+            found = True
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest() if found else ""

@@ -44,6 +44,7 @@ RUN_ENTRIES = (
     "logs",
     "fold-*",
     ".*.tmp",
+    "mmm.h5",  # a fusion run's store (emofeat fuse)
 )
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)

@@ -1,13 +1,20 @@
-"""MMM: the published architecture, sequence stores, cross-fitted training into a store."""
+"""MMM: the published architecture, sequence stores, cross-fitted training into a run and a store."""
+
+import json
 
 import h5py
 import numpy as np
 import pytest
 import torch
 
+from emofeat import mmm
+from emofeat.crossfit import FoldPlan
+from emofeat.errors import EmofeatError
 from emofeat.extract import ExtractConfig, extract
+from emofeat.fuse import fuse
+from emofeat.mmm import MMM, MMMConfig
+from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import stack
-from emofeat.stack.mmm import MMM, MMMConfig, fit_mmm
 from emofeat.store import create_store, open_store
 
 
@@ -56,9 +63,10 @@ def test_sequence_stores_round_trip_through_plain_h5py(manifest, manifest_path, 
             assert not states[r, lengths[r] :].any()  # zero padding after the valid positions
 
 
-def seq_stores(tmp_path, n=180, classes=3, seed=0):
+def seq_stores(tmp_path, n=180, classes=3, seed=0, in_sample=None):
     """A text and an audio sequence store: the label is in the text for half the rows, in the
-    audio for the others (complementary, as in the synthetic corpus)."""
+    audio for the others (complementary, as in the synthetic corpus). ``in_sample``: the text
+    store's per-row evidence (default: out-of-fold everywhere; "unknown": not recorded)."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, classes, n)
     split = np.where(np.arange(n) < 140, "train", "test")
@@ -70,6 +78,9 @@ def seq_stores(tmp_path, n=180, classes=3, seed=0):
         cue = np.eye(classes, width)[y] * 3 * (channel == k)[:, None]
         x[:, :4] += cue[:, None, :]
         path = tmp_path / f"{'text' if k == 0 else 'audio'}.h5"
+        evidence = np.zeros(n, bool)
+        if k == 0 and in_sample is not None:
+            evidence = None if isinstance(in_sample, str) else in_sample
         w = create_store(
             path,
             [f"u{i}" for i in range(n)],
@@ -79,7 +90,7 @@ def seq_stores(tmp_path, n=180, classes=3, seed=0):
             ["a", "b", "c"],
             {},
             False,
-            in_sample=np.zeros(n, bool),
+            in_sample=evidence,
             sequences={"last": (length, width)},
         )
         w.write(np.arange(n), sequences={"last": list(x)})
@@ -88,26 +99,126 @@ def seq_stores(tmp_path, n=180, classes=3, seed=0):
     return paths, y, split
 
 
-def test_mmm_learns_and_its_store_is_out_of_fold(tmp_path):
+FAST = {"epochs": 40, "lr": 3e-3, "batch_size": 16, "grad_accum": 1, "seed": 0, "device": "cpu"}
+
+
+def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
     paths, y, split = seq_stores(tmp_path)
-    cfg = MMMConfig(epochs=40, lr=3e-3, batch_size=16, grad_accum=1, seed=0, device="cpu")
-    metrics = fit_mmm(paths, tmp_path / "mmm", cfg)
-    assert metrics["test"]["accuracy"] > 0.6 and metrics["cv"]["accuracy"] > 0.6  # chance 1/3
+    cfg = MMMConfig(**FAST)
+    results = fuse(paths, tmp_path / "mmm", config=cfg)
+    run = RunFolder(tmp_path / "mmm")
+    # A run folder like a fine-tuned model's: config, fold models with rows.json, metrics.
+    assert sorted(results) == [0, 1, 2] and run.info().family == "mmm"
+    summary = json.loads((tmp_path / "mmm" / "metrics.json").read_text())
+    assert set(summary) == {"folds", "summary"} and summary["summary"]["accuracy"]["n"] == 3
+    assert summary["summary"]["accuracy"]["mean"] > 0.6  # chance 1/3
+    assert (tmp_path / "mmm" / "training_curves.png").is_file()
     with open_store(tmp_path / "mmm" / "mmm.h5") as s:
         assert s.complete and s.provenance.out_of_fold and not s.in_sample.any()
-        assert np.isfinite(s.logits()).all()
+        assert s.provenance.checkpoint_sha256  # the fold models' weights
+        logits = s.logits()
+    # Each held-out fold's logits equal a model refit without that fold, one from scratch here;
+    # test rows equal the mean of the fold models.
+    with open_store(paths[0]) as text, open_store(paths[1]) as audio:
+        plan = FoldPlan.from_store(text)
+        dims = {"text_dim": 16, "audio_dim": 24, "text_len": 8, "audio_len": 12}
+        test_rows = np.flatnonzero(split == "test")
+        test_mean = np.zeros((len(test_rows), 3))
+        for k, fit, held in plan.fold_pairs():
+            rows = RunFolder(tmp_path / "mmm").fold_rows(k)["train"]
+            assert rows == [f"u{i}" for i in fit]  # rows.json: exactly the rows that fitted it
+            net = mmm.new_model(dims, 3, cfg)
+            mmm.train(net, mmm.SequencePairs(text, audio, fit, fit, y[fit]), cfg, 3, "cpu")
+            held_logits = mmm.predict(
+                net, mmm.SequencePairs(text, audio, held, held, y[held]), "cpu"
+            )
+            np.testing.assert_allclose(logits[held], held_logits, atol=1e-5)
+            test_mean += (
+                mmm.predict(
+                    net, mmm.SequencePairs(text, audio, test_rows, test_rows, y[test_rows]), "cpu"
+                )
+                / 3
+            )
+        np.testing.assert_allclose(logits[test_rows], test_mean, atol=1e-5)
     # MMM joins the meta-learners as a base model: the out-of-fold rule lets it through.
     m = stack([tmp_path / "mmm" / "mmm.h5"], "caruana", tmp_path / "st").metrics
-    assert m["in_sample_warning"] == "" and m["test"]["models"]["mmm"]["accuracy"] == pytest.approx(
-        metrics["test"]["accuracy"]
+    assert m["in_sample_warning"] == ""
+    test = split == "test"
+    assert m["test"]["models"]["mmm"]["accuracy"] == pytest.approx(
+        float((logits[test].argmax(1) == y[test]).mean())
     )
-    assert "| MMM |" in (tmp_path / "mmm" / "report.md").read_text()
+    from emofeat.inference import extraction_plan
+
+    with pytest.raises(EmofeatError, match="store mmm was made by `emofeat fuse`"):
+        extraction_plan(tmp_path / "st")
     for fusion in ("concat", "3way"):
-        other = fit_mmm(
-            paths,
-            tmp_path / fusion,
-            MMMConfig(
-                epochs=40, lr=3e-3, batch_size=16, grad_accum=1, fusion=fusion, seed=0, device="cpu"
-            ),
-        )
-        assert other["cv"]["accuracy"] > 0.5
+        other = fuse(paths, tmp_path / fusion, config=MMMConfig(**{**FAST, "fusion": fusion}))
+        assert np.mean([r["accuracy"] for r in other.values()]) > 0.5
+
+
+def test_a_fused_store_inherits_in_sample_inputs(tmp_path):
+    """In-sample in means in-sample out: an input whose train rows came from a model trained on
+    them (a --folds 0 run) is refused, and with --allow-in-sample recorded, never laundered."""
+    n = 180
+    leaked = np.zeros(n, bool)
+    leaked[:140] = True  # every train row in-sample, as a --folds 0 run's store says
+    paths, _, _ = seq_stores(tmp_path, in_sample=leaked)
+    cfg = MMMConfig(**{**FAST, "epochs": 2})
+    with pytest.raises(EmofeatError, match=r"store text: 140 of 140 train rows are in-sample"):
+        fuse(paths, tmp_path / "mmm", config=cfg)
+    assert not (tmp_path / "mmm").exists()  # refused before anything was written
+    fuse(paths, tmp_path / "mmm", config=cfg, allow_in_sample=True)
+    with open_store(tmp_path / "mmm" / "mmm.h5") as s:
+        np.testing.assert_array_equal(s.in_sample, leaked)
+    # The meta-learners refuse the fused store as they refuse its input.
+    with pytest.raises(EmofeatError, match="in-sample"):
+        stack([tmp_path / "mmm" / "mmm.h5"], "logreg", tmp_path / "st")
+    # An input that does not say: the fused store does not say either.
+    unknown, _, _ = seq_stores(tmp_path / "u", in_sample="unknown")
+    with pytest.raises(EmofeatError, match="no per-row out-of-fold evidence"):
+        fuse(unknown, tmp_path / "mmm-u", config=cfg)
+    fuse(unknown, tmp_path / "mmm-u", config=cfg, allow_in_sample=True)
+    with open_store(tmp_path / "mmm-u" / "mmm.h5") as s:
+        assert s.in_sample is None
+
+
+def test_fuse_resumes_finished_folds_and_refuses_other_options(tmp_path, capsys):
+    paths, _, _ = seq_stores(tmp_path)
+    cfg = MMMConfig(**{**FAST, "epochs": 3})
+    fuse(paths, tmp_path / "mmm", config=cfg)
+    with open_store(tmp_path / "mmm" / "mmm.h5") as s:
+        first = s.logits()
+    capsys.readouterr()
+    fuse(paths, tmp_path / "mmm", config=cfg)  # every fold kept, the store rebuilt equal
+    assert capsys.readouterr().out.count("already trained, kept") == 3
+    with open_store(tmp_path / "mmm" / "mmm.h5") as s:
+        np.testing.assert_allclose(s.logits(), first, atol=1e-6)
+    with pytest.raises(EmofeatError, match=r"other options or inputs \(epochs\)"):
+        fuse(paths, tmp_path / "mmm", config=MMMConfig(**{**FAST, "epochs": 4}))
+    with pytest.raises(EmofeatError, match="--epochs must be an integer >= 1"):
+        fuse(paths, tmp_path / "x", config=MMMConfig(**{**FAST, "epochs": 0}))
+    with pytest.raises(EmofeatError, match="--lr must be a positive finite number"):
+        fuse(paths, tmp_path / "x", config=MMMConfig(**{**FAST, "lr": float("nan")}))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "thesis.txt").write_text("mine")
+    with pytest.raises(EmofeatError, match="thesis.txt"):
+        fuse(paths, tmp_path / "notes", config=cfg, overwrite=True)
+    assert (tmp_path / "notes" / "thesis.txt").read_text() == "mine"
+
+
+def test_fuse_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from emofeat.cli import main
+
+    paths, _, _ = seq_stores(tmp_path)
+    args = ["fuse", "--model", "mmm", "--store", str(paths[0]), "--store", str(paths[1])]
+    args += ["--epochs", "2", "--lr", "3e-3", "--batch-size", "16", "--grad-accum", "1"]
+    r = CliRunner().invoke(main, [*args, "--device", "cpu", "--out", str(tmp_path / "mmm")])
+    assert r.exit_code == 0, r.output
+    assert "held-out folds: accuracy" in r.output and (tmp_path / "mmm" / "mmm.h5").is_file()
+    # The run's record re-runs (resumes) it.
+    r = CliRunner().invoke(main, ["fuse", "--config", str(tmp_path / "mmm" / "config.yaml")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["stack", "--meta", "mmm", "--store", str(paths[0])])
+    assert r.exit_code != 0 and "'mmm' is not one of" in r.output

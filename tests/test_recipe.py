@@ -21,7 +21,7 @@ def test_dry_run_checks_inputs_and_prints_the_steps(corpus_dir, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "kemdy20_sessions 5" in r.output and "published KEMDy20 v1_1 has 40" in r.output
-    assert "[18/18] stack lgbm" in r.output and "--meta mmm" in r.output
+    assert "[18/18] stack lgbm" in r.output and "emofeat fuse --model mmm" in r.output
     assert (
         "--preset kobert-ref --dropout 0.5" in r.output
         and "--preset wav2vec2-ref-rev --reverse" in r.output

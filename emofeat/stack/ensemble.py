@@ -39,7 +39,7 @@ from emofeat.atomic import (
     umask,
     write_text,
 )
-from emofeat.crossfit import FoldPlan
+from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
 from emofeat.provenance import dump_yaml, provenance
 from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
@@ -128,16 +128,7 @@ def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> s
     problems = []
     if (level1.fold[train] < 0).any():
         problems.append("train rows have no fold information")
-    for name, flags in zip(level1.names, level1.in_sample):
-        if flags is None:
-            problems.append(
-                f"store {name} has no per-row out-of-fold evidence (/in_sample): unknown"
-            )
-        elif flags[train].any():
-            problems.append(
-                f"store {name}: {int(flags[train].sum())} of {len(train)} train rows are in-sample "
-                "(their values come from a model trained on them)"
-            )
+    problems += combine_evidence(level1.names, level1.in_sample, train).problems
     if not problems:
         return ""
     text = "; ".join(problems)
@@ -301,7 +292,6 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
 
 
 STACK_ENTRIES = (
-    "mmm.h5",  # MMM's cross-fitted store
     "model.joblib",
     "config.yaml",
     "metrics.json",
@@ -372,6 +362,7 @@ def stack(
     stores: Sequence[str | os.PathLike],
     meta: str,
     out: str | os.PathLike,
+    *,
     weights: str | Sequence[float] | None = None,
     features: str = "proba",
     passthrough: str | None = None,
@@ -379,29 +370,21 @@ def stack(
     allow_in_sample: bool = False,
     allow_incomplete: bool = False,
     seed: int = 0,
-    mmm: Any = None,
 ) -> StackResult:
-    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report.
-    ``meta="mmm"`` trains MMM over two sequence stores instead (:mod:`emofeat.stack.mmm`,
-    options in ``mmm``)."""
-    if meta == "mmm":
-        from emofeat.stack.mmm import MMMConfig, fit_mmm
-
-        check_stack_folder(Path(out))
-        return StackResult(Path(out), fit_mmm(stores, out, mmm or MMMConfig(seed=seed)))
+    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
     get_meta(meta)  # an unknown name fails before any store is opened
     check_stack_folder(Path(out))
     cfg = StackConfig(
-        meta,
-        parse_weights(weights),
-        features,
-        passthrough,
-        mixer_embedding,
-        allow_in_sample,
-        allow_incomplete,
-        seed,
+        meta=meta,
+        weights=parse_weights(weights),
+        features=features,
+        passthrough=passthrough,
+        mixer_embedding=mixer_embedding,
+        allow_in_sample=allow_in_sample,
+        allow_incomplete=allow_incomplete,
+        seed=seed,
     )
-    with load_level1(stores, allow_incomplete) as level1:
+    with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         fitted = fit_stack(level1, cfg)
         metrics = evaluate_stack(fitted, level1)
         write_stack(Path(out), fitted, level1, metrics)

@@ -1,0 +1,291 @@
+"""``emofeat fuse``: a fusion model trained over feature stores, cross-fitted like any base model.
+
+MMM (:mod:`emofeat.mmm`) reads a text and an audio sequence store (``extract --sequence``).
+Like ``emofeat finetune`` it trains one model per fold by the cross-fitting rule
+(:mod:`emofeat.crossfit`) into a run folder (:class:`emofeat.runs.RunFolder`: ``config.yaml``,
+``fold-k/`` with the model as safetensors, ``rows.json`` and the held-out ``metrics.json``, the
+run's ``metrics.json`` with mean ± std over folds, ``training_curves.png``); like ``emofeat
+extract --run`` it writes a store of its own, ``OUT/mmm.h5``: held-out train rows from the fold
+model that did not fit them, every other row the mean over the fold models. That store joins the
+soft vote and the meta-learners as one more base model.
+
+Evidence is derived, never declared: each row's ``in_sample`` flag is computed from the input
+stores' flags (in-sample in means in-sample out) and from the ids each fold model trained on.
+Inputs whose train rows are in-sample, or that do not say, are refused unless
+``allow_in_sample``; the fused store then records what it knows (an unknown input leaves the
+fused store's evidence unknown too).
+
+Resumable: a finished fold is kept (its model is loaded back); the run is refused if its
+options, its inputs' identities or the fold assignment changed, unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emofeat.crossfit import FoldPlan, combine_evidence
+from emofeat.errors import EmofeatError, StoreError
+from emofeat.provenance import sha256_of_weights
+from emofeat.runs import RunFolder
+from emofeat.store import Provenance, align_stores, create_store, open_store
+
+if TYPE_CHECKING:  # torch is imported when a model is fused, not by the CLI's start-up
+    from emofeat.mmm import MMMConfig
+
+log = logging.getLogger(__name__)
+FUSION_MODELS = ("mmm",)
+# What a fusion run's config.yaml records besides the options (derived from the inputs).
+RUN_DERIVED = (
+    "family",
+    "modality",
+    "source",
+    "folds",
+    "label_names",
+    "store_identities",
+    "split_scheme",
+    "assignment_sha256",
+)
+
+
+def fuse(
+    stores: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    model: str = "mmm",
+    config: MMMConfig | None = None,
+    allow_in_sample: bool = False,
+    allow_incomplete: bool = False,
+    overwrite: bool = False,
+) -> dict[int, dict[str, Any]]:
+    """Cross-fit fusion ``model`` over ``stores`` (MMM: a text, then an audio sequence store)
+    into the run folder ``out`` with its store ``out/<model>.h5``; returns each fold's held-out
+    metrics (as ``emofeat finetune`` does)."""
+    from tqdm.auto import tqdm
+
+    from emofeat import mmm
+    from emofeat.device import pick_device
+    from emofeat.stack.level1 import store_key
+
+    if model not in FUSION_MODELS:
+        raise EmofeatError(f"--model must be one of {', '.join(FUSION_MODELS)}, got {model!r}")
+    cfg = config or mmm.MMMConfig()
+    cfg.check()
+    if len(stores) != 2:
+        raise EmofeatError(
+            f"MMM fuses two sequence stores (--store TEXT --store AUDIO); got {len(stores)}"
+        )
+    run = RunFolder(out)
+    device = pick_device(cfg.device)
+    opened = [open_store(p) for p in stores]
+    try:
+        text, audio = opened
+        for s in opened:
+            if "last" not in s.sequence_names:
+                raise StoreError(f"{s.path}: no sequences; extract it with --sequence")
+        positions, usable = align_stores(opened, allow_incomplete)
+        plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
+        if not plan.cross_fitted:
+            raise EmofeatError(
+                f"{model} is cross-fitted: the stores' labelled train rows need 2 or more folds "
+                "(prepare the manifest with --folds K)"
+            )
+        model_folds = plan.folds
+        if model_folds != list(range(len(model_folds))):
+            raise EmofeatError(f"the stores' folds must be 0..K-1, got {model_folds}")
+        names = [s.name for s in opened]
+        evidence = combine_evidence(
+            names,
+            [
+                s.in_sample[p] if s.in_sample is not None else None
+                for s, p in zip(opened, positions)
+            ],
+            plan.train_rows,
+        )
+        if evidence.problems and not allow_in_sample:
+            raise EmofeatError(
+                f"refusing to fuse: {'; '.join(evidence.problems)}. A fused store is out-of-fold only "
+                "when its inputs are. Pass --allow-in-sample to go on; the fused store records "
+                "those rows as in-sample (or its evidence as unknown)."
+            )
+        (tl, th), (al, ah) = text.layout.sequences["last"], audio.layout.sequences["last"]
+        dims = {"text_dim": th, "audio_dim": ah, "text_len": tl, "audio_len": al}
+        n_classes = len(text.label_names)
+        options = {
+            "model": model,
+            **asdict(cfg),
+            "allow_in_sample": allow_in_sample,
+            "allow_incomplete": allow_incomplete,
+        }
+        record = {
+            **options,
+            "family": model,
+            "modality": "text+speech",
+            "source": model,
+            "folds": len(model_folds),
+            "label_names": list(text.label_names),
+            "stores": [str(Path(p).resolve()) for p in stores],
+            "store_identities": [store_key(s) for s in opened],
+            "split_scheme": text.provenance.split_scheme,
+            "assignment_sha256": plan.assignment_sha256(),
+        }
+        _prepare_run(run, record, overwrite)
+        labels = text.labels.astype(int)
+
+        def dataset(rows: np.ndarray) -> mmm.SequencePairs:
+            return mmm.SequencePairs(
+                text, audio, positions[0][rows], positions[1][rows], labels[rows]
+            )
+
+        models, results = [], {}
+        for k in model_folds:
+            fit, held = plan.fit_rows(k), plan.held_rows(k)
+            header = f"[{run.path.name}] fold {k + 1}/{len(model_folds)} ({run.fold_name(k)})"
+            if run.is_finished(k):
+                tqdm.write(f"{header}: already trained, kept")
+                models.append(mmm.load(run.fold_dir(k)))
+                results[k] = run.fold_metrics(k)
+                continue
+            tqdm.write(f"{header}: training on {len(fit)} rows, {len(held)} held out")
+            net = mmm.new_model(dims, n_classes, cfg)
+            history = _train_with_progress(net, dataset(fit), cfg, n_classes, device, header)
+            metrics = _held_out_metrics(
+                mmm.predict(net, dataset(held), device), labels[held], n_classes
+            )
+            metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
+            run.save_fold(
+                k,
+                lambda folder, net=net: mmm.save(net, folder, dims, n_classes, cfg),
+                metrics,
+                history,
+                train_ids=plan.ids[fit],
+                select_ids=[],
+            )
+            models.append(net)
+            results[k] = metrics
+        groups = plan.model_groups(model_folds)
+        logits = np.full((len(text), n_classes), np.nan, np.float32)
+        for members, rows in groups:
+            logits[rows] = np.mean(
+                [mmm.predict(models[i], dataset(rows), device) for i in members], axis=0
+            )
+        # Evidence from what trained each fold model (its rows.json) and from the inputs.
+        used = run.fold_usage()
+        in_sample = (
+            plan.in_sample(groups, used, evidence.in_sample)
+            if evidence.in_sample is not None
+            else None
+        )
+        provenance = Provenance(
+            model_id=model,
+            checkpoint_sha256=sha256_of_weights([str(d) for d in run.finished_fold_dirs()]),
+            family=model,
+            modality="text+speech",
+            layers=[],
+            split_scheme=text.provenance.split_scheme,
+            run=str(run.path),
+            out_of_fold=plan.cross_fitted,
+        )
+        _write_store(
+            run.path / f"{model}.h5",
+            text,
+            np.flatnonzero(usable),
+            logits,
+            in_sample,
+            provenance,
+            options,
+        )
+    finally:
+        for s in opened:
+            s.close()
+    run.write_summary(results, [])
+    return results
+
+
+def _prepare_run(run: RunFolder, record: dict[str, Any], overwrite: bool) -> None:
+    """Check the folder (only what emofeat wrote; a run of the same options to resume), then
+    write the run's config."""
+    run.check_writable(overwrite)
+    if run.exists() and not overwrite:
+        differ = run.differing_options(record)
+        if differ:
+            raise EmofeatError(
+                f"{run.path} holds a run made with other options or inputs ({', '.join(differ)}); "
+                "pass --overwrite or use another --out"
+            )
+    elif overwrite:
+        run.clear()
+    run.write_config(record, record.get("seed"))
+
+
+def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: str, label: str):
+    """Train one fold model with a progress bar in rows (rows/s), epoch and loss."""
+    from tqdm.auto import tqdm
+
+    from emofeat import mmm
+
+    bar = tqdm(total=cfg.epochs * len(dataset), unit="row", desc=label, dynamic_ncols=True)
+
+    def progress(epoch: int, rows: int, loss: float) -> None:
+        bar.update(rows)
+        bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss:.3f}", refresh=False)
+
+    try:
+        return mmm.train(net, dataset, cfg, n_classes, device, progress)
+    finally:
+        bar.close()
+
+
+def _held_out_metrics(logits: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
+    """The held-out fold's figures, as a fine-tuned fold model records them."""
+    from emofeat.stack.evaluate import classification_metrics
+    from emofeat.stack.level1 import softmax
+
+    metrics = classification_metrics(y, logits.argmax(1), n_classes)
+    p = softmax(logits.astype(np.float64))
+    metrics["loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+    return metrics
+
+
+def _write_store(
+    path: Path,
+    ref,
+    rows: np.ndarray,
+    logits: np.ndarray,
+    in_sample: np.ndarray | None,
+    provenance: Provenance,
+    config: dict[str, Any],
+) -> None:
+    """The fused store, built under a temporary name and renamed into place."""
+    from emofeat.atomic import temp_folder
+
+    tmp = temp_folder(path) / path.name
+    try:
+        writer = create_store(
+            tmp,
+            ref.ids,
+            ref.labels,
+            ref.split,
+            ref.fold,
+            ref.label_names,
+            {},
+            True,
+            attrs={**provenance.to_attrs(), "config": config},
+            in_sample=in_sample,
+        )
+        with writer:
+            writer.write(rows, logits=logits[rows])
+            missing = np.setdiff1d(np.arange(len(ref)), rows)
+            writer.skip(missing, "not done in every input store")
+        writer.finalize()
+        os.replace(tmp, path)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp.parent, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""MMM (MLP-Mixer multimodal fusion) over a text and an audio sequence store: the model.
+
+The published model (``../shared/reference.md``): text token states (frozen KcELECTRA, 128
+positions) → Linear(768→256), audio frames (frozen wav2vec2, cut or zero-padded to 512) →
+Linear(1024→256), concatenated to (B, 640, 256); one Mixer block — LayerNorm → token-mixing MLP
+over the 640 positions (Linear, GELU, Linear, Dropout) → residual; LayerNorm → channel MLP over
+256 → residual; then LayerNorm → mean over positions → Dropout(0.1) → Linear(256→512) → GELU →
+Dropout → Linear(512→C). AdamW 5e-5, batch 64 × 8 accumulation, 30 epochs, cross-entropy
+(optionally weighted N/count_c), seed 1024, final weights. Widths and lengths follow the stores.
+
+Faithful by default (``faithful_norm``): the published code applies the second LayerNorm to the
+token-mixing output rather than to the residual sum, and pads enter the mixing and the mean as
+zeros (no mask), as it did. The simpler published fusions are options: ``concat`` (the two
+masked time-means side by side) and ``3way`` (``[t, a, |a − t|, a ⊙ t]``).
+
+This module is the model and how one fold model is trained and applied; cross-fitting it over
+a text and an audio sequence store into a run and a store of its own is :mod:`emofeat.fuse`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from emofeat.errors import EmofeatError
+
+log = logging.getLogger(__name__)
+FUSIONS = ("mixer", "concat", "3way")
+
+
+class MMM(nn.Module):
+    """The MMM fusion network (see the module docstring)."""
+
+    def __init__(
+        self,
+        text_dim: int,
+        audio_dim: int,
+        text_len: int,
+        audio_len: int,
+        n_classes: int,
+        d: int = 256,
+        hidden: int = 512,
+        dropout: float = 0.1,
+        fusion: str = "mixer",
+        faithful_norm: bool = True,
+    ):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise EmofeatError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.fusion, self.faithful_norm = fusion, faithful_norm
+        self.text_proj = nn.Linear(text_dim, d)
+        self.audio_proj = nn.Linear(audio_dim, d)
+        n = text_len + audio_len
+        if fusion == "mixer":
+            self.norm1 = nn.LayerNorm(d)
+            self.token_mlp = nn.Sequential(
+                nn.Linear(n, n), nn.GELU(), nn.Linear(n, n), nn.Dropout(dropout)
+            )
+            self.norm2 = nn.LayerNorm(d)
+            self.channel_mlp = nn.Sequential(
+                nn.Linear(d, d), nn.GELU(), nn.Linear(d, d), nn.Dropout(dropout)
+            )
+            self.norm3 = nn.LayerNorm(d)
+            width = d
+        else:
+            width = 2 * d if fusion == "concat" else 4 * d
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(width, hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes),
+        )
+
+    def forward(self, text, audio, text_len, audio_len) -> torch.Tensor:
+        t, a = self.text_proj(text), self.audio_proj(audio)
+        if self.fusion != "mixer":
+            t = _masked_mean(t, text_len)
+            a = _masked_mean(a, audio_len)
+            fused = torch.cat(
+                [t, a] if self.fusion == "concat" else [t, a, (a - t).abs(), a * t], 1
+            )
+            return self.head(fused)
+        x = torch.cat([t, a], dim=1)  # (B, 640, d)
+        mixed = self.token_mlp(self.norm1(x).transpose(1, 2)).transpose(1, 2)
+        x = x + mixed
+        x = x + self.channel_mlp(self.norm2(mixed if self.faithful_norm else x))
+        return self.head(self.norm3(x).mean(1))
+
+
+def _masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
+    return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+
+@dataclass(frozen=True)
+class MMMConfig:
+    """MMM's training options; the published values are the defaults."""
+
+    epochs: int = 30
+    lr: float = 5e-5
+    batch_size: int = 64
+    grad_accum: int = 8
+    fusion: str = "mixer"
+    faithful_norm: bool = True
+    class_weights: bool = False  # N / count_c
+    seed: int = 1024
+    device: str = "auto"
+
+    def check(self) -> None:
+        """Refuse values that would train nothing or fail mid-run, naming the option."""
+        for option, value in [
+            ("epochs", self.epochs),
+            ("batch-size", self.batch_size),
+            ("grad-accum", self.grad_accum),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise EmofeatError(f"--{option} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
+            raise EmofeatError(f"--lr must be a positive finite number, got {self.lr!r}")
+        if self.fusion not in FUSIONS:
+            raise EmofeatError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+
+
+IN_MEMORY_BYTES = 2 << 30  # smaller sequence sets are read once; larger ones row by row
+
+
+class SequencePairs(torch.utils.data.Dataset):
+    """Rows of a text and an audio sequence store (``rows_t[i]`` and ``rows_a[i]`` hold the
+    same utterance): read into memory when they are small, else one chunk read per row and
+    store (the real corpus: ~37 GB of float16 states)."""
+
+    def __init__(self, text, audio, rows_t, rows_a, y):
+        self.text, self.audio, self.rows_t, self.rows_a = text, audio, rows_t, rows_a
+        self.y = np.asarray(y)
+        size = sum(
+            len(rows_t) * int(np.prod(s.layout.sequences["last"])) * 2 for s in (text, audio)
+        )
+        self.cache = None
+        if size < IN_MEMORY_BYTES:
+            self.cache = (text.sequences("last", rows_t), audio.sequences("last", rows_a))
+
+    def __len__(self) -> int:
+        return len(self.rows_t)
+
+    def __getitem__(self, i: int):
+        if self.cache is not None:
+            (t, tl), (a, al) = self.cache
+            t, tl, a, al = t[i : i + 1], tl[i : i + 1], a[i : i + 1], al[i : i + 1]
+        else:
+            t, tl = self.text.sequences("last", [self.rows_t[i]])
+            a, al = self.audio.sequences("last", [self.rows_a[i]])
+        return (
+            torch.from_numpy(t[0].astype(np.float32)),
+            torch.from_numpy(a[0].astype(np.float32)),
+            int(tl[0]),
+            int(al[0]),
+            int(self.y[i]),
+        )
+
+
+def _batches(dataset, batch_size, shuffle, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=0
+    )
+
+
+def new_model(dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> MMM:
+    """A freshly initialised MMM (seeded) for sequences of ``dims`` (text_dim, audio_dim,
+    text_len, audio_len)."""
+    torch.manual_seed(cfg.seed)
+    return MMM(**dims, n_classes=n_classes, fusion=cfg.fusion, faithful_norm=cfg.faithful_norm)
+
+
+def train(
+    model: MMM,
+    dataset: SequencePairs,
+    cfg: MMMConfig,
+    n_classes: int,
+    device: str,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on ``dataset``; ``progress(epoch, rows, loss)`` is called after
+    each batch. Returns the log history (mean training loss per epoch)."""
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    weight = None
+    if cfg.class_weights:
+        counts = np.bincount(dataset.y, minlength=n_classes).astype(np.float64)
+        weight = torch.tensor(
+            np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0), dtype=torch.float32
+        ).to(device)
+    model.to(device).train()
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        opt.zero_grad()
+        total, seen = 0.0, 0
+        for step, (t, a, tl, al, y) in enumerate(
+            _batches(dataset, cfg.batch_size, True, cfg.seed), 1
+        ):
+            logits = model(t.to(device), a.to(device), tl.to(device), al.to(device))
+            loss = nn.functional.cross_entropy(logits, y.to(device), weight=weight)
+            if not torch.isfinite(loss):
+                raise EmofeatError(
+                    f"MMM: non-finite training loss at epoch {epoch}, step {step}; check the sequence stores"
+                )
+            (loss / cfg.grad_accum).backward()
+            if step % cfg.grad_accum == 0:
+                opt.step()
+                opt.zero_grad()
+            total += loss.item() * len(y)
+            seen += len(y)
+            if progress is not None:
+                progress(epoch, len(y), loss.item())
+        opt.step()  # the last, partial accumulation (a few hundred rows: one step per epoch)
+        opt.zero_grad()
+        history.append({"epoch": float(epoch), "loss": total / max(seen, 1)})
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict(model: MMM, dataset: SequencePairs, device: str) -> np.ndarray:
+    """Logits (n, C) of the rows of ``dataset``, in order."""
+    model.to(device).eval()
+    out = []
+    for t, a, tl, al, _ in _batches(dataset, 64, False, 0):
+        out.append(model(t.to(device), a.to(device), tl.to(device), al.to(device)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+ARCHITECTURE = "mmm.json"
+WEIGHTS = "model.safetensors"
+
+
+def save(model: MMM, folder: Path, dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> None:
+    """A fold model as data: its architecture (``mmm.json``) and weights (safetensors)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        **dims,
+        "n_classes": n_classes,
+        "fusion": cfg.fusion,
+        "faithful_norm": cfg.faithful_norm,
+    }
+    (folder / ARCHITECTURE).write_text(json.dumps(spec, indent=1))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(folder / WEIGHTS),
+    )
+
+
+def load(folder: Path) -> MMM:
+    """A fold model saved by :func:`save`."""
+    from safetensors.torch import load_file
+
+    try:
+        spec = json.loads((folder / ARCHITECTURE).read_text())
+        model = MMM(**spec)
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except (OSError, ValueError, TypeError, RuntimeError) as err:
+        raise EmofeatError(
+            f"{folder}: not an MMM fold model ({err}); re-run `emofeat fuse --overwrite`"
+        ) from None
+    return model.eval()
