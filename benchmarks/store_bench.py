@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emofeat.store import create_store, open_store
+from emofeat.store import StoreLayout, create_store, open_store
 
 
 def main() -> None:
@@ -45,13 +45,15 @@ def main() -> None:
         path.unlink()
     w = create_store(
         path,
-        ids,
-        labels,
-        split,
-        fold,
-        [str(i) for i in range(7)],
-        {"last": d},
-        embedding_dtype="float16",
+        StoreLayout(
+            ids=ids,
+            labels=labels,
+            split=split,
+            fold=fold,
+            label_names=[str(i) for i in range(7)],
+            embeddings={"last": d},
+            embedding_dtype="float16",
+        ),
     )
     for start in range(0, n, args.batch):
         rows = np.arange(start, min(n, start + args.batch))
@@ -113,7 +115,7 @@ def scattered_write_bench(out: Path, n: int = 20_000, layers: int = 25, dim: int
     extraction writer does for dense rows), and contiguous (one window)."""
     import h5py
 
-    from emofeat.store import _write_rows
+    from emofeat.store.writer import _write_rows
 
     path = out / "scatter_bench.h5"
     rng = np.random.default_rng(0)
@@ -148,14 +150,16 @@ def sequence_bench(out: Path, rows: int) -> dict:
     length, width = 512, 1024
     w = create_store(
         path,
-        [f"u{i}" for i in range(rows)],
-        np.zeros(rows, int),
-        ["train"] * rows,
-        np.zeros(rows, int),
-        ["a"],
-        {},
-        False,
-        sequences={"last": (length, width)},
+        StoreLayout(
+            ids=[f"u{i}" for i in range(rows)],
+            labels=np.zeros(rows, int),
+            split=["train"] * rows,
+            fold=np.zeros(rows, int),
+            label_names=["a"],
+            embeddings={},
+            logits=False,
+            sequences={"last": (length, width)},
+        ),
     )
     rng = np.random.default_rng(0)
     block = rng.normal(size=(64, length, width)).astype(np.float16)

@@ -54,7 +54,7 @@ from emofeat.inputs import (
 from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment, sha256_of_weights
 from emofeat.runs import RunFolder, RunInfo
-from emofeat.store import Provenance, merge_stores, open_writer
+from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
 
 log = logging.getLogger(__name__)
 
@@ -292,11 +292,8 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         out_of_fold=src.out_of_fold,
         **encoder.input_provenance(),
     )
-    attrs = {
-        **provenance.to_attrs(),
-        "config": {k: getattr(cfg, k) for k in VALUE_KEYS},
-        "environment": environment(),  # versions, device, git commit (YAML)
-    }
+    # versions, device, git commit (YAML)
+    attrs = {**provenance.to_attrs(), "environment": environment()}
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     target = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
     if world > 1 and out.exists() and not cfg.overwrite:
@@ -305,19 +302,22 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         )
     writer = open_writer(
         target,
-        m.ids,
-        m.label_indices,
-        m.split,
-        m.fold,
-        src.label_names,
-        emb_dims,
-        src.run is not None,
-        cfg.dtype,
-        attrs,
+        StoreLayout(
+            ids=m.ids,
+            labels=m.label_indices,
+            split=m.split,
+            fold=m.fold,
+            label_names=src.label_names,
+            embeddings=emb_dims,
+            logits=src.run is not None,
+            embedding_dtype=cfg.dtype,
+            in_sample=routing.in_sample,
+            aliases=aliases,
+            sequences=sequences,
+            config={k: getattr(cfg, k) for k in VALUE_KEYS},
+        ),
+        attrs=attrs,
         overwrite=cfg.overwrite,
-        in_sample=routing.in_sample,
-        aliases=aliases,
-        sequences=sequences,
     )
     try:
         pending = np.zeros(len(m), bool)

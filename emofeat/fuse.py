@@ -34,7 +34,7 @@ from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.provenance import sha256_of_weights
 from emofeat.runs import RunFolder
-from emofeat.store import Provenance, align_stores, create_store, open_store
+from emofeat.store import Provenance, StoreLayout, aligned, create_store
 
 if TYPE_CHECKING:  # torch is imported when a model is fused, not by the CLI's start-up
     from emofeat.mmm import MMMConfig
@@ -71,7 +71,6 @@ def fuse(
 
     from emofeat import mmm
     from emofeat.device import pick_device
-    from emofeat.stack.level1 import store_key
 
     if model not in FUSION_MODELS:
         raise EmofeatError(f"--model must be one of {', '.join(FUSION_MODELS)}, got {model!r}")
@@ -83,13 +82,14 @@ def fuse(
         )
     run = RunFolder(out)
     device = pick_device(cfg.device)
-    opened = [open_store(p) for p in stores]
-    try:
+    with aligned(stores, allow_incomplete=allow_incomplete) as inputs:
+        opened, positions = inputs.stores, inputs.positions
         text, audio = opened
         for s in opened:
             if "last" not in s.sequence_names:
                 raise StoreError(f"{s.path}: no sequences; extract it with --sequence")
-        positions, usable = align_stores(opened, allow_incomplete)
+        usable = np.zeros(len(text), bool)
+        usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
         if not plan.cross_fitted:
             raise EmofeatError(
@@ -131,7 +131,7 @@ def fuse(
             "folds": len(model_folds),
             "label_names": list(text.label_names),
             "stores": [str(Path(p).resolve()) for p in stores],
-            "store_identities": [store_key(s) for s in opened],
+            "store_identities": [s.identity for s in opened],
             "split_scheme": text.provenance.split_scheme,
             "assignment_sha256": plan.assignment_sha256(),
         }
@@ -193,17 +193,8 @@ def fuse(
             out_of_fold=plan.cross_fitted,
         )
         _write_store(
-            run.path / f"{model}.h5",
-            text,
-            np.flatnonzero(usable),
-            logits,
-            in_sample,
-            provenance,
-            options,
+            run.path / f"{model}.h5", text, inputs.keep, logits, in_sample, provenance, options
         )
-    finally:
-        for s in opened:
-            s.close()
     run.write_summary(results, [])
     return results
 
@@ -267,18 +258,17 @@ def _write_store(
 
     tmp = temp_folder(path) / path.name
     try:
-        writer = create_store(
-            tmp,
-            ref.ids,
-            ref.labels,
-            ref.split,
-            ref.fold,
-            ref.label_names,
-            {},
-            True,
-            attrs={**provenance.to_attrs(), "config": config},
+        layout = StoreLayout(
+            ids=ref.ids,
+            labels=ref.labels,
+            split=ref.split,
+            fold=ref.fold,
+            label_names=ref.label_names,
+            logits=True,
+            config=config,
             in_sample=in_sample,
         )
+        writer = create_store(tmp, layout, attrs=provenance.to_attrs())
         with writer:
             writer.write(rows, logits=logits[rows])
             missing = np.setdiff1d(np.arange(len(ref)), rows)

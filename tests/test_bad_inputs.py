@@ -24,7 +24,7 @@ from emofeat.errors import EmofeatError, ManifestError, ModelError, StoreError
 from emofeat.extract import ExtractConfig, extract
 from emofeat.finetune import finetune, resolve_config
 from emofeat.stack.ensemble import stack
-from emofeat.store import create_store, describe, open_store
+from emofeat.store import StoreLayout, create_store, describe, open_store
 
 NAMES = ["a", "b", "c"]
 
@@ -73,7 +73,9 @@ def small_store(path, **overrides):
         fold=[0, 1, 0, 1, -1, -1],
         label_names=NAMES,
     )
-    w = create_store(path, **values, embeddings={"last": 4}, in_sample=np.zeros(n, bool))
+    w = create_store(
+        path, StoreLayout(**values, embeddings={"last": 4}, in_sample=np.zeros(n, bool))
+    )
     w.write(np.arange(n), logits=np.eye(n, 3), embeddings={"last": np.ones((n, 4))})
     w.finalize()
     with h5py.File(path, "r+") as f:
@@ -339,7 +341,15 @@ def test_a_class_absent_from_a_training_split_keeps_its_column(tmp_path):
     for k in range(2):
         path = tmp_path / f"s{k}.h5"
         w = create_store(
-            path, [f"u{i}" for i in range(n)], y, split, fold, NAMES, in_sample=np.zeros(n, bool)
+            path,
+            StoreLayout(
+                ids=[f"u{i}" for i in range(n)],
+                labels=y,
+                split=split,
+                fold=fold,
+                label_names=NAMES,
+                in_sample=np.zeros(n, bool),
+            ),
         )
         w.write(np.arange(n), logits=rng.normal(size=(n, 3)) + 2 * np.eye(3)[y])
         w.finalize()

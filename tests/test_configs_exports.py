@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from emofeat.cli import main
 from emofeat.errors import StoreError
-from emofeat.store import create_store, export_store, load_aligned, open_store
+from emofeat.store import StoreLayout, create_store, export_store, load_aligned, open_store
 
 
 def cli(*args):
@@ -120,13 +120,15 @@ def _stores(tmp_path, n=90):
         path = tmp_path / f"m{k}.h5"
         w = create_store(
             path,
-            [f"u{i}" for i in order],
-            y[order],
-            split[order],
-            fold[order],
-            ["a", "b", "c"],
-            {"last": 5},
-            in_sample=np.zeros(n, bool),
+            StoreLayout(
+                ids=[f"u{i}" for i in order],
+                labels=y[order],
+                split=split[order],
+                fold=fold[order],
+                label_names=["a", "b", "c"],
+                embeddings={"last": 5},
+                in_sample=np.zeros(n, bool),
+            ),
         )
         w.write(
             np.arange(n),
@@ -240,14 +242,16 @@ def test_probe_scores_equal_a_hand_made_cv_on_the_same_folds(tmp_path):
     layers = {i: rng.normal(size=(n, d)) + i * 0.8 * np.eye(3, d)[y] for i in range(3)}
     w = create_store(
         tmp_path / "all.h5",
-        [f"u{i}" for i in range(n)],
-        y,
-        split,
-        fold,
-        ["a", "b", "c"],
-        {f"layer_{i:02d}": d for i in layers},
-        logits=False,
-        aliases={"last": "layer_02"},
+        StoreLayout(
+            ids=[f"u{i}" for i in range(n)],
+            labels=y,
+            split=split,
+            fold=fold,
+            label_names=["a", "b", "c"],
+            embeddings={f"layer_{i:02d}": d for i in layers},
+            logits=False,
+            aliases={"last": "layer_02"},
+        ),
     )
     w.write(np.arange(n), embeddings={f"layer_{i:02d}": x for i, x in layers.items()})
     w.finalize()

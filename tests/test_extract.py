@@ -15,7 +15,7 @@ from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.encoders.speech import duration_batches
 from emofeat.errors import EmofeatError
 from emofeat.extract import ExtractConfig, extract
-from emofeat.store import open_store
+from emofeat.store import StoreLayout, open_store
 
 
 def independent_speech(folder, manifest, rows, reverse=False):
@@ -521,12 +521,14 @@ def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path
     n = 40
     writer = create_store(
         tmp_path / "w.h5",
-        [f"u{i}" for i in range(n)],
-        np.zeros(n, int),
-        ["test"] * n,
-        np.full(n, -1),
-        ["a", "b"],
-        {"last": 3},
+        StoreLayout(
+            ids=[f"u{i}" for i in range(n)],
+            labels=np.zeros(n, int),
+            split=["test"] * n,
+            fold=np.full(n, -1),
+            label_names=["a", "b"],
+            embeddings={"last": 3},
+        ),
     )
     calls = []
     real = writer.write

@@ -12,7 +12,7 @@ from sklearn.metrics import confusion_matrix
 from emofeat.cli import main
 from emofeat.labels import LABEL_NAMES
 from emofeat.plots import plot_embedding
-from emofeat.store import create_store, open_store
+from emofeat.store import StoreLayout, create_store, open_store
 
 
 def png_size(path):
@@ -56,13 +56,15 @@ def test_store_plot_is_the_pca_of_the_rows_it_draws(tmp_path):
     split = np.where(np.arange(n) < 200, "train", "test")
     w = create_store(
         tmp_path / "s.h5",
-        [f"u{i}" for i in range(n)],
-        y,
-        split,
-        np.where(split == "train", np.arange(n) % 2, -1),
-        LABEL_NAMES,
-        {"last": 16},
-        logits=False,
+        StoreLayout(
+            ids=[f"u{i}" for i in range(n)],
+            labels=y,
+            split=split,
+            fold=np.where(split == "train", np.arange(n) % 2, -1),
+            label_names=LABEL_NAMES,
+            embeddings={"last": 16},
+            logits=False,
+        ),
     )
     w.write(np.arange(n), embeddings={"last": x})
     w.finalize()
@@ -98,12 +100,14 @@ def test_stack_reports_every_base_model(tmp_path):
     for k in range(2):
         w = create_store(
             tmp_path / f"m{k}.h5",
-            [f"u{i}" for i in range(n)],
-            y,
-            split,
-            fold,
-            ["a", "b", "c"],
-            in_sample=np.zeros(n, bool),
+            StoreLayout(
+                ids=[f"u{i}" for i in range(n)],
+                labels=y,
+                split=split,
+                fold=fold,
+                label_names=["a", "b", "c"],
+                in_sample=np.zeros(n, bool),
+            ),
         )
         w.write(np.arange(n), logits=rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[y])
         w.finalize()

@@ -15,7 +15,7 @@ from emofeat.fuse import fuse
 from emofeat.mmm import MMM, MMMConfig
 from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import stack
-from emofeat.store import create_store, open_store
+from emofeat.store import StoreLayout, create_store, open_store
 
 
 def test_parameter_shapes_follow_the_published_model():
@@ -83,15 +83,17 @@ def seq_stores(tmp_path, n=180, classes=3, seed=0, in_sample=None):
             evidence = None if isinstance(in_sample, str) else in_sample
         w = create_store(
             path,
-            [f"u{i}" for i in range(n)],
-            y,
-            split,
-            fold,
-            ["a", "b", "c"],
-            {},
-            False,
-            in_sample=evidence,
-            sequences={"last": (length, width)},
+            StoreLayout(
+                ids=[f"u{i}" for i in range(n)],
+                labels=y,
+                split=split,
+                fold=fold,
+                label_names=["a", "b", "c"],
+                embeddings={},
+                logits=False,
+                in_sample=evidence,
+                sequences={"last": (length, width)},
+            ),
         )
         w.write(np.arange(n), sequences={"last": list(x)})
         w.finalize()

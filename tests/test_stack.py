@@ -13,7 +13,7 @@ from emofeat.errors import EmofeatError, StoreError
 from emofeat.stack.ensemble import predict, stack
 from emofeat.stack.level1 import softmax
 from emofeat.stack.meta import Caruana, MixerClassifier, SoftVote
-from emofeat.store import create_store, open_store
+from emofeat.store import StoreLayout, create_store, open_store
 
 N, K = 400, 3
 
@@ -35,14 +35,16 @@ def make_store(path, y, split, fold, logits, names, order=None, emb=None, oof=Tr
     in_sample = None if oof is None else (split == "train") & (not oof)
     w = create_store(
         path,
-        ids[order],
-        y[order],
-        split[order],
-        fold[order],
-        names,
-        {"last": emb.shape[1]} if emb is not None else {},
+        StoreLayout(
+            ids=ids[order],
+            labels=y[order],
+            split=split[order],
+            fold=fold[order],
+            label_names=names,
+            embeddings={"last": emb.shape[1]} if emb is not None else {},
+            in_sample=in_sample[order] if in_sample is not None else None,
+        ),
         attrs={"out_of_fold": oof} if oof is not None else {},
-        in_sample=in_sample[order] if in_sample is not None else None,
     )
     rows = np.arange(len(y)) if done is None else np.flatnonzero(done[order])
     w.write(

@@ -16,6 +16,7 @@ from emofeat.cli import main
 from emofeat.errors import StoreError
 from emofeat.store import (
     Provenance,
+    StoreLayout,
     create_store,
     merge_stores,
     open_store,
@@ -43,16 +44,11 @@ def row_values(rows, dim=8):
 def test_round_trip_in_any_row_order(tmp_path):
     m = meta()
     path = tmp_path / "s.h5"
-    w = create_store(
-        path,
-        **m,
-        embeddings={"last": 8, "layer_01": 4},
-        embedding_dtype="float16",
-        attrs={
-            **Provenance(model_id="x", out_of_fold=True, layers=["last"]).to_attrs(),
-            "config": {"k": 1},
-        },
+    layout = StoreLayout(
+        **m, embeddings={"last": 8, "layer_01": 4}, embedding_dtype="float16", config={"k": 1}
     )
+    attrs = Provenance(model_id="x", out_of_fold=True, layers=["last"]).to_attrs()
+    w = create_store(path, layout, attrs=attrs)
     rng = np.random.default_rng(0)
     order = rng.permutation(50)
     for batch in np.array_split(order, 7):
@@ -114,7 +110,7 @@ def test_plain_h5py_store_is_accepted(tmp_path):
 def test_resume_continues_and_mismatch_is_refused(tmp_path):
     m = meta()
     path = tmp_path / "s.h5"
-    w = open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+    w = open_writer(path, StoreLayout(**m, embeddings={"last": 8}, config={"a": 1}))
     w.write(
         np.arange(20),
         logits=row_values(np.arange(20), 3),
@@ -122,20 +118,20 @@ def test_resume_continues_and_mismatch_is_refused(tmp_path):
     )
     w.skip([25], "unreadable audio: x.wav")
     w.close()
-    w = open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+    w = open_writer(path, StoreLayout(**m, embeddings={"last": 8}, config={"a": 1}))
     assert list(w.pending) == [i for i in range(20, 50) if i != 25]
     w.close()
     other = dict(m, labels=np.roll(m["labels"], 1))
     with pytest.raises(
         StoreError, match=r"(?s)labels differ at row 0.*-1 in the store, 1 asked for.*--overwrite"
     ):
-        open_writer(path, **other, embeddings={"last": 8}, attrs={"config": {"a": 1}})
+        open_writer(path, StoreLayout(**other, embeddings={"last": 8}, config={"a": 1}))
     with pytest.raises(StoreError, match="config differs"):
-        open_writer(path, **m, embeddings={"last": 8}, attrs={"config": {"a": 2}})
+        open_writer(path, StoreLayout(**m, embeddings={"last": 8}, config={"a": 2}))
     with pytest.raises(StoreError, match="embeddings"):
-        open_writer(path, **m, embeddings={"last": 4}, attrs={"config": {"a": 1}})
+        open_writer(path, StoreLayout(**m, embeddings={"last": 4}, config={"a": 1}))
     w = open_writer(
-        path, **other, embeddings={"last": 8}, attrs={"config": {"a": 1}}, overwrite=True
+        path, StoreLayout(**other, embeddings={"last": 8}, config={"a": 1}), overwrite=True
     )
     assert len(w.pending) == 50
     w.close()
@@ -146,11 +142,11 @@ def test_resume_continues_and_mismatch_is_refused(tmp_path):
 def test_dense_sparse_and_contiguous_writes_keep_every_other_row(tmp_path):
     """Writes dense in their span go through a read-patch-write of the chunk-aligned block; the
     rows of that block that are not written (done earlier, or never) keep their values."""
-    from emofeat.store import DENSE
+    from emofeat.store.writer import DENSE
 
     m = meta(300)
     path = tmp_path / "d.h5"
-    w = create_store(path, **m, embeddings={"last": 8}, chunk_rows=32)
+    w = create_store(path, StoreLayout(**m, embeddings={"last": 8}), chunk_rows=32)
     expected = np.full((300, 8), np.nan, np.float32)  # rows never written read back as NaN
     writes = [
         np.arange(40, 72),  # exactly two chunks
@@ -174,10 +170,10 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     import numpy as np
-    from emofeat.store import open_writer
+    from emofeat.store import StoreLayout, open_writer
     sys.path.insert(0, {tests!r})
     from test_store import meta, row_values
-    w = open_writer({path!r}, **meta(400), embeddings={{"last": 64}}, attrs={{"config": {{"a": 1}}}})
+    w = open_writer({path!r}, StoreLayout(**meta(400), embeddings={{"last": 64}}, config={{"a": 1}}))
     for batch in np.array_split(w.pending, 100):
         w.write(batch, logits=row_values(batch, 3), embeddings={{"last": row_values(batch, 64)}})
         print(int(w.done.sum()), flush=True)
@@ -227,7 +223,7 @@ def test_reader_sees_rows_while_writer_appends(tmp_path):
                 np.testing.assert_allclose(s.logits(done), row_values(done, 3))
             time.sleep(0.15)
         with pytest.raises(StoreError, match="another process is writing"):
-            open_writer(path, **meta(400), embeddings={"last": 64}, attrs={"config": {"a": 1}})
+            open_writer(path, StoreLayout(**meta(400), embeddings={"last": 64}, config={"a": 1}))
     finally:
         proc.kill()
         proc.wait()
@@ -238,7 +234,7 @@ def test_bad_files_give_clear_errors(tmp_path):
     (tmp_path / "not.h5").write_text("hello")
     with pytest.raises(StoreError, match="not.h5.*not a readable HDF5"):
         open_store(tmp_path / "not.h5")
-    w = create_store(tmp_path / "t.h5", **meta(), embeddings={"last": 256})
+    w = create_store(tmp_path / "t.h5", StoreLayout(**meta(), embeddings={"last": 256}))
     w.finalize()
     data = (tmp_path / "t.h5").read_bytes()
     (tmp_path / "trunc.h5").write_bytes(data[: len(data) // 3])
@@ -269,7 +265,7 @@ def test_merge_shards_and_refuse_overlaps(tmp_path):
     shards = []
     for k in range(2):
         w = create_store(
-            tmp_path / f"s{k}.h5", **m, embeddings={"last": 8}, attrs={"config": {"a": 1}}
+            tmp_path / f"s{k}.h5", StoreLayout(**m, embeddings={"last": 8}, config={"a": 1})
         )
         rows = np.arange(k, 50, 2)
         w.write(rows, logits=row_values(rows, 3), embeddings={"last": row_values(rows)})
@@ -284,9 +280,9 @@ def test_merge_shards_and_refuse_overlaps(tmp_path):
     assert not (tmp_path / "x.h5").exists()
     w = create_store(
         tmp_path / "other.h5",
-        **dict(m, label_names=["x", "y", "z"]),
-        embeddings={"last": 8},
-        attrs={"config": {"a": 1}},
+        StoreLayout(
+            **dict(m, label_names=["x", "y", "z"]), embeddings={"last": 8}, config={"a": 1}
+        ),
     )
     w.finalize()
     with pytest.raises(StoreError, match="label_names differ"):
@@ -295,7 +291,9 @@ def test_merge_shards_and_refuse_overlaps(tmp_path):
 
 def test_store_commands(tmp_path):
     m = meta()
-    w = create_store(tmp_path / "s.h5", **m, embeddings={"last": 8}, attrs={"model_id": "tiny"})
+    w = create_store(
+        tmp_path / "s.h5", StoreLayout(**m, embeddings={"last": 8}), attrs={"model_id": "tiny"}
+    )
     w.write(
         np.arange(50),
         logits=row_values(np.arange(50), 3),
@@ -345,13 +343,16 @@ def test_random_row_reads_equal_a_plain_read(tmp_path, compression):
     n = 300
     m = dict(
         ids=[f"r{i}" for i in range(n)],
-        labels=np.zeros(n),
+        labels=np.zeros(n, int),
         split=["train"] * n,
-        fold=np.zeros(n),
+        fold=np.zeros(n, int),
         label_names=NAMES,
     )
     w = create_store(
-        tmp_path / "s.h5", **m, embeddings={"last": 16}, chunk_rows=32, compression=compression
+        tmp_path / "s.h5",
+        StoreLayout(**m, embeddings={"last": 16}),
+        chunk_rows=32,
+        compression=compression,
     )
     written = np.arange(0, 200)  # rows 200.. never written: their chunks do not exist
     w.write(written, embeddings={"last": row_values(written, 16)})
@@ -364,3 +365,36 @@ def test_random_row_reads_equal_a_plain_read(tmp_path, compression):
         mixed = s.embeddings("last", np.array([5, 250]))
         np.testing.assert_array_equal(mixed[0], row_values([5], 16)[0].astype(np.float32))
         assert np.isnan(mixed[1]).all()
+
+
+def test_integer_rows_are_range_checked_before_any_cast(tmp_path):
+    """An int32 label 65536 + k would read as class k after a cast to int16; it is refused."""
+    m = meta(10)
+    with pytest.raises(StoreError, match=r"labels outside -1..2 .*\(e.g. 65537\)"):
+        StoreLayout(**dict(m, labels=np.array([65537] + [0] * 9, dtype=np.int32)))
+    with pytest.raises(StoreError, match=r"fold outside -1..32767"):
+        StoreLayout(**dict(m, fold=np.array([70000] + [0] * 9)))
+    with pytest.raises(StoreError, match="/labels must hold integers"):
+        StoreLayout(**dict(m, labels=np.zeros(10)))
+    # The same rule when a file written by other code is loaded.
+    path = tmp_path / "crafted.h5"
+    create_store(path, StoreLayout(**m)).finalize()
+    with h5py.File(path, "r+") as f:
+        del f["labels"]
+        f["labels"] = np.array([65537] + [0] * 9, dtype=np.int32)
+    with pytest.raises(StoreError, match=r"crafted.h5: labels outside -1..2"):
+        open_store(path)
+
+
+def test_a_declared_size_the_file_cannot_hold_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.h5"
+    create_store(path, StoreLayout(**meta(10))).finalize()
+    with h5py.File(path, "r+") as f:
+        for name in ("ids", "labels", "split", "fold", "done"):
+            dtype = f[name].dtype
+            del f[name]
+            f.create_dataset(name, shape=(2**40,), dtype=dtype)  # 8 TiB of ids, never written
+    with pytest.raises(
+        StoreError, match=r"/ids declares 1099511627776 rows, more than the file can hold"
+    ):
+        open_store(path)

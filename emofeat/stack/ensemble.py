@@ -420,7 +420,7 @@ def predict(
     only do this with stack folders you trust, since loading a joblib file runs code."""
     model = load_stack_model(stack_dir)
     fitted_on = set(model.named_steps["features"].fitted_ids_)
-    with load_level1(stores, allow_incomplete) as level1:
+    with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         out_csv = Path(out_csv)
         origin = np.array(
             ["in-sample" if u in fitted_on else "out-of-sample" for u in level1.ids], dtype=object

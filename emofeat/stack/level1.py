@@ -14,23 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from emofeat.errors import StoreError
-from emofeat.store import Provenance, Store, align_stores, open_store
+from emofeat.store import Provenance, Store, aligned
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def store_key(store: Store) -> str:
-    """A store's identity for matching a fitted stack to stores: the producing weights (sha256),
-    reverse, layers and pooling when the store records them, else its file name."""
-    prov = store.provenance
-    if prov.checkpoint_sha256:
-        layers = ",".join(prov.layers)
-        return f"sha256:{prov.checkpoint_sha256}|reverse={prov.reverse}|layers={layers}|pooling={prov.pooling}"
-    return f"name:{store.name}"
 
 
 @dataclass
@@ -100,39 +90,33 @@ class Level1:
         self.close()
 
 
-def load_level1(paths: Sequence[str | os.PathLike], allow_incomplete: bool = False) -> Level1:
-    """Open stores and align them by id; refuse differing ids, labels, label names, splits or
-    folds, and incomplete stores unless ``allow_incomplete``."""
-    if not paths:
-        raise StoreError("no stores given")
-    stores = [open_store(p) for p in paths]
+def load_level1(paths: Sequence[str | os.PathLike], *, allow_incomplete: bool = False) -> Level1:
+    """Open stores and align them by id (:func:`emofeat.store.aligned`); refuse differing ids,
+    labels, label names, splits or folds, and incomplete stores unless ``allow_incomplete``."""
+    a = aligned(paths, allow_incomplete=allow_incomplete)
     try:
-        first = stores[0]
+        stores, first, keep = a.stores, a.first, a.keep
         names = [s.name for s in stores]
         if len(set(names)) != len(names):
             names = [f"{s.path.parent.name}/{s.name}" for s in stores]
-        positions, usable = align_stores(stores, allow_incomplete)
-        keep = np.flatnonzero(usable)
-        rows = [pos[keep] for pos in positions]
         return Level1(
             names=names,
-            keys=[store_key(s) for s in stores],
+            keys=[s.identity for s in stores],
             paths=[s.path for s in stores],
             label_names=list(first.label_names),
             ids=first.ids[keep],
             labels=first.labels[keep].astype(int),
             split=first.split[keep],
             fold=first.fold[keep].astype(int),
-            logits=[s.logits(r) if s.has_logits else None for s, r in zip(stores, rows)],
+            logits=[s.logits(r) if s.has_logits else None for s, r in zip(stores, a.rows)],
             in_sample=[
-                s.in_sample[r] if s.in_sample is not None else None for s, r in zip(stores, rows)
+                s.in_sample[r] if s.in_sample is not None else None for s, r in zip(stores, a.rows)
             ],
             provenance=[s.provenance for s in stores],
             stores=stores,
-            rows=rows,
-            dropped=int(len(first) - len(keep)),
+            rows=a.rows,
+            dropped=a.dropped,
         )
     except Exception:
-        for s in stores:
-            s.close()
+        a.close()
         raise
