@@ -157,9 +157,15 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
     m = read_manifest(manifest)
     enc = SpeechEncoder.from_folder(str(model_dir), InputOptions(max_seconds=20.0))
     min_len = enc.min_input_length(AutoConfig.from_pretrained(model_dir))
-    checked = enc.check_rows(m, np.arange(len(m)), False, min_len)
+    checked = enc.check_rows(m, np.arange(len(m)), skip_bad=False, min_length=min_len)
     window = window_rows(ExtractConfig())
-    plan = plan_batches(enc, [([0], checked.good, checked.lengths)], window, 0, batch_seconds)
+    plan = plan_batches(
+        enc,
+        [([0], checked.good, checked.lengths)],
+        window=window,
+        batch_size=0,
+        batch_seconds=batch_seconds,
+    )
     inputs, real, padded = [], 0, 0
     for p in plan:
         pieces = [x for r in p.rows for x in enc.load_pieces(m, int(r), min_len)]

@@ -38,7 +38,7 @@ def _configured(params: dict, ignore=(), rename=None, out_beside: str | None = N
 
     ctx = click.get_current_context()
     config_file = params.get("config_file")
-    params = apply_config(ctx, config_file, params, ignore, rename)
+    params = apply_config(ctx, config_file, params, ignore=ignore, rename=rename)
     if out_beside and config_file and not params.get("out") and config_file.name == out_beside:
         params["out"] = config_file.parent
     return params
@@ -143,7 +143,15 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
     """Write a synthetic KEMDy20 + AI Hub corpus in the real on-disk formats."""
     from emofeat.corpus.synth import synthesize
 
-    report = synthesize(out, seed, sessions, per_session, aihub, min_seconds, max_seconds)
+    report = synthesize(
+        out,
+        seed=seed,
+        sessions=sessions,
+        per_session=per_session,
+        aihub=aihub,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+    )
     for corpus, counts in report.items():
         click.echo(f"{corpus}: " + _fields(counts))
     click.echo(f"corpus written to {out}")
@@ -195,15 +203,15 @@ def data_prepare(**params):
     out = p["out"]
     manifest, report = prepare(
         out,
-        p["kemdy20"],
-        p["aihub"],
-        p["csv_path"],
-        p["split"],
-        p["folds"],
-        p["text"],
-        p["multilabel"],
-        p["seed"],
-        p["skip_missing"],
+        kemdy20=p["kemdy20"],
+        aihub=p["aihub"],
+        csv=p["csv_path"],
+        split=p["split"],
+        folds=p["folds"],
+        text=p["text"],
+        multilabel=p["multilabel"],
+        seed=p["seed"],
+        skip_missing=p["skip_missing"],
     )
     for corpus, r in report.items():
         skipped = r.pop("skipped_missing", [])
@@ -714,7 +722,7 @@ def probe(store_path, out, meta, weighted, seed):
     """Layer-wise probes: CV score of a head on each stored layer (probe.csv, probe.png)."""
     from emofeat.probe import best_layer, probe_layers
 
-    table = probe_layers(store_path, out, meta, weighted, seed)
+    table = probe_layers(store_path, out, meta=meta, weighted=weighted, seed=seed)
     acc = table[table.metric == "accuracy"]
     for _, r in acc.iterrows():
         click.echo(f"{r['name']:>10}  accuracy {r['mean']:.4f} ± {r['std']:.4f}")
@@ -803,16 +811,16 @@ def recipe_emo_ensemble(**params):
     _need(p, "kemdy20")
     emo_ensemble(
         p["kemdy20"],
-        p["aihub"],
-        p["kobert"],
-        p["wav2vec2"],
-        p["out"],
-        p["folds"],
-        p["device"],
-        p["precision"],
-        p["dry_run"],
-        p["protocol"],
-        p["kcelectra"],
+        aihub=p["aihub"],
+        kobert=p["kobert"],
+        wav2vec2=p["wav2vec2"],
+        out=p["out"],
+        folds=p["folds"],
+        device=p["device"],
+        precision=p["precision"],
+        dry_run=p["dry_run"],
+        protocol=p["protocol"],
+        kcelectra=p["kcelectra"],
     )
 
 
@@ -897,7 +905,7 @@ def store_plot(path, embedding, method, max_points, seed, out):
     """2-D map of an embedding, coloured by class, marked by split."""
     from emofeat.plots import plot_embedding
 
-    plot_embedding(path, embedding, out, method, max_points, seed)
+    plot_embedding(path, embedding, out, method=method, max_points=max_points, seed=seed)
     click.echo(f"wrote {out}")
 
 

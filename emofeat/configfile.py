@@ -35,7 +35,7 @@ def read_options(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def apply_config(
-    ctx, config_file: Path | None, params: dict[str, Any], ignore=(), rename=None
+    ctx, config_file: Path | None, params: dict[str, Any], *, ignore=(), rename=None
 ) -> dict[str, Any]:
     """``params`` of a click command with values from ``config_file`` for every option not given
     on the command line (flags win). Keys in ``ignore`` (derived values an artifact records) are

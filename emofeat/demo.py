@@ -22,6 +22,7 @@ from emofeat.pipeline import comparison, ensemble_plan, run_plan
 
 def demo(
     out: str | Path = "demo-out",
+    *,
     seed: int = 0,
     folds: int = 3,
     sessions: int = 10,
@@ -84,8 +85,8 @@ def demo(
     steps = ensemble_plan(
         manifest,
         out,
-        str(models / "kobert"),
-        str(models / "wav2vec2"),
+        kobert=str(models / "kobert"),
+        wav2vec2=str(models / "wav2vec2"),
         preset_set="tiny",
         device="cpu",
         mmm=mmm,

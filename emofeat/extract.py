@@ -275,7 +275,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
     # unreadable or too short audio) stops the command with nothing written.
     min_len = encoder.min_input_length(models[0].config)
-    checked = encoder.check_rows(m, np.arange(len(m)), cfg.skip_bad, min_len)
+    checked = encoder.check_rows(m, np.arange(len(m)), skip_bad=cfg.skip_bad, min_length=min_len)
     provenance = Provenance(
         model_id=src.model_id,
         model_revision=getattr(models[0].config, "_commit_hash", None) or "",
@@ -433,13 +433,21 @@ def _compute(
     layers = [i for _, i in names]
     autocast = check_precision(cfg.precision, device)
     sequence_layer = encoder.num_hidden_states(src.models[0]) - 1 if cfg.sequence else None
-    plan = plan_batches(encoder, todo, window_rows(cfg), cfg.batch_size, cfg.batch_seconds)
+    plan = plan_batches(
+        encoder,
+        todo,
+        window=window_rows(cfg),
+        batch_size=cfg.batch_size,
+        batch_seconds=cfg.batch_seconds,
+    )
     progress = _Progress(sum(len(p.rows) for p in plan), writer.path.name)
     clock = Timings()
     behind = WriteBehind(writer)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    source = BatchSource(m, encoder, plan, min_len)
-    loaded = iter(batch_loader(source, workers, device, writer.inherited_fds()))
+    source = BatchSource(m, encoder, plan, min_len=min_len)
+    loaded = iter(
+        batch_loader(source, workers=workers, device=device, close_fds=writer.inherited_fds())
+    )
     batches = to_device(loaded, device)
     in_flight: list[tuple[list[HostCopy], Batch]] = []  # the previous batch, once computed
 
@@ -473,12 +481,12 @@ def _compute(
                     src.models[k],
                     inputs,
                     owner,
-                    len(sub),
-                    layers,
-                    device,
-                    autocast,
-                    sequence_layer,
-                    clock,
+                    n_rows=len(sub),
+                    layers=layers,
+                    device=device,
+                    autocast=autocast,
+                    sequence_layer=sequence_layer,
+                    clock=clock,
                 )
                 for k in batch.models
             ]
@@ -503,7 +511,10 @@ def _compute(
                 copies = []
                 if len(batch.rows):
                     done = _split_on_oom(partial(features, batch), np.arange(len(batch.rows)))
-                    copies = [HostCopy(batch.rows[sub], f, names, cfg.pooling) for sub, f in done]
+                    copies = [
+                        HostCopy(batch.rows[sub], f, names=names, pooling=cfg.pooling)
+                        for sub, f in done
+                    ]
                 collect()  # the previous batch, while the device computes this one
                 in_flight.append((copies, batch))
             collect()
@@ -575,7 +586,7 @@ class HostCopy:
     the logits in one transfer (the sequences in a second), started without waiting for the
     device (CUDA) and collected by :meth:`wait`."""
 
-    def __init__(self, rows: np.ndarray, feats: Features, names, pooling: str):
+    def __init__(self, rows: np.ndarray, feats: Features, *, names, pooling: str):
         self.rows = rows
         parts = {}
         for name, i in names:
@@ -652,7 +663,7 @@ class WriteBehind:
         self.parts: list[tuple[np.ndarray, Any, dict, dict | None]] = []
         self.last = time.perf_counter()
 
-    def add(self, rows, logits=None, embeddings=None, sequences=None) -> None:
+    def add(self, rows, *, logits=None, embeddings=None, sequences=None) -> None:
         self.parts.append((np.asarray(rows), logits, embeddings or {}, sequences))
         if time.perf_counter() - self.last >= self.seconds:
             self.flush()

@@ -145,6 +145,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         manifest: Manifest,
         rows: np.ndarray,
         encoder: Encoder,
+        *,
         min_len: int = 1,
         lengths: np.ndarray | None = None,
     ):
@@ -238,6 +239,7 @@ def _trainer_class():
 def train_fold(
     manifest: Manifest,
     plan: FoldPlan,
+    *,
     spec: ModelSpec,
     cfg: FinetuneConfig,
     fold: int,
@@ -264,7 +266,7 @@ def train_fold(
 
     def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
         lens = np.array([length_of[r] for r in part.tolist()]) if with_lengths else None
-        return UtteranceDataset(manifest, part, encoder, min_len, lens)
+        return UtteranceDataset(manifest, part, encoder, min_len=min_len, lengths=lens)
 
     train = dataset(fit_rows, with_lengths=True)
     select = dataset(select_rows) if len(select_rows) else None
@@ -341,8 +343,8 @@ def train_fold(
     run.save_fold(
         fold,
         lambda folder: encoder.save(trainer.model, str(folder)),
-        metrics,
-        trainer.state.log_history,
+        metrics=metrics,
+        log_history=trainer.state.log_history,
         train_ids=ids[fit_rows],
         select_ids=ids[select_rows],
     )
@@ -381,7 +383,11 @@ def _kept_epoch(state) -> float | None:
 
 
 def finetune(
-    manifest: str | Path | Manifest, out: str | Path, cfg: FinetuneConfig, overwrite: bool = False
+    manifest: str | Path | Manifest,
+    out: str | Path,
+    cfg: FinetuneConfig,
+    *,
+    overwrite: bool = False,
 ) -> dict:
     """Fine-tune with cross-fitting into ``out``; returns per-fold validation metrics.
 
@@ -424,7 +430,9 @@ def finetune(
         model_config = AutoConfig.from_pretrained(
             local_source(spec.source), trust_remote_code=False
         )
-    checked = encoder.check_rows(m, rows, cfg.skip_bad, encoder.min_input_length(model_config))
+    checked = encoder.check_rows(
+        m, rows, skip_bad=cfg.skip_bad, min_length=encoder.min_input_length(model_config)
+    )
     run.check_writable(overwrite)
     if run.exists() and not overwrite:
         differ = run.differing_options(config)
@@ -491,4 +499,6 @@ def _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
             continue
         fit, held = len(plan.fit_rows(fold)), len(plan.held_rows(fold))
         tqdm.write(f"{header}: training on {fit} rows, {held} held out")
-        results[fold] = train_fold(m, plan, spec, cfg, fold, run, length_of, encoder)
+        results[fold] = train_fold(
+            m, plan, spec=spec, cfg=cfg, fold=fold, run=run, length_of=length_of, encoder=encoder
+        )

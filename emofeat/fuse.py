@@ -140,7 +140,7 @@ def fuse(
 
         def dataset(rows: np.ndarray) -> mmm.SequencePairs:
             return mmm.SequencePairs(
-                text, audio, positions[0][rows], positions[1][rows], labels[rows]
+                text, audio, rows_t=positions[0][rows], rows_a=positions[1][rows], y=labels[rows]
             )
 
         models, results = [], {}
@@ -161,9 +161,11 @@ def fuse(
             metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
             run.save_fold(
                 k,
-                lambda folder, net=net: mmm.save(net, folder, dims, n_classes, cfg),
-                metrics,
-                history,
+                lambda folder, net=net: mmm.save(
+                    net, folder, dims=dims, n_classes=n_classes, cfg=cfg
+                ),
+                metrics=metrics,
+                log_history=history,
                 train_ids=plan.ids[fit],
                 select_ids=[],
             )
@@ -228,7 +230,7 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
         bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss:.3f}", refresh=False)
 
     try:
-        return mmm.train(net, dataset, cfg, n_classes, device, progress)
+        return mmm.train(net, dataset, cfg, n_classes=n_classes, device=device, progress=progress)
     finally:
         bar.close()
 

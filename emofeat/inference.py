@@ -86,6 +86,7 @@ def infer(
     stack_dir: str | os.PathLike,
     csv: str | os.PathLike,
     out: str | os.PathLike,
+    *,
     runs: Mapping[str, str] | None = None,
     work: str | os.PathLike | None = None,
     device: str = "auto",
@@ -113,7 +114,7 @@ def infer(
     with load_level1(paths, allow_incomplete=skip_bad) as level1:
         proba = model.predict_proba(level1)
         origin = np.full(len(level1), "out-of-sample", dtype=object)
-        write_predictions(out, level1, proba, origin)
+        write_predictions(out, level1, proba, origin=origin)
         if level1.dropped:
             log.warning(
                 "%d row(s) could not be computed (see the stores in %s)", level1.dropped, work

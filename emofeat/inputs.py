@@ -48,6 +48,7 @@ class Planned:
 def plan_batches(
     encoder: Encoder,
     groups: list[tuple[list[int], np.ndarray, np.ndarray]],
+    *,
     window: int,
     batch_size: int,
     batch_seconds: float,
@@ -64,7 +65,9 @@ def plan_batches(
         for models, rows, lengths in groups:
             keep = (rows >= lo) & (rows <= hi)
             if keep.any():
-                batches = encoder.batches(rows[keep], lengths[keep], batch_size, batch_seconds)
+                batches = encoder.batches(
+                    rows[keep], lengths[keep], batch_size=batch_size, batch_seconds=batch_seconds
+                )
                 plan += [Planned(models, b) for b in batches]
         plan[-1].ends_window = True
     return plan
@@ -96,7 +99,7 @@ class BatchSource(Dataset):
     """The planned batches of a manifest; item ``i`` reads and encodes batch ``i``. A row that
     cannot be read is returned with its error (the main process decides: raise it or skip)."""
 
-    def __init__(self, manifest: Manifest, encoder: Encoder, plan: list[Planned], min_len: int):
+    def __init__(self, manifest: Manifest, encoder: Encoder, plan: list[Planned], *, min_len: int):
         self.manifest, self.encoder, self.plan, self.min_len = manifest, encoder, plan, min_len
 
     def __len__(self) -> int:
@@ -153,7 +156,7 @@ def default_workers(device: str) -> int:
 
 
 def batch_loader(
-    source: BatchSource, workers: int, device: str, close_fds: Iterable[int] = ()
+    source: BatchSource, *, workers: int, device: str, close_fds: Iterable[int] = ()
 ) -> DataLoader:
     """A DataLoader over ``source`` (batches in plan order) with ``workers`` processes (0: read
     in the main process), pinning memory for CUDA."""

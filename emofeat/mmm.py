@@ -46,6 +46,7 @@ class MMM(nn.Module):
         text_len: int,
         audio_len: int,
         n_classes: int,
+        *,
         d: int = 256,
         hidden: int = 512,
         dropout: float = 0.1,
@@ -138,7 +139,7 @@ class SequencePairs(torch.utils.data.Dataset):
     same utterance): read into memory when they are small, else one chunk read per row and
     store (the real corpus: ~37 GB of float16 states)."""
 
-    def __init__(self, text, audio, rows_t, rows_a, y):
+    def __init__(self, text, audio, *, rows_t, rows_a, y):
         self.text, self.audio, self.rows_t, self.rows_a = text, audio, rows_t, rows_a
         self.y = np.asarray(y)
         size = sum(
@@ -185,6 +186,7 @@ def train(
     model: MMM,
     dataset: SequencePairs,
     cfg: MMMConfig,
+    *,
     n_classes: int,
     device: str,
     progress: Callable[[int, int, float], None] | None = None,
@@ -242,7 +244,7 @@ ARCHITECTURE = "mmm.json"
 WEIGHTS = "model.safetensors"
 
 
-def save(model: MMM, folder: Path, dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> None:
+def save(model: MMM, folder: Path, *, dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> None:
     """A fold model as data: its architecture (``mmm.json``) and weights (safetensors)."""
     from safetensors.torch import save_file
 

@@ -87,6 +87,7 @@ def _flags(options: dict[str, Any]) -> str:
 def ensemble_plan(
     manifest: Path,
     out: Path,
+    *,
     kobert: str,
     wav2vec2: str,
     preset_set: str = "ref",

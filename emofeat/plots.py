@@ -59,6 +59,7 @@ def plot_embedding(
     store_path: str | Path,
     embedding: str,
     out: str | Path,
+    *,
     method: str = "pca",
     max_points: int = 5000,
     seed: int = 0,
@@ -129,7 +130,7 @@ def plot_embedding(
 
 
 def plot_confusions(
-    matrices: dict[str, np.ndarray], names: list[str], out: str | Path, title: str = ""
+    matrices: dict[str, np.ndarray], names: list[str], out: str | Path, *, title: str = ""
 ) -> Path:
     """One confusion-matrix panel per model (rows: true, columns: predicted; counts and
     row-normalised shading, so minority classes are readable)."""

@@ -37,6 +37,7 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
+        *,
         n_layers: int = 1,
         epochs: int = 100,
         lr: float = 1e-2,
@@ -98,6 +99,7 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
 def probe_layers(
     store: str | os.PathLike,
     out: str | os.PathLike,
+    *,
     meta: str = "logreg",
     weighted: bool = False,
     seed: int = 0,

@@ -38,6 +38,7 @@ def check_inputs(kemdy20: Path, aihub: Path | None) -> dict:
 
 def emo_ensemble(
     kemdy20: Path,
+    *,
     aihub: Path | None,
     kobert: str,
     wav2vec2: str,
@@ -68,8 +69,8 @@ def emo_ensemble(
         *ensemble_plan(
             manifest,
             out,
-            kobert,
-            wav2vec2,
+            kobert=kobert,
+            wav2vec2=wav2vec2,
             preset_set="ref",
             protocol=protocol,
             mmm=MMMPlan(kcelectra, wav2vec2),  # published lengths and training

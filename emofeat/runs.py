@@ -190,6 +190,7 @@ class RunFolder:
         self,
         fold: int,
         save_model: Callable[[Path], None],
+        *,
         metrics: dict[str, Any],
         log_history: list[dict],
         train_ids: Sequence[str],

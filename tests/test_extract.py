@@ -224,11 +224,11 @@ def test_cuda_oom_splits_the_batch(
     real = SpeechEncoder.forward
     calls = []
 
-    def flaky(self, model, pieces, owner, n_rows, *args):
+    def flaky(self, model, pieces, owner, *, n_rows, **kw):
         calls.append(n_rows)
         if n_rows > 2:
             raise torch.cuda.OutOfMemoryError("simulated")
-        return real(self, model, pieces, owner, n_rows, *args)
+        return real(self, model, pieces, owner, n_rows=n_rows, **kw)
 
     monkeypatch.setattr(SpeechEncoder, "forward", flaky)
     out = tmp_path / "oom.h5"
@@ -471,7 +471,14 @@ def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run)
     assert len(flat) > len(rows)  # windows: a row's frames come from several pieces
     with torch.inference_mode():
         got = enc.forward(
-            model, enc.encode(flat), owner, len(rows), [2], "cpu", None, sequence_layer=2
+            model,
+            enc.encode(flat),
+            owner,
+            n_rows=len(rows),
+            layers=[2],
+            device="cpu",
+            autocast=None,
+            sequence_layer=2,
         )
         plain = AutoModel.from_pretrained(tiny_wav2vec2).eval()
         for j, ps in enumerate(pieces):
@@ -490,7 +497,14 @@ def test_encoders_return_unpooled_sequences(manifest, tiny_wav2vec2, kobert_run)
     texts = [manifest.frame["text"].iat[r] for r in (1, 2)]
     with torch.inference_mode():
         got = tenc.forward(
-            tmodel, tenc.encode(texts), np.arange(2), 2, [1], "cpu", None, sequence_layer=1
+            tmodel,
+            tenc.encode(texts),
+            np.arange(2),
+            n_rows=2,
+            layers=[1],
+            device="cpu",
+            autocast=None,
+            sequence_layer=1,
         )
         for j, t in enumerate(texts):
             enc_t = tenc.collator().encode([t])

@@ -194,10 +194,10 @@ def test_rows_computed_before_a_failure_are_kept(
     extract(manifest_path, clean, ExtractConfig(**cfg))
     real, rows_before = Encoder.forward, []
 
-    def fails_fourth(self, model, inputs, owner, n_rows, *args, **kw):
+    def fails_fourth(self, model, inputs, owner, *, n_rows, **kw):
         if len(rows_before) == 3 and failure != "non-finite values":
             raise RuntimeError("boom")
-        feats = real(self, model, inputs, owner, n_rows, *args, **kw)
+        feats = real(self, model, inputs, owner, n_rows=n_rows, **kw)
         rows_before.append(n_rows)
         if len(rows_before) == 4:
             feats.pooled = {i: (m * float("nan"), s) for i, (m, s) in feats.pooled.items()}

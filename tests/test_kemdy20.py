@@ -52,7 +52,11 @@ def make_tree(root, rows_by_session, texts=None, encoding="cp949", skip_files=()
             wav_dir = root / "wav" / f"Session{s:02d}"
             wav_dir.mkdir(parents=True, exist_ok=True)
             if fixed + ".wav" not in skip_files:
-                sf.write(wav_dir / f"{fixed}.wav", np.zeros(1600, dtype=np.float32), 16000)
+                sf.write(
+                    wav_dir / f"{fixed}.wav",
+                    np.zeros(1600, dtype=np.float32),
+                    16000,
+                )
             if fixed + ".txt" not in skip_files:
                 text = (texts or {}).get(fixed, "c/ 안녕하세요 n/")
                 (wav_dir / f"{fixed}.txt").write_bytes(text.encode(encoding))

@@ -130,14 +130,24 @@ def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
             rows = RunFolder(tmp_path / "mmm").fold_rows(k)["train"]
             assert rows == [f"u{i}" for i in fit]  # rows.json: exactly the rows that fitted it
             net = mmm.new_model(dims, 3, cfg)
-            mmm.train(net, mmm.SequencePairs(text, audio, fit, fit, y[fit]), cfg, 3, "cpu")
+            mmm.train(
+                net,
+                mmm.SequencePairs(text, audio, rows_t=fit, rows_a=fit, y=y[fit]),
+                cfg,
+                n_classes=3,
+                device="cpu",
+            )
             held_logits = mmm.predict(
-                net, mmm.SequencePairs(text, audio, held, held, y[held]), "cpu"
+                net, mmm.SequencePairs(text, audio, rows_t=held, rows_a=held, y=y[held]), "cpu"
             )
             np.testing.assert_allclose(logits[held], held_logits, atol=1e-5)
             test_mean += (
                 mmm.predict(
-                    net, mmm.SequencePairs(text, audio, test_rows, test_rows, y[test_rows]), "cpu"
+                    net,
+                    mmm.SequencePairs(
+                        text, audio, rows_t=test_rows, rows_a=test_rows, y=y[test_rows]
+                    ),
+                    "cpu",
                 )
                 / 3
             )

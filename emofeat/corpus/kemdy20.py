@@ -102,6 +102,7 @@ def _votes(row: pd.Series, where: str) -> np.ndarray:
 
 def read_kemdy20(
     root: str | Path,
+    *,
     text_mode: str = "raw",
     multilabel: str = "drop",
     skip_missing: bool = False,

@@ -167,6 +167,7 @@ def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
 def write_manifest(
     frame: pd.DataFrame,
     path: str | os.PathLike,
+    *,
     config: dict | None = None,
     seed: int | None = None,
 ) -> Path:

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 def prepare(
     out: str | Path,
+    *,
     kemdy20: str | Path | None = None,
     aihub: str | Path | None = None,
     csv: str | Path | None = None,
@@ -43,7 +44,9 @@ def prepare(
         raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
     frames, report = [], {}
     if kemdy20:
-        frame, report["kemdy20"] = read_kemdy20(kemdy20, text, multilabel, skip_missing)
+        frame, report["kemdy20"] = read_kemdy20(
+            kemdy20, text_mode=text, multilabel=multilabel, skip_missing=skip_missing
+        )
         frames.append(frame)
     if aihub:
         frame, report["aihub"] = read_aihub(aihub, text, skip_missing)
@@ -55,7 +58,7 @@ def prepare(
     if not frames:
         raise CorpusError("the corpora hold no utterances")
     frame = build_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
-    frame = apply_split(frame, split, folds, seed)
+    frame = apply_split(frame, split, k=folds, seed=seed)
     out = Path(out)
     frame = relative_audio_paths(frame, out.parent)
     config = {

@@ -99,7 +99,7 @@ def _corpus_folds(sub: pd.DataFrame, k: int, scheme: str, seed: int, corpus: str
     return out
 
 
-def assign_folds(frame: pd.DataFrame, k: int, scheme: str, seed: int) -> np.ndarray:
+def assign_folds(frame: pd.DataFrame, k: int, *, scheme: str, seed: int) -> np.ndarray:
     """Fold of each row (-1 for test rows); train folds are group-aware."""
     folds = np.full(len(frame), -1, dtype=int)
     train = (frame["split"] == "train").to_numpy()
@@ -114,7 +114,7 @@ def assign_folds(frame: pd.DataFrame, k: int, scheme: str, seed: int) -> np.ndar
     return folds
 
 
-def apply_split(frame: pd.DataFrame, scheme: str, k: int, seed: int) -> pd.DataFrame:
+def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.DataFrame:
     """Set ``split`` and ``fold`` of manifest rows from several corpora."""
     if scheme not in SPLIT_SCHEMES:
         raise CorpusError(
@@ -149,5 +149,5 @@ def apply_split(frame: pd.DataFrame, scheme: str, k: int, seed: int) -> pd.DataF
             s[held] = "test"
             split[idx] = s
     frame["split"] = split
-    frame["fold"] = assign_folds(frame, k, scheme, seed)
+    frame["fold"] = assign_folds(frame, k, scheme=scheme, seed=seed)
     return frame

@@ -141,7 +141,7 @@ def prosody(rng: np.random.Generator, emotion: str, cued: bool) -> np.ndarray:
 
 
 def speech(
-    rng: np.random.Generator, speaker: Speaker, p: np.ndarray, seconds: float, sr: int
+    rng: np.random.Generator, speaker: Speaker, *, p: np.ndarray, seconds: float, sr: int
 ) -> np.ndarray:
     """A speech-like waveform (float32, peak <= 1) with the given prosody."""
     pitch, prange, tempo, energy, breath, jitter, slope = p
@@ -178,7 +178,7 @@ def speech(
     return (x / max(1.0, np.abs(x).max() * 1.05)).astype(np.float32)
 
 
-def transcript(rng: np.random.Generator, emotion: str, cued: bool, markers: bool) -> str:
+def transcript(rng: np.random.Generator, emotion: str, *, cued: bool, markers: bool) -> str:
     """A Korean transcript; cued ones hold a cue phrase of the emotion."""
     ctx = CONTEXTS[rng.integers(len(CONTEXTS))]
     if cued:
@@ -206,6 +206,7 @@ def _write_csv_bytes(rows: list[list], encoding: str) -> bytes:
 def synth_kemdy20(
     root: Path,
     rng: np.random.Generator,
+    *,
     sessions: int,
     per_session: int,
     seconds: tuple[float, float],
@@ -239,9 +240,11 @@ def synth_kemdy20(
             emotion, channel = _utterance(rng)
             counts["channels"][channel] += 1
             dur = float(rng.uniform(*seconds))
-            x = speech(rng, voices[sex], prosody(rng, emotion, channel != "text"), dur, sr)
+            x = speech(
+                rng, voices[sex], p=prosody(rng, emotion, channel != "text"), seconds=dur, sr=sr
+            )
             sf.write(wav_dir / f"{seg}.wav", x, sr, subtype="PCM_16")
-            text = transcript(rng, emotion, channel != "audio", markers=True)
+            text = transcript(rng, emotion, cued=channel != "audio", markers=True)
             (wav_dir / f"{seg}.txt").write_bytes((text + "\n").encode("cp949"))
             consensus = emotion
             votes = []
@@ -284,7 +287,9 @@ def synth_kemdy20(
     return counts
 
 
-def synth_aihub(root: Path, rng: np.random.Generator, n: int, seconds: tuple[float, float]) -> dict:
+def synth_aihub(
+    root: Path, rng: np.random.Generator, *, n: int, seconds: tuple[float, float]
+) -> dict:
     """Write ``root/AI_Hub`` and return counts of what was written."""
     base = root / "AI_Hub"
     (base / "annotation").mkdir(parents=True, exist_ok=True)
@@ -313,13 +318,17 @@ def synth_aihub(root: Path, rng: np.random.Generator, n: int, seconds: tuple[flo
         counts["channels"][channel] += 1
         voice, sex = speakers[rng.integers(len(speakers))]
         x = speech(
-            rng, voice, prosody(rng, emotion, channel != "text"), float(rng.uniform(*seconds)), sr
+            rng,
+            voice,
+            p=prosody(rng, emotion, channel != "text"),
+            seconds=float(rng.uniform(*seconds)),
+            sr=sr,
         )
         stereo = np.stack(
             [x, 0.9 * x + 0.002 * rng.standard_normal(len(x)).astype(np.float32)], axis=1
         )
         sf.write(base / "wav" / f"{wav_id}.wav", stereo, sr, subtype="PCM_16")
-        text = transcript(rng, emotion, channel != "audio", markers=False)
+        text = transcript(rng, emotion, cued=channel != "audio", markers=False)
         word = AIHUB_WORD[emotion]
         rows.append(
             [
@@ -341,6 +350,7 @@ def synth_aihub(root: Path, rng: np.random.Generator, n: int, seconds: tuple[flo
 
 def synthesize(
     out: str | Path,
+    *,
     seed: int = 0,
     sessions: int = 10,
     per_session: int = 40,
@@ -355,7 +365,11 @@ def synthesize(
     out = Path(out)
     rng = np.random.default_rng(seed)
     seconds = (min_seconds, max_seconds)
-    report = {"kemdy20": synth_kemdy20(out, rng, sessions, per_session, seconds, 16000)}
+    report = {
+        "kemdy20": synth_kemdy20(
+            out, rng, sessions=sessions, per_session=per_session, seconds=seconds, sr=16000
+        )
+    }
     if aihub:
-        report["aihub"] = synth_aihub(out, rng, aihub, seconds)
+        report["aihub"] = synth_aihub(out, rng, n=aihub, seconds=seconds)
     return report

@@ -111,6 +111,7 @@ def pool_layers(
     hidden_states: Sequence[torch.Tensor],
     layers: Iterable[int],
     mask: torch.Tensor,
+    *,
     owner: torch.Tensor | None,
     n_rows: int,
 ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
@@ -138,7 +139,7 @@ def pool_layers(
 
 
 def row_sequences(
-    hidden: torch.Tensor, mask: torch.Tensor, owner: np.ndarray, n_rows: int
+    hidden: torch.Tensor, mask: torch.Tensor, *, owner: np.ndarray, n_rows: int
 ) -> list[torch.Tensor]:
     """Per row, the states of its pieces at their valid positions, pieces in order."""
     h = hidden.float()
@@ -260,7 +261,7 @@ class Encoder(ABC):
         than ``min_length`` input units)."""
 
     def check_rows(
-        self, manifest: Manifest, rows: np.ndarray, skip_bad: bool, min_length: int = 1
+        self, manifest: Manifest, rows: np.ndarray, *, skip_bad: bool, min_length: int = 1
     ) -> RowCheck:
         """Usable rows and the others with their reasons; without ``skip_bad`` a bad row is an
         error that lists the first ones."""
@@ -294,7 +295,7 @@ class Encoder(ABC):
 
     @abstractmethod
     def batches(
-        self, rows: np.ndarray, lengths: np.ndarray, batch_size: int, batch_seconds: float
+        self, rows: np.ndarray, lengths: np.ndarray, *, batch_size: int, batch_seconds: float
     ) -> list[np.ndarray]:
         """Rows grouped into extraction batches (similar lengths together: little padding)."""
 
@@ -351,6 +352,7 @@ class Encoder(ABC):
         model: torch.nn.Module,
         inputs: dict[str, torch.Tensor],
         owner: np.ndarray,
+        *,
         n_rows: int,
         layers: Sequence[int],
         device: str,
@@ -371,12 +373,12 @@ class Encoder(ABC):
             mask = self.valid_positions(model, enc, hs[-1])
             own = owner_tensor(owner, n_rows, device)
             pooled = pool_layers(
-                hs, sorted(set(layers) | self.head_layers(model)), mask, own, n_rows
+                hs, sorted(set(layers) | self.head_layers(model)), mask, owner=own, n_rows=n_rows
             )
             with autocast_context(device, autocast):
                 logits, extra = self.head_outputs(model, out, pooled)
             sequences = (
-                row_sequences(hs[sequence_layer], mask, owner, n_rows)
+                row_sequences(hs[sequence_layer], mask, owner=owner, n_rows=n_rows)
                 if sequence_layer is not None
                 else None
             )

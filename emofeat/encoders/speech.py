@@ -55,7 +55,12 @@ class SpeechClassifier(nn.Module):
     main_input_name = "input_values"
 
     def __init__(
-        self, encoder, num_labels: int, dropout: float = 0.1, label_names: list[str] | None = None
+        self,
+        encoder,
+        num_labels: int,
+        *,
+        dropout: float = 0.1,
+        label_names: list[str] | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -127,7 +132,10 @@ class SpeechClassifier(nn.Module):
             )
         cfg = json.loads((directory / HEAD_CONFIG).read_text())
         model = cls(
-            load_speech_encoder(directory), cfg["num_labels"], cfg["dropout"], cfg["label_names"]
+            load_speech_encoder(directory),
+            cfg["num_labels"],
+            dropout=cfg["dropout"],
+            label_names=cfg["label_names"],
         )
         model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS))
         return model
@@ -204,7 +212,12 @@ class SpeechCollator:
 
 
 def duration_batches(
-    rows: np.ndarray, durations: np.ndarray, budget_s: float, max_s: float, max_ratio: float = 1.1
+    rows: np.ndarray,
+    durations: np.ndarray,
+    *,
+    budget_s: float,
+    max_s: float,
+    max_ratio: float = 1.1,
 ) -> list[np.ndarray]:
     """Rows sorted by duration, cut into batches whose padded duration stays within ``budget_s``
     and whose longest piece is at most ``max_ratio`` times the shortest (so padding stays under
@@ -270,7 +283,9 @@ class SpeechEncoder(Encoder):
         if dropout is None:
             # The reference's head used the checkpoint's ``final_dropout`` (twice).
             dropout = float(getattr(encoder.config, "final_dropout", 0.1))
-        return SpeechClassifier(encoder, len(label_names), dropout, list(label_names))
+        return SpeechClassifier(
+            encoder, len(label_names), dropout=dropout, label_names=list(label_names)
+        )
 
     def load_classifier(self, folder):
         return SpeechClassifier.from_pretrained(folder).eval()
@@ -321,9 +336,9 @@ class SpeechEncoder(Encoder):
         win = int(opts.max_seconds * opts.sample_rate) if opts.max_seconds else None
         return windows(x, win, min_length)
 
-    def batches(self, rows, lengths, batch_size, batch_seconds):
+    def batches(self, rows, lengths, *, batch_size, batch_seconds):
         max_s = self.options.max_seconds or float("inf")
-        return duration_batches(np.asarray(rows), lengths, batch_seconds, max_s)
+        return duration_batches(np.asarray(rows), lengths, budget_s=batch_seconds, max_s=max_s)
 
     def piece_units(self, pieces):
         return sum(len(p) for p in pieces) / self.options.sample_rate

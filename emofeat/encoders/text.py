@@ -158,7 +158,7 @@ class TextEncoder(Encoder):
     def load_pieces(self, manifest, row, min_length=1):
         return [manifest.frame["text"].iat[row]]
 
-    def batches(self, rows, lengths, batch_size, batch_seconds):
+    def batches(self, rows, lengths, *, batch_size, batch_seconds):
         order = np.argsort(lengths, kind="stable")
         rows = np.asarray(rows)[order]
         return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]

@@ -25,6 +25,7 @@ KOBERT_SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]
 def build_tiny_kobert(
     out: str | Path,
     texts: list[str],
+    *,
     vocab_size: int = 400,
     hidden: int = 64,
     layers: int = 2,
@@ -75,7 +76,7 @@ def build_tiny_kobert(
 
 
 def build_tiny_wav2vec2(
-    out: str | Path, hidden: int = 64, layers: int = 2, conv_dim: int = 32, seed: int = 0
+    out: str | Path, *, hidden: int = 64, layers: int = 2, conv_dim: int = 32, seed: int = 0
 ) -> Path:
     """Write a tiny wav2vec2 folder (CTC checkpoint layout, like kresnik's) with its feature extractor."""
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
@@ -113,7 +114,7 @@ def build_tiny_wav2vec2(
 
 
 def build_tiny_electra(
-    out: str | Path, texts: list[str], hidden: int = 64, layers: int = 2, seed: int = 0
+    out: str | Path, texts: list[str], *, hidden: int = 64, layers: int = 2, seed: int = 0
 ) -> Path:
     """Write a tiny ELECTRA discriminator folder in the on-disk format of beomi/KcELECTRA-base:
     ``config.json`` (ElectraModel), ``model.safetensors`` and a WordPiece ``vocab.txt`` with its

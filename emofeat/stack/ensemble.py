@@ -313,7 +313,7 @@ def check_stack_folder(out: Path) -> None:
         )
 
 
-def write_stack(out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]) -> None:
+def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict[str, Any]) -> None:
     """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md —
     written into a temporary folder that then takes the place of ``out``, so a stack folder
     is always whole (a kill leaves the previous one, or none)."""
@@ -349,7 +349,7 @@ def _write_stack_files(
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
         origin[fitted.train] = "cross-validated"
-    write_predictions(out / "predictions.csv", level1, proba, origin)
+    write_predictions(out / "predictions.csv", level1, proba, origin=origin)
     test = metrics["test"]
     if "confusion" in test:
         panels = {f"ensemble ({metrics['meta']})": test["confusion"]}
@@ -387,11 +387,11 @@ def stack(
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         fitted = fit_stack(level1, cfg)
         metrics = evaluate_stack(fitted, level1)
-        write_stack(Path(out), fitted, level1, metrics)
+        write_stack(Path(out), fitted, level1, metrics=metrics)
     return StackResult(Path(out), metrics)
 
 
-def write_predictions(path: Path, level1: Level1, proba: np.ndarray, origin: np.ndarray) -> None:
+def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:
     """predictions.csv: id, split, label, predicted, provenance (``in-sample``: the meta-learner
     was fitted on the row; ``cross-validated``: predicted by a meta-learner fitted on the other
     folds; ``out-of-sample``: never fitted on) and one probability column per class."""
@@ -414,6 +414,7 @@ def predict(
     stack_dir: str | os.PathLike,
     stores: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
+    *,
     allow_incomplete: bool = False,
 ) -> Path:
     """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
@@ -425,7 +426,7 @@ def predict(
         origin = np.array(
             ["in-sample" if u in fitted_on else "out-of-sample" for u in level1.ids], dtype=object
         )
-        write_predictions(out_csv, level1, model.predict_proba(level1), origin)
+        write_predictions(out_csv, level1, model.predict_proba(level1), origin=origin)
     return out_csv
 
 

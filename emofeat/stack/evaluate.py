@@ -29,7 +29,7 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> d
 
 
 def bootstrap_accuracy(
-    y: np.ndarray, pred: np.ndarray, n: int = 2000, seed: int = 0, level: float = 0.95
+    y: np.ndarray, pred: np.ndarray, *, n: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of accuracy over utterances."""
     rng = np.random.default_rng(seed)

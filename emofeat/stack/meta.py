@@ -140,6 +140,7 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         groups: Sequence[int] | None = None,
+        *,
         d_model: int = 64,
         epochs: int = 60,
         lr: float = 1e-3,
@@ -171,7 +172,7 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
         g = torch.Generator().manual_seed(self.seed)
         from emofeat.stack.mixer import Mixer
 
-        net = Mixer(groups, len(self.classes_), self.d_model, self.dropout)
+        net = Mixer(groups, len(self.classes_), d=self.d_model, dropout=self.dropout)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         xt = torch.tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
         yt = torch.tensor(yi, dtype=torch.long)
@@ -260,7 +261,9 @@ class MetaContext:
 META_LEARNERS: dict[str, MetaLearner] = {}
 
 
-def register_meta(name: str, inputs: str, grid: dict[str, list], summary: str, learns: bool = True):
+def register_meta(
+    name: str, *, inputs: str, grid: dict[str, list], summary: str, learns: bool = True
+):
     """Decorator: register a builder ``(MetaContext) -> estimator`` under ``name``."""
 
     def deco(build: Callable[[MetaContext], BaseEstimator]):
@@ -304,9 +307,9 @@ def _scaled(model, ctx: MetaContext):
 
 @register_meta(
     "softvote",
-    "proba",
-    {},
-    "weighted mean of probabilities (fixed weights; the reference)",
+    inputs="proba",
+    grid={},
+    summary="weighted mean of probabilities (fixed weights; the reference)",
     learns=False,
 )
 def _softvote(ctx: MetaContext):
@@ -315,9 +318,9 @@ def _softvote(ctx: MetaContext):
 
 @register_meta(
     "caruana",
-    "proba",
-    {"n_iter": [5, 10, 25, 50]},
-    "greedy ensemble selection with replacement (learned non-negative weights)",
+    inputs="proba",
+    grid={"n_iter": [5, 10, 25, 50]},
+    summary="greedy ensemble selection with replacement (learned non-negative weights)",
 )
 def _caruana(ctx: MetaContext):
     return Caruana(classes=ctx.classes)
@@ -325,9 +328,9 @@ def _caruana(ctx: MetaContext):
 
 @register_meta(
     "logreg",
-    "features",
-    {"estimator__model__C": [0.01, 0.1, 1.0, 10.0]},
-    "multinomial logistic regression",
+    inputs="features",
+    grid={"estimator__model__C": [0.01, 0.1, 1.0, 10.0]},
+    summary="multinomial logistic regression",
 )
 def _logreg(ctx: MetaContext):
     from sklearn.linear_model import LogisticRegression
@@ -337,9 +340,9 @@ def _logreg(ctx: MetaContext):
 
 @register_meta(
     "lgbm",
-    "features",
-    {"estimator__model__n_estimators": [100, 300], "estimator__model__num_leaves": [7, 15]},
-    "LightGBM gradient-boosted trees",
+    inputs="features",
+    grid={"estimator__model__n_estimators": [100, 300], "estimator__model__num_leaves": [7, 15]},
+    summary="LightGBM gradient-boosted trees",
 )
 def _lgbm(ctx: MetaContext):
     from lightgbm import LGBMClassifier
@@ -361,9 +364,9 @@ def _lgbm(ctx: MetaContext):
 
 @register_meta(
     "pooled-mixer",
-    "embeddings",
-    {"estimator__weight_decay": [1e-2, 1e-1]},
-    "an MLP-Mixer over one pooled embedding per store (not MMM, which mixes sequences: see "
+    inputs="embeddings",
+    grid={"estimator__weight_decay": [1e-2, 1e-1]},
+    summary="an MLP-Mixer over one pooled embedding per store (not MMM, which mixes sequences: see "
     "--meta mmm); sound over frozen-encoder stores only",
 )
 def _mixer(ctx: MetaContext):

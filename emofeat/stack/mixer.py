@@ -13,7 +13,7 @@ class Mixer(nn.Module):
     """One token per store (its embedding projected to ``d``), one Mixer block (token mixing
     over the stores, channel mixing over ``d``), LayerNorm, mean over tokens, MLP head."""
 
-    def __init__(self, groups: Sequence[int], n_classes: int, d: int = 64, dropout: float = 0.1):
+    def __init__(self, groups: Sequence[int], n_classes: int, *, d: int = 64, dropout: float = 0.1):
         super().__init__()
         m = len(groups)
         self.bounds = [int(b) for b in np.cumsum([0, *groups])]

@@ -65,7 +65,7 @@ class StoreWriter:
     def write(
         self,
         rows: Sequence[int] | np.ndarray,
-        logits: np.ndarray | None = None,
+        *, logits: np.ndarray | None = None,
         embeddings: Mapping[str, np.ndarray] | None = None,
         sequences: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> None:
