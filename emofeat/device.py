@@ -6,20 +6,21 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from emofeat.errors import EmofeatError
 
 log = logging.getLogger(__name__)
-# --precision values and the autocast dtype each means (None: plain fp32).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# torch is imported by the functions that use it, so the command line starts without it.
+PRECISION_NAMES = ("fp32", "bf16", "fp16")  # fp32: no autocast
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def pick_device(device: str) -> str:
     """``auto`` → the ``EMOFEAT_DEVICE`` environment variable when set, else ``cuda`` when
     available, else ``cpu``."""
+    import torch
+
     if device == "auto":
         device = os.environ.get("EMOFEAT_DEVICE", "") or (
             "cuda" if torch.cuda.is_available() else "cpu"
@@ -32,6 +33,8 @@ def pick_device(device: str) -> str:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX). Elsewhere torch emulates it:
     measured on an AVX2-only AMD EPYC here, a bf16 matmul was ~140x slower than fp32."""
+    import torch
+
     capability = torch.backends.cpu.get_cpu_capability().upper()
     if "BF16" in capability or "AMX" in capability:
         return True
@@ -42,11 +45,13 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def check_precision(precision: str, device: str) -> torch.dtype | None:
+def check_precision(precision: str, device: str) -> Any:
     """The autocast dtype of ``--precision`` on ``device``; an error where it cannot run, a
     warning where it runs emulated."""
-    if precision not in PRECISIONS:
-        raise EmofeatError(f"--precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    import torch
+
+    if precision not in PRECISION_NAMES:
+        raise EmofeatError(f"--precision must be one of {list(PRECISION_NAMES)}, got {precision!r}")
     if device == "cpu" and precision == "fp16":
         raise EmofeatError(
             "--precision fp16 needs a GPU; on CPU use bf16 (fast on CPUs with AVX512-BF16/AMX) or fp32"
@@ -56,12 +61,14 @@ def check_precision(precision: str, device: str) -> torch.dtype | None:
             "--precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): torch emulates it, "
             "which was ~100x slower than fp32 on such a CPU; use fp32 here"
         )
-    return PRECISIONS[precision]
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def peak_memory(device: str) -> str:
     """Peak device memory (CUDA) or peak resident memory of the process (CPU), as words."""
     if device.startswith("cuda"):
+        import torch
+
         return f"peak device memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     import resource
 

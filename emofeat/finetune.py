@@ -109,6 +109,24 @@ def resolve_config(
     return cfg
 
 
+def resolve_command(
+    *,
+    preset: str | None,
+    config_file: str | Path | None,
+    manifest: str | Path | None,
+    out: str | Path | None,
+    **overrides: Any,
+) -> tuple[FinetuneConfig, str | Path | None, str | Path | None]:
+    """What ``emofeat finetune`` runs: the resolved config (:func:`resolve_config`), and the
+    manifest and run folder — from a run's own ``config.yaml`` when they are not given, so that
+    ``--config runs/X/config.yaml`` re-runs (resumes) that run."""
+    recorded = read_options(config_file) if config_file else {}
+    manifest = manifest or recorded.get("manifest")
+    if not out and config_file and Path(config_file).name == "config.yaml" and "family" in recorded:
+        out = Path(config_file).parent
+    return resolve_config(preset, config_file, **overrides), manifest, out
+
+
 SELECTIONS = ("none", "inner")
 # What a run's config.yaml records besides the options (derived, or given on the command line).
 RUN_DERIVED = ("family", "modality", "source", "manifest", "split_scheme", "assignment_sha256")

@@ -17,8 +17,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 KOBERT_SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -60,6 +58,8 @@ def build_tiny_kobert(
     ]
     vocab = KOBERT_SPECIALS + pieces
     (out / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    import torch
+
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(vocab),
@@ -83,6 +83,8 @@ def build_tiny_wav2vec2(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    import torch
+
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
         vocab_size=32,
@@ -129,6 +131,8 @@ def build_tiny_electra(
     BertTokenizer(
         str(out / "vocab.txt"), do_lower_case=False, model_max_length=128
     ).save_pretrained(out)
+    import torch
+
     torch.manual_seed(seed)
     config = ElectraConfig(
         vocab_size=len(vocab),
@@ -143,3 +147,32 @@ def build_tiny_electra(
     )
     ElectraModel(config).save_pretrained(out)
     return out
+
+
+TINY_KINDS = ("kobert", "kcelectra", "wav2vec2")
+
+
+def build_tiny(
+    kind: str,
+    out: str | Path,
+    *,
+    manifest: str | Path | None = None,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A tiny ``kind`` model in ``out`` (``emofeat models tiny``); text models need a manifest
+    whose texts make their vocabulary."""
+    from emofeat.errors import EmofeatError
+
+    if kind not in TINY_KINDS:
+        raise EmofeatError(f"--kind must be one of {', '.join(TINY_KINDS)}, got {kind!r}")
+    if kind == "wav2vec2":
+        return build_tiny_wav2vec2(out, hidden=hidden, layers=layers, seed=seed)
+    if not manifest:
+        raise EmofeatError(f"--kind {kind} needs --manifest (its texts make the vocabulary)")
+    from emofeat.corpus.manifest import read_manifest
+
+    build = build_tiny_kobert if kind == "kobert" else build_tiny_electra
+    texts = list(read_manifest(manifest).frame["text"])
+    return build(out, texts, hidden=hidden, layers=layers, seed=seed)

@@ -1,0 +1,5 @@
+"""``python -m emofeat.cli`` (for torchrun)."""
+
+from emofeat.cli import main
+
+main()

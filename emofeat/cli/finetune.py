@@ -1,0 +1,93 @@
+"""``emofeat finetune``: cross-fitted fine-tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emofeat.cli.common import (
+    config_option,
+    friendly,
+    manifest_option,
+    model_path_option,
+    need,
+    print_folds,
+)
+from emofeat.device import DEVICES
+from emofeat.presets import PRESETS
+
+
+@click.command()
+@click.option("--model", help="kobert, wav2vec2, a hub id or a local folder.")
+@model_path_option
+@manifest_option
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder, e.g. runs/kobert-p05 (default with --config RUN/config.yaml: RUN).",
+)
+@click.option("--preset", type=click.Choice(list(PRESETS)))
+@config_option
+@click.option(
+    "--folds",
+    type=int,
+    help="Cross-fitting folds (default: the manifest's; 0: one model on all train rows).",
+)
+@click.option("--dropout", type=float)
+@click.option(
+    "--reverse/--no-reverse",
+    default=None,
+    help="Time-reverse the audio (the reference's second speech model).",
+)
+@click.option("--epochs", type=float)
+@click.option("--batch-size", type=int)
+@click.option("--grad-accum", type=int)
+@click.option("--lr", type=float)
+@click.option("--max-len", type=int, help="Text: token limit.")
+@click.option("--seed", type=int)
+@click.option("--device", type=click.Choice(DEVICES))
+@click.option(
+    "--skip-bad",
+    is_flag=True,
+    default=None,
+    help="Leave out unreadable audio / empty text (recorded in skipped.csv).",
+)
+@click.option(
+    "--select",
+    type=click.Choice(["none", "inner"]),
+    help="What chooses the kept weights: none (final weights; reference presets) or inner "
+    "(best checkpoint and early stopping on a group-aware split of the fold model's own "
+    "training rows). Never the held-out fold.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a run folder made with other options.")
+@click.option("--print-config", is_flag=True, help="Print the resolved options as YAML and exit.")
+@friendly
+def finetune(
+    model, model_path, manifest, out, preset, config_file, overwrite, print_config, **options
+):
+    """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
+    from emofeat.finetune import finetune as finetune_run
+    from emofeat.finetune import resolve_command
+    from emofeat.runs import fold_summary
+
+    cfg, manifest, out = resolve_command(
+        preset=preset,
+        config_file=config_file,
+        manifest=manifest,
+        out=out,
+        model=model,
+        model_path=str(model_path) if model_path else None,
+        **options,
+    )
+    if print_config:
+        import dataclasses
+
+        from emofeat.provenance import dump_yaml
+
+        click.echo(dump_yaml(dataclasses.asdict(cfg)), nl=False)
+        return
+    need({"manifest": manifest, "out": out}, "manifest", "out")
+    results = finetune_run(manifest, out, cfg, overwrite=overwrite)
+    print_folds(results, fold_summary(results))
+    click.echo(f"run written to {out}")

@@ -1,0 +1,54 @@
+"""``emofeat compare`` and ``emofeat probe``: tables and layer-wise probes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from emofeat.cli.common import (
+    friendly,
+)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write compare.md and compare.csv here.",
+)
+@friendly
+def compare(paths, out):
+    """One table across stack and run folders; mean ± std over seeds of the same configuration."""
+    from emofeat.compare import compare as compare_folders
+    from emofeat.compare import to_markdown
+
+    click.echo(to_markdown(compare_folders(paths, out)), nl=False)
+
+
+@click.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A store extracted with --layers all.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--meta", default="logreg", show_default=True, help="The head: logreg or lgbm.")
+@click.option(
+    "--weighted", is_flag=True, help="Also the SUPERB-style learned weighted sum of layers."
+)
+@click.option("--seed", default=0, show_default=True)
+@friendly
+def probe(store_path, out, meta, weighted, seed):
+    """Layer-wise probes: CV score of a head on each stored layer (probe.csv, probe.png)."""
+    from emofeat.probe import best_layer, probe_layers
+
+    table = probe_layers(store_path, out, meta=meta, weighted=weighted, seed=seed)
+    acc = table[table.metric == "accuracy"]
+    for _, r in acc.iterrows():
+        click.echo(f"{r['name']:>10}  accuracy {r['mean']:.4f} ± {r['std']:.4f}")
+    click.echo(f"best layer by CV accuracy: {best_layer(table)}; wrote {out / 'probe.csv'}")
