@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
-from emofeat.encoders.base import Encoder, Features, InputOptions, layer_names
+from emofeat.encoders.base import Encoder, EncoderOutput, InputOptions, layer_names
 from emofeat.errors import EmofeatError
 from emofeat.inputs import (
     Batch,
@@ -59,47 +59,42 @@ from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
 log = logging.getLogger(__name__)
 
 
+def _values(default: Any) -> Any:
+    """A field whose value decides the stored values (recorded in the store's ``config``, and a
+    resumed store must match it)."""
+    return field(default=default, metadata={"decides_values": True})
+
+
 @dataclass
 class ExtractConfig:
-    """Options of one extraction; those in ``VALUE_KEYS`` decide the stored values."""
+    """Options of one extraction; fields made with ``_values`` decide the stored values
+    (:data:`VALUE_KEYS`), every field but ``overwrite`` is recorded beside the store."""
 
-    model: str | None = None
-    model_path: str | None = None
-    run: str | None = None
-    layers: str = "last"  # last | all | comma-separated hidden-state indices (0 = input embeddings)
-    pooling: str = "mean"  # mean | mean+std
-    batch_seconds: float | None = (
-        None  # speech: padded audio s per batch (None: 64 on GPU, 12 on CPU)
-    )
+    model: str | None = _values(None)
+    model_path: str | None = _values(None)
+    run: str | None = _values(None)
+    # last | all | comma-separated hidden-state indices (0 = input embeddings)
+    layers: str = _values("last")
+    pooling: str = _values("mean")  # mean | mean+std
+    batch_seconds: float | None = None  # speech: padded audio s per batch (None: 64 GPU, 12 CPU)
     batch_size: int = 32  # text: utterances per batch
-    dtype: str = "float32"
+    dtype: str = _values("float32")
     device: str = "auto"
-    precision: str = "fp32"
-    max_seconds: float = 20.0  # speech: longer clips are windowed
-    max_len: int | None = None  # text: token limit (default: the run's, else 64)
-    reverse: bool | None = None  # speech: default the run's
+    precision: str = _values("fp32")
+    max_seconds: float = _values(20.0)  # speech: longer clips are windowed
+    max_len: int | None = _values(None)  # text: token limit (default: the run's, else 64)
+    reverse: bool | None = _values(None)  # speech: default the run's
     skip_bad: bool = False
     overwrite: bool = False
     workers: int | None = None  # input worker processes (None: 0 on CPU, up to 8 on CUDA)
     flush_rows: int | None = None  # rows per write window (None: 2048, 256 with --sequence)
-    sequence: bool = False  # also store the last layer's states per row (for MMM)
-    sequence_length: int | None = None  # positions kept (default: text max_len, speech 512)
+    sequence: bool = _values(False)  # also store the last layer's states per row (for MMM)
+    sequence_length: int | None = _values(None)  # positions kept (text max_len, speech 512)
 
 
-VALUE_KEYS = (
-    "model",
-    "model_path",
-    "run",
-    "layers",
-    "pooling",
-    "dtype",
-    "precision",
-    "max_seconds",
-    "max_len",
-    "reverse",
-    "sequence",
-    "sequence_length",
-)
+# The options that decide stored values, and those recorded beside a store (re-run with --config).
+VALUE_KEYS = tuple(f.name for f in fields(ExtractConfig) if f.metadata.get("decides_values"))
+RECORD_KEYS = tuple(f.name for f in fields(ExtractConfig) if f.name != "overwrite")
 
 
 @dataclass
@@ -164,7 +159,7 @@ class Routing:
     in_sample: np.ndarray  # per row: a model that produced it trained on it or chose on it
 
 
-def route_rows(m: Manifest, src: Models) -> Routing:
+def route_rows(m: Manifest, loaded_models: Models) -> Routing:
     """Route rows to models by the cross-fitting rule (:class:`emofeat.crossfit.FoldPlan`): a
     held-out train row → the fold model that held it out; every other row → the mean over the
     fold models.
@@ -174,22 +169,22 @@ def route_rows(m: Manifest, src: Models) -> Routing:
     labelled train row the run never saw, or a test row some fold model trained on is refused,
     with the first differences. The run's records also give each row's ``in_sample`` flag."""
     plan = FoldPlan.from_manifest(m)
-    if src.run is None:  # a frozen pretrained encoder never saw these labels
-        everyone = list(range(len(src.models)))
+    if loaded_models.run is None:  # a frozen pretrained encoder never saw these labels
+        everyone = list(range(len(loaded_models.models)))
         return Routing([(everyone, np.arange(len(m)))], np.zeros(len(m), bool))
-    run = RunFolder(src.run_path)
+    run = RunFolder(loaded_models.run_path)
     used = run.fold_usage()
     model_folds = run.fold_ids()
     skipped = run.skipped_ids()
     plan = plan.excluding(i for i, u in enumerate(plan.ids) if u in skipped)
-    if src.out_of_fold:
+    if loaded_models.out_of_fold:
         count, problems = plan.check_models(model_folds, used)
         if count:
             listing = "\n  ".join(problems)
             raise EmofeatError(
                 f"{run.path} was trained with another fold assignment than {m.path or m.root} "
                 f"({count} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
-                f"Extract with the manifest the run was made from ({src.run.manifest}), or fine-tune "
+                f"Extract with the manifest the run was made from ({loaded_models.run.manifest}), or fine-tune "
                 "a new run on this manifest."
             )
     groups = plan.model_groups(model_folds)
@@ -245,12 +240,12 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         # Measured on 2 CPU cores (wav2vec2-base, clips 1-12 s): batching gains nothing on a CPU
         # and padding costs, so CPU batches stay small; GPUs want large ones.
         cfg.batch_seconds = 64.0 if device.startswith("cuda") else 12.0
-    src = load_models(cfg)
+    loaded_models = load_models(cfg)
     # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
     hashing = ThreadPoolExecutor(max_workers=1)
-    weights_sha256 = hashing.submit(sha256_of_weights, src.weight_folders)
+    weights_sha256 = hashing.submit(sha256_of_weights, loaded_models.weight_folders)
     hashing.shutdown(wait=False)
-    encoder, models = src.encoder, src.models
+    encoder, models = loaded_models.encoder, loaded_models.models
     for model in models:
         model.to(device).eval()
     # Record the options as applied (the run's reverse and max_len when not given).
@@ -271,13 +266,13 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     sequences = (
         {"last": (cfg.sequence_length, int(models[0].config.hidden_size))} if cfg.sequence else {}
     )
-    routing = route_rows(m, src)
+    routing = route_rows(m, loaded_models)
     # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
     # unreadable or too short audio) stops the command with nothing written.
     min_len = encoder.min_input_length(models[0].config)
     checked = encoder.check_rows(m, np.arange(len(m)), skip_bad=cfg.skip_bad, min_length=min_len)
     provenance = Provenance(
-        model_id=src.model_id,
+        model_id=loaded_models.model_id,
         model_revision=getattr(models[0].config, "_commit_hash", None) or "",
         checkpoint_sha256=weights_sha256.result(),
         family=encoder.family,
@@ -289,7 +284,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         precision=cfg.precision,
         split_scheme=m.split_scheme,
         run=str(cfg.run or ""),
-        out_of_fold=src.out_of_fold,
+        out_of_fold=loaded_models.out_of_fold,
         **encoder.input_provenance(),
     )
     # versions, device, git commit (YAML)
@@ -307,9 +302,9 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
             labels=m.label_indices,
             split=m.split,
             fold=m.fold,
-            label_names=src.label_names,
+            label_names=loaded_models.label_names,
             embeddings=emb_dims,
-            logits=src.run is not None,
+            logits=loaded_models.run is not None,
             embedding_dtype=cfg.dtype,
             in_sample=routing.in_sample,
             aliases=aliases,
@@ -335,7 +330,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         lengths = np.zeros(len(m))
         lengths[checked.good] = checked.lengths
         todo = [(k, r, lengths[r]) for k, r in todo if len(r)]
-        timings = _compute(m, src, writer, todo, names, cfg, device, min_len)
+        timings = _compute(m, loaded_models, writer, todo, names, cfg, device, min_len)
         complete = writer.finalize(**({"timings": timings} if timings else {}))
     finally:
         writer.close()
@@ -356,28 +351,6 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     if rank == 0:
         write_record(out, m, given)
     return out
-
-
-RECORD_KEYS = (
-    "model",
-    "model_path",
-    "run",
-    "layers",
-    "pooling",
-    "batch_seconds",
-    "batch_size",
-    "dtype",
-    "device",
-    "precision",
-    "max_seconds",
-    "max_len",
-    "reverse",
-    "skip_bad",
-    "workers",
-    "flush_rows",
-    "sequence",
-    "sequence_length",
-)
 
 
 def record_path(out: str | Path) -> Path:
@@ -413,7 +386,7 @@ class _Progress:
 
 def _compute(
     m: Manifest,
-    src: Models,
+    loaded_models: Models,
     writer,
     todo: list[tuple[list[int], np.ndarray, np.ndarray]],
     names: list[tuple[str, int]],
@@ -429,10 +402,12 @@ def _compute(
     waiting for the device), and each window of rows is written as one block."""
     if not todo:
         return None
-    encoder = src.encoder
+    encoder = loaded_models.encoder
     layers = [i for _, i in names]
     autocast = check_precision(cfg.precision, device)
-    sequence_layer = encoder.num_hidden_states(src.models[0]) - 1 if cfg.sequence else None
+    sequence_layer = (
+        encoder.num_hidden_states(loaded_models.models[0]) - 1 if cfg.sequence else None
+    )
     plan = plan_batches(
         encoder,
         todo,
@@ -445,10 +420,10 @@ def _compute(
     behind = WriteBehind(writer)
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     source = BatchSource(m, encoder, plan, min_len=min_len)
-    loaded = iter(
+    inputs_iter = iter(
         batch_loader(source, workers=workers, device=device, close_fds=writer.inherited_fds())
     )
-    batches = to_device(loaded, device)
+    batches = to_device(inputs_iter, device)
     in_flight: list[tuple[list[HostCopy], Batch]] = []  # the previous batch, once computed
 
     def collect() -> None:
@@ -465,8 +440,8 @@ def _compute(
                     behind.flush()
             progress.update(len(batch.rows) + len(batch.failed), batch.units)
 
-    def features(batch: Batch, sub: np.ndarray) -> Features:
-        """The features of the rows ``sub`` (positions in the batch), mean over fold models."""
+    def outputs(batch: Batch, sub: np.ndarray) -> EncoderOutput:
+        """The encoder outputs of the rows ``sub`` (positions in the batch), mean over fold models."""
         if len(sub) == len(batch.rows):
             inputs, owner = batch.inputs, batch.owner
         else:  # a part of a batch that did not fit in device memory
@@ -475,10 +450,10 @@ def _compute(
             position = np.full(len(batch.rows), -1)
             position[sub] = np.arange(len(sub))
             owner = position[batch.owner[pieces]]
-        return Features.mean(
+        return EncoderOutput.mean(
             [
                 encoder.forward(
-                    src.models[k],
+                    loaded_models.models[k],
                     inputs,
                     owner,
                     n_rows=len(sub),
@@ -510,7 +485,7 @@ def _compute(
                     behind.skip([r], str(err))
                 copies = []
                 if len(batch.rows):
-                    done = _split_on_oom(partial(features, batch), np.arange(len(batch.rows)))
+                    done = _split_on_oom(partial(outputs, batch), np.arange(len(batch.rows)))
                     copies = [
                         HostCopy(batch.rows[sub], f, names=names, pooling=cfg.pooling)
                         for sub, f in done
@@ -524,7 +499,7 @@ def _compute(
             collect()
         raise
     finally:
-        stop_workers(loaded)  # now, not when a traceback lets go of the loader
+        stop_workers(inputs_iter)  # now, not when a traceback lets go of the loader
         progress.bar.close()
         with clock("write"):
             behind.flush()
@@ -582,11 +557,11 @@ class Timings:
 
 
 class HostCopy:
-    """The features of some rows on their way to host memory: every pooled layer, the extras and
+    """The encoder outputs of some rows on their way to host memory: every pooled layer, the extras and
     the logits in one transfer (the sequences in a second), started without waiting for the
     device (CUDA) and collected by :meth:`wait`."""
 
-    def __init__(self, rows: np.ndarray, feats: Features, *, names, pooling: str):
+    def __init__(self, rows: np.ndarray, feats: EncoderOutput, *, names, pooling: str):
         self.rows = rows
         parts = {}
         for name, i in names:

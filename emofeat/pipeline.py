@@ -65,23 +65,38 @@ class MMMPlan:
 
 @dataclass
 class Step:
-    """One pipeline step: a title, the equivalent command line, and the call that does it."""
+    """One pipeline step: a title, the command and its options, and the call that does it. The
+    printed command line is rendered from the same options the call receives
+    (:attr:`command`), so what a plan prints is what it runs."""
 
     title: str
-    command: str
+    name: str  # the emofeat command, e.g. "finetune" or "store merge"
+    options: dict[str, Any]
     run: Callable[[], Any]
 
+    @property
+    def command(self) -> str:
+        return command_line(self.name, self.options)
 
-def _flags(options: dict[str, Any]) -> str:
-    """Command-line flags of finetune options (``--reverse``, ``--dropout 0.3``)."""
-    out = []
+
+def command_line(name: str, options: dict[str, Any]) -> str:
+    """``emofeat NAME --flag value ...``: lists repeat their flag, True is a bare flag, False
+    the ``--no-`` form, None is left out."""
+    import shlex
+
+    parts = ["emofeat", name]
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
+        if value is None:
+            continue
         if isinstance(value, bool):
-            out.append(flag if value else f"--no-{key.replace('_', '-')}")
+            parts.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                parts += [flag, shlex.quote(str(item))]
         else:
-            out.append(f"{flag} {value}")
-    return (" " + " ".join(out)) if out else ""
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def ensemble_plan(
@@ -117,46 +132,55 @@ def ensemble_plan(
     sources = {"speech": wav2vec2, "text": kobert}
     steps = []
     for base in BASE_MODELS:
-        source, preset = sources[base.modality], base.presets[preset_set]
-        cfg = resolve_config(preset, None, model=source, folds=folds, device=device, **base.options)
-        fold_flag = f" --folds {folds}" if folds is not None else ""
-        steps.append(
-            Step(
-                f"fine-tune {base.name}",
-                f"emofeat finetune --model {source} --preset {preset}{_flags(base.options)}{fold_flag} --manifest {manifest} --out {runs / base.name}",
-                lambda cfg=cfg, name=base.name: finetune(manifest, runs / name, cfg),
-            )
-        )
+        o = {
+            "model": sources[base.modality],
+            "preset": base.presets[preset_set],
+            **base.options,
+            "folds": folds,
+            "device": device,
+            "manifest": manifest,
+            "out": runs / base.name,
+        }
+
+        def train(o=o):
+            options = {k: v for k, v in o.items() if k not in ("preset", "manifest", "out")}
+            return finetune(o["manifest"], o["out"], resolve_config(o["preset"], None, **options))
+
+        steps.append(Step(f"fine-tune {base.name}", "finetune", o, train))
     for base in BASE_MODELS:
-        cfg = ExtractConfig(
-            run=str(runs / base.name), device=device, precision=precision, layers="last"
-        )
-        steps.append(
-            Step(
-                f"extract {base.name}",
-                f"emofeat extract --run {runs / base.name} --manifest {manifest} --out {stores / base.name}.h5 --precision {precision}",
-                lambda cfg=cfg, name=base.name: extract(manifest, stores / f"{name}.h5", cfg),
+        o = {
+            "run": runs / base.name,
+            "manifest": manifest,
+            "out": stores / f"{base.name}.h5",
+            "layers": "last",
+            "precision": precision,
+            "device": device,
+        }
+
+        def extract_store(o=o):
+            cfg = ExtractConfig(
+                run=str(o["run"]), layers=o["layers"], precision=o["precision"], device=o["device"]
             )
-        )
+            return extract(o["manifest"], o["out"], cfg)
+
+        steps.append(Step(f"extract {base.name}", "extract", o, extract_store))
     paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     extra = []
     if mmm is not None and protocol == "crossfit":
         steps += _mmm_steps(manifest, runs, stores, mmm, device, precision)
         extra = [runs / "mmm" / "mmm.h5"]
     for meta in metas:
-        weights = REFERENCE_WEIGHTS if meta == "softvote" else None
-        wflag = f" --weights {weights}" if weights else ""
-        used = paths if meta == "softvote" else paths + extra
-        store_flags = " ".join(f"--store {p}" for p in used)
-        steps.append(
-            Step(
-                f"stack {meta}",
-                f"emofeat stack {store_flags} --meta {meta}{wflag} --out {runs / ('stack-' + meta)}",
-                lambda meta=meta, weights=weights, used=used: stack(
-                    used, meta, runs / f"stack-{meta}", weights=weights
-                ),
-            )
-        )
+        o = {
+            "store": paths if meta == "softvote" else paths + extra,
+            "meta": meta,
+            "weights": REFERENCE_WEIGHTS if meta == "softvote" else None,
+            "out": runs / f"stack-{meta}",
+        }
+
+        def fit(o=o):
+            return stack(o["store"], o["meta"], o["out"], weights=o["weights"])
+
+        steps.append(Step(f"stack {meta}", "stack", o, fit))
     return steps
 
 
@@ -169,34 +193,39 @@ def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[
     steps = []
     seq = {"text": (mmm.text_model, mmm.text_len), "audio": (mmm.audio_model, mmm.audio_len)}
     for kind, (model, length) in seq.items():
-        out = stores / f"{kind}-seq.h5"
-        cfg = ExtractConfig(
-            model=model, sequence=True, device=device, precision=precision, layers="last"
-        )
-        if kind == "text":
-            cfg.max_len = length
-            flag = f"--max-len {length}"
-        else:
-            cfg.sequence_length = length
-            flag = f"--sequence-length {length}"
+        o = {
+            "model": model,
+            "sequence": True,
+            # Text keeps its token limit; speech the frames of its sequence.
+            "max_len" if kind == "text" else "sequence_length": length,
+            "layers": "last",
+            "precision": precision,
+            "device": device,
+            "manifest": manifest,
+            "out": stores / f"{kind}-seq.h5",
+        }
+
+        def extract_sequences(o=o):
+            keys = ("model", "sequence", "max_len", "sequence_length", "layers", "precision")
+            cfg = ExtractConfig(**{k: o[k] for k in (*keys, "device") if k in o})
+            return extract(o["manifest"], o["out"], cfg)
+
         steps.append(
-            Step(
-                f"extract {kind} sequences (frozen {model})",
-                f"emofeat extract --model {model} --sequence {flag} --manifest {manifest} --out {out}",
-                lambda cfg=cfg, out=out: extract(manifest, out, cfg),
-            )
+            Step(f"extract {kind} sequences (frozen {model})", "extract", o, extract_sequences)
         )
-    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in mmm.options.items())
-    seq_paths = [stores / "text-seq.h5", stores / "audio-seq.h5"]
-    steps.append(
-        Step(
-            "MMM (cross-fitted)",
-            f"emofeat fuse --model mmm --store {seq_paths[0]} --store {seq_paths[1]}{flags} --device {device} --out {runs / 'mmm'}",
-            lambda: fuse(
-                seq_paths, runs / "mmm", model="mmm", config=MMMConfig(device=device, **mmm.options)
-            ),
-        )
-    )
+    o = {
+        "model": "mmm",
+        "store": [stores / "text-seq.h5", stores / "audio-seq.h5"],
+        **mmm.options,
+        "device": device,
+        "out": runs / "mmm",
+    }
+
+    def fuse_mmm(o=o):
+        options = {k: v for k, v in o.items() if k not in ("model", "store", "out")}
+        return fuse(o["store"], o["out"], model=o["model"], config=MMMConfig(**options))
+
+    steps.append(Step("MMM (cross-fitted)", "fuse", o, fuse_mmm))
     return steps
 
 

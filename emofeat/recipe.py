@@ -58,12 +58,21 @@ def emo_ensemble(
     counts = check_inputs(Path(kemdy20), Path(aihub) if aihub else None)
     click.echo("    " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     manifest = out / "manifest.csv"
-    aihub_flag = f" --aihub {aihub}" if aihub else ""
-    prep = Step(
-        "prepare the manifest (emo-ensemble split)",
-        f"emofeat data prepare --kemdy20 {kemdy20}{aihub_flag} --split emo-ensemble --folds {folds} --text raw --multilabel drop --out {manifest}",
-        lambda: prepare(manifest, kemdy20=kemdy20, aihub=aihub, split="emo-ensemble", folds=folds),
-    )
+    o = {
+        "kemdy20": kemdy20,
+        "aihub": aihub,
+        "split": "emo-ensemble",
+        "folds": folds,
+        "text": "raw",
+        "multilabel": "drop",
+        "out": manifest,
+    }
+
+    def prepare_manifest(o=o):
+        options = {k: v for k, v in o.items() if k != "out"}
+        return prepare(o["out"], **options)
+
+    prep = Step("prepare the manifest (emo-ensemble split)", "data prepare", o, prepare_manifest)
     steps = [
         prep,
         *ensemble_plan(

@@ -72,3 +72,45 @@ def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
     config.write_text("kemdy20: x\nlearning_rate: 1\n")
     r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
     assert r.exit_code == 2 and "unknown option(s) ['learning_rate']" in r.output
+
+
+def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path):
+    """What a plan prints is what it runs: each step's command line, parsed by the CLI itself,
+    gives the options the step's call receives (the device, weights and MMM options included)."""
+    import shlex
+    from pathlib import Path
+
+    from emofeat.pipeline import BASE_MODELS, MMMPlan, ensemble_plan
+
+    for base in BASE_MODELS:  # extract --run must name an existing folder
+        (tmp_path / "out" / "runs" / base.name).mkdir(parents=True)
+    for protocol in ("crossfit", "reference"):
+        steps = ensemble_plan(
+            tmp_path / "manifest.csv",
+            tmp_path / "out",
+            kobert="/models/kobert",
+            wav2vec2="/models/w2v",
+            protocol=protocol,
+            device="cuda",
+            precision="bf16",
+            mmm=MMMPlan("/models/kcelectra", "/models/w2v", options={"epochs": 3, "lr": 0.001}),
+        )
+        assert len(steps) == (17 if protocol == "crossfit" else 11)
+        for step in steps:
+            args = shlex.split(step.command)
+            assert args[:2] == ["emofeat", *step.name.split()[:1]]
+            group = main
+            words = step.name.split()
+            for word in words[:-1]:
+                group = group.get_command(None, word)
+            command = group.get_command(None, words[-1])
+            parsed = command.make_context(step.name, args[1 + len(words) :]).params
+            for key, value in step.options.items():
+                got = parsed["stores" if key == "store" else key]
+                if isinstance(value, list):
+                    assert [Path(v) for v in got] == [Path(v) for v in value], step.command
+                elif isinstance(value, Path):
+                    assert Path(got) == value, step.command
+                else:
+                    assert got == value, (step.command, key)
+            assert parsed.get("device", "cuda") == "cuda"  # every step runs where it was asked

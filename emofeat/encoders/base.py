@@ -68,7 +68,7 @@ class RowCheck:
 
 
 @dataclass
-class Features:
+class EncoderOutput:
     """One forward pass of one model over a batch of rows: per hidden-state index the pooled
     (mean, std) of each row, the logits (models with a head) and extra pooled outputs (BERT's
     pooler) — all float32, on the model's device."""
@@ -81,7 +81,7 @@ class Features:
     sequences: list[torch.Tensor] | None = None
 
     @staticmethod
-    def mean(parts: Sequence[Features]) -> Features:
+    def mean(parts: Sequence[EncoderOutput]) -> EncoderOutput:
         """The element-wise mean of several models' features on the same rows (fold models)."""
         n = len(parts)
         first = parts[0]
@@ -96,7 +96,7 @@ class Features:
             if first.sequences is not None
             else None
         )
-        return Features(pooled, logits, extra, sequences)
+        return EncoderOutput(pooled, logits, extra, sequences)
 
 
 # ------------------------------------------------------------------------------------- pooling
@@ -215,7 +215,7 @@ class Encoder(ABC):
 
     @abstractmethod
     def load_classifier(self, folder: str) -> torch.nn.Module:
-        """A fine-tuned classifier saved by :meth:`save_classifier` (eval mode)."""
+        """A fine-tuned classifier saved by :meth:`save` (eval mode)."""
 
     @abstractmethod
     def load_pretrained(self, source: str) -> torch.nn.Module:
@@ -359,7 +359,7 @@ class Encoder(ABC):
         autocast: torch.dtype | None,
         sequence_layer: int | None = None,
         clock: Callable[[str], AbstractContextManager] = untimed,
-    ) -> Features:
+    ) -> EncoderOutput:
         """Pooled hidden states of ``layers`` for each of ``n_rows`` rows of encoded ``inputs``
         (from :meth:`encode`; pieces belong to rows through ``owner``), the logits when
         ``model`` has a head, and with ``sequence_layer`` that layer's unpooled states per row
@@ -382,7 +382,7 @@ class Encoder(ABC):
                 if sequence_layer is not None
                 else None
             )
-        return Features({i: pooled[i] for i in layers}, logits, extra, sequences)
+        return EncoderOutput({i: pooled[i] for i in layers}, logits, extra, sequences)
 
 
 def owner_tensor(owner: np.ndarray, n_rows: int, device: str) -> torch.Tensor | None:
