@@ -27,7 +27,7 @@ def predict(stack_dir, stores, out, allow_incomplete):
     """Predict with a fitted stack (loads its model.joblib: only use stacks you trust)."""
     from emofeat.stack.ensemble import predict as predict_stack
 
-    predict_stack(stack_dir, stores, out, allow_incomplete)
+    predict_stack(stack_dir, stores, out, allow_incomplete=allow_incomplete)
     click.echo(f"wrote {out}")
 
 
@@ -71,5 +71,7 @@ def infer(stack_dir, csv_path, out, runs, work, device, skip_bad):
         if not sep or not name or not folder:
             raise click.BadParameter(f"{item!r}: expected STORE=DIR", param_hint="--run")
         overrides[name] = folder
-    infer_rows(stack_dir, csv_path, out, overrides, work, device, skip_bad)
+    infer_rows(
+        stack_dir, csv_path, out, runs=overrides, work=work, device=device, skip_bad=skip_bad
+    )
     click.echo(f"wrote {out}")

@@ -65,7 +65,7 @@ def store_export(path, fmt, embedding, out):
     """Export a store's done rows to npz or Parquet (array columns; needs pyarrow)."""
     from emofeat.store import export_store
 
-    export_store(path, out, fmt, embedding)
+    export_store(path, out, fmt=fmt, embedding=embedding)
     click.echo(f"wrote {out}")
 
 
