@@ -52,7 +52,7 @@ from emofeat.inputs import (
     to_device,
 )
 from emofeat.labels import LABEL_NAMES
-from emofeat.provenance import environment, sha256_of_weights
+from emofeat.provenance import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo
 from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
 
@@ -201,6 +201,7 @@ def _check_options(cfg: ExtractConfig, device: str) -> None:
         ("flush-rows", cfg.flush_rows, 1),
         ("batch-size", cfg.batch_size, 1),
         ("sequence-length", cfg.sequence_length, 1),
+        ("max-len", cfg.max_len, 1),
     ]:
         if value is not None and (not isinstance(value, int) or value < least):
             raise EmofeatError(f"--{option} must be an integer >= {least}, got {value!r}")
@@ -243,7 +244,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     loaded_models = load_models(cfg)
     # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
     hashing = ThreadPoolExecutor(max_workers=1)
-    weights_sha256 = hashing.submit(sha256_of_weights, loaded_models.weight_folders)
+    digests = hashing.submit(weights_digests, loaded_models.weight_folders)
     hashing.shutdown(wait=False)
     encoder, models = loaded_models.encoder, loaded_models.models
     for model in models:
@@ -271,10 +272,12 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     # unreadable or too short audio) stops the command with nothing written.
     min_len = encoder.min_input_length(models[0].config)
     checked = encoder.check_rows(m, np.arange(len(m)), skip_bad=cfg.skip_bad, min_length=min_len)
+    checkpoint_sha256, per_model_sha256 = digests.result()
+    revision = getattr(models[0].config, "_commit_hash", None) or ""
     provenance = Provenance(
         model_id=loaded_models.model_id,
-        model_revision=getattr(models[0].config, "_commit_hash", None) or "",
-        checkpoint_sha256=weights_sha256.result(),
+        model_revision=revision,
+        checkpoint_sha256=checkpoint_sha256,
         family=encoder.family,
         modality=encoder.modality,
         pooling=cfg.pooling,
@@ -309,7 +312,13 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
             in_sample=routing.in_sample,
             aliases=aliases,
             sequences=sequences,
-            config={k: getattr(cfg, k) for k in VALUE_KEYS},
+            # The store's identity: the options that decide its values and the weights that
+            # computed them (one sha256 per fold model), so a resume never mixes two models.
+            config={
+                **{k: getattr(cfg, k) for k in VALUE_KEYS},
+                "weights_sha256": per_model_sha256,
+                "model_revision": revision,
+            },
         ),
         attrs=attrs,
         overwrite=cfg.overwrite,
@@ -651,6 +660,9 @@ class WriteBehind:
         return self.writer.path
 
     def flush(self) -> None:
+        if self.writer.failed:  # the failure is being reported; these rows are recomputed
+            self.parts = []
+            return
         if self.parts:
             rows = np.concatenate([p[0] for p in self.parts])
             logits = (

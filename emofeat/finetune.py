@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -106,7 +107,45 @@ def resolve_config(
         )
     if not 0 < cfg.inner_fraction < 1:
         raise EmofeatError(f"inner_fraction must be between 0 and 1, got {cfg.inner_fraction}")
+    _check_ranges(cfg)
     return cfg
+
+
+# Numeric options and the values they accept: (low, high, low inclusive). A value outside would
+# train nothing (--epochs -1), fail mid-run (--batch-size 0) or turn a limit off (--max-len -5).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "epochs": (0, math.inf, False),
+    "batch_size": (1, math.inf, True),
+    "grad_accum": (1, math.inf, True),
+    "lr": (0, math.inf, False),
+    "weight_decay": (0, math.inf, True),
+    "warmup_ratio": (0, 1, True),
+    "max_grad_norm": (0, math.inf, False),
+    "dropout": (0, 1, True),
+    "max_len": (1, math.inf, True),
+    "sample_rate": (1, math.inf, True),
+    "early_stopping_patience": (0, math.inf, True),
+    "folds": (0, 1000, True),
+}
+
+
+def _check_ranges(cfg: FinetuneConfig) -> None:
+    """Refuse out-of-range and non-finite numbers before anything is written, naming the
+    option (so a corrected command is never blocked by a half-made run)."""
+    for key, (low, high, inclusive) in RANGES.items():
+        value = getattr(cfg, key)
+        if value is None:
+            continue
+        above = value >= low if inclusive else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = f"{'>=' if inclusive else '>'} {low}" + (
+                f" and <= {high}" if high < math.inf else ""
+            )
+            raise EmofeatError(
+                f"--{key.replace('_', '-')} must be a finite number {bound}, got {value!r}"
+            )
+    if cfg.max_steps != -1 and cfg.max_steps < 1:
+        raise EmofeatError(f"max_steps must be -1 (no limit) or >= 1, got {cfg.max_steps!r}")
 
 
 def resolve_command(

@@ -90,3 +90,24 @@ def clear_status_flags(path: str | os.PathLike) -> bool:
         f.flush()
         os.fsync(f.fileno())
     return True
+
+
+def stored_eof(path: str | os.PathLike) -> int:
+    """The end-of-file address the version 2/3 superblock records."""
+    with open(path, "rb") as f:
+        block = _superblock(f)
+    offsets = block[9]
+    start = 12 + 2 * offsets  # after base address and superblock-extension address
+    return int.from_bytes(block[start : start + offsets], "little")
+
+
+def extend_to_stored_eof(path: str | os.PathLike) -> bool:
+    """Pad a file that a failed writer left shorter than its superblock says (a write past
+    the end failed: disk full, file-size limit) with zeros up to that length, so HDF5 opens it
+    again; return whether it was short. The bytes that were never written belong to space the
+    failed writer was allocating; the rows they would have held were never marked done."""
+    eof, size = stored_eof(path), os.path.getsize(path)
+    if size >= eof:
+        return False
+    os.truncate(path, eof)
+    return True

@@ -77,17 +77,27 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
-def sha256_of_weights(folders: list[str]) -> str:
-    """sha256 over the weight files of local model folders (in order); '' for hub ids."""
-    h = hashlib.sha256()
-    found = False
+def weights_digests(folders: list[str]) -> tuple[str, list[str]]:
+    """sha256 over the weight files of local model folders: of all of them in order (a store's
+    ``checkpoint_sha256``) and of each folder (one per fold model), in one pass over the bytes;
+    '' for hub ids or folders without weight files."""
+    whole = hashlib.sha256()
+    per_folder, found_any = [], False
     for folder in folders:
         p = Path(folder)
         if not p.is_dir():
-            return ""
+            return "", ["" for _ in folders]
+        one, found = hashlib.sha256(), False
         for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
-            found = True
+            found = found_any = True
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest() if found else ""
+                    whole.update(block)
+                    one.update(block)
+        per_folder.append(one.hexdigest() if found else "")
+    return (whole.hexdigest() if found_any else ""), per_folder
+
+
+def sha256_of_weights(folders: list[str]) -> str:
+    """sha256 over the weight files of local model folders (in order); '' for hub ids."""
+    return weights_digests(folders)[0]

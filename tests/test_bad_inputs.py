@@ -180,6 +180,30 @@ def extract_option(**options):
     return run
 
 
+def finetune_option(**options):
+    """A finetune command with one bad option: refused before a run folder exists, so the
+    corrected command is never blocked."""
+
+    def run(ctx):
+        from emofeat.cli import main
+
+        out = ctx["tmp"] / "run"
+        try:
+            return finetune(
+                ctx["manifest"].path,
+                out,
+                resolve_config("kobert-tiny", model=str(ctx["kb"]), **options),
+            )
+        finally:
+            assert not out.exists()
+            flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+            args = ["finetune", "--model", "kobert", "--manifest", str(ctx["manifest"].path)]
+            r = CliRunner().invoke(main, [*args, "--out", str(out), *flags])
+            assert r.exit_code == 2 and not out.exists(), r.output
+
+    return run
+
+
 def yaml_config(text):
     def run(ctx):
         (ctx["tmp"] / "c.yaml").write_text(text)
@@ -253,6 +277,20 @@ CASES = [
         EmofeatError,
         "--max-seconds must be a positive",
     ),
+    ("extract-max-len-negative", extract_option(max_len=-5), EmofeatError, "--max-len must be"),
+    *[
+        (f"finetune-{key}-{value}", finetune_option(**{key: value}), EmofeatError, fragment)
+        for key, value, fragment in [
+            ("epochs", -1, "--epochs must be a finite number > 0, got -1"),
+            ("epochs", float("nan"), "--epochs must be a finite number > 0, got nan"),
+            ("lr", float("nan"), "--lr must be a finite number > 0"),
+            ("batch_size", 0, "--batch-size must be a finite number >= 1, got 0"),
+            ("grad_accum", 0, "--grad-accum must be a finite number >= 1, got 0"),
+            ("max_len", -5, "--max-len must be a finite number >= 1, got -5"),
+            ("dropout", 1.5, "--dropout must be a finite number >= 0 and <= 1"),
+            ("warmup_ratio", -0.1, "--warmup-ratio must be"),
+        ]
+    ],
 ]
 
 

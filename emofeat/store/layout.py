@@ -39,6 +39,11 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
                 return h5py.File(path, "r", libver="latest", swmr=True, locking=False)
             except OSError as err2:
                 msg = str(err2)
+        if "truncated file" in msg:
+            raise StoreError(
+                f"{path}: the file is shorter than HDF5 says ({msg}): a write failed (disk full?) "
+                "or the file was cut. Re-run the command that writes it: it repairs and resumes."
+            ) from None
         raise StoreError(
             f"{path}: not a readable HDF5 store ({msg}); is the file truncated or not a store?"
         ) from None

@@ -5,6 +5,7 @@ h5py + numpy only."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 
 from emofeat import __version__
 from emofeat.errors import StoreError
-from emofeat.h5recover import clear_status_flags, status_flags
+from emofeat.h5recover import clear_status_flags, extend_to_stored_eof, status_flags
 from emofeat.store.layout import (
     _STR,
     DEFAULT_CHUNK_ROWS,
@@ -35,6 +36,13 @@ class StoreWriter:
     ``write(rows, logits=..., embeddings={name: array})`` writes rows by index and marks them
     done; ``skip(rows, reason)`` records rows that could not be computed; ``finalize()`` sets
     ``complete`` when every row is done or skipped. Use it as a context manager.
+
+    Durability: the datasets stay open for the writer's life, so their chunk caches are flushed
+    by the file's flush, where a write error (a full disk) is raised instead of being printed
+    and lost when a throw-away dataset object is closed. A row is marked done only after the
+    flush of its data succeeded; any write, flush or close error is a :class:`StoreError` naming
+    the store and the OS error, after which the writer refuses further writes and ``complete``
+    is never set. The rows marked done before it are intact, and a re-run resumes the rest.
     """
 
     def __init__(self, path: Path):
@@ -55,6 +63,35 @@ class StoreWriter:
         self.n = self._f["ids"].shape[0]
         self.done = self._f["done"][:]
         self.skipped = self._f["skipped"][:]
+        self._datasets: dict[str, h5py.Dataset] = {}
+        self._failed: str | None = None  # the first write error; the writer then refuses
+
+    def _dataset(self, key: str) -> h5py.Dataset:
+        """A dataset kept open for the writer's life (see the class docstring)."""
+        if key not in self._datasets:
+            self._datasets[key] = self._f[key]
+        return self._datasets[key]
+
+    @contextlib.contextmanager
+    def _io(self, what: str):
+        """Turn an I/O error into one StoreError naming the store; the writer is broken after it."""
+        if self._failed:
+            raise StoreError(f"{self.path}: not writing after an earlier failure ({self._failed})")
+        try:
+            yield
+        except (OSError, RuntimeError) as err:
+            detail = " ".join(str(err).split())  # HDF5's messages span lines
+            self._failed = f"{what}: {detail}"
+            self._detach()
+            raise StoreError(
+                f"{self.path}: {what} failed ({detail}); the rows marked done before are intact. "
+                "Free space or fix the cause, then re-run the same command: it resumes."
+            ) from err
+
+    @property
+    def failed(self) -> bool:
+        """Whether a write, flush or close failed (the writer then refuses to write)."""
+        return self._failed is not None
 
     # -- rows
     @property
@@ -87,33 +124,35 @@ class StoreWriter:
                     f"{self.path}: refusing to write non-finite values (rows {srt[:5].tolist()}...); "
                     "a done row must hold finite values"
                 )
-        if logits is not None:
-            if "logits" not in self._f:
-                raise StoreError(f"{self.path}: this store has no /logits dataset")
-            _write_rows(self._f["logits"], srt, np.asarray(logits)[order])
-        for name, values in (embeddings or {}).items():
-            key = f"embeddings/{name}"
-            if key not in self._f:
+        if logits is not None and "logits" not in self._f:
+            raise StoreError(f"{self.path}: this store has no /logits dataset")
+        for name in embeddings or {}:
+            if f"embeddings/{name}" not in self._f:
                 raise StoreError(
                     f"{self.path}: no embedding {name!r}; known: {self.embedding_names}"
                 )
-            _write_rows(self._f[key], srt, np.asarray(values)[order])
-        for name, values in (sequences or {}).items():
-            key = f"sequences/{name}"
-            if key not in self._f:
+        for name in sequences or {}:
+            if f"sequences/{name}" not in self._f:
                 raise StoreError(f"{self.path}: no sequence dataset {name!r}")
-            ds, lengths = self._f[key], self._f[f"{key}_length"]
-            block = np.zeros((len(rows), *ds.shape[1:]), ds.dtype)
-            valid = np.zeros(len(rows), np.int32)
-            for j, v in enumerate(values):
-                v = np.asarray(v)[: ds.shape[1]]
-                block[j, : len(v)] = v
-                valid[j] = len(v)
-            ds[srt] = block[order]  # one chunk per row: one row is one read
-            lengths[srt] = valid[order]
-        self._f.flush()  # data reaches the file before the rows are marked done
-        self._f["done"][srt] = True
-        self._f.flush()
+        with self._io("writing rows"):
+            if logits is not None:
+                _write_rows(self._dataset("logits"), srt, np.asarray(logits)[order])
+            for name, values in (embeddings or {}).items():
+                _write_rows(self._dataset(f"embeddings/{name}"), srt, np.asarray(values)[order])
+            for name, values in (sequences or {}).items():
+                ds = self._dataset(f"sequences/{name}")
+                lengths = self._dataset(f"sequences/{name}_length")
+                block = np.zeros((len(rows), *ds.shape[1:]), ds.dtype)
+                valid = np.zeros(len(rows), np.int32)
+                for j, v in enumerate(values):
+                    v = np.asarray(v)[: ds.shape[1]]
+                    block[j, : len(v)] = v
+                    valid[j] = len(v)
+                ds[srt] = block[order]  # one chunk per row: one row is one read
+                lengths[srt] = valid[order]
+            self._f.flush()  # data reaches the file before the rows are marked done
+            self._dataset("done")[srt] = True
+            self._f.flush()
         self.done[srt] = True
 
     def skip(self, rows: Iterable[int], reason: str) -> None:
@@ -122,9 +161,11 @@ class StoreWriter:
         if len(rows) == 0:
             return
         encoded = reason.encode("utf-8")[:REASON_BYTES]
-        self._f["skip_reason"][rows] = np.array([encoded] * len(rows), dtype=f"S{REASON_BYTES}")
-        self._f["skipped"][rows] = True
-        self._f.flush()
+        with self._io("recording skipped rows"):
+            reasons = np.array([encoded] * len(rows), dtype=f"S{REASON_BYTES}")
+            self._dataset("skip_reason")[rows] = reasons
+            self._dataset("skipped")[rows] = True
+            self._f.flush()
         self.skipped[rows] = True
 
     @property
@@ -138,17 +179,48 @@ class StoreWriter:
 
     # -- lifecycle
     def close(self) -> None:
-        if getattr(self, "_f", None) is not None and self._f.id.valid:
-            self._f.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Close the file (flushing what is buffered) and release the lock. A close error is a
+        StoreError, unless an earlier failure is already being reported."""
+        self._datasets = {}
+        try:
+            if getattr(self, "_f", None) is not None and self._f.id.valid:
+                if self._failed:
+                    with contextlib.suppress(OSError, RuntimeError):
+                        self._f.close()
+                else:
+                    with self._io("closing the store"):
+                        self._f.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _detach(self) -> None:
+        """After a failed write: HDF5 retries the failed flush whenever a dataset or the file is
+        closed, and at exit, where it crashed the process. From now on its writes go to
+        /dev/null instead, so the file on disk stays as it was when the failure happened, as
+        after a kill, and the next writer resumes it (:func:`_recover_if_crashed`)."""
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            fd = self._f.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        # The superblock on disk is final now; pad the file to the length it records (a sparse
+        # extension needs no free blocks). Under a file-size limit this fails, and the next
+        # writer does it.
+        with contextlib.suppress(OSError, ValueError):
+            extend_to_stored_eof(self.path)
 
     def finalize(self, **attrs: Any) -> bool:
-        """Close the SWMR session, set ``complete`` (all rows done or skipped) and extra attributes."""
+        """Close the SWMR session, set ``complete`` (all rows done or skipped) and extra
+        attributes. Refused after a write failure: such a store is never marked complete."""
         self.close()
+        if self._failed:
+            raise StoreError(f"{self.path}: not finalised after a failure ({self._failed})")
         complete = bool(np.all(self.done | self.skipped))
-        with h5py.File(self.path, "r+", libver="latest") as f:
+        with self._io("finalising the store"), h5py.File(self.path, "r+", libver="latest") as f:
             for key, value in attrs.items():
                 f.attrs[key] = _attr(value)
             f.attrs["complete"] = complete
@@ -187,7 +259,8 @@ def _write_rows(ds: h5py.Dataset, rows: np.ndarray, values: np.ndarray) -> None:
 
 
 def _recover_if_crashed(path: Path) -> None:
-    """Clear the flags a killed writer left, unless a live writer holds the lock."""
+    """Clear the flags a killed writer left, unless a live writer holds the lock; a file that a
+    failed writer left shorter than its superblock says is padded back to that length."""
     try:
         flags = status_flags(path)
     except (ValueError, OSError):
@@ -196,6 +269,7 @@ def _recover_if_crashed(path: Path) -> None:
         return
     if writer_alive(path):
         raise StoreError(f"{path}: another process is writing this store")
+    extend_to_stored_eof(path)
     clear_status_flags(path)
 
 
