@@ -237,6 +237,17 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     cfg = dataclasses.replace(cfg)
     device = pick_device(cfg.device)
     _check_options(cfg, device)
+    # The store and its record are never an input, and replace only what emofeat made as such.
+    from emofeat.outputs import check_output
+
+    sources = [
+        m.path,
+        cfg.run,
+        cfg.model_path,
+        cfg.model if cfg.model and Path(cfg.model).exists() else None,
+    ]
+    check_output(out, kind="store", inputs=sources)
+    check_output(record_path(out), kind="store-record", inputs=sources, what="its record")
     if cfg.batch_seconds is None:
         # Measured on 2 CPU cores (wav2vec2-base, clips 1-12 s): batching gains nothing on a CPU
         # and padding costs, so CPU batches stay small; GPUs want large ones.
@@ -374,7 +385,7 @@ def write_record(out: Path, m: Manifest, cfg: ExtractConfig) -> None:
 
     config = {"manifest": str(m.path or m.root), "out": str(out)}
     config.update({k: getattr(cfg, k) for k in RECORD_KEYS})
-    write_text(record_path(out), dump_yaml(provenance(config)))
+    write_text(record_path(out), dump_yaml(provenance(config, output="store-record")))
 
 
 class _Progress:

@@ -94,8 +94,11 @@ def infer(
 ) -> Path:
     """Predict every row of ``csv`` with the stack at ``stack_dir``; returns the predictions CSV
     (``id, split, label, predicted, provenance, p_<class>...``)."""
+    from emofeat.outputs import check_output
+
     out = Path(out)
     work = Path(work) if work else out.with_name(out.name + ".stores")
+    check_output(out, kind="predictions", inputs=[csv, stack_dir, work])
     plan = extraction_plan(stack_dir, runs)
     model = load_stack_model(stack_dir)
     frame, _ = read_csv_corpus(csv)

@@ -15,10 +15,14 @@ import yaml
 from emofeat import __version__
 
 
-def provenance(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+def provenance(
+    config: dict[str, Any] | None = None, seed: int | None = None, *, output: str | None = None
+) -> dict[str, Any]:
     """A dict describing the artifact's origin, to be saved beside it: the options (``config``:
-    what re-runs the command) and the environment (versions, device, git commit)."""
+    what re-runs the command), the environment (versions, device, git commit) and, as ``output``,
+    the kind of output it describes (the marker :mod:`emofeat.outputs` recognises)."""
     return {
+        **({"output": output} if output else {}),
         "emofeat_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),

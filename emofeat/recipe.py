@@ -103,7 +103,7 @@ def emo_ensemble(
             protocol=protocol,
             kcelectra=str(kcelectra),
         )
-        write_text(out / "recipe.yaml", dump_yaml(provenance(options)))
+        write_text(out / "recipe.yaml", dump_yaml(provenance(options, output="recipe")))
     run_plan(steps, dry_run=dry_run)
     if dry_run:
         click.echo(f"dry run: inputs look fine; {len(steps)} steps would run into {out}")

@@ -133,7 +133,7 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any], seed: int | None) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_text(self.config_path, dump_yaml(provenance(config, seed)))
+        write_text(self.config_path, dump_yaml(provenance(config, seed, output="run")))
 
     def foreign(self) -> list[str]:
         """Entries of the folder that a run does not hold (files emofeat did not write)."""
@@ -143,7 +143,16 @@ class RunFolder:
 
     def check_writable(self, overwrite: bool) -> None:
         """Refuse to write a run into, or (``overwrite``) to delete, a folder that holds anything
-        emofeat did not write; with ``overwrite`` the folder must be a run."""
+        emofeat did not write; with ``overwrite`` the folder must be a run, as its config.yaml
+        says (:mod:`emofeat.outputs`), not by the names of its entries."""
+        from emofeat.outputs import is_run
+
+        if self.config_path.exists() and not is_run(self.path):
+            raise EmofeatError(
+                f"{self.config_path} is not a run's record written by emofeat; refusing to "
+                + ("delete " if overwrite else "write a run into ")
+                + f"{self.path}. Choose another --out."
+            )
         foreign = self.foreign()
         if foreign:
             raise EmofeatError(

@@ -428,7 +428,7 @@ def test_overwrite_only_replaces_what_emofeat_made(
     csv = tmp_path / "table.csv"
     csv.write_text("a,b\n1,2\n")
     cfg_x = ExtractConfig(model=str(tiny_wav2vec2), overwrite=True)
-    with pytest.raises(StoreError, match="not an emofeat feature store"):
+    with pytest.raises(EmofeatError, match="table.csv exists and is not a store emofeat made"):
         extract(manifest.path, csv, cfg_x)
     assert csv.read_text() == "a,b\n1,2\n"
     live = small_store(tmp_path / "live.h5")
@@ -442,7 +442,7 @@ def test_overwrite_only_replaces_what_emofeat_made(
     # stack --out over a folder of other files.
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "notes.md").write_text("mine")
-    with pytest.raises(EmofeatError, match="notes.md, which emofeat did not write"):
+    with pytest.raises(EmofeatError, match="results exists and is not a stack emofeat made"):
         stack([small_store(tmp_path / "a.h5")], "softvote", tmp_path / "results")
 
 

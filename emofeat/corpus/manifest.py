@@ -175,11 +175,15 @@ def write_manifest(
 
     The sidecar records the CSV's sha256 and is written first: a kill between the two leaves the
     old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects."""
+    from emofeat.outputs import check_output
+
     path = Path(path)
     frame = validate(frame, str(path))
+    check_output(path, kind="manifest")
+    check_output(sidecar_path(path), kind="manifest-sidecar", what="the manifest's sidecar")
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")
-        record = provenance(config, seed)
+        record = provenance(config, seed, output="manifest-sidecar")
         record["csv_sha256"] = _sha256(tmp)
         write_text(sidecar_path(path), dump_yaml(record))
     return path

@@ -42,6 +42,12 @@ def prepare(
     """
     if not (kemdy20 or aihub or csv):
         raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
+    from emofeat.corpus.manifest import sidecar_path
+    from emofeat.outputs import check_output
+
+    # Before anything is read: the manifest and its sidecar are never an input.
+    check_output(out, kind="manifest", inputs=[kemdy20, aihub, csv])
+    check_output(sidecar_path(out), kind="manifest-sidecar", inputs=[kemdy20, aihub, csv])
     frames, report = [], {}
     if kemdy20:
         frame, report["kemdy20"] = read_kemdy20(

@@ -301,10 +301,15 @@ STACK_ENTRIES = (
 )
 
 
-def check_stack_folder(out: Path) -> None:
-    """A stack is written only where nothing else lives: a new folder or an earlier stack."""
+def check_stack_folder(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
+    """A stack is written only where nothing else lives: a new or empty folder, or an earlier
+    stack (its config.yaml says so), never over one of its input stores."""
+    from emofeat.outputs import check_output
+
     if out.exists() and not out.is_dir():
         raise EmofeatError(f"{out} is a file; give a folder for the stack")
+    if out.is_dir() and any(out.iterdir()):
+        check_output(out, kind="stack", inputs=inputs)
     foreign = foreign_entries(out, STACK_ENTRIES) if out.is_dir() else []
     if foreign:
         raise EmofeatError(
@@ -339,7 +344,9 @@ def _write_stack_files(
     config = {**asdict(fitted.config), "stores": [str(p.resolve()) for p in level1.paths]}
     if config["weights"] is not None:  # as typed on the command line (repr round-trips floats)
         config["weights"] = ",".join(repr(float(w)) for w in config["weights"])
-    write_text(out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed)))
+    write_text(
+        out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed, output="stack"))
+    )
     write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
@@ -373,7 +380,7 @@ def stack(
 ) -> StackResult:
     """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
     get_meta(meta)  # an unknown name fails before any store is opened
-    check_stack_folder(Path(out))
+    check_stack_folder(Path(out), stores)
     cfg = StackConfig(
         meta=meta,
         weights=parse_weights(weights),
@@ -419,6 +426,9 @@ def predict(
 ) -> Path:
     """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
     only do this with stack folders you trust, since loading a joblib file runs code."""
+    from emofeat.outputs import check_output
+
+    check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")
     model = load_stack_model(stack_dir)
     fitted_on = set(model.named_steps["features"].fitted_ids_)
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:

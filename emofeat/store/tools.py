@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emofeat import __version__
 from emofeat.errors import StoreError
 from emofeat.store.layout import SPLITS, printable
 from emofeat.store.reader import Store, open_store
@@ -146,7 +147,11 @@ def export_store(
     or ``embedding``) or ``parquet`` (one row per utterance, array columns; needs pyarrow)."""
     out = Path(out)
     from emofeat.atomic import atomic_path
+    from emofeat.outputs import EXPORT_MARK, check_output
 
+    if fmt not in ("npz", "parquet"):
+        raise StoreError(f"export format must be npz or parquet, got {fmt!r}")
+    check_output(out, kind="export", inputs=[path], what="-o")
     with open_store(path) as s:
         rows = s.select()
         names = [embedding] if embedding else s.layout.embeddings
@@ -157,6 +162,7 @@ def export_store(
                 "split": s.split[rows].astype(str),
                 "fold": s.fold[rows],
                 "label_names": np.array(s.label_names),
+                EXPORT_MARK: np.array(__version__),  # what emofeat.outputs recognises
             }
             if s.has_logits:
                 arrays["logits"] = s.logits(rows)
@@ -173,19 +179,25 @@ def export_store(
             frame = s.to_pandas(array_columns=True).iloc[rows]
             for n in names:
                 frame[n] = list(s.embeddings(n, rows))
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(frame)
+            marked = {**(table.schema.metadata or {}), EXPORT_MARK.encode(): __version__.encode()}
             with atomic_path(out, suffix=".parquet") as tmp:
-                frame.to_parquet(tmp)
-        else:
-            raise StoreError(f"export format must be npz or parquet, got {fmt!r}")
+                pq.write_table(table.replace_schema_metadata(marked), tmp)
     return out
 
 
 # ----------------------------------------------------------------------------------------- merge
 def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Merge shards of one store (same rows, disjoint done rows) into ``out``."""
+    from emofeat.outputs import check_output
+
     if not inputs:
         raise StoreError("nothing to merge")
     out = Path(out)
+    check_output(out, kind="store", inputs=inputs, what="-o")
     stores = [open_store(p) for p in inputs]
     try:
         first = stores[0]
