@@ -56,7 +56,9 @@ def _row(folder: Path) -> dict[str, Any]:
         test = metrics.get("test", {}).get("ensemble", {})
         row.update({f"test_{m}": test.get(m) for m in FIGURES})
         cv = metrics.get("cv", {}).get("accuracy", {})
-        row.update(cv_accuracy=cv.get("mean"), cv_accuracy_std=cv.get("std"))
+        # In-sample figures are never shown as cross-validation.
+        prefix = "insample" if metrics.get("cv_protocol") == "in-sample" else "cv"
+        row.update({f"{prefix}_accuracy": cv.get("mean"), f"{prefix}_accuracy_std": cv.get("std")})
         return row
     summary = metrics.get("summary", {})
     options = {k: v for k, v in config.items() if k not in ("seed", "device", "manifest")}

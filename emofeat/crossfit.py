@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from emofeat.errors import printable
+
 
 @dataclass(frozen=True, eq=False)
 class FoldPlan:
@@ -196,13 +198,14 @@ class FoldPlan:
         count = 0
         for r, uid in enumerate(self.ids):
             holders = [model_folds[i] for i, u in enumerate(used_sets) if uid not in u]
+            shown = printable(uid)  # an id may hold control characters
             message = ""
             if train[r] and len(model_folds) > 1:
                 if uid not in seen:
-                    message = f"{uid}: train row in fold {self.fold[r]} of the manifest, never seen by the run"
+                    message = f"{shown}: train row in fold {self.fold[r]} of the manifest, never seen by the run"
                 elif holders != [self.fold[r]]:
                     held_by = holders[0] if len(holders) == 1 else holders
-                    message = f"{uid}: manifest fold {self.fold[r]}, run fold {held_by}"
+                    message = f"{shown}: manifest fold {self.fold[r]}, run fold {held_by}"
             elif self.split[r] != "train" and uid in seen:
                 message = (
                     f"{uid}: {self.split[r]} row in the manifest, but fold models trained on it"

@@ -1,5 +1,13 @@
 """Errors a user can cause. Each message names the file or value and what to do."""
 
+from typing import Any
+
+
+def printable(text: Any) -> str:
+    """Text safe for a terminal and a one-line message: control characters (ANSI escapes,
+    newlines in an id, ...) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
 
 class EmofeatError(Exception):
     """Base class of user-facing errors; the CLI prints the message without a traceback."""

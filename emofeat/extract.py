@@ -41,7 +41,7 @@ from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
 from emofeat.encoders.base import Encoder, EncoderOutput, InputOptions, layer_names
-from emofeat.errors import EmofeatError
+from emofeat.errors import EmofeatError, printable
 from emofeat.inputs import (
     Batch,
     BatchSource,
@@ -53,7 +53,7 @@ from emofeat.inputs import (
 )
 from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment, weights_digests
-from emofeat.runs import RunFolder, RunInfo
+from emofeat.runs import RunFolder, RunInfo, trained_rows
 from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ class Models:
     model_id: str
     run: RunInfo | None = None
     run_path: str = ""
+    # A single model folder that emofeat fine-tuned, loaded with --model: the ids it trained or
+    # chose on (its rows.json). None: a pretrained encoder, which saw no row of the corpus.
+    trained_on: set[str] | None = None
 
     @property
     def out_of_fold(self) -> bool:
@@ -147,7 +150,12 @@ def load_models(cfg: ExtractConfig) -> Models:
     )
     encoder = cls(processor, options)
     return Models(
-        encoder, [encoder.load_pretrained(source)], list(LABEL_NAMES), [source], spec.source
+        encoder,
+        [encoder.load_pretrained(source)],
+        list(LABEL_NAMES),
+        [source],
+        spec.source,
+        trained_on=trained_rows(source),
     )
 
 
@@ -169,9 +177,13 @@ def route_rows(m: Manifest, loaded_models: Models) -> Routing:
     labelled train row the run never saw, or a test row some fold model trained on is refused,
     with the first differences. The run's records also give each row's ``in_sample`` flag."""
     plan = FoldPlan.from_manifest(m)
-    if loaded_models.run is None:  # a frozen pretrained encoder never saw these labels
+    if loaded_models.run is None:  # one model for every row
         everyone = list(range(len(loaded_models.models)))
-        return Routing([(everyone, np.arange(len(m)))], np.zeros(len(m), bool))
+        groups = [(everyone, np.arange(len(m)))]
+        # A pretrained encoder never saw these rows; a folder emofeat fine-tuned says which it
+        # trained on, whichever option loaded it.
+        used = [loaded_models.trained_on or set()]
+        return Routing(groups, plan.in_sample(groups, used))
     run = RunFolder(loaded_models.run_path)
     used = run.fold_usage()
     model_folds = run.fold_ids()
@@ -193,6 +205,11 @@ def route_rows(m: Manifest, loaded_models: Models) -> Routing:
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
     check_precision(cfg.precision, device)
+    if cfg.run and (cfg.model or cfg.model_path):
+        raise EmofeatError(
+            "--run brings its own fold models; --model/--model-path would be ignored: give one of "
+            "--run (fine-tuned, out-of-fold) or --model (frozen encoder)"
+        )
     if cfg.pooling not in ("mean", "mean+std"):
         raise EmofeatError(f"--pooling must be mean or mean+std, got {cfg.pooling!r}")
     # Counts that would otherwise silently mean something else (0 rows per window: the default).
@@ -298,7 +315,13 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         precision=cfg.precision,
         split_scheme=m.split_scheme,
         run=str(cfg.run or ""),
-        out_of_fold=loaded_models.out_of_fold,
+        # True: cross-fitted fold models; False: one model trained on every train row; not
+        # written for a frozen pretrained encoder (it learned from no row of this corpus).
+        out_of_fold=(
+            loaded_models.out_of_fold
+            if loaded_models.run is not None
+            else (False if loaded_models.trained_on else None)
+        ),
         **encoder.input_provenance(),
     )
     # versions, device, git commit (YAML)
@@ -501,7 +524,10 @@ def _compute(
                 clock.add("waiting for input", waited - (0 if workers else batch.input_seconds))
                 for r, err in batch.failed:  # a row that passed the checks but cannot be read
                     if not cfg.skip_bad:
-                        raise err
+                        raise type(err)(  # the same kind of error, naming the row
+                            f"row {printable(m.ids[r])!r}: {err}; fix it, or pass --skip-bad "
+                            "to record and skip such rows"
+                        ) from err
                     behind.skip([r], str(err))
                 copies = []
                 if len(batch.rows):

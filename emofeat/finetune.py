@@ -469,6 +469,16 @@ def finetune(
             f"(or 0 for one model), or prepare the manifest with --folds {k}"
         )
     cfg.folds = k
+    spanning = plan.spanning_groups()
+    if k and spanning:
+        group, folds = next(iter(spanning.items()))
+        log.warning(
+            "%d session(s) or speaker(s) span several folds (e.g. %s: folds %s), so a fold model "
+            "sees the speaker of rows it predicts; prepare the manifest with a group-aware split",
+            len(spanning),
+            group,
+            folds,
+        )
     config = {
         **dataclasses.asdict(cfg),
         "family": spec.family,

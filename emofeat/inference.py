@@ -114,7 +114,7 @@ def infer(
     for name, cfg in plan.items():
         cfg.device, cfg.skip_bad = device, skip_bad
         paths.append(extract(manifest, work / f"{name}.h5", cfg))
-    with load_level1(paths, allow_incomplete=skip_bad) as level1:
+    with load_level1(paths, allow_incomplete=skip_bad, flag="--skip-bad") as level1:
         proba = model.predict_proba(level1)
         origin = np.full(len(level1), "out-of-sample", dtype=object)
         write_predictions(out, level1, proba, origin=origin)

@@ -71,8 +71,11 @@ def plot_embedding(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
+    from emofeat.errors import EmofeatError
     from emofeat.store import open_store
 
+    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
+        raise EmofeatError(f"--max-points must be an integer >= 2, got {max_points!r}")
     with open_store(store_path) as s:
         rows = s.select()
         total = len(rows)

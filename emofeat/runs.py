@@ -79,7 +79,7 @@ class RunInfo:
                 family=str(family),
                 modality=str(config["modality"]),
                 source=str(config["source"]),
-                folds=int(config["folds"]),
+                folds=_folds(config["folds"]),
                 label_names=list(config["label_names"]),
                 reverse=bool(config.get("reverse", False)),
                 max_len=int(config.get("max_len", 64)),
@@ -93,6 +93,14 @@ class RunInfo:
             raise EmofeatError(
                 f"{where}: malformed run config ({type(err).__name__}: {err}); re-run `emofeat finetune`"
             ) from None
+
+
+def _folds(value: Any) -> int:
+    """A run's fold count: 0 (one model) or 2..1000."""
+    folds = int(value)
+    if folds != value or not (folds == 0 or 2 <= folds <= 1000):
+        raise ValueError(f"folds must be 0 or 2..1000, got {value!r}")
+    return folds
 
 
 class RunFolder:
@@ -189,7 +197,7 @@ class RunFolder:
         return (self.fold_dir(fold) / FOLD_DONE).is_file()
 
     def fold_metrics(self, fold: int) -> dict[str, Any]:
-        return json.loads((self.fold_dir(fold) / FOLD_DONE).read_text())
+        return _read_json(self.fold_dir(fold) / FOLD_DONE, dict)
 
     def checkpoints(self, fold: int) -> Path:
         """Trainer's checkpoint folder of an unfinished fold (removed once the fold is saved)."""
@@ -224,7 +232,9 @@ class RunFolder:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat
         recorded them)."""
         path = self.fold_dir(fold) / ROWS
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if trained_rows(self.fold_dir(fold)) is None:
+            return {}
+        return _read_json(path, dict)
 
     def fold_usage(self) -> list[set[str]]:
         """Per fold model, in fold order: the ids it trained on or that chose its checkpoint
@@ -284,6 +294,31 @@ class RunFolder:
             csv.writer(buf).writerows([("id", "reason"), *skipped])
             write_text(self.path / "skipped.csv", buf.getvalue())
         return summary
+
+
+def trained_rows(folder: str | os.PathLike) -> set[str] | None:
+    """The ids a model folder that emofeat fine-tuned trained or chose on (its ``rows.json``),
+    whichever option loads it; None for a folder without that record (a pretrained model)."""
+    path = Path(folder) / ROWS
+    if not path.is_file():
+        return None
+    rows = _read_json(path, dict)
+    if not all(isinstance(rows.get(k, []), list) for k in ("train", "select")):
+        raise EmofeatError(f"{path}: malformed (train and select must be lists of ids)")
+    return set(map(str, rows.get("train", []))) | set(map(str, rows.get("select", [])))
+
+
+def _read_json(path: Path, kind: type) -> Any:
+    """A JSON record of a run; a malformed one is a message naming the file, not a traceback."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EmofeatError(
+            f"{path}: not valid JSON ({err}); re-run the command that wrote it"
+        ) from None
+    if not isinstance(data, kind):
+        raise EmofeatError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
+    return data
 
 
 def fold_summary(results: dict[int, dict]) -> dict[str, dict[str, float]]:

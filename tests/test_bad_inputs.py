@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from emofeat.audio import AudioError
 from emofeat.cli import main
 from emofeat.corpus.manifest import read_manifest, write_manifest
-from emofeat.errors import EmofeatError, ManifestError, ModelError, StoreError
+from emofeat.errors import CorpusError, EmofeatError, ManifestError, ModelError, StoreError
 from emofeat.extract import ExtractConfig, extract
 from emofeat.finetune import finetune, resolve_config
 from emofeat.stack.ensemble import stack
@@ -204,6 +204,56 @@ def finetune_option(**options):
     return run
 
 
+def run_and_model(ctx):
+    config = ExtractConfig(run=str(ctx["kb"]), model=str(ctx["w2v"]))
+    return extract(ctx["manifest"].path, ctx["tmp"] / "s.h5", config)
+
+
+def weights_with_lgbm(ctx):
+    paths = [small_store(ctx["tmp"] / "a.h5"), small_store(ctx["tmp"] / "b.h5")]
+    return stack(paths, "lgbm", ctx["tmp"] / "st", weights="1,1")
+
+
+def plot_max_points_zero(ctx):
+    from emofeat.plots import plot_embedding
+
+    return plot_embedding(
+        small_store(ctx["tmp"] / "plot.h5"), "last", ctx["tmp"] / "p.png", max_points=0
+    )
+
+
+def broken_run(what):
+    """A copy of a fine-tuned run with one record broken, extracted from."""
+
+    def run(ctx):
+        folder = ctx["tmp"] / "run"
+        shutil.copytree(ctx["kb"], folder)
+        if what == "rows.json":
+            (folder / "fold-0" / "rows.json").write_text('{"train": [')
+        else:
+            text = (folder / "config.yaml").read_text()
+            (folder / "config.yaml").write_text(text.replace("folds: 2", f"folds: {10**12}"))
+        return extract(ctx["manifest"].path, ctx["tmp"] / "s.h5", ExtractConfig(run=str(folder)))
+
+    return run
+
+
+def one_row_corpus(ctx):
+    from emofeat.corpus.prepare import prepare
+
+    wav = ctx["manifest"].audio_path(0)
+    (ctx["tmp"] / "one.csv").write_text(f"id,audio_path,text\nx1,{wav},hello\n", encoding="utf-8")
+    return prepare(ctx["tmp"] / "m.csv", csv=ctx["tmp"] / "one.csv", folds=2)
+
+
+def fractional_fold(ctx):
+    frame = ctx["manifest"].frame.copy()
+    frame["fold"] = frame["fold"].astype(float)
+    frame.loc[frame.index[frame["split"] == "train"][0], "fold"] = 0.5
+    frame.to_csv(ctx["tmp"] / "m.csv", index=False)
+    return read_manifest(ctx["tmp"] / "m.csv")
+
+
 def yaml_config(text):
     def run(ctx):
         (ctx["tmp"] / "c.yaml").write_text(text)
@@ -278,6 +328,13 @@ CASES = [
         "--max-seconds must be a positive",
     ),
     ("extract-max-len-negative", extract_option(max_len=-5), EmofeatError, "--max-len must be"),
+    ("extract-run-and-model", run_and_model, EmofeatError, "--model/--model-path would be ignored"),
+    ("weights-with-lgbm", weights_with_lgbm, EmofeatError, "--meta lgbm learns its own"),
+    ("plot-max-points-zero", plot_max_points_zero, EmofeatError, "--max-points must be an integer"),
+    ("rows-json-malformed", broken_run("rows.json"), EmofeatError, "rows.json: not valid JSON"),
+    ("run-folds-huge", broken_run("folds"), EmofeatError, "folds must be 0 or 2..1000"),
+    ("one-row-corpus", one_row_corpus, CorpusError, "leaves no train rows"),
+    ("fold-fractional", fractional_fold, ManifestError, "non-integer fold"),
     *[
         (f"finetune-{key}-{value}", finetune_option(**{key: value}), EmofeatError, fragment)
         for key, value, fragment in [

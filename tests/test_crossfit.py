@@ -145,3 +145,11 @@ def test_not_cross_fitted_without_two_folds_or_with_foldless_rows():
     assert not plan(fold=[0, 0, 1, -1, 2, 2, 1, 3, -1, -1]).cross_fitted
     with pytest.raises(ValueError, match="fold"):
         FoldPlan.from_arrays(ids=IDS, split=SPLIT, fold=FOLD[:3], labels=LABELS)
+
+
+def test_ids_with_control_characters_are_shown_escaped():
+    p = plan(ids=["u\x1b[31m0", *IDS[1:]])
+    used = [set(p.ids[i] for i in p.fit_rows(k)) for k in [0, 1, 2, 3]]
+    used[0].add("u\x1b[31m0")  # its own fold's model trained on it
+    _, problems = p.check_models([0, 1, 2, 3], used)
+    assert problems == ["u\\x1b[31m0: manifest fold 0, run fold []"]

@@ -130,3 +130,43 @@ def test_resume_refuses_a_store_started_with_other_weights(
     shutil.copy(sorted((run / "fold-1").glob("*.safetensors"))[0], weights)
     with pytest.raises(EmofeatError, match=r"config differs \(weights_sha256"):
         extract(manifest_path, store, ExtractConfig(run=str(run)))
+
+
+def _limited(args, limit):
+    return subprocess.run(
+        _cli(*map(str, args)), capture_output=True, text=True, preexec_fn=_limit_file_size(limit)
+    )
+
+
+def test_merge_export_and_stack_fail_whole_on_a_write_fault(tmp_path):
+    """The same real fault for the other commands that write: one line naming the file and the
+    OS error, exit 2, and no partial output under the output's name."""
+    from test_bad_inputs import small_store
+
+    a, b = small_store(tmp_path / "a.h5"), small_store(tmp_path / "b.h5")
+    with open_store(a) as s:
+        layout = s.layout
+    shards = []
+    for k, rows in enumerate((np.arange(0, 3), np.arange(3, 6))):
+        w = create_store(tmp_path / f"shard{k}.h5", layout)
+        w.write(rows, logits=np.eye(6, 3)[rows], embeddings={"last": np.ones((3, 4))})
+        w.close()
+        shards.append(tmp_path / f"shard{k}.h5")
+    cases = [  # (command, its output, a file-size limit below what it writes)
+        (["store", "merge", *shards, "-o", tmp_path / "merged.h5"], tmp_path / "merged.h5", 4096),
+        (["store", "export", a, "-o", tmp_path / "a.npz"], tmp_path / "a.npz", 512),
+        (
+            ["stack", "--store", a, "--store", b, "--meta", "softvote", "--out", tmp_path / "st"],
+            tmp_path / "st",
+            4096,
+        ),
+    ]
+    for args, out, limit in cases:
+        r = _limited(args, limit)
+        assert r.returncode == 2, (args, r.stderr[-1500:])
+        last = r.stderr.strip().splitlines()[-1]  # (library warnings may come before it)
+        assert last.startswith("error: ") and "File too large" in last, args
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, args
+        assert not out.exists(), args  # nothing half-made under the output's name
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not [n for n in leftovers if not n.endswith(".tmp")], leftovers

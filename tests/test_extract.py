@@ -59,6 +59,8 @@ def test_frozen_embeddings_equal_plain_transformers_per_layer(
     ref = independent_speech(tiny_wav2vec2, manifest, rows, std=True)
     with open_store(frozen_store) as s:
         assert s.complete and not s.has_logits
+        # A frozen pretrained encoder learned from no row: out_of_fold is not claimed either way.
+        assert "out_of_fold" not in s.attrs and not s.in_sample.any()
         assert s.embedding_names == ["last", "layer_00", "layer_01", "layer_02"]
         # "last" is an alias of the last hidden state, also for plain h5py readers.
         np.testing.assert_array_equal(s.embeddings("last"), s.embeddings("layer_02"))
@@ -576,3 +578,45 @@ def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path
     with open_store(tmp_path / "w.h5") as s:
         np.testing.assert_array_equal(s.logits()[:, 0], np.arange(n))
         np.testing.assert_array_equal(s.embeddings("last")[:, 2], np.arange(n))
+
+
+def test_a_fine_tuned_folder_loaded_as_a_frozen_encoder_brings_its_evidence(
+    kobert_run, manifest_path, tmp_path
+):
+    """extract --model RUN/fold-0 is the model that trained on fold 1's rows: those rows are
+    in-sample whatever flag loaded it, and stacking refuses them."""
+    import json
+
+    from emofeat.stack.ensemble import stack
+
+    out = tmp_path / "fold0.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(kobert_run / "fold-0")))
+    rows = json.loads((kobert_run / "fold-0" / "rows.json").read_text())
+    with open_store(out) as s:
+        expected = np.isin(s.ids, rows["train"] + rows["select"])
+        assert expected.any()
+        np.testing.assert_array_equal(s.in_sample, expected)
+        assert s.provenance.out_of_fold is False
+    with pytest.raises(EmofeatError, match="train rows are in-sample"):
+        stack([out], "logreg", tmp_path / "st", features="logits")
+
+
+def test_select_inner_runs_end_to_end(manifest, manifest_path, tiny_kobert, tmp_path):
+    """finetune --select inner -> extract --run -> stack: the rows that chose a checkpoint are
+    counted as used by that fold model, so the run is not mistaken for another assignment."""
+    from emofeat.finetune import finetune, resolve_config
+    from emofeat.runs import RunFolder
+    from emofeat.stack.ensemble import stack
+
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2, select="inner"
+    )
+    finetune(manifest, tmp_path / "inner", cfg)
+    run = RunFolder(tmp_path / "inner")
+    assert all(run.fold_rows(k)["select"] for k in run.fold_ids())  # an inner split chose
+    store = tmp_path / "inner.h5"
+    extract(manifest_path, store, ExtractConfig(run=str(tmp_path / "inner")))
+    with open_store(store) as s:
+        assert s.complete and not s.in_sample.any() and s.provenance.out_of_fold
+    m = stack([store], "logreg", tmp_path / "st").metrics
+    assert m["in_sample_warning"] == "" and m["cv_protocol"] != "in-sample"

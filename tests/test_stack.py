@@ -2,6 +2,7 @@
 
 import json
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -215,15 +216,29 @@ def test_out_of_fold_rule_is_enforced(tmp_path):
     with pytest.raises(EmofeatError, match="no fold information"):
         stack([nofold], "logreg", tmp_path / "x")
     assert not (tmp_path / "x").exists()
-    stack([paths[0], insample], "lgbm", tmp_path / "ok", allow_in_sample=True)
-    assert (tmp_path / "ok" / "report.md").read_text().startswith("WARNING: in-sample")
+    m = stack([paths[0], insample], "lgbm", tmp_path / "ok", allow_in_sample=True).metrics
+    report = (tmp_path / "ok" / "report.md").read_text()
+    assert report.startswith("WARNING: in-sample")
+    # Figures over in-sample train rows are never printed as cross-validation, and the train
+    # rows' predictions are in-sample whatever the meta-learner's CV did.
+    assert m["cv_protocol"] == "in-sample" and "Cross-validation over the train folds" not in report
+    assert "In-sample figures over the train rows (not cross-validation)" in report
+    predictions = pd.read_csv(tmp_path / "ok" / "predictions.csv")
+    assert set(predictions.loc[predictions.split == "train", "provenance"]) == {"in-sample"}
     stack([paths[0], plain], "lgbm", tmp_path / "ok2", allow_in_sample=True)
     assert "unknown" in (tmp_path / "ok2" / "report.md").read_text().splitlines()[0]
     # Fixed weights fit nothing on the train rows: the reference protocol needs no permission.
     m = stack([insample, plain], "softvote", tmp_path / "sv", weights="1,1").metrics
-    assert m["in_sample_warning"] == ""
+    assert m["in_sample_warning"] == "" and m["cv_protocol"] == "in-sample"
     assert not (tmp_path / "sv" / "report.md").read_text().startswith("WARNING")
     assert stack([nofold], "softvote", tmp_path / "sv1").metrics["in_sample_warning"] == ""
+    # The store says so itself (out_of_fold false: one model on every train row): refused as the
+    # store docs say, even where its per-row evidence was left clean.
+    said = make_store(tmp_path / "said.h5", y, split, fold, rng.normal(size=(N, 4)), names)
+    with h5py.File(said, "r+") as f:
+        f.attrs["out_of_fold"] = False
+    with pytest.raises(EmofeatError, match=r"store said says its train rows come from one model"):
+        stack([paths[0], said], "logreg", tmp_path / "x")
 
 
 def test_cv_figures_are_nested_or_labelled(tmp_path):

@@ -129,8 +129,9 @@ def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
     for col in _STRING_COLUMNS:
         frame[col] = frame[col].fillna("").astype(str)
     frame["fold"] = pd.to_numeric(frame["fold"], errors="coerce")
-    if frame["fold"].isna().any():
-        bad = frame.loc[frame["fold"].isna(), "id"].head(5).tolist()
+    fractional = frame["fold"].notna() & (frame["fold"] != frame["fold"].round())
+    if frame["fold"].isna().any() or fractional.any():
+        bad = frame.loc[frame["fold"].isna() | fractional, "id"].head(5).tolist()
         raise ManifestError(f"{source}: non-integer fold for id(s) {bad}")
     frame["fold"] = frame["fold"].astype(int)
     for col in ("valence", "arousal"):

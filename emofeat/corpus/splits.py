@@ -149,5 +149,17 @@ def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.Da
             s[held] = "test"
             split[idx] = s
     frame["split"] = split
+    n_train = int((split == "train").sum())
+    if not n_train:
+        raise CorpusError(
+            f"the {scheme} split of {len(frame)} utterance(s) leaves no train rows; "
+            "give a larger corpus (or a split column with train rows)"
+        )
     frame["fold"] = assign_folds(frame, k, scheme=scheme, seed=seed)
+    filled = len(set(frame.loc[frame["split"] == "train", "fold"]) - {-1})
+    if k and filled < k:
+        raise CorpusError(
+            f"--folds {k}: the {n_train} train row(s) fill only {filled} fold(s) (a session or "
+            "speaker never spans two); lower --folds or give a larger corpus"
+        )
     return frame

@@ -84,6 +84,13 @@ class StackConfig:
     allow_incomplete: bool = False
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.weights is not None and self.meta != "softvote":
+            raise EmofeatError(
+                f"--weights sets the soft vote's fixed weights; --meta {self.meta} learns its own "
+                "and would ignore them"
+            )
+
     def feature_step(self) -> StoreFeatures:
         """The design-matrix transformer of this meta-learner."""
         inputs = get_meta(self.meta).inputs
@@ -128,6 +135,11 @@ def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> s
     problems = []
     if (level1.fold[train] < 0).any():
         problems.append("train rows have no fold information")
+    problems += [
+        f"store {name} says its train rows come from one model trained on them (out_of_fold false)"
+        for name, prov in zip(level1.names, level1.provenance)
+        if prov.out_of_fold is False
+    ]
     problems += combine_evidence(level1.names, level1.in_sample, train).problems
     if not problems:
         return ""
@@ -139,6 +151,12 @@ def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> s
     return (
         f"WARNING: in-sample level-1 features ({text}); the meta-learner's figures are optimistic."
     )
+
+
+def _train_rows_in_sample(level1: Level1, train: np.ndarray) -> bool:
+    """Whether some store's train rows are in-sample or of unknown status."""
+    said = any(prov.out_of_fold is False for prov in level1.provenance)
+    return said or bool(combine_evidence(level1.names, level1.in_sample, train).problems)
 
 
 def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
@@ -168,6 +186,10 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         )
     except ValueError as err:  # the estimator's own validation (weights, labels, ...)
         raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
+    if cv and _train_rows_in_sample(level1, train):
+        # Figures over train rows whose base-model values are in-sample (the reference
+        # protocol's single models, say) are not cross-validation, whatever the meta-learner did.
+        protocol = "in-sample"
     features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
     model = Pipeline([("features", features), ("meta", final)])
     return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
@@ -353,9 +375,14 @@ def _write_stack_files(
     proba = fitted.model.predict_proba(level1)
     origin = np.full(len(level1), "out-of-sample", dtype=object)
     origin[fitted.train] = "in-sample"
+    # A row whose level-1 values are in-sample (or unknown) stays "in-sample" below: the
+    # meta-learner's CV cannot make a base model's in-sample value cross-validated.
+    tainted = np.zeros(len(level1), bool)
+    for flags in level1.in_sample:
+        tainted |= np.ones(len(level1), bool) if flags is None else flags
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
-        origin[fitted.train] = "cross-validated"
+        origin[fitted.train] = np.where(tainted[fitted.train], "in-sample", "cross-validated")
     write_predictions(out / "predictions.csv", level1, proba, origin=origin)
     test = metrics["test"]
     if "confusion" in test:

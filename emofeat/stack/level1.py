@@ -90,10 +90,15 @@ class Level1:
         self.close()
 
 
-def load_level1(paths: Sequence[str | os.PathLike], *, allow_incomplete: bool = False) -> Level1:
+def load_level1(
+    paths: Sequence[str | os.PathLike],
+    *,
+    allow_incomplete: bool = False,
+    flag: str = "--allow-incomplete",
+) -> Level1:
     """Open stores and align them by id (:func:`emofeat.store.aligned`); refuse differing ids,
     labels, label names, splits or folds, and incomplete stores unless ``allow_incomplete``."""
-    a = aligned(paths, allow_incomplete=allow_incomplete)
+    a = aligned(paths, allow_incomplete=allow_incomplete, flag=flag)
     try:
         stores, first, keep = a.stores, a.first, a.keep
         names = [s.name for s in stores]

@@ -58,9 +58,17 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
     else:
         parts.append("No labelled test rows.")
-    if metrics.get("cv"):
+    protocol = metrics.get("cv_protocol", "")
+    if metrics.get("cv") and protocol == "in-sample":
+        parts.append("\n## In-sample figures over the train rows (not cross-validation)\n")
+        parts.append(
+            "The base models' values of these rows come from models trained on them, so these "
+            "figures say how well the ensemble fits its training data, not how it generalises.\n"
+        )
+        parts.append("| metric | mean | std |\n|---|---|---|")
+        parts += [f"| {k} | {v['mean']:.4f} | {v['std']:.4f} |" for k, v in metrics["cv"].items()]
+    elif metrics.get("cv"):
         parts.append("\n## Cross-validation over the train folds (ensemble)\n")
-        protocol = metrics.get("cv_protocol", "")
         if protocol == "nested":
             parts.append(
                 "Nested: each held-out fold's hyperparameters were chosen by CV over the other folds only.\n"

@@ -14,7 +14,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emofeat.errors import StoreError
+from emofeat.errors import StoreError, printable
 
 SCHEMA_VERSION = 1
 REQUIRED = ("ids", "labels", "split", "fold", "done")
@@ -78,11 +78,6 @@ def check_plain(f: h5py.File, path: Path) -> None:
             f"{path}: not a plain feature store ({'; '.join(problems[:3])}); emofeat reads and "
             "writes only datasets stored in the file itself"
         )
-
-
-def printable(text: Any) -> str:
-    """Text safe for a terminal: control characters (ANSI escapes, ...) shown escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def _attr(value: Any) -> Any:

@@ -39,7 +39,7 @@ def validate_store(path: str | os.PathLike) -> list[str]:
 
 # ------------------------------------------------------------------------------------- aligned
 def align_stores(
-    stores: Sequence[Store], allow_incomplete: bool = False
+    stores: Sequence[Store], allow_incomplete: bool = False, flag: str = "--allow-incomplete"
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """For stores of the same utterances: each store's row of every id of the first store, and
     the mask of rows done in every store. Refuses incomplete stores (unless asked) and stores
@@ -51,7 +51,7 @@ def align_stores(
     for s in stores:
         if not s.complete and not allow_incomplete:
             raise StoreError(
-                f"{s.path} is not complete ({int(s.done.sum())}/{len(s)} rows done); finish its extraction, or pass --allow-incomplete"
+                f"{s.path} is not complete ({int(s.done.sum())}/{len(s)} rows done); finish its extraction, or pass {flag}"
             )
         problems = reference.differences(
             s.layout, by_id=True, datasets=False, here=f"in {first.name}", there=f"in {s.name}"
@@ -95,7 +95,12 @@ class Aligned:
         self.close()
 
 
-def aligned(paths: Sequence[str | os.PathLike], *, allow_incomplete: bool = False) -> Aligned:
+def aligned(
+    paths: Sequence[str | os.PathLike],
+    *,
+    allow_incomplete: bool = False,
+    flag: str = "--allow-incomplete",
+) -> Aligned:
     """Open stores and align them by id (see :func:`align_stores`); close the result (it is a
     context manager). Stacking, fusion and :func:`load_aligned` all read stores through it."""
     if not paths:
@@ -104,7 +109,7 @@ def aligned(paths: Sequence[str | os.PathLike], *, allow_incomplete: bool = Fals
     try:
         for p in paths:
             stores.append(open_store(p))
-        positions, usable = align_stores(stores, allow_incomplete)
+        positions, usable = align_stores(stores, allow_incomplete, flag)
     except Exception:
         for s in stores:
             s.close()
@@ -221,28 +226,33 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         tmp = out.with_name(f".{out.name}.merging")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        writer = _create(tmp, layout, attrs)
-        with writer:
-            for s in stores:
-                rows = s.select()
-                step = 64 if layout.sequences else 4096  # sequences: ~1 MB per row
-                for start in range(0, len(rows), step):
-                    part = rows[start : start + step]
-                    seqs = {}
-                    for k in layout.sequences:
-                        states, lengths = s.sequences(k, part)
-                        seqs[k] = [x[:n] for x, n in zip(states, lengths)]
-                    writer.write(
-                        part,
-                        logits=s.logits(part) if s.has_logits else None,
-                        embeddings={k: s.embeddings(k, part) for k in layout.embeddings},
-                        sequences=seqs,
-                    )
-                for uid, reason in s.skip_reasons().items():
-                    writer.skip(np.flatnonzero(first.ids == uid), reason)
-        writer.finalize()
-        os.replace(tmp, out)
-        return out
+        try:
+            writer = _create(tmp, layout, attrs)
+            with writer:
+                for s in stores:
+                    rows = s.select()
+                    step = 64 if layout.sequences else 4096  # sequences: ~1 MB per row
+                    for start in range(0, len(rows), step):
+                        part = rows[start : start + step]
+                        seqs = {}
+                        for k in layout.sequences:
+                            states, lengths = s.sequences(k, part)
+                            seqs[k] = [x[:n] for x, n in zip(states, lengths)]
+                        writer.write(
+                            part,
+                            logits=s.logits(part) if s.has_logits else None,
+                            embeddings={k: s.embeddings(k, part) for k in layout.embeddings},
+                            sequences=seqs,
+                        )
+                    for uid, reason in s.skip_reasons().items():
+                        writer.skip(np.flatnonzero(first.ids == uid), reason)
+            writer.finalize()
+            os.replace(tmp, out)
+            return out
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()  # a failed merge leaves nothing half-made
+            raise
     finally:
         for s in stores:
             s.close()

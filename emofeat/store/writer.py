@@ -52,6 +52,7 @@ class StoreWriter:
         with _open_h5(self.path) as f:
             check_plain(f, self.path)
         self._f = h5py.File(self.path, "r+", libver="latest")
+        self._fd = self._f.id.get_vfd_handle()  # see _writes_to_devnull
         self._f.swmr_mode = True
         # Our own advisory lock marks a live writer (HDF5 drops its lock in SWMR mode).
         self._lock_fd = os.open(self.path, os.O_RDONLY)
@@ -200,13 +201,7 @@ class StoreWriter:
         closed, and at exit, where it crashed the process. From now on its writes go to
         /dev/null instead, so the file on disk stays as it was when the failure happened, as
         after a kill, and the next writer resumes it (:func:`_recover_if_crashed`)."""
-        with contextlib.suppress(OSError, RuntimeError, ValueError):
-            fd = self._f.id.get_vfd_handle()
-            null = os.open(os.devnull, os.O_RDWR)
-            try:
-                os.dup2(null, fd)
-            finally:
-                os.close(null)
+        _writes_to_devnull(self._fd)
         # The superblock on disk is final now; pad the file to the length it records (a sparse
         # extension needs no free blocks). Under a file-size limit this fails, and the next
         # writer does it.
@@ -231,6 +226,19 @@ class StoreWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _writes_to_devnull(fd: int) -> None:
+    """Point an open HDF5 file's descriptor (taken when it was opened: asking HDF5 for it after a
+    failure can crash) at /dev/null: after a failed write HDF5 retries the flush on every close
+    and at exit (where it crashed the process); those retries then succeed without touching the
+    file on disk."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 # A write whose rows fill at least 1/DENSE of their chunk-aligned span is done as one block.
@@ -324,7 +332,11 @@ def _create(
     tmp = path.with_name(f".{path.name}.creating")
     rows = max(1, min(chunk_rows, n))
     meta_chunk = max(1, min(4096, n))
-    with h5py.File(tmp, "w", libver="latest") as f:
+    # The skeleton is built in memory and written to disk as one plain file write: HDF5 never
+    # writes this file itself, so a full disk here is an ordinary OSError with nothing left
+    # behind (HDF5 that fails mid-write retries on close and at exit, and crashed the process).
+    f = h5py.File(f"{tmp}.image", "w", driver="core", backing_store=False, libver="latest")
+    try:
         f.create_dataset("ids", data=layout.ids, dtype=_STR)
         f.create_dataset("labels", data=layout.labels)
         f.create_dataset("split", data=layout.split, dtype=_STR)
@@ -372,6 +384,19 @@ def _create(
             f.attrs[key] = _attr(value)
         if layout.config is not None:
             f.attrs["config"] = _attr(layout.config)
+        f.flush()
+        image = f.id.get_file_image()
+    finally:
+        f.close()
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a store is created whole or not at all
+        raise StoreError(f"{path}: creating the store failed ({err.strerror or err})") from err
     os.replace(tmp, path)
     return StoreWriter(path)
 
