@@ -238,6 +238,15 @@ def broken_run(what):
     return run
 
 
+def synth_option(**options):
+    def run(ctx):
+        from emofeat.corpus.synth import synthesize
+
+        return synthesize(ctx["tmp"] / "corpus", **options)
+
+    return run
+
+
 def one_row_corpus(ctx):
     from emofeat.corpus.prepare import prepare
 
@@ -335,6 +344,8 @@ CASES = [
     ("run-folds-huge", broken_run("folds"), EmofeatError, "folds must be 0 or 2..1000"),
     ("one-row-corpus", one_row_corpus, CorpusError, "leaves no train rows"),
     ("fold-fractional", fractional_fold, ManifestError, "non-integer fold"),
+    ("synth-no-sessions", synth_option(sessions=0), CorpusError, "--sessions must be an integer"),
+    ("synth-seconds-nan", synth_option(max_seconds=float("nan")), CorpusError, "--max-seconds"),
     *[
         (f"finetune-{key}-{value}", finetune_option(**{key: value}), EmofeatError, fragment)
         for key, value, fragment in [

@@ -362,6 +362,20 @@ def synthesize(
 
     Returns counts per corpus (utterances, cue channels, multi-label and wrong-prefix rows).
     """
+    from emofeat.errors import CorpusError
+
+    for option, value, least in [
+        ("sessions", sessions, 1),
+        ("per-session", per_session, 1),
+        ("aihub", aihub, 0),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise CorpusError(f"--{option} must be an integer >= {least}, got {value!r}")
+    if not (0.1 <= min_seconds <= max_seconds <= 600):
+        raise CorpusError(
+            f"--min-seconds/--max-seconds must satisfy 0.1 <= min <= max <= 600, got "
+            f"{min_seconds!r} and {max_seconds!r}"
+        )
     out = Path(out)
     rng = np.random.default_rng(seed)
     seconds = (min_seconds, max_seconds)
