@@ -500,16 +500,7 @@ def finetune(
     checked = encoder.check_rows(
         m, rows, skip_bad=cfg.skip_bad, min_length=encoder.min_input_length(model_config)
     )
-    run.check_writable(overwrite)
-    if run.exists() and not overwrite:
-        differ = run.differing_options(config)
-        if differ:
-            raise EmofeatError(
-                f"{out} holds a run made with other options ({', '.join(differ)}); pass --overwrite or use another --out"
-            )
-    elif overwrite:
-        run.clear()
-    run.write_config(config, cfg.seed)
+    run.start(config, cfg.seed, overwrite)
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
     # Rows that cannot be read are left out of every fold model's training.

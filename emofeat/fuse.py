@@ -135,7 +135,7 @@ def fuse(
             "split_scheme": text.provenance.split_scheme,
             "assignment_sha256": plan.assignment_sha256(),
         }
-        _prepare_run(run, record, overwrite)
+        run.start(record, record.get("seed"), overwrite)
         labels = text.labels.astype(int)
 
         def dataset(rows: np.ndarray) -> mmm.SequencePairs:
@@ -199,22 +199,6 @@ def fuse(
         )
     run.write_summary(results, [])
     return results
-
-
-def _prepare_run(run: RunFolder, record: dict[str, Any], overwrite: bool) -> None:
-    """Check the folder (only what emofeat wrote; a run of the same options to resume), then
-    write the run's config."""
-    run.check_writable(overwrite)
-    if run.exists() and not overwrite:
-        differ = run.differing_options(record)
-        if differ:
-            raise EmofeatError(
-                f"{run.path} holds a run made with other options or inputs ({', '.join(differ)}); "
-                "pass --overwrite or use another --out"
-            )
-    elif overwrite:
-        run.clear()
-    run.write_config(record, record.get("seed"))
 
 
 def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: str, label: str):

@@ -174,6 +174,22 @@ class RunFolder:
                 f"{self.path} is not a run folder (no {CONFIG}); refusing to delete it"
             )
 
+    def start(self, config: dict[str, Any], seed: int | None, overwrite: bool) -> None:
+        """Begin (or resume) writing this run with ``config``: refuse a folder emofeat did not
+        write, resume a run made with the same options, replace one made with other options
+        only with ``overwrite`` (which the message suggests), then write the config."""
+        self.check_writable(overwrite)
+        if self.exists() and not overwrite:
+            differ = self.differing_options(config)
+            if differ:
+                raise EmofeatError(
+                    f"{self.path} holds a run made with other options or inputs "
+                    f"({', '.join(differ)}); pass --overwrite or use another --out"
+                )
+        elif overwrite:
+            self.clear()
+        self.write_config(config, seed)
+
     def clear(self) -> None:
         """Remove the run (``--overwrite``); only a folder :meth:`check_writable` accepted."""
         self.check_writable(overwrite=True)

@@ -53,7 +53,7 @@ def test_each_commands_record_re_runs_it(manifest_path, corpus_dir, tiny_kobert,
     r = CliRunner().invoke(
         main, ["finetune", "--config", str(run / "config.yaml"), "--dropout", "0.4"]
     )
-    assert r.exit_code == 2 and "made with other options (dropout)" in r.output
+    assert r.exit_code == 2 and "made with other options or inputs (dropout)" in r.output
     # extract: store/x.yaml re-runs the extraction (the store is complete: nothing recomputed).
     store = tmp_path / "s.h5"
     cli("extract", "--run", run, "--manifest", out, "--out", store, "--layers", "all")

@@ -11,14 +11,17 @@ from emofeat.cli.common import (
     friendly,
 )
 
-
-@click.command()
-@click.option(
+stack_option = click.option(
     "--stack",
     "stack_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A stack folder written by `emofeat stack` (its model.joblib is loaded: trusted only).",
 )
+
+
+@click.command()
+@stack_option
 @click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--allow-incomplete", is_flag=True)
@@ -32,13 +35,7 @@ def predict(stack_dir, stores, out, allow_incomplete):
 
 
 @click.command()
-@click.option(
-    "--stack",
-    "stack_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A stack folder written by `emofeat stack` (its model.joblib is loaded: trusted only).",
-)
+@stack_option
 @click.option(
     "--csv",
     "csv_path",
