@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score
 
 from emofeat.cli import main
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.stack.ensemble import predict, stack
+from emofeat.stack.ensemble import AUTO_CANDIDATES, predict, stack
 from emofeat.stack.level1 import softmax
 from emofeat.stack.meta import Caruana, MixerClassifier, SoftVote
 from emofeat.store import StoreLayout, create_store, open_store
@@ -402,3 +402,25 @@ BLOCK_INPUT_CHECKS = {
         "check_classifiers_train",
     )
 }
+
+
+def test_meta_auto_chooses_by_nested_cv_and_touches_test_once(tmp_path):
+    """--meta auto fits every candidate, picks the best nested-CV accuracy over the train folds,
+    and reports the same test figures as running the chosen meta-learner by hand."""
+    import yaml
+
+    paths, _, _ = complementary(tmp_path)
+    m = stack(paths, "auto", tmp_path / "auto").metrics
+    by_hand = {meta: stack(paths, meta, tmp_path / meta).metrics for meta in AUTO_CANDIDATES}
+    cv = {meta: by_hand[meta]["cv"]["accuracy"]["mean"] for meta in AUTO_CANDIDATES}
+    best = max(cv.values())
+    chosen = m["auto"]["chosen"]
+    assert cv[chosen] == best and m["meta"] == chosen
+    assert m["auto"]["candidates"][chosen]["mean"] == pytest.approx(best)
+    assert m["test"]["ensemble"] == by_hand[chosen]["test"]["ensemble"]
+    report = (tmp_path / "auto" / "report.md").read_text()
+    assert f"Chosen: **{chosen}**" in report and "optimistic by the choice" in report
+    record = yaml.safe_load((tmp_path / "auto" / "config.yaml").read_text())
+    assert record["config"]["meta"] == "auto"  # --config re-runs the choice, not its result
+    with pytest.raises(EmofeatError, match="--meta auto chooses by CV"):
+        stack(paths, "auto", tmp_path / "w", weights="1,1")

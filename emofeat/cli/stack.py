@@ -25,8 +25,10 @@ from emofeat.stack.meta import META_LEARNERS
 )
 @click.option(
     "--meta",
-    type=click.Choice(list(META_LEARNERS)),
-    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values()),
+    type=click.Choice([*META_LEARNERS, "auto"]),
+    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values())
+    + "; auto: the one of softvote, caruana, logreg, lgbm with the best nested-CV accuracy "
+    "over the train folds (the report lists every candidate).",
 )
 @click.option(
     "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."

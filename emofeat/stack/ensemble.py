@@ -15,6 +15,7 @@ never loads one unless asked), ``config.yaml``, ``metrics.json``, ``report.md``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -85,6 +86,8 @@ class StackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.meta == AUTO and self.weights is not None:
+            raise EmofeatError("--weights fixes the soft vote; --meta auto chooses by CV instead")
         if self.weights is not None and self.meta != "softvote":
             raise EmofeatError(
                 f"--weights sets the soft vote's fixed weights; --meta {self.meta} learns its own "
@@ -405,8 +408,10 @@ def stack(
     allow_incomplete: bool = False,
     seed: int = 0,
 ) -> StackResult:
-    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report."""
-    get_meta(meta)  # an unknown name fails before any store is opened
+    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report.
+    ``meta="auto"`` chooses the meta-learner by nested CV over the train folds (:func:`choose_meta`)."""
+    if meta != AUTO:
+        get_meta(meta)  # an unknown name fails before any store is opened
     check_stack_folder(Path(out), stores)
     cfg = StackConfig(
         meta=meta,
@@ -419,10 +424,45 @@ def stack(
         seed=seed,
     )
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
-        fitted = fit_stack(level1, cfg)
-        metrics = evaluate_stack(fitted, level1)
+        choice = None
+        if meta == AUTO:
+            fitted, choice = choose_meta(level1, cfg)
+        else:
+            fitted = fit_stack(level1, cfg)
+        metrics = evaluate_stack(fitted, level1)  # test rows: once, for the fitted stack only
+        if choice is not None:
+            metrics["auto"] = choice
+            fitted = dataclasses.replace(fitted, config=cfg)  # config.yaml re-runs the choice
         write_stack(Path(out), fitted, level1, metrics=metrics)
     return StackResult(Path(out), metrics)
+
+
+AUTO = "auto"
+# What --meta auto chooses among: the fixed equal-weight vote and the learning meta-learners
+# (the pooled-mixer is left out: it is unsound over fine-tuned stores, see the README).
+AUTO_CANDIDATES = ("softvote", "caruana", "logreg", "lgbm")
+
+
+def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str, Any]]:
+    """``--meta auto``: fit every candidate, choose the one with the best nested-CV accuracy over
+    the train folds (ties: the simpler, earlier candidate), and return it with the choice. Test
+    rows are not touched. The chosen one's CV figure is optimistic by the choice itself (the
+    best of several), which the report says."""
+    fitted = {
+        name: fit_stack(level1, dataclasses.replace(cfg, meta=name)) for name in AUTO_CANDIDATES
+    }
+    if any(not f.cv for f in fitted.values()):
+        raise EmofeatError(
+            "--meta auto chooses by cross-validation over the train folds; these stores' train "
+            "rows need 2 or more folds"
+        )
+    scores = {name: f.cv["accuracy"] for name, f in fitted.items()}
+    chosen = max(AUTO_CANDIDATES, key=lambda n: (scores[n]["mean"], -AUTO_CANDIDATES.index(n)))
+    return fitted[chosen], {
+        "chosen": chosen,
+        "by": "accuracy, nested CV over the train folds",
+        "candidates": scores,
+    }
 
 
 def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:

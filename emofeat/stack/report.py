@@ -58,6 +58,19 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
     else:
         parts.append("No labelled test rows.")
+    auto = metrics.get("auto")
+    if auto:
+        parts.append("\n## Meta-learner chosen by nested CV (`--meta auto`)\n")
+        parts.append(
+            f"Chosen: **{auto['chosen']}**, by {auto['by']}; test rows were used once, for the "
+            "chosen one only. Its CV figure is the best of several, so it is optimistic by the "
+            "choice itself.\n"
+        )
+        parts.append("| candidate | CV accuracy mean | std |\n|---|---|---|")
+        parts += [
+            f"| {name} | {v['mean']:.4f} | {v['std']:.4f} |"
+            for name, v in auto["candidates"].items()
+        ]
     protocol = metrics.get("cv_protocol", "")
     if metrics.get("cv") and protocol == "in-sample":
         parts.append("\n## In-sample figures over the train rows (not cross-validation)\n")
