@@ -18,7 +18,7 @@ import logging
 import math
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,12 +445,15 @@ def finetune(
     cfg: FinetuneConfig,
     *,
     overwrite: bool = False,
+    only_folds: Sequence[int] | None = None,
 ) -> dict:
     """Fine-tune with cross-fitting into ``out``; returns per-fold validation metrics.
 
     Re-running the same command continues an interrupted run: finished folds are kept, an
     unfinished one resumes from its last checkpoint. A run folder made with another config is
-    refused unless ``overwrite``.
+    refused unless ``overwrite``. ``only_folds`` trains those folds alone (``--fold K``): each
+    fold is its own folder, checkpoints and logs, so processes training different folds of one
+    run can run at once (one per GPU, a SLURM array); the run is complete when every fold is.
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     spec = resolve(cfg.model, cfg.model_path)
@@ -500,6 +503,19 @@ def finetune(
     checked = encoder.check_rows(
         m, rows, skip_bad=cfg.skip_bad, min_length=encoder.min_input_length(model_config)
     )
+    fold_ids = run.fold_ids(k)
+    if only_folds is not None:  # checked before anything is written or deleted
+        unknown = sorted(set(only_folds) - set(fold_ids))
+        if unknown or overwrite:
+            raise EmofeatError(
+                f"--fold {unknown or list(only_folds)}: "
+                + (
+                    f"the run has folds {fold_ids}"
+                    if unknown
+                    else "not with --overwrite, which would delete the folds other processes train"
+                )
+            )
+        fold_ids = [f for f in fold_ids if f in set(only_folds)]
     run.start(config, cfg.seed, overwrite)
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
@@ -508,8 +524,10 @@ def finetune(
     length_of = dict(zip(checked.good.tolist(), np.asarray(checked.lengths).tolist()))
     results: dict[int, dict] = {}
     with quiet_repeats():
-        _train_folds(m, plan, spec, cfg, run, run.fold_ids(k), length_of, encoder, results)
-    run.write_summary(results, checked.bad)
+        _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
+    # The run's summary covers every fold finished so far (other processes' too).
+    done = {f: run.fold_metrics(f) for f in run.fold_ids(k) if run.is_finished(f)}
+    run.write_summary(done, checked.bad)
     return results
 
 

@@ -323,3 +323,53 @@ def test_speech_head_dropout_defaults_to_the_checkpoints_final_dropout(tiny_wav2
     enc = SpeechEncoder.from_folder(str(tiny_wav2vec2), InputOptions())
     model = enc.new_classifier(str(tiny_wav2vec2), ["a", "b"], None)
     assert model.head.dropout.p == pytest.approx(final) and model.head_config["dropout"] == final
+
+
+def test_folds_as_concurrent_processes_equal_a_sequential_run(
+    kobert_run, manifest_path, tiny_kobert, tmp_path
+):
+    """Two processes train the two folds of one run at once (--fold 0, --fold 1, as one per GPU
+    or a SLURM array would); the run equals the sequential one fold model for fold model."""
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    from emofeat.runs import RunFolder
+
+    out = tmp_path / "parallel"
+    args = [sys.executable, "-m", "emofeat.cli", "finetune", "--preset", "kobert-tiny"]
+    args += ["--model", "kobert", "--model-path", str(tiny_kobert), "--epochs", "2"]
+    args += ["--dropout", "0.3", "--manifest", str(manifest_path), "--out", str(out)]
+    procs = [
+        subprocess.Popen(
+            [*args, "--fold", str(k)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        for k in (0, 1)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err.decode()[-2000:]
+    run, sequential = RunFolder(out), RunFolder(kobert_run)
+    assert [run.is_finished(k) for k in (0, 1)] == [True, True]
+    for k in (0, 1):
+        mine = load_file(str(run.fold_dir(k) / "model.safetensors"))
+        theirs = load_file(str(sequential.fold_dir(k) / "model.safetensors"))
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            np.testing.assert_allclose(mine[key], theirs[key], atol=1e-5, err_msg=key)
+        assert run.fold_rows(k) == sequential.fold_rows(k)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert sorted(summary["folds"]) == ["0", "1"]  # the summary covers both processes' folds
+    # A fold the run does not have, and --fold with --overwrite, are refused.
+    from emofeat.errors import EmofeatError
+    from emofeat.finetune import finetune, resolve_config
+
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2, dropout=0.3
+    )
+    with pytest.raises(EmofeatError, match=r"--fold \[5\]: the run has folds \[0, 1\]"):
+        finetune(manifest_path, out, cfg, only_folds=[5])
+    with pytest.raises(EmofeatError, match="not with --overwrite"):
+        finetune(manifest_path, out, cfg, only_folds=[0], overwrite=True)
+    assert run.is_finished(0) and run.is_finished(1)  # refused before anything was deleted

@@ -61,10 +61,27 @@ from emofeat.presets import PRESETS
     "training rows). Never the held-out fold.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace a run folder made with other options.")
+@click.option(
+    "--fold",
+    "only_folds",
+    type=int,
+    multiple=True,
+    help="Train only this fold (repeatable): processes on different folds of one run may run "
+    "at once, e.g. one per GPU or a SLURM array (--fold $SLURM_ARRAY_TASK_ID).",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved options as YAML and exit.")
 @friendly
 def finetune(
-    model, model_path, manifest, out, preset, config_file, overwrite, print_config, **options
+    model,
+    model_path,
+    manifest,
+    out,
+    preset,
+    config_file,
+    overwrite,
+    only_folds,
+    print_config,
+    **options,
 ):
     """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
     from emofeat.finetune import finetune as finetune_run
@@ -88,6 +105,8 @@ def finetune(
         click.echo(dump_yaml(dataclasses.asdict(cfg)), nl=False)
         return
     need({"manifest": manifest, "out": out}, "manifest", "out")
-    results = finetune_run(manifest, out, cfg, overwrite=overwrite)
+    results = finetune_run(
+        manifest, out, cfg, overwrite=overwrite, only_folds=list(only_folds) or None
+    )
     print_folds(results, fold_summary(results))
     click.echo(f"run written to {out}")
