@@ -82,7 +82,7 @@ class ExtractConfig:
     device: str = "auto"
     precision: str = _values("fp32")
     max_seconds: float = _values(20.0)  # speech: longer clips are windowed
-    max_len: int | None = _values(None)  # text: token limit (default: the run's, else 64)
+    max_len: int | None = _values(None)  # text: token limit (the run's; frozen: the model's own)
     reverse: bool | None = _values(None)  # speech: default the run's
     skip_bad: bool = False
     overwrite: bool = False
@@ -143,7 +143,7 @@ def load_models(cfg: ExtractConfig) -> Models:
     cls = spec.encoder_class
     processor = cls.load_processor(source)
     options = InputOptions(
-        max_len=cfg.max_len or 64,
+        max_len=cfg.max_len or cls.own_limit(processor, source) or 64,
         sample_rate=int(getattr(processor, "sampling_rate", 0) or 16000),
         reverse=bool(cfg.reverse),
         max_seconds=cfg.max_seconds,
@@ -417,6 +417,7 @@ class _Progress:
     def __init__(self, total: int, name: str):
         self.bar = tqdm(total=total, unit="utt", desc=f"extract {name}", dynamic_ncols=True)
         self.audio_s, self.t0 = 0.0, time.perf_counter()
+        self.over_limit = 0
 
     def update(self, n: int, audio_s: float = 0.0) -> None:
         self.bar.update(n)
@@ -482,6 +483,7 @@ def _compute(
                 with clock("write"):
                     behind.flush()
             progress.update(len(batch.rows) + len(batch.failed), batch.units)
+            progress.over_limit += batch.over_limit
 
     def outputs(batch: Batch, sub: np.ndarray) -> EncoderOutput:
         """The encoder outputs of the rows ``sub`` (positions in the batch), mean over fold models."""
@@ -551,9 +553,12 @@ def _compute(
             behind.flush()
     loop = time.perf_counter() - loop_start
     rate = f"{progress.audio_s / loop:.1f} audio-s/s, " if progress.audio_s else ""
+    limited = (
+        f"; {progress.over_limit} row(s) {encoder.limit_effect}" if progress.over_limit else ""
+    )
     tqdm.write(
         f"[{writer.path.name}] {progress.bar.n} rows in {loop:.1f} s ({rate}"
-        f"{progress.bar.n / loop:.1f} utt/s); {clock.summary(workers, encoder.input_stage)}; {peak_memory(device)}"
+        f"{progress.bar.n / loop:.1f} utt/s){limited}; {clock.summary(workers, encoder.input_stage)}; {peak_memory(device)}"
     )
     return {
         "seconds": round(loop, 3),
@@ -563,6 +568,8 @@ def _compute(
         "workers": workers,
         "device": device,
         "peak_memory": peak_memory(device),
+        # Rows of this session whose input exceeded the limit (truncated text, windowed audio).
+        "over_limit": {"rows": int(progress.over_limit), "effect": encoder.limit_effect},
     }
 
 

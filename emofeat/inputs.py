@@ -87,6 +87,7 @@ class Batch:
     units: float = 0.0
     input_seconds: float = 0.0
     ends_window: bool = False
+    over_limit: int = 0  # rows whose input exceeded the encoder's limit
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (CUDA): page-locked inputs copy to the
@@ -108,7 +109,7 @@ class BatchSource(Dataset):
     def __getitem__(self, i: int) -> Batch:
         start = time.perf_counter()
         planned = self.plan[i]
-        rows, pieces, counts, failed, units = [], [], [], [], 0.0
+        rows, pieces, counts, failed, units, over = [], [], [], [], 0.0, 0
         for r in planned.rows:
             try:
                 got = self.encoder.load_pieces(self.manifest, int(r), self.min_len)
@@ -119,6 +120,7 @@ class BatchSource(Dataset):
             pieces += got
             counts.append(len(got))
             units += self.encoder.piece_units(got)
+            over += self.encoder.over_limit(got)
         inputs = self.encoder.encode(pieces) if pieces else {}
         return Batch(
             planned.models,
@@ -129,6 +131,7 @@ class BatchSource(Dataset):
             units,
             time.perf_counter() - start,
             planned.ends_window,
+            over,
         )
 
 

@@ -52,3 +52,35 @@ def test_generic_csv_with_and_without_labels(tmp_path):
     (tmp_path / "e.csv").write_bytes("id,audio_path,text\nu1,x.wav,안녕\n".encode("cp949"))
     with pytest.raises(CorpusError, match="not UTF-8"):
         read_csv_corpus(tmp_path / "e.csv")
+
+
+def test_a_text_only_corpus_prepares_and_says_what_needs_audio(
+    manifest, tiny_kobert, tiny_wav2vec2, tmp_path
+):
+    """A generic CSV without audio: manifest, statistics, splits and text extraction work; a
+    speech model names the rows that have no audio."""
+    from emofeat.corpus.manifest import read_manifest
+    from emofeat.corpus.prepare import prepare
+    from emofeat.corpus.stats import class_counts
+    from emofeat.errors import EmofeatError
+    from emofeat.extract import ExtractConfig, extract
+    from emofeat.store import open_store
+
+    frame = manifest.frame
+    lines = ["id,audio_path,text,label,session"]
+    lines += [
+        f"t{i},,{t},{lab},s{i % 6}" for i, (t, lab) in enumerate(zip(frame.text, frame.label))
+    ]
+    (tmp_path / "text.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepare(tmp_path / "m.csv", csv=tmp_path / "text.csv", split="session-kfold", folds=2)
+    m = read_manifest(tmp_path / "m.csv")
+    assert (m.frame["audio_path"] == "").all() and set(m.split) == {"train", "test"}
+    assert class_counts(m)["total"].sum() == len(m)
+    extract(tmp_path / "m.csv", tmp_path / "t.h5", ExtractConfig(model=str(tiny_kobert)))
+    with open_store(tmp_path / "t.h5") as s:
+        assert s.complete and s.done.all()
+    with pytest.raises(EmofeatError, match="no audio \\(a text-only row\\)"):
+        extract(tmp_path / "m.csv", tmp_path / "a.h5", ExtractConfig(model=str(tiny_wav2vec2)))
+    (tmp_path / "none.csv").write_text("id,audio_path,text\nx,,\n", encoding="utf-8")
+    with pytest.raises(EmofeatError, match="has neither audio nor text"):
+        prepare(tmp_path / "n.csv", csv=tmp_path / "none.csv", folds=0)

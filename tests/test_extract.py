@@ -629,3 +629,49 @@ def test_select_inner_runs_end_to_end(manifest, manifest_path, tiny_kobert, tmp_
         assert s.complete and not s.in_sample.any() and s.provenance.out_of_fold
     m = stack([store], "logreg", tmp_path / "st").metrics
     assert m["in_sample_warning"] == "" and m["cv_protocol"] != "in-sample"
+
+
+def test_input_limits_default_to_the_model_and_every_cut_is_counted(
+    manifest, manifest_path, tiny_kobert, tiny_wav2vec2, tmp_path
+):
+    """A frozen text model's token limit defaults to its own (not the reference's 64), and
+    extraction counts the rows it truncated or windowed, checked against the tokenizer and the
+    clip durations directly."""
+    import yaml
+
+    from emofeat.encoders.text import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_kobert))
+    out = tmp_path / "default.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(tiny_kobert)))
+    from transformers import AutoConfig
+
+    positions = AutoConfig.from_pretrained(tiny_kobert).max_position_embeddings
+    with open_store(out) as s:  # the tokenizer sets no limit: the position embeddings do
+        assert s.provenance.max_len == positions != 64
+    out = tmp_path / "short.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(tiny_kobert), max_len=8))
+    lengths = [len(tok(t, add_special_tokens=True)["input_ids"]) for t in manifest.frame["text"]]
+    with open_store(out) as s:
+        over = yaml.safe_load(s.attrs["timings"])["over_limit"]
+    assert over["rows"] == sum(n > 8 for n in lengths) > 0 and "truncated" in over["effect"]
+    from emofeat.audio import duration
+
+    out = tmp_path / "windows.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(tiny_wav2vec2), max_seconds=0.6))
+    seconds = [duration(manifest.audio_path(r)) for r in range(len(manifest))]
+    with open_store(out) as s:
+        over = yaml.safe_load(s.attrs["timings"])["over_limit"]
+    assert over["rows"] == sum(d > 0.6 for d in seconds) > 0 and "windows" in over["effect"]
+
+
+def test_windows_fold_a_short_tail_into_its_neighbour():
+    from emofeat.encoders.speech import windows
+
+    x = np.arange(11, dtype=np.float32)
+    (only,) = windows(x, 10, 1)  # two windows, the second a short tail: folded (was IndexError)
+    np.testing.assert_array_equal(only, x)
+    parts = windows(np.arange(25, dtype=np.float32), 10, 1)
+    assert [len(p) for p in parts] == [10, 10, 5]  # a tail of at least a quarter window stays
+    parts = windows(np.arange(21, dtype=np.float32), 10, 12)
+    assert [len(p) for p in parts] == [12, 12]  # 10 and 11 samples, padded to the minimum

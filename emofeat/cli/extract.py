@@ -66,7 +66,11 @@ from emofeat.device import PRECISION_NAMES
     show_default=True,
     help="Speech: window length for long clips.",
 )
-@click.option("--max-len", type=int, help="Text: token limit (default: the run's, else 64).")
+@click.option(
+    "--max-len",
+    type=int,
+    help="Text: token limit (default: the run's; for a frozen model its own limit).",
+)
 @click.option(
     "--flush-rows",
     type=int,

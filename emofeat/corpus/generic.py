@@ -1,6 +1,8 @@
 """Any other corpus: a UTF-8 CSV listing ``id, audio_path, text`` and optionally ``label,
 session, speaker, split``. Audio paths are relative to the CSV's folder unless absolute.
-Rows without a label get -1 downstream (new, unlabelled recordings)."""
+Rows without a label get -1 downstream (new, unlabelled recordings). A corpus may have one
+modality: an empty ``audio_path`` is a text-only row, an empty ``text`` an audio-only one (the
+commands that need the missing modality say so); a row with neither is an error."""
 
 from __future__ import annotations
 
@@ -33,11 +35,14 @@ def read_csv_corpus(
         raise CorpusError(f"{path}: missing column(s) {absent}; required: {', '.join(REQUIRED)}")
     rows, missing = [], []
     for i, rec in frame.iterrows():
-        audio = Path(rec["audio_path"])
-        audio = audio if audio.is_absolute() else path.parent / audio
-        if not audio.is_file():
-            missing.append((rec["id"], str(audio)))
-            continue
+        if not rec["audio_path"].strip() and not rec["text"].strip():
+            raise CorpusError(f"{path} line {i + 2}: id {rec['id']!r} has neither audio nor text")
+        audio = Path(rec["audio_path"]) if rec["audio_path"].strip() else None
+        if audio is not None:
+            audio = audio if audio.is_absolute() else path.parent / audio
+            if not audio.is_file():
+                missing.append((rec["id"], str(audio)))
+                continue
         try:
             label = label_set.canonical(rec["label"]) if rec.get("label", "").strip() else ""
         except LabelError as err:
@@ -47,7 +52,7 @@ def read_csv_corpus(
             "corpus": path.stem,
             "session": rec.get("session", ""),
             "speaker": rec.get("speaker", ""),
-            "audio_path": str(audio),
+            "audio_path": str(audio) if audio is not None else "",  # "": a text-only row
             "text": normalize(rec["text"], text_mode),
             "label": label,
         }

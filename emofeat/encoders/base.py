@@ -303,6 +303,20 @@ class Encoder(ABC):
         """What a row's pieces amount to for the progress rate (audio seconds; 0 for text)."""
         return 0.0
 
+    # What the input limit does to a row that exceeds it, for the end-of-run count.
+    limit_effect = "cut"
+
+    def over_limit(self, pieces: list[Any]) -> bool:
+        """Whether a row's input exceeds the encoder's limit (text: truncated to ``max_len``
+        tokens; speech: cut into ``max_seconds`` windows), so extraction can count them."""
+        return False
+
+    @classmethod
+    def own_limit(cls, processor: Any, source: str) -> int | None:
+        """The model's own input limit (text: tokens its position embeddings and tokenizer
+        allow), the default when ``--max-len`` is not given; None where there is none."""
+        return None
+
     @abstractmethod
     def collator(self) -> Callable[[list[dict]], dict[str, torch.Tensor]]:
         """Training collation: items ``{"input": text or waveform, "labels": class}`` → model keyword inputs."""

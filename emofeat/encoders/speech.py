@@ -251,7 +251,8 @@ def windows(x: np.ndarray, win: int | None, min_len: int) -> list[np.ndarray]:
     else:
         pieces = [x[i : i + win] for i in range(0, len(x), win)]
         if len(pieces) > 1 and len(pieces[-1]) < win // 4:
-            pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+            tail = pieces.pop()  # (popped first: a 2-window clip used to raise IndexError here)
+            pieces[-1] = np.concatenate([pieces[-1], tail])
     return [np.pad(p, (0, min_len - len(p))) if len(p) < min_len else p for p in pieces]
 
 
@@ -318,6 +319,8 @@ class SpeechEncoder(Encoder):
 
     # -- rows
     def check_row(self, manifest, row, min_length=1):
+        if not str(manifest.frame["audio_path"].iat[row]).strip():
+            return "no audio (a text-only row); extract it with a text model"
         path = manifest.audio_path(row)
         try:
             seconds = duration(path)
@@ -339,6 +342,12 @@ class SpeechEncoder(Encoder):
     def batches(self, rows, lengths, *, batch_size, batch_seconds):
         max_s = self.options.max_seconds or float("inf")
         return duration_batches(np.asarray(rows), lengths, budget_s=batch_seconds, max_s=max_s)
+
+    limit_effect = "cut into --max-seconds windows"
+
+    def over_limit(self, pieces):
+        limit = self.options.max_seconds
+        return bool(limit) and sum(len(p) for p in pieces) > int(limit * self.options.sample_rate)
 
     def piece_units(self, pieces):
         return sum(len(p) for p in pieces) / self.options.sample_rate

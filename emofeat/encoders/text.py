@@ -146,6 +146,25 @@ class TextEncoder(Encoder):
         self.processor.model_max_length = self.options.max_len
         super().save(model, folder)
 
+    limit_effect = "truncated to --max-len tokens"
+
+    def over_limit(self, pieces):
+        ids = self.processor(pieces[0], add_special_tokens=True)["input_ids"]
+        return len(ids) > self.options.max_len
+
+    @classmethod
+    def own_limit(cls, processor, source):
+        from transformers import AutoConfig
+
+        with loading(source):
+            config = AutoConfig.from_pretrained(local_source(source), trust_remote_code=False)
+        positions = int(getattr(config, "max_position_embeddings", 0) or 0)
+        if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+            positions -= 2  # their positions start after the padding index
+        tokenizer = int(getattr(processor, "model_max_length", 0) or 0)
+        limits = [n for n in (positions, tokenizer) if 0 < n <= 100_000]  # 1e30: "no limit"
+        return min(limits) if limits else 512
+
     def extra_embeddings(self, model):
         pooler = getattr(self.bare(model), "pooler", None)
         return {"pooler": int(model.config.hidden_size)} if pooler is not None else {}
