@@ -367,7 +367,7 @@ def _lgbm(ctx: MetaContext):
     inputs="embeddings",
     grid={"estimator__weight_decay": [1e-2, 1e-1]},
     summary="an MLP-Mixer over one pooled embedding per store (not MMM, which mixes sequences: see "
-    "--meta mmm); sound over frozen-encoder stores only",
+    "emofeat fuse); sound over frozen-encoder stores only",
 )
 def _mixer(ctx: MetaContext):
     return AllClasses(MixerClassifier(groups=ctx.groups, seed=ctx.seed), ctx.classes)
