@@ -555,9 +555,21 @@ def quiet_repeats() -> Iterator[None]:
     ]
     for logger in loggers:
         logger.addFilter(first_time)
+    shown: set[tuple[str, type]] = set()
+
+    def show_once(message, category, *args, **kwargs):
+        # Libraries that enter warnings.catch_warnings() reset Python's "once" registry (Trainer
+        # repeated its mtime note at every checkpoint), so repeats are also dropped here.
+        key = (str(message), category)
+        if key not in shown:
+            shown.add(key)
+            original(message, category, *args, **kwargs)
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("once")
+            original = warnings.showwarning
+            warnings.showwarning = show_once
             yield
     finally:
         for logger in loggers:

@@ -348,3 +348,23 @@ def test_each_warning_once_per_command():
         hf.setLevel(level)
     assert [r.getMessage() for r in records] == ["new head: classifier", "another message"]
     assert len(caught) == 1
+
+
+def test_warnings_stay_once_when_a_library_resets_the_registry():
+    """Libraries enter warnings.catch_warnings() between two of their warnings (which resets
+    Python's once-registry): the repeat is still dropped."""
+    import uuid
+    import warnings
+
+    from emofeat.finetune import quiet_repeats
+
+    note = f"mtime may not be reliable ({uuid.uuid4()})"
+    shown = []
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *args, **kwargs: shown.append(str(message))
+        with quiet_repeats():
+            for _ in range(3):
+                with warnings.catch_warnings():  # what a library call in between does
+                    pass
+                warnings.warn(note, UserWarning, stacklevel=1)
+    assert shown.count(note) == 1
