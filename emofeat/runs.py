@@ -247,24 +247,21 @@ class RunFolder:
     def fold_rows(self, fold: int) -> dict[str, list[str]]:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat
         recorded them)."""
-        path = self.fold_dir(fold) / ROWS
-        if trained_rows(self.fold_dir(fold)) is None:
-            return {}
-        return _read_json(path, dict)
+        return _rows_record(self.fold_dir(fold)) or {}
 
     def fold_usage(self) -> list[set[str]]:
         """Per fold model, in fold order: the ids it trained on or that chose its checkpoint
         (its in-sample rows). A run without these records is refused."""
         used = []
         for k in self.fold_ids():
-            rows = self.fold_rows(k)
-            if not rows:
+            rows = trained_rows(self.fold_dir(k))
+            if rows is None:
                 raise EmofeatError(
                     f"{self.fold_dir(k)} has no {ROWS}: the run was made before emofeat recorded "
                     "which rows trained each fold model, so out-of-fold-ness cannot be proven; "
                     "re-run `emofeat finetune` into a new folder"
                 )
-            used.append(set(rows["train"]) | set(rows.get("select", [])))
+            used.append(rows)
         return used
 
     def skipped_ids(self) -> set[str]:
@@ -315,13 +312,21 @@ class RunFolder:
 def trained_rows(folder: str | os.PathLike) -> set[str] | None:
     """The ids a model folder that emofeat fine-tuned trained or chose on (its ``rows.json``),
     whichever option loads it; None for a folder without that record (a pretrained model)."""
+    rows = _rows_record(folder)
+    if rows is None:
+        return None
+    return set(map(str, rows.get("train", []))) | set(map(str, rows.get("select", [])))
+
+
+def _rows_record(folder: str | os.PathLike) -> dict[str, list[str]] | None:
+    """A model folder's ``rows.json``, read and checked once; None when it has none."""
     path = Path(folder) / ROWS
     if not path.is_file():
         return None
     rows = _read_json(path, dict)
     if not all(isinstance(rows.get(k, []), list) for k in ("train", "select")):
         raise EmofeatError(f"{path}: malformed (train and select must be lists of ids)")
-    return set(map(str, rows.get("train", []))) | set(map(str, rows.get("select", [])))
+    return rows
 
 
 def _read_json(path: Path, kind: type) -> Any:

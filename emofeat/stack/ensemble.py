@@ -138,12 +138,7 @@ def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> s
     problems = []
     if (level1.fold[train] < 0).any():
         problems.append("train rows have no fold information")
-    problems += [
-        f"store {name} says its train rows come from one model trained on them (out_of_fold false)"
-        for name, prov in zip(level1.names, level1.provenance)
-        if prov.out_of_fold is False
-    ]
-    problems += combine_evidence(level1.names, level1.in_sample, train).problems
+    problems += in_sample_evidence(level1, train)[0]
     if not problems:
         return ""
     text = "; ".join(problems)
@@ -156,10 +151,21 @@ def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> s
     )
 
 
-def _train_rows_in_sample(level1: Level1, train: np.ndarray) -> bool:
-    """Whether some store's train rows are in-sample or of unknown status."""
-    said = any(prov.out_of_fold is False for prov in level1.provenance)
-    return said or bool(combine_evidence(level1.names, level1.in_sample, train).problems)
+def in_sample_evidence(level1: Level1, train: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The stores' evidence about their level-1 values, judged once for the refusal, the CV
+    label and predictions.csv: what makes ``train`` rows in-sample (messages; a store whose
+    ``out_of_fold`` is false counts whole), and per row whether its value is in-sample or of
+    unknown status."""
+    said = [prov.out_of_fold is False for prov in level1.provenance]
+    problems = [
+        f"store {name} says its train rows come from one model trained on them (out_of_fold false)"
+        for name, whole in zip(level1.names, said)
+        if whole
+    ]
+    problems += combine_evidence(level1.names, level1.in_sample, train).problems
+    flags = [np.ones(len(level1), bool) if whole else f for f, whole in zip(level1.in_sample, said)]
+    per_row = combine_evidence(level1.names, flags, train).in_sample
+    return problems, np.ones(len(level1), bool) if per_row is None else per_row
 
 
 def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
@@ -189,7 +195,7 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         )
     except ValueError as err:  # the estimator's own validation (weights, labels, ...)
         raise EmofeatError(f"cannot fit {cfg.meta}: {err}") from None
-    if cv and _train_rows_in_sample(level1, train):
+    if cv and in_sample_evidence(level1, train)[0]:
         # Figures over train rows whose base-model values are in-sample (the reference
         # protocol's single models, say) are not cross-validation, whatever the meta-learner did.
         protocol = "in-sample"
@@ -380,9 +386,7 @@ def _write_stack_files(
     origin[fitted.train] = "in-sample"
     # A row whose level-1 values are in-sample (or unknown) stays "in-sample" below: the
     # meta-learner's CV cannot make a base model's in-sample value cross-validated.
-    tainted = np.zeros(len(level1), bool)
-    for flags in level1.in_sample:
-        tainted |= np.ones(len(level1), bool) if flags is None else flags
+    tainted = in_sample_evidence(level1, fitted.train)[1]
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
         origin[fitted.train] = np.where(tainted[fitted.train], "in-sample", "cross-validated")

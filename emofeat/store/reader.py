@@ -99,9 +99,9 @@ class Store:
         """Refuse row counts a crafted file declares but cannot hold, before anything is read
         (an 8 TiB /ids in a small file would otherwise be allocated first)."""
         f = self._f
-        n = f["ids"].shape[0] if f["ids"].ndim == 1 else -1
         if f["ids"].ndim != 1:
             raise StoreError(f"{self.path}: /ids has shape {f['ids'].shape}, expected (N,)")
+        n = f["ids"].shape[0]
         budget = 64 * max(self.path.stat().st_size, 1 << 20)  # generous for compression
         for name in ("ids", "labels", "split", "fold", "done"):
             ds = f[name]

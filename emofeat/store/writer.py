@@ -436,14 +436,11 @@ def open_writer(
 
 def _check_replaceable(path: Path) -> None:
     """``--overwrite`` replaces only a feature store that no process is writing."""
+    from emofeat.outputs import is_store  # the output policy's own test of "a store we made"
+
     if not path.is_file():
         raise StoreError(f"{path} is not a file; refusing to replace it")
-    try:
-        with _open_h5(path) as f:
-            ours = "ids" in f and "label_names" in f.attrs and "schema_version" in f.attrs
-    except StoreError:
-        ours = False
-    if not ours:
+    if not is_store(path):
         raise StoreError(
             f"{path} is not an emofeat feature store; refusing to overwrite it. Choose another --out."
         )
