@@ -109,7 +109,7 @@ class BatchSource(Dataset):
     def __getitem__(self, i: int) -> Batch:
         start = time.perf_counter()
         planned = self.plan[i]
-        rows, pieces, counts, failed, units, over = [], [], [], [], 0.0, 0
+        rows, pieces, counts, failed, units, per_row = [], [], [], [], 0.0, []
         for r in planned.rows:
             try:
                 got = self.encoder.load_pieces(self.manifest, int(r), self.min_len)
@@ -120,8 +120,9 @@ class BatchSource(Dataset):
             pieces += got
             counts.append(len(got))
             units += self.encoder.piece_units(got)
-            over += self.encoder.over_limit(got)
+            per_row.append(got)
         inputs = self.encoder.encode(pieces) if pieces else {}
+        over = self.encoder.count_over_limit(per_row, inputs) if pieces else 0
         return Batch(
             planned.models,
             np.asarray(rows, dtype=np.int64),

@@ -307,9 +307,14 @@ class Encoder(ABC):
     limit_effect = "cut"
 
     def over_limit(self, pieces: list[Any]) -> bool:
-        """Whether a row's input exceeds the encoder's limit (text: truncated to ``max_len``
-        tokens; speech: cut into ``max_seconds`` windows), so extraction can count them."""
+        """Whether a row's input exceeds the encoder's limit (speech: cut into ``max_seconds``
+        windows), so extraction can count them."""
         return False
+
+    def count_over_limit(self, row_pieces: list[list[Any]], inputs: dict[str, Any]) -> int:
+        """How many of a batch's rows (their pieces, and the batch as :meth:`encode` made it)
+        exceeded the limit."""
+        return sum(self.over_limit(pieces) for pieces in row_pieces)
 
     @classmethod
     def own_limit(cls, processor: Any, source: str) -> int | None:

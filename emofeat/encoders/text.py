@@ -148,9 +148,15 @@ class TextEncoder(Encoder):
 
     limit_effect = "truncated to --max-len tokens"
 
-    def over_limit(self, pieces):
-        ids = self.processor(pieces[0], add_special_tokens=True)["input_ids"]
-        return len(ids) > self.options.max_len
+    def count_over_limit(self, row_pieces, inputs):
+        # Only rows the encoded batch filled up to max_len can have been truncated: those alone
+        # are tokenised again, untruncated (not every row: this runs beside every batch).
+        cap = self.options.max_len
+        full = np.flatnonzero(inputs["attention_mask"].sum(1).numpy() >= cap)
+        return sum(
+            len(self.processor(row_pieces[i][0], add_special_tokens=True)["input_ids"]) > cap
+            for i in full
+        )
 
     @classmethod
     def own_limit(cls, processor, source):
