@@ -120,6 +120,9 @@ def print_folds(results: dict, summary: dict) -> None:
         )
 
 
+allow_incomplete_option = click.option(
+    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
+)
 device_option = click.option(
     "--device", default="auto", show_default=True, type=click.Choice(list(DEVICES))
 )

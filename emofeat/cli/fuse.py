@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
+    allow_incomplete_option,
     config_option,
     configured,
     device_option,
@@ -47,9 +48,7 @@ from emofeat.fuse import FUSION_MODELS
     is_flag=True,
     help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
 )
-@click.option(
-    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
-)
+@allow_incomplete_option
 @click.option("--overwrite", is_flag=True, help="Replace a fusion run made with other options.")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder, e.g. runs/mmm."

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
+    allow_incomplete_option,
     device_option,
     friendly,
 )
@@ -24,7 +25,7 @@ stack_option = click.option(
 @stack_option
 @click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--allow-incomplete", is_flag=True)
+@allow_incomplete_option
 @friendly
 def predict(stack_dir, stores, out, allow_incomplete):
     """Predict with a fitted stack (loads its model.joblib: only use stacks you trust)."""

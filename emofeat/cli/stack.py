@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
+    allow_incomplete_option,
     config_option,
     configured,
     friendly,
@@ -51,9 +52,7 @@ from emofeat.stack.meta import META_LEARNERS
     is_flag=True,
     help="Stack stores without out-of-fold train predictions (the report says so).",
 )
-@click.option(
-    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
-)
+@allow_incomplete_option
 @click.option("--seed", default=0, show_default=True)
 @click.option(
     "--out",
