@@ -62,15 +62,17 @@ def is_store(path: Path) -> bool:
     """Whether ``path`` is a feature store emofeat wrote (its root attributes say so)."""
     import h5py
 
-    try:
-        with h5py.File(path, "r", locking=False) as f:
-            return "ids" in f and all(
-                k in f.attrs for k in ("label_names", "schema_version", "emofeat_version")
-            )
-    except OSError:
-        pass
-    # A store whose writer was killed or failed: HDF5 will not open it until the next writer
-    # recovers it (which then checks the whole layout); its superblock says it was being written.
+    for swmr in (False, True):  # SWMR: a store a killed writer left open-for-write
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=swmr, locking=False) as f:
+                return "ids" in f and all(
+                    k in f.attrs for k in ("label_names", "schema_version", "emofeat_version")
+                )
+        except OSError:
+            continue
+    # A store a failed writer left short of its recorded length: HDF5 opens it only after the
+    # next writer pads it (which then checks the whole layout); its superblock says it was
+    # being written.
     from emofeat.h5recover import status_flags
 
     try:

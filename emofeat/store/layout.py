@@ -29,8 +29,10 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
     """Open an HDF5 file, turning h5py's errors into a StoreError that names the file."""
     if not path.exists():
         raise StoreError(f"{path}: no such store")
+    # Readers take no HDF5 file lock: one that did made a writer starting at that moment fail
+    # ("unable to lock file"). Live writers are marked by the store writer's own advisory lock.
     try:
-        return h5py.File(path, mode)
+        return h5py.File(path, mode, **({"locking": False} if mode == "r" else {}))
     except OSError as err:
         msg = str(err)
         if mode == "r" and ("already open for write" in msg or "unable to lock file" in msg):
