@@ -373,3 +373,24 @@ def test_folds_as_concurrent_processes_equal_a_sequential_run(
     with pytest.raises(EmofeatError, match="not with --overwrite"):
         finetune(manifest_path, out, cfg, only_folds=[0], overwrite=True)
     assert run.is_finished(0) and run.is_finished(1)  # refused before anything was deleted
+
+
+def test_a_session_spanning_two_folds_is_said(manifest, tiny_kobert, tmp_path, caplog):
+    """The README promises a warning when a session's rows fall in several folds (a fold model
+    would see the speaker of rows it predicts); it comes before any model is loaded."""
+    from emofeat.corpus.manifest import read_manifest, write_manifest
+    from emofeat.errors import EmofeatError
+    from emofeat.finetune import finetune, resolve_config
+
+    frame = manifest.frame.copy()
+    train = frame.index[(frame["split"] == "train") & (frame["corpus"] == "kemdy20")]
+    row = train[0]
+    frame.loc[row, "fold"] = 1 - frame.loc[row, "fold"]  # one utterance moved to the other fold
+    write_manifest(frame, tmp_path / "m.csv")
+    session = f"kemdy20/{frame.loc[row, 'session']}"
+    cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert))
+    caplog.set_level("WARNING", logger="emofeat.finetune")
+    with pytest.raises(EmofeatError, match="--fold"):  # a fold it lacks: stops before training
+        finetune(read_manifest(tmp_path / "m.csv"), tmp_path / "run", cfg, only_folds=[9])
+    assert not (tmp_path / "run").exists()
+    assert "span several folds" in caplog.text and session in caplog.text
