@@ -32,6 +32,7 @@ test: lint
 bench: install
 	$(BIN)/python benchmarks/store_bench.py --out bench-out
 	$(BIN)/python benchmarks/extract_bench.py --out bench-out
+	$(BIN)/python benchmarks/long_clip_bench.py --out bench-out/long-clip
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

@@ -7,12 +7,14 @@ pretrained encoder gives frozen embeddings only, no logits.
 
 Speed (see :mod:`emofeat.inputs`): rows are taken in windows of consecutive store rows and,
 inside a window, batched by length (speech: by padded duration, so padding stays small); long
-clips are cut into ``max_seconds`` windows whose frames are pooled together. DataLoader worker
+clips are cut into ``max_seconds`` windows whose frames are pooled together, and a clip longer
+than a batch (``batch_seconds``) is decoded and forwarded a few windows at a time, its pooling
+sums carried from part to part: memory follows the options, not the longest clip. DataLoader worker
 processes read and encode the next batches (on CUDA; on a CPU the cores compute), inputs reach
 the device on a side stream, forward passes run under ``torch.inference_mode`` and optional
 bf16/fp16 autocast, all requested layers are pooled on the device in one pass and reach the host
 in one transfer, collected one batch later, and each window is written as one block. On CUDA
-out-of-memory a batch is split in two and retried. Pooling is masked, so stored values do not
+out-of-memory a batch is split in two and retried (a single row by its windows). Pooling is masked, so stored values do not
 depend on batching.
 
 Resumable: the store records which rows are done; re-running the same command computes only the
@@ -40,7 +42,7 @@ from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
-from emofeat.encoders.base import Encoder, EncoderOutput, InputOptions, layer_names
+from emofeat.encoders.base import Encoder, EncoderOutput, InputOptions, Partial, layer_names
 from emofeat.errors import EmofeatError, printable
 from emofeat.inputs import (
     Batch,
@@ -227,22 +229,24 @@ def _check_options(cfg: ExtractConfig, device: str) -> None:
             raise EmofeatError(f"--{option} must be a positive number of seconds, got {value!r}")
 
 
-def _split_on_oom(fn, batch: np.ndarray):
-    """Run ``fn(batch)``; on CUDA out-of-memory split the batch in halves and retry each."""
+def _split_on_oom(fn, items: np.ndarray, what: str) -> list[tuple[np.ndarray, Any]]:
+    """``[(items, fn(items))]``; on CUDA out-of-memory ``items`` (rows of a batch, or the
+    windows of one row) are split in halves and each is retried."""
     try:
-        return [(batch, fn(batch))]
+        return [(items, fn(items))]
     except torch.cuda.OutOfMemoryError:
-        if len(batch) == 1:
+        if len(items) == 1:
             raise
         torch.cuda.empty_cache()
-        half = len(batch) // 2
+        half = len(items) // 2
         log.warning(
-            "CUDA out of memory on a batch of %d; retrying as %d + %d",
-            len(batch),
+            "CUDA out of memory on %d %s; retrying as %d + %d",
+            len(items),
+            what,
             half,
-            len(batch) - half,
+            len(items) - half,
         )
-        return _split_on_oom(fn, batch[:half]) + _split_on_oom(fn, batch[half:])
+        return _split_on_oom(fn, items[:half], what) + _split_on_oom(fn, items[half:], what)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -469,6 +473,8 @@ def _compute(
     )
     batches = to_device(inputs_iter, device)
     in_flight: list[tuple[list[HostCopy], Batch]] = []  # the previous batch, once computed
+    carry: list[Partial] | None = None  # the parts so far of a row computed in parts
+    dropped: set[int] = set()  # rows in parts that failed to read (skipped)
 
     def collect() -> None:
         """Write the results of the batch in flight (waiting for their transfer)."""
@@ -482,33 +488,49 @@ def _compute(
             if batch.ends_window:
                 with clock("write"):
                     behind.flush()
-            progress.update(len(batch.rows) + len(batch.failed), batch.units)
+            progress.update(batch.finished + len(batch.failed), batch.units)
             progress.over_limit += batch.over_limit
 
-    def outputs(batch: Batch, sub: np.ndarray) -> EncoderOutput:
-        """The encoder outputs of the rows ``sub`` (positions in the batch), mean over fold models."""
-        if len(sub) == len(batch.rows):
-            inputs, owner = batch.inputs, batch.owner
-        else:  # a part of a batch that did not fit in device memory
-            pieces = np.flatnonzero(np.isin(batch.owner, sub))
-            inputs = encoder.subset(batch.inputs, pieces)
-            position = np.full(len(batch.rows), -1)
-            position[sub] = np.arange(len(sub))
-            owner = position[batch.owner[pieces]]
-        return EncoderOutput.mean(
-            [
-                encoder.forward(
+    def partials(batch: Batch, sub: np.ndarray) -> list[Partial]:
+        """One partial per fold model of the rows ``sub`` (positions in the batch). Out of
+        device memory, a batch is split by rows, and a single row by its windows (pooling sums
+        are exact over any split, so stored values do not depend on it)."""
+        position = np.full(len(batch.rows), -1)
+        position[sub] = np.arange(len(sub))
+
+        def of_pieces(pieces: np.ndarray) -> list[Partial]:
+            whole = len(pieces) == len(batch.owner)
+            inputs = batch.inputs if whole else encoder.subset(batch.inputs, pieces)
+            return [
+                encoder.forward_part(
                     loaded_models.models[k],
                     inputs,
-                    owner,
+                    position[batch.owner[pieces]],
                     n_rows=len(sub),
                     layers=layers,
                     device=device,
                     autocast=autocast,
                     sequence_layer=sequence_layer,
+                    sequence_cap=cfg.sequence_length,
                     clock=clock,
                 )
                 for k in batch.models
+            ]
+
+        pieces = np.flatnonzero(np.isin(batch.owner, sub))
+        if len(sub) > 1:
+            return of_pieces(pieces)
+        done = _split_on_oom(of_pieces, pieces, "windows of one row")
+        return [sum(parts[1:], parts[0]) for parts in zip(*(got for _, got in done))]
+
+    def finished(batch: Batch, parts: list[Partial]) -> EncoderOutput:
+        """The rows' outputs: each fold model's pooled values, then their mean."""
+        return EncoderOutput.mean(
+            [
+                encoder.finish(
+                    loaded_models.models[k], p, layers=layers, device=device, autocast=autocast
+                )
+                for k, p in zip(batch.models, parts)
             ]
         )
 
@@ -531,12 +553,30 @@ def _compute(
                             "to record and skip such rows"
                         ) from err
                     behind.skip([r], str(err))
+                    if batch.part is not None:  # its other parts are dropped with it
+                        dropped.add(r)
+                        carry = None
+                if batch.part is not None and len(batch.rows) and int(batch.rows[0]) in dropped:
+                    batch.rows = batch.rows[:0]
                 copies = []
                 if len(batch.rows):
-                    done = _split_on_oom(partial(outputs, batch), np.arange(len(batch.rows)))
+                    done = _split_on_oom(
+                        partial(partials, batch), np.arange(len(batch.rows)), "rows"
+                    )
+                    if batch.part is not None:  # a part of one long row: add it to the others
+                        got = done[0][1]
+                        carry = got if carry is None else [a + b for a, b in zip(carry, got)]
+                        done = [(done[0][0], carry)] if batch.last_part else []
+                        if batch.last_part:
+                            carry = None
                     copies = [
-                        HostCopy(batch.rows[sub], f, names=names, pooling=cfg.pooling)
-                        for sub, f in done
+                        HostCopy(
+                            batch.rows[sub],
+                            finished(batch, parts),
+                            names=names,
+                            pooling=cfg.pooling,
+                        )
+                        for sub, parts in done
                     ]
                 collect()  # the previous batch, while the device computes this one
                 in_flight.append((copies, batch))

@@ -43,6 +43,10 @@ class Planned:
     models: list[int]
     rows: np.ndarray
     ends_window: bool = False
+    # One row too long for a batch is computed in parts: (first piece, stop) of its pieces,
+    # and whether this is its last part (the row is then finished and written).
+    part: tuple[int, int] | None = None
+    last_part: bool = True
 
 
 def plan_batches(
@@ -56,7 +60,10 @@ def plan_batches(
     """Batches for ``groups`` of (fold models, rows, row lengths), window by window.
 
     A window holds ``window`` consecutive pending rows (in store order) of every group; inside
-    it each group's rows are batched by the encoder (similar lengths together)."""
+    it each group's rows are batched by the encoder (similar lengths together), and a row too
+    long for one batch becomes consecutive batches of parts of its pieces
+    (:meth:`~emofeat.encoders.base.Encoder.row_parts`): memory follows ``batch_seconds``, not the
+    length of the longest clip."""
     everything = np.sort(np.concatenate([rows for _, rows, _ in groups])) if groups else []
     plan: list[Planned] = []
     for start in range(0, len(everything), max(1, window)):
@@ -68,7 +75,18 @@ def plan_batches(
                 batches = encoder.batches(
                     rows[keep], lengths[keep], batch_size=batch_size, batch_seconds=batch_seconds
                 )
-                plan += [Planned(models, b) for b in batches]
+                length_of = dict(zip(rows[keep].tolist(), lengths[keep].tolist()))
+                for b in batches:
+                    parts = None
+                    if len(b) == 1:
+                        parts = encoder.row_parts(length_of[int(b[0])], batch_seconds=batch_seconds)
+                    if not parts:
+                        plan.append(Planned(models, b))
+                        continue
+                    plan += [
+                        Planned(models, b, part=p, last_part=j == len(parts) - 1)
+                        for j, p in enumerate(parts)
+                    ]
         plan[-1].ends_window = True
     return plan
 
@@ -88,6 +106,13 @@ class Batch:
     input_seconds: float = 0.0
     ends_window: bool = False
     over_limit: int = 0  # rows whose input exceeded the encoder's limit
+    part: tuple[int, int] | None = None  # see Planned
+    last_part: bool = True
+
+    @property
+    def finished(self) -> int:
+        """Rows this batch finishes (a part other than a row's last finishes none)."""
+        return len(self.rows) if self.last_part else 0
 
     def pin_memory(self) -> Batch:
         """Called by the DataLoader's pinning thread (CUDA): page-locked inputs copy to the
@@ -112,7 +137,7 @@ class BatchSource(Dataset):
         rows, pieces, counts, failed, units, per_row = [], [], [], [], 0.0, []
         for r in planned.rows:
             try:
-                got = self.encoder.load_pieces(self.manifest, int(r), self.min_len)
+                got = self.encoder.load_pieces(self.manifest, int(r), self.min_len, planned.part)
             except EmofeatError as err:
                 failed.append((int(r), err))
                 continue
@@ -122,7 +147,10 @@ class BatchSource(Dataset):
             units += self.encoder.piece_units(got)
             per_row.append(got)
         inputs = self.encoder.encode(pieces) if pieces else {}
-        over = self.encoder.count_over_limit(per_row, inputs) if pieces else 0
+        if planned.part is not None:  # a row in parts exceeds the limit: counted once
+            over = int(planned.last_part and bool(pieces))
+        else:
+            over = self.encoder.count_over_limit(per_row, inputs) if pieces else 0
         return Batch(
             planned.models,
             np.asarray(rows, dtype=np.int64),
@@ -133,6 +161,8 @@ class BatchSource(Dataset):
             time.perf_counter() - start,
             planned.ends_window,
             over,
+            planned.part,
+            planned.last_part,
         )
 
 

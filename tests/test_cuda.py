@@ -50,15 +50,15 @@ def test_out_of_memory_on_the_device_splits_the_batch(
 ):
     from emofeat.encoders.speech import SpeechEncoder
 
-    real, calls = SpeechEncoder.forward, []
+    real, calls = SpeechEncoder.forward_part, []
 
-    def greedy(self, model, pieces, owner, n_rows, *args):
+    def greedy(self, model, pieces, owner, *, n_rows, **kw):
         calls.append(n_rows)
         if n_rows > 2:  # a real allocation the device cannot hold
             torch.empty(1 << 50, dtype=torch.uint8, device="cuda")
-        return real(self, model, pieces, owner, n_rows, *args)
+        return real(self, model, pieces, owner, n_rows=n_rows, **kw)
 
-    monkeypatch.setattr(SpeechEncoder, "forward", greedy)
+    monkeypatch.setattr(SpeechEncoder, "forward_part", greedy)
     out = tmp_path / "oom.h5"
     extract(manifest_path, out, ExtractConfig(model=str(tiny_wav2vec2), device="cuda"))
     assert max(calls) > 2 and min(calls) <= 2

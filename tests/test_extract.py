@@ -230,7 +230,7 @@ def test_cuda_oom_splits_the_batch(
 ):
     from emofeat.encoders.speech import SpeechEncoder
 
-    real = SpeechEncoder.forward
+    real = SpeechEncoder.forward_part
     calls = []
 
     def flaky(self, model, pieces, owner, *, n_rows, **kw):
@@ -239,7 +239,7 @@ def test_cuda_oom_splits_the_batch(
             raise torch.cuda.OutOfMemoryError("simulated")
         return real(self, model, pieces, owner, n_rows=n_rows, **kw)
 
-    monkeypatch.setattr(SpeechEncoder, "forward", flaky)
+    monkeypatch.setattr(SpeechEncoder, "forward_part", flaky)
     out = tmp_path / "oom.h5"
     extract(
         manifest_path,

@@ -107,21 +107,19 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def pool_layers(
+def layer_sums(
     hidden_states: Sequence[torch.Tensor],
-    layers: Iterable[int],
+    layers: Sequence[int],
     mask: torch.Tensor,
     *,
     owner: torch.Tensor | None,
     n_rows: int,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Per hidden-state index in ``layers``, the (mean, std) over the positions where ``mask``
-    (B, T) is true, per row of pieces that belong to rows (``owner[piece] = row``; None: piece i
-    is row i). In float32; padding never enters a pooled value (so it does not depend on the
-    batch), and the frames of all windows of a long clip are pooled together, as if the clip
-    had been seen whole. All layers are pooled in one stacked pass (25 layers one by one cost
-    the host 25x the kernel launches and Python)."""
-    layers = list(layers)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per hidden-state index in ``layers`` (L), the sums and sums of squares (L, R, H) over the
+    positions where ``mask`` (B, T) is true, and the counts (R,), per row of pieces that belong
+    to rows (``owner[piece] = row``; None: piece i is row i). In float32; padding never enters
+    a sum, so pooled values do not depend on the batch. All layers are summed in one stacked
+    pass (25 layers one by one cost the host 25x the kernel launches and Python)."""
     h = torch.stack([hidden_states[i] for i in layers]).float()  # (L, B, T, H)
     m = mask.to(torch.float32)
     sums = torch.einsum("bt,lbth->lbh", m, h)
@@ -132,21 +130,84 @@ def pool_layers(
         sums = torch.zeros(shape, device=h.device).index_add_(1, owner, sums)
         squares = torch.zeros(shape, device=h.device).index_add_(1, owner, squares)
         counts = torch.zeros(n_rows, device=h.device).index_add_(0, owner, counts)
-    n = counts.clamp(min=1)[None, :, None]
-    mean = sums / n
-    std = (squares / n - mean * mean).clamp(min=0).sqrt()
-    return {i: (mean[j], std[j]) for j, i in enumerate(layers)}
+    return sums, squares, counts
+
+
+def pool_layers(
+    hidden_states: Sequence[torch.Tensor],
+    layers: Iterable[int],
+    mask: torch.Tensor,
+    *,
+    owner: torch.Tensor | None,
+    n_rows: int,
+) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Per hidden-state index in ``layers``, the (mean, std) over the positions where ``mask``
+    (B, T) is true, per row (see :func:`layer_sums`): the frames of all windows of a long clip
+    are pooled together, as if the clip had been seen whole."""
+    layers = list(layers)
+    sums = layer_sums(hidden_states, layers, mask, owner=owner, n_rows=n_rows)
+    return Partial(layers, *sums).pooled()
+
+
+@dataclass
+class Partial:
+    """One model's forward passes over some pieces of ``n_rows`` rows, before pooling: masked
+    sums per layer, the outputs each pass gives per row (text: logits and pooler; a text row is
+    one piece) and the sequences so far. Partials of the same rows add up (``a + b``) to what
+    one pass over all their pieces gives: a long clip's windows are forwarded a few at a time,
+    and memory does not grow with its length."""
+
+    layers: list[int]
+    sums: torch.Tensor  # (L, R, H)
+    squares: torch.Tensor
+    counts: torch.Tensor  # (R,)
+    logits: torch.Tensor | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    sequences: list[torch.Tensor] | None = None
+    sequence_cap: int | None = None  # positions kept per row (None: all)
+
+    def __add__(self, other: Partial) -> Partial:
+        if other.logits is not None and self.logits is not None:
+            raise ValueError("per-pass outputs of the same rows in two partials")
+        sequences = None
+        if self.sequences is not None:
+            cap = self.sequence_cap
+            sequences = [torch.cat([a, b])[:cap] for a, b in zip(self.sequences, other.sequences)]
+        return Partial(
+            self.layers,
+            self.sums + other.sums,
+            self.squares + other.squares,
+            self.counts + other.counts,
+            self.logits if self.logits is not None else other.logits,
+            self.extra or other.extra,
+            sequences,
+            self.sequence_cap,
+        )
+
+    def pooled(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """(mean, std) per layer: one pass over the sums (std from E[x^2] - E[x]^2)."""
+        n = self.counts.clamp(min=1)[None, :, None]
+        mean = self.sums / n
+        std = (self.squares / n - mean * mean).clamp(min=0).sqrt()
+        return {i: (mean[j], std[j]) for j, i in enumerate(self.layers)}
 
 
 def row_sequences(
-    hidden: torch.Tensor, mask: torch.Tensor, *, owner: np.ndarray, n_rows: int
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    owner: np.ndarray,
+    n_rows: int,
+    cap: int | None = None,
 ) -> list[torch.Tensor]:
-    """Per row, the states of its pieces at their valid positions, pieces in order."""
+    """Per row, the states of its pieces at their valid positions, pieces in order (the first
+    ``cap`` positions; None: all)."""
     h = hidden.float()
     per_piece = [h[p][mask[p]] for p in range(h.shape[0])]
     owner = np.asarray(owner).tolist()
     return [
-        torch.cat([per_piece[p] for p in range(len(owner)) if owner[p] == r]) for r in range(n_rows)
+        torch.cat([per_piece[p] for p in range(len(owner)) if owner[p] == r])[:cap]
+        for r in range(n_rows)
     ]
 
 
@@ -289,15 +350,28 @@ class Encoder(ABC):
         )
 
     @abstractmethod
-    def load_pieces(self, manifest: Manifest, row: int, min_length: int = 1) -> list[Any]:
+    def load_pieces(
+        self,
+        manifest: Manifest,
+        row: int,
+        min_length: int = 1,
+        part: tuple[int, int] | None = None,
+    ) -> list[Any]:
         """The model inputs of one row: the transcript, or the waveform cut into windows of
-        ``options.max_seconds`` (one piece when that is None)."""
+        ``options.max_seconds`` (one piece when that is None); with ``part`` = (first, stop)
+        only those pieces, reading no more of the input than they need."""
 
     @abstractmethod
     def batches(
         self, rows: np.ndarray, lengths: np.ndarray, *, batch_size: int, batch_seconds: float
     ) -> list[np.ndarray]:
         """Rows grouped into extraction batches (similar lengths together: little padding)."""
+
+    def row_parts(self, length: float, *, batch_seconds: float) -> list[tuple[int, int]] | None:
+        """For a row of ``length`` (see :meth:`check_row`) too large for one batch, its pieces
+        in parts that each fit one (``[(first, stop), ...]``); None when it fits (every text
+        row: one piece)."""
+        return None
 
     def piece_units(self, pieces: list[Any]) -> float:
         """What a row's pieces amount to for the progress rate (audio seconds; 0 for text)."""
@@ -360,11 +434,71 @@ class Encoder(ABC):
         """Hidden states the model's head reads pooled (see :meth:`head_outputs`)."""
         return set()
 
-    def head_outputs(
-        self, model: torch.nn.Module, out: Any, pooled: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    def pass_outputs(
+        self, model: torch.nn.Module, out: Any
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """The logits (None without a head) and extra pooled outputs, float32."""
+        """Outputs a forward pass gives per piece (text, one piece per row: the classifier's
+        logits, BERT's pooler), float32; none by default."""
         return None, {}
+
+    def head_outputs(
+        self, model: torch.nn.Module, pooled: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """The logits (None without a head) and extra outputs computed from the pooled layers
+        (speech: the head on the pooled last layer), float32; none by default."""
+        return None, {}
+
+    def forward_part(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, torch.Tensor],
+        owner: np.ndarray,
+        *,
+        n_rows: int,
+        layers: Sequence[int],
+        device: str,
+        autocast: torch.dtype | None,
+        sequence_layer: int | None = None,
+        sequence_cap: int | None = None,
+        clock: Callable[[str], AbstractContextManager] = untimed,
+    ) -> Partial:
+        """One forward pass over encoded ``inputs`` (pieces belong to rows through ``owner``),
+        as a :class:`Partial` of the ``n_rows`` rows; see :meth:`forward`."""
+        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+        with clock("forward"), autocast_context(device, autocast):
+            out = self.run(model, enc)
+        with clock("pool"):
+            hs = out.hidden_states
+            mask = self.valid_positions(model, enc, hs[-1])
+            own = owner_tensor(owner, n_rows, device)
+            summed = sorted(set(layers) | self.head_layers(model))
+            sums = layer_sums(hs, summed, mask, owner=own, n_rows=n_rows)
+            with autocast_context(device, autocast):
+                logits, extra = self.pass_outputs(model, out)
+            sequences = None
+            if sequence_layer is not None:
+                sequences = row_sequences(
+                    hs[sequence_layer], mask, owner=owner, n_rows=n_rows, cap=sequence_cap
+                )
+        return Partial(summed, *sums, logits, extra, sequences, sequence_cap)
+
+    def finish(
+        self,
+        model: torch.nn.Module,
+        part: Partial,
+        *,
+        layers: Sequence[int],
+        device: str,
+        autocast: torch.dtype | None,
+    ) -> EncoderOutput:
+        """The rows' outputs once all their pieces are in ``part``: pooled ``layers``, and the
+        logits and extras of the pass or of the head on the pooled layers."""
+        pooled = part.pooled()
+        with autocast_context(device, autocast):
+            logits, extra = self.head_outputs(model, pooled)
+        logits = part.logits if logits is None else logits
+        extra = {**part.extra, **extra}
+        return EncoderOutput({i: pooled[i] for i in layers}, logits, extra, part.sequences)
 
     def forward(
         self,
@@ -382,26 +516,20 @@ class Encoder(ABC):
         """Pooled hidden states of ``layers`` for each of ``n_rows`` rows of encoded ``inputs``
         (from :meth:`encode`; pieces belong to rows through ``owner``), the logits when
         ``model`` has a head, and with ``sequence_layer`` that layer's unpooled states per row
-        (for sequence models such as MMM). ``clock(stage)`` times the "forward" and "pool"
-        stages."""
-        enc = {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
-        with clock("forward"), autocast_context(device, autocast):
-            out = self.run(model, enc)
-        with clock("pool"):
-            hs = out.hidden_states
-            mask = self.valid_positions(model, enc, hs[-1])
-            own = owner_tensor(owner, n_rows, device)
-            pooled = pool_layers(
-                hs, sorted(set(layers) | self.head_layers(model)), mask, owner=own, n_rows=n_rows
-            )
-            with autocast_context(device, autocast):
-                logits, extra = self.head_outputs(model, out, pooled)
-            sequences = (
-                row_sequences(hs[sequence_layer], mask, owner=owner, n_rows=n_rows)
-                if sequence_layer is not None
-                else None
-            )
-        return EncoderOutput({i: pooled[i] for i in layers}, logits, extra, sequences)
+        (for sequence models such as MMM), in one pass (:meth:`forward_part` then
+        :meth:`finish`). ``clock(stage)`` times the "forward" and "pool" stages."""
+        part = self.forward_part(
+            model,
+            inputs,
+            owner,
+            n_rows=n_rows,
+            layers=layers,
+            device=device,
+            autocast=autocast,
+            sequence_layer=sequence_layer,
+            clock=clock,
+        )
+        return self.finish(model, part, layers=layers, device=device, autocast=autocast)
 
 
 def owner_tensor(owner: np.ndarray, n_rows: int, device: str) -> torch.Tensor | None:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from emofeat.audio import AudioError, duration, load_audio
+from emofeat.audio import AudioError, audio_length, duration, load_audio, load_span
 from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
@@ -243,17 +243,26 @@ def duration_batches(
     return batches
 
 
+def window_bounds(n: int, win: int | None) -> list[tuple[int, int]]:
+    """(start, stop) of the windows of ``win`` samples that cut a waveform of ``n`` samples, a
+    tail shorter than a quarter window folded into its neighbour (one window: ``win`` None)."""
+    if win is None or n <= win:
+        return [(0, n)]
+    bounds = [(i, min(i + win, n)) for i in range(0, n, win)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < win // 4:
+        tail = bounds.pop()  # (popped first: a 2-window clip used to raise IndexError here)
+        bounds[-1] = (bounds[-1][0], tail[1])
+    return bounds
+
+
 def windows(x: np.ndarray, win: int | None, min_len: int) -> list[np.ndarray]:
-    """A waveform cut into windows of ``win`` samples (a short tail folded into its neighbour),
-    each padded with silence to at least ``min_len`` samples."""
-    if win is None or len(x) <= win:
-        pieces = [x]
-    else:
-        pieces = [x[i : i + win] for i in range(0, len(x), win)]
-        if len(pieces) > 1 and len(pieces[-1]) < win // 4:
-            tail = pieces.pop()  # (popped first: a 2-window clip used to raise IndexError here)
-            pieces[-1] = np.concatenate([pieces[-1], tail])
-    return [np.pad(p, (0, min_len - len(p))) if len(p) < min_len else p for p in pieces]
+    """A waveform cut into windows of ``win`` samples (see :func:`window_bounds`), each padded
+    with silence to at least ``min_len`` samples."""
+    return [_pad(x[a:b], min_len) for a, b in window_bounds(len(x), win)]
+
+
+def _pad(piece: np.ndarray, min_len: int) -> np.ndarray:
+    return np.pad(piece, (0, min_len - len(piece))) if len(piece) < min_len else piece
 
 
 @register_family
@@ -323,7 +332,9 @@ class SpeechEncoder(Encoder):
             return "no audio (a text-only row); extract it with a text model"
         path = manifest.audio_path(row)
         try:
-            seconds = duration(path)
+            duration(path)  # the header's checks
+            # Exact samples at the model's rate: row_parts cuts the same windows as load_pieces.
+            seconds = audio_length(path, self.options.sample_rate) / self.options.sample_rate
         except AudioError as err:
             return str(err)
         if seconds * self.options.sample_rate < min_length:
@@ -333,15 +344,37 @@ class SpeechEncoder(Encoder):
             )
         return seconds
 
-    def load_pieces(self, manifest, row, min_length=1):
+    def _window(self) -> int | None:
         opts = self.options
-        x = load_audio(manifest.audio_path(row), opts.sample_rate, opts.reverse)
-        win = int(opts.max_seconds * opts.sample_rate) if opts.max_seconds else None
-        return windows(x, win, min_length)
+        return int(opts.max_seconds * opts.sample_rate) if opts.max_seconds else None
+
+    def load_pieces(self, manifest, row, min_length=1, part=None):
+        opts = self.options
+        path = manifest.audio_path(row)
+        if part is None:
+            return windows(
+                load_audio(path, opts.sample_rate, opts.reverse), self._window(), min_length
+            )
+        # Only this part's windows are decoded: a 1-hour clip never sits in memory whole.
+        bounds = window_bounds(audio_length(path, opts.sample_rate), self._window())
+        first, stop = part
+        start, end = bounds[first][0], bounds[stop - 1][1]
+        x = load_span(path, start, end, sample_rate=opts.sample_rate, reverse=opts.reverse)
+        return [_pad(x[a - start : b - start], min_length) for a, b in bounds[first:stop]]
 
     def batches(self, rows, lengths, *, batch_size, batch_seconds):
         max_s = self.options.max_seconds or float("inf")
         return duration_batches(np.asarray(rows), lengths, budget_s=batch_seconds, max_s=max_s)
+
+    def row_parts(self, length, *, batch_seconds):
+        win = self._window()
+        if win is None:
+            return None  # one piece whatever its length: --max-seconds bounds memory
+        n_windows = len(window_bounds(round(length * self.options.sample_rate), win))
+        if n_windows * self.options.max_seconds <= batch_seconds or n_windows == 1:
+            return None
+        per_part = max(1, int(batch_seconds // self.options.max_seconds))
+        return [(i, min(i + per_part, n_windows)) for i in range(0, n_windows, per_part)]
 
     limit_effect = "cut into --max-seconds windows"
 
@@ -372,8 +405,8 @@ class SpeechEncoder(Encoder):
     def head_layers(self, model):
         return {self.num_hidden_states(model) - 1} if hasattr(model, "head") else set()
 
-    def head_outputs(self, model, out, pooled):
+    def head_outputs(self, model, pooled):
         if not hasattr(model, "head"):
             return None, {}
-        last = out.hidden_states[-1]
-        return model.head(pooled[len(out.hidden_states) - 1][0].to(last.dtype)).float(), {}
+        mean = pooled[self.num_hidden_states(model) - 1][0]
+        return model.head(mean.to(model.head.dense.weight.dtype)).float(), {}

@@ -180,7 +180,7 @@ class TextEncoder(Encoder):
         text = manifest.frame["text"].iat[row]
         return "empty text" if not str(text).strip() else float(len(text))
 
-    def load_pieces(self, manifest, row, min_length=1):
+    def load_pieces(self, manifest, row, min_length=1, part=None):
         return [manifest.frame["text"].iat[row]]
 
     def batches(self, rows, lengths, *, batch_size, batch_seconds):
@@ -201,7 +201,7 @@ class TextEncoder(Encoder):
     def valid_positions(self, model, inputs, hidden):
         return inputs["attention_mask"].bool()
 
-    def head_outputs(self, model, out, pooled):
+    def pass_outputs(self, model, out):
         extra = {}
         pooler = getattr(self.bare(model), "pooler", None)
         if pooler is not None:  # BERT's pooler on the [CLS] state
