@@ -1,10 +1,12 @@
 """Model families behind one interface (:class:`emofeat.encoders.base.Encoder`), and the names
 users type.
 
-``kobert`` → ``monologg/kobert`` and ``kcelectra`` → ``beomi/KcELECTRA-base`` (family ``bert``:
-BERT-like encoders, ELECTRA included), ``wav2vec2`` →
-``kresnik/wav2vec2-large-xlsr-korean`` (family ``wav2vec2``); any other Hugging Face id or local
-folder works too when its ``config.json`` names a ``model_type`` that a registered family handles.
+Short names (:data:`MODELS`: ``kobert`` → ``monologg/kobert``, ``wav2vec2`` →
+``kresnik/wav2vec2-large-xlsr-korean``, ``whisper`` → ``openai/whisper-small``, ...) name a family
+and a hub id; any other local folder (or hub id, where the hub is reachable) works when its
+``config.json`` names a ``model_type`` that a registered family handles — text: bert, roberta,
+electra, deberta; speech: wav2vec2, hubert, wavlm, data2vec-audio, whisper (``emofeat models
+list``).
 Adding a family is one :func:`~emofeat.encoders.base.register_family` class; adding a short name
 is one line of :data:`MODELS`.
 """
@@ -24,8 +26,17 @@ from emofeat.errors import ModelError
 # local copy with --model-path.
 MODELS: dict[str, tuple[str, str]] = {
     "kobert": ("bert", "monologg/kobert"),
-    "kcelectra": ("bert", "beomi/KcELECTRA-base"),  # MMM's text encoder (ElectraModel)
+    "kcelectra": ("electra", "beomi/KcELECTRA-base"),  # MMM's text encoder (ElectraModel)
+    "klue-roberta": ("roberta", "klue/roberta-base"),
+    "xlm-r": ("roberta", "FacebookAI/xlm-roberta-base"),
+    "mdeberta": ("deberta", "microsoft/mdeberta-v3-base"),
     "wav2vec2": ("wav2vec2", "kresnik/wav2vec2-large-xlsr-korean"),
+    "xls-r": ("wav2vec2", "facebook/wav2vec2-xls-r-300m"),
+    "wav2vec2-base": ("wav2vec2", "facebook/wav2vec2-base"),
+    "hubert": ("hubert", "facebook/hubert-base-ls960"),
+    "wavlm": ("wavlm", "microsoft/wavlm-base-plus"),
+    "data2vec-audio": ("data2vec-audio", "facebook/data2vec-audio-base"),
+    "whisper": ("whisper", "openai/whisper-small"),
 }
 
 
@@ -63,7 +74,8 @@ def family_of(model_type: str, source: str) -> str:
             return name
     known = "; ".join(f"{n}: {' '.join(c.model_types)}" for n, c in families().items())
     raise ModelError(
-        f"{source}: model type {model_type!r} is not handled by any encoder family ({known})"
+        f"{source}: model type {model_type!r} is not handled by any encoder family; supported "
+        f"model types by family: {known} (see `emofeat models list`)"
     )
 
 

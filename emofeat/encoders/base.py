@@ -205,8 +205,9 @@ def row_sequences(
     h = hidden.float()
     per_piece = [h[p][mask[p]] for p in range(h.shape[0])]
     owner = np.asarray(owner).tolist()
+    empty = h.new_zeros((0, h.shape[-1]))  # a row with no piece in this pass
     return [
-        torch.cat([per_piece[p] for p in range(len(owner)) if owner[p] == r])[:cap]
+        torch.cat([empty] + [per_piece[p] for p in range(len(owner)) if owner[p] == r])[:cap]
         for r in range(n_rows)
     ]
 
@@ -252,6 +253,7 @@ class Encoder(ABC):
     modality: ClassVar[str]  # "text" or "speech": the store's ``modality`` attribute
     model_types: ClassVar[tuple[str, ...]]  # Hugging Face ``model_type`` values it handles
     input_stage: ClassVar[str] = "decode"  # what reading a row's input is called in timings
+    needs: ClassVar[str] = "config.json, model.safetensors"  # a folder's files (models list)
 
     def __init__(self, processor: Any, options: InputOptions):
         self.processor = processor

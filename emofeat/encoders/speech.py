@@ -1,4 +1,13 @@
-"""Speech encoders (wav2vec2, HuBERT, WavLM) with the reference classification head.
+"""Speech encoders (wav2vec2/XLS-R, HuBERT, WavLM, data2vec-audio, Whisper's encoder) with the
+reference classification head.
+
+Families differ in what they take: wav2vec2-style models a normalised waveform, with an attention
+mask where their feature encoder is layer-normed (large/XLS-R, data2vec-audio, WavLM) and without
+one where it is group-normed (wav2vec2-base, HuBERT-base: padding would change their outputs, so
+those are forwarded in runs of equal-length pieces: a clip's values never depend on what it is
+batched with); Whisper's encoder takes an 80/128-bin log-mel of exactly 30 s (pieces are windows of
+at most 30 s, each padded to 30 s by its feature extractor, pooled over the frames that hold
+audio).
 
 Head: masked mean over time of the last hidden state → Dropout → Linear(H, H) → tanh → Dropout →
 Linear(H, C). The reference averaged padded frames too, so its predictions depended on what a clip
@@ -11,9 +20,11 @@ On disk (``save_pretrained``): the encoder as a plain transformers folder (``con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,11 +34,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from emofeat.audio import AudioError, audio_length, duration, load_audio, load_span
 from emofeat.encoders import loading, local_source
-from emofeat.encoders.base import (
-    Encoder,
-    masked_mean,
-    register_family,
-)
+from emofeat.encoders.base import Encoder, masked_mean, register_family
 from emofeat.errors import ModelError
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -52,8 +59,6 @@ class SpeechHead(nn.Module):
 class SpeechClassifier(nn.Module):
     """A wav2vec2-family encoder with the reference head; used by Trainer and by extraction."""
 
-    main_input_name = "input_values"
-
     def __init__(
         self,
         encoder,
@@ -65,6 +70,7 @@ class SpeechClassifier(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.config = encoder.config  # Trainer reads model.config
+        self.main_input_name = encoder.main_input_name  # input_values; Whisper: input_features
         self.head = SpeechHead(encoder.config.hidden_size, num_labels, dropout)
         self.head_config = {
             "num_labels": num_labels,
@@ -79,8 +85,13 @@ class SpeechClassifier(nn.Module):
         )
 
     def freeze_feature_encoder(self) -> None:
-        """Freeze the CNN feature encoder (the reference fine-tunes the transformer only)."""
-        self.encoder.freeze_feature_encoder()
+        """Freeze the CNN feature encoder (the reference fine-tunes the transformer only;
+        Whisper: its two input convolutions)."""
+        if hasattr(self.encoder, "freeze_feature_encoder"):
+            self.encoder.freeze_feature_encoder()
+            return
+        for conv in (self.encoder.conv1, self.encoder.conv2):
+            conv.requires_grad_(False)
 
     @property
     def base_model(self):
@@ -89,17 +100,20 @@ class SpeechClassifier(nn.Module):
 
     def forward(
         self,
-        input_values: torch.Tensor,
+        input_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        input_features: torch.Tensor | None = None,
         **_,
     ) -> SequenceClassifierOutput:
         """``attention_mask`` goes to the encoder; ``lengths`` (samples) only masks the pooling,
-        for group-norm models that must not see a mask (wav2vec2-base)."""
+        for group-norm models that must not see a mask (wav2vec2-base) and for Whisper, whose
+        log-mel ``input_features`` always span 30 s."""
+        inputs = input_features if input_features is not None else input_values
         out = self.encoder(
-            input_values, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+            inputs, attention_mask=attention_mask, output_hidden_states=output_hidden_states
         )
         hidden = out.last_hidden_state
         if lengths is None and attention_mask is not None:
@@ -141,22 +155,50 @@ class SpeechClassifier(nn.Module):
         return model
 
 
+def output_frames(encoder, samples: torch.Tensor) -> torch.Tensor:
+    """Output frames an encoder computes from ``samples`` real samples: the CNN's receptive
+    arithmetic for wav2vec2-style models; for Whisper the log-mel frames that hold audio (hop
+    160), halved by its stride-2 convolution, at most 1500 (30 s)."""
+    if is_whisper(encoder.config):
+        mel = (samples + WHISPER_HOP - 1) // WHISPER_HOP
+        return encoder._get_feat_extract_output_lengths(mel).clamp(max=WHISPER_FRAMES)
+    return encoder._get_feat_extract_output_lengths(samples)
+
+
 def frame_mask(encoder, lengths: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
     """(B, T) mask of the output frames computed from real samples (``lengths``), not padding."""
     b, t = hidden.shape[:2]
     if lengths is None:
         return torch.ones(b, t, dtype=torch.bool, device=hidden.device)
-    frames = encoder._get_feat_extract_output_lengths(lengths).to(hidden.device)
+    frames = output_frames(encoder, lengths).to(hidden.device)
     return torch.arange(t, device=hidden.device)[None, :] < frames[:, None]
 
 
+WHISPER_HOP = 160  # samples per log-mel frame at 16 kHz
+WHISPER_SECONDS = 30.0  # the encoder's fixed input span
+WHISPER_FRAMES = 1500  # its output frames for 30 s
+
+
+def is_whisper(config) -> bool:
+    return getattr(config, "model_type", "") == "whisper"
+
+
 def load_speech_encoder(source: str | os.PathLike):
-    """The bare encoder (``AutoModel``) of a wav2vec2-family checkpoint (CTC heads are dropped)."""
-    from transformers import AutoModel
+    """The bare encoder of a speech checkpoint: ``AutoModel`` for wav2vec2-style models (CTC and
+    pre-training heads are dropped); for Whisper the encoder of the encoder-decoder (a hub
+    checkpoint), or the encoder alone as emofeat saves it with a fine-tuned head."""
+    from transformers import AutoConfig, AutoModel
 
     source = local_source(source)
     with loading(source):
-        return AutoModel.from_pretrained(source, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+        if not is_whisper(config):
+            return AutoModel.from_pretrained(source, trust_remote_code=False)
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        if "WhisperEncoder" in (config.architectures or []):
+            return WhisperEncoder.from_pretrained(source)
+        return AutoModel.from_pretrained(source, trust_remote_code=False).get_encoder()
 
 
 def load_feature_extractor(source: str | os.PathLike):
@@ -185,10 +227,15 @@ class SpeechCollator:
         self.sample_rate = sample_rate
         # Group-norm wav2vec2 models (base) are trained without an attention mask.
         self.use_mask = bool(getattr(feature_extractor, "return_attention_mask", True))
+        self.log_mel = hasattr(feature_extractor, "nb_max_frames")  # Whisper's
 
     def encode(self, waves: list[np.ndarray]) -> dict[str, torch.Tensor]:
         """Normalised, padded ``input_values``, sample ``lengths`` and (for layer-norm models)
-        the ``attention_mask``."""
+        the ``attention_mask``; for Whisper the 30-s log-mel ``input_features`` and ``lengths``."""
+        lengths = torch.tensor([len(w) for w in waves])
+        if self.log_mel:
+            enc = self.fe(waves, sampling_rate=self.sample_rate, return_tensors="pt")
+            return {"input_features": enc["input_features"], "lengths": lengths}
         enc = self.fe(
             waves,
             sampling_rate=self.sample_rate,
@@ -196,10 +243,7 @@ class SpeechCollator:
             return_attention_mask=True,
             return_tensors="pt",
         )
-        batch = {
-            "input_values": enc["input_values"],
-            "lengths": torch.tensor([len(w) for w in waves]),
-        }
+        batch = {"input_values": enc["input_values"], "lengths": lengths}
         if self.use_mask:
             batch["attention_mask"] = enc["attention_mask"]
         return batch
@@ -218,19 +262,22 @@ def duration_batches(
     budget_s: float,
     max_s: float,
     max_ratio: float = 1.1,
+    piece_cost: float | None = None,
 ) -> list[np.ndarray]:
     """Rows sorted by duration, cut into batches whose padded duration stays within ``budget_s``
     and whose longest piece is at most ``max_ratio`` times the shortest (so padding stays under
     ~10 % of frames). A batch's padded cost is (pieces) x (longest piece); clips longer than
-    ``max_s`` count as several windows."""
+    ``max_s`` count as several windows. With ``piece_cost`` every piece costs that much whatever
+    its length (Whisper pads each to 30 s), and lengths are not matched."""
     order = np.argsort(durations, kind="stable")
     batches, cur, longest, shortest, pieces = [], [], 0.0, 0.0, 0
     for j in order:
         d = float(durations[j])
         n_pieces = int(np.ceil(d / max_s)) if d > max_s else 1
-        piece = min(d, max_s)
+        piece = piece_cost or min(d, max_s)
         if cur and (
-            max(longest, piece) * (pieces + n_pieces) > budget_s or piece > shortest * max_ratio
+            max(longest, piece) * (pieces + n_pieces) > budget_s
+            or (piece_cost is None and piece > shortest * max_ratio)
         ):
             batches.append(rows[np.array(cur)])
             cur, pieces = [], 0
@@ -272,17 +319,9 @@ class SpeechEncoder(Encoder):
 
     family = "wav2vec2"
     modality = "speech"
-    model_types = (
-        "wav2vec2",
-        "wav2vec2-conformer",
-        "hubert",
-        "wavlm",
-        "data2vec-audio",
-        "unispeech",
-        "unispeech-sat",
-        "sew",
-        "sew-d",
-    )
+    model_types = ("wav2vec2", "wav2vec2-conformer", "unispeech", "unispeech-sat", "sew", "sew-d")
+    # What ``emofeat models list`` says a folder needs, and which short names load it.
+    needs = "config.json, model.safetensors, preprocessor_config.json"
 
     @classmethod
     def load_processor(cls, source: str):
@@ -362,18 +401,28 @@ class SpeechEncoder(Encoder):
         x = load_span(path, start, end, sample_rate=opts.sample_rate, reverse=opts.reverse)
         return [_pad(x[a - start : b - start], min_length) for a, b in bounds[first:stop]]
 
+    # Seconds of compute each piece costs whatever its length (None: its own length).
+    piece_cost: ClassVar[float | None] = None
+
     def batches(self, rows, lengths, *, batch_size, batch_seconds):
         max_s = self.options.max_seconds or float("inf")
-        return duration_batches(np.asarray(rows), lengths, budget_s=batch_seconds, max_s=max_s)
+        return duration_batches(
+            np.asarray(rows),
+            lengths,
+            budget_s=batch_seconds,
+            max_s=max_s,
+            piece_cost=self.piece_cost,
+        )
 
     def row_parts(self, length, *, batch_seconds):
         win = self._window()
         if win is None:
             return None  # one piece whatever its length: --max-seconds bounds memory
         n_windows = len(window_bounds(round(length * self.options.sample_rate), win))
-        if n_windows * self.options.max_seconds <= batch_seconds or n_windows == 1:
+        cost = self.piece_cost or self.options.max_seconds
+        if n_windows * cost <= batch_seconds or n_windows == 1:
             return None
-        per_part = max(1, int(batch_seconds // self.options.max_seconds))
+        per_part = max(1, int(batch_seconds // cost))
         return [(i, min(i + per_part, n_windows)) for i in range(0, n_windows, per_part)]
 
     limit_effect = "cut into --max-seconds windows"
@@ -399,6 +448,29 @@ class SpeechEncoder(Encoder):
             output_hidden_states=True,
         )
 
+    # Whether padding changes a clip's outputs even with the attention mask (data2vec-audio: its
+    # stacked positional convolutions see the padded frames after their first layer).
+    padding_leaks: ClassVar[bool] = False
+
+    def forward_part(self, model, inputs, owner, **kw):
+        """Models without an attention mask (group-norm feature encoders) would see padding as
+        audio, and so would those whose padding leaks: their pieces go through in runs of equal
+        length, each without padding."""
+        lengths = inputs["lengths"].tolist()
+        width = inputs["input_values"].shape[1]
+        masked = "attention_mask" in inputs and not self.padding_leaks
+        if masked or all(n == width for n in lengths):
+            return super().forward_part(model, inputs, owner, **kw)
+        owner = np.asarray(owner)
+        starts = [0] + [i for i in range(1, len(lengths)) if lengths[i] != lengths[i - 1]]
+        parts = [
+            super(SpeechEncoder, self).forward_part(
+                model, self.subset(inputs, np.arange(a, b)), owner[a:b], **kw
+            )
+            for a, b in zip(starts, [*starts[1:], len(lengths)])
+        ]
+        return sum(parts[1:], parts[0])
+
     def valid_positions(self, model, inputs, hidden):
         return frame_mask(self.bare(model), inputs["lengths"], hidden)
 
@@ -410,3 +482,59 @@ class SpeechEncoder(Encoder):
             return None, {}
         mean = pooled[self.num_hidden_states(model) - 1][0]
         return model.head(mean.to(model.head.dense.weight.dtype)).float(), {}
+
+
+@register_family
+class HubertEncoder(SpeechEncoder):
+    """HuBERT (base: group-norm feature encoder, no attention mask; large: layer norm)."""
+
+    family = "hubert"
+    model_types = ("hubert",)
+
+
+@register_family
+class WavLMEncoder(SpeechEncoder):
+    """WavLM (base/base-plus/large)."""
+
+    family = "wavlm"
+    model_types = ("wavlm",)
+
+
+@register_family
+class Data2VecAudioEncoder(SpeechEncoder):
+    """data2vec-audio (layer-norm feature encoder, attention mask; padding still reaches valid
+    frames through its positional convolutions, so clips are forwarded without padding)."""
+
+    family = "data2vec-audio"
+    model_types = ("data2vec-audio",)
+    padding_leaks = True
+
+
+@register_family
+class WhisperSpeechEncoder(SpeechEncoder):
+    """Whisper's encoder: a log-mel of exactly 30 s per piece (windows of at most 30 s, each
+    padded to 30 s by the feature extractor), pooled over the frames that hold audio; the
+    decoder is not loaded into the store's computation."""
+
+    family = "whisper"
+    model_types = ("whisper",)
+    needs = "config.json, model.safetensors, preprocessor_config.json (WhisperFeatureExtractor)"
+    piece_cost = WHISPER_SECONDS
+
+    def __init__(self, processor, options):
+        # Whisper sees at most 30 s; longer windows could not be computed.
+        window = min(options.max_seconds or WHISPER_SECONDS, WHISPER_SECONDS)
+        super().__init__(processor, dataclasses.replace(options, max_seconds=window))
+
+    def min_input_length(self, config) -> int:
+        return 1
+
+    def run(self, model, inputs):
+        return self.bare(model)(inputs["input_features"], output_hidden_states=True)
+
+    def forward_part(self, model, inputs, owner, **kw):
+        return Encoder.forward_part(self, model, inputs, owner, **kw)  # no padding to avoid
+
+    def subset(self, inputs, pieces):
+        index = torch.as_tensor(pieces, device=inputs["lengths"].device)
+        return {k: v[index] for k, v in inputs.items()}  # every piece spans 30 s already

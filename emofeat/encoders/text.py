@@ -93,7 +93,8 @@ class TextCollator:
                 max_length=self.max_len,
                 padding=True,
                 return_tensors="pt",
-                return_token_type_ids=True,
+                # KoBERT's reference inputs carry them; RoBERTa and DistilBERT take none.
+                return_token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
             )
         )
 
@@ -107,22 +108,18 @@ class TextCollator:
 @register_family
 class TextEncoder(Encoder):
     """BERT-like encoders (KoBERT included): masked mean over tokens per layer, BERT's pooler
-    output as the extra embedding ``pooler``, classifier logits."""
+    output as the extra embedding ``pooler`` (models that have one), classifier logits. Other
+    text families differ only in what their folders hold; ``AutoModel`` and ``AutoTokenizer``
+    (KoBERT: its fixed SentencePiece tokenizer) load them."""
 
     family = "bert"
     modality = "text"
     input_stage = "tokenise"
-    model_types = (
-        "bert",
-        "roberta",
-        "electra",
-        "xlm-roberta",
-        "distilbert",
-        "albert",
-        "deberta",
-        "deberta-v2",
-        "camembert",
+    needs = (
+        "config.json, model.safetensors, the tokenizer's files (KoBERT: "
+        "tokenizer_78b3253a26.model + vocab.txt; others: what AutoTokenizer saves)"
     )
+    model_types = ("bert", "distilbert", "albert")
 
     @classmethod
     def load_processor(cls, source: str):
@@ -207,3 +204,28 @@ class TextEncoder(Encoder):
         if pooler is not None:  # BERT's pooler on the [CLS] state
             extra["pooler"] = pooler(out.hidden_states[-1]).float()
         return (out.logits.float() if hasattr(out, "logits") else None), extra
+
+
+@register_family
+class RobertaEncoder(TextEncoder):
+    """RoBERTa, XLM-R, KLUE-RoBERTa, CamemBERT (byte-level BPE or SentencePiece tokenizers; no
+    token type ids)."""
+
+    family = "roberta"
+    model_types = ("roberta", "xlm-roberta", "camembert")
+
+
+@register_family
+class ElectraEncoder(TextEncoder):
+    """ELECTRA discriminators (KcELECTRA, MMM's text encoder); no pooler."""
+
+    family = "electra"
+    model_types = ("electra",)
+
+
+@register_family
+class DebertaEncoder(TextEncoder):
+    """DeBERTa and DeBERTa-v2/v3 (mDeBERTa-v3 included); no pooler in the bare model."""
+
+    family = "deberta"
+    model_types = ("deberta", "deberta-v2")

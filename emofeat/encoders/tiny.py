@@ -149,7 +149,204 @@ def build_tiny_electra(
     return out
 
 
-TINY_KINDS = ("kobert", "kcelectra", "wav2vec2")
+def _conv(conv_dim: int) -> dict:
+    """The real models' CNN kernels and strides (total stride 320 samples), narrow."""
+    return dict(
+        conv_dim=(conv_dim,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+    )
+
+
+def _encoder(hidden: int, layers: int) -> dict:
+    return dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=hidden * 2,
+    )
+
+
+def build_tiny_speech(
+    kind: str, out: str | Path, *, hidden: int = 64, layers: int = 2, seed: int = 0
+) -> Path:
+    """A tiny speech model of ``kind`` in its hub checkpoint's on-disk format:
+
+    * ``wav2vec2-base``: group-norm feature encoder, feature extractor without attention mask
+      (facebook/wav2vec2-base);
+    * ``hubert``: HuBERT base (group norm, no mask; facebook/hubert-base-ls960);
+    * ``wavlm``: WavLM with a layer-norm feature encoder and a mask (microsoft/wavlm-large);
+    * ``data2vec-audio``: data2vec-audio (layer norm, mask; facebook/data2vec-audio-base);
+    * ``whisper``: an encoder-decoder ``WhisperForConditionalGeneration`` checkpoint with its
+      80-bin log-mel ``WhisperFeatureExtractor`` (openai/whisper-*).
+    """
+    import torch
+    import transformers as tf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if kind == "whisper":
+        config = tf.WhisperConfig(
+            d_model=hidden,
+            encoder_layers=layers,
+            decoder_layers=1,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=hidden * 2,
+            decoder_ffn_dim=hidden * 2,
+            num_mel_bins=80,
+            max_target_positions=64,
+            architectures=["WhisperForConditionalGeneration"],
+        )
+        tf.WhisperForConditionalGeneration(config).save_pretrained(out)
+        tf.WhisperFeatureExtractor(feature_size=80).save_pretrained(out)
+        return out
+    group_norm = kind in ("wav2vec2-base", "hubert")
+    common = dict(
+        **_encoder(hidden, layers),
+        **_conv(16),
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.0,
+        layerdrop=0.0,
+    )
+    if kind == "data2vec-audio":
+        config = tf.Data2VecAudioConfig(**common, num_conv_pos_embeddings=2, conv_pos_kernel_size=5)
+        model = tf.Data2VecAudioModel(config)
+    else:
+        norm = dict(
+            feat_extract_norm="group" if group_norm else "layer",
+            do_stable_layer_norm=not group_norm,
+            conv_bias=not group_norm,
+            num_conv_pos_embeddings=16,
+        )
+        cls = {
+            "wav2vec2-base": (tf.Wav2Vec2Config, tf.Wav2Vec2Model),
+            "hubert": (tf.HubertConfig, tf.HubertModel),
+            "wavlm": (tf.WavLMConfig, tf.WavLMModel),
+        }[kind]
+        config, model = None, None
+        config = cls[0](**common, **norm)
+        model = cls[1](config)
+    model.save_pretrained(out)
+    tf.Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=not group_norm,
+    ).save_pretrained(out)
+    return out
+
+
+def _sentencepiece(texts: list[str], folder: Path, vocab_size: int, **kw) -> Path:
+    import sentencepiece as spm
+
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(t for t in texts if t.strip()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(folder / "sp"),
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        model_type="unigram",
+        minloglevel=2,
+        **kw,
+    )
+    return folder / "sp.model"
+
+
+def build_tiny_text(
+    kind: str,
+    out: str | Path,
+    texts: list[str],
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    seed: int = 0,
+) -> Path:
+    """A tiny text model of ``kind`` in its hub checkpoint's on-disk format, its tokenizer
+    trained on ``texts``:
+
+    * ``roberta``: byte-level BPE (``vocab.json`` + ``merges.txt``; klue/roberta-base's kind);
+    * ``xlm-roberta``: SentencePiece (``sentencepiece.bpe.model``; FacebookAI/xlm-roberta-base);
+    * ``deberta-v2``: SentencePiece (``spm.model``; microsoft/mdeberta-v3-base).
+    """
+    import torch
+    import transformers as tf
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [t for t in texts if t.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "roberta":
+            from tokenizers import ByteLevelBPETokenizer
+
+            bpe = ByteLevelBPETokenizer()
+            specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+            bpe.train_from_iterator(lines, vocab_size=600, min_frequency=1, special_tokens=specials)
+            bpe.save_model(tmp)
+            tok = tf.RobertaTokenizerFast(
+                vocab_file=f"{tmp}/vocab.json",
+                merges_file=f"{tmp}/merges.txt",
+                model_max_length=128,
+            )
+        elif kind == "xlm-roberta":
+            model_file = _sentencepiece(
+                lines, Path(tmp), 400, bos_id=0, pad_id=1, eos_id=2, unk_id=3
+            )
+            tok = tf.XLMRobertaTokenizer(vocab_file=str(model_file), model_max_length=128)
+        elif kind == "deberta-v2":
+            model_file = _sentencepiece(
+                lines,
+                Path(tmp),
+                400,
+                pad_id=0,
+                unk_id=3,
+                bos_id=1,
+                eos_id=2,
+                user_defined_symbols=["[CLS]", "[SEP]", "[MASK]"],
+            )
+            tok = tf.DebertaV2Tokenizer(vocab_file=str(model_file), model_max_length=128)
+        else:
+            raise ValueError(kind)
+        tok.save_pretrained(out)
+    vocab = len(tok)
+    torch.manual_seed(seed)
+    if kind == "deberta-v2":
+        config = tf.DebertaV2Config(
+            vocab_size=vocab,
+            **_encoder(hidden, layers),
+            max_position_embeddings=128,
+            relative_attention=True,
+            position_buckets=32,
+            pos_att_type=["p2c", "c2p"],
+            pad_token_id=tok.pad_token_id,
+        )
+        tf.DebertaV2Model(config).save_pretrained(out)
+        return out
+    config_cls, model_cls = (
+        (tf.RobertaConfig, tf.RobertaModel)
+        if kind == "roberta"
+        else (tf.XLMRobertaConfig, tf.XLMRobertaModel)
+    )
+    config = config_cls(
+        vocab_size=vocab,
+        **_encoder(hidden, layers),
+        max_position_embeddings=130,  # 128 positions after the padding index
+        type_vocab_size=1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    model_cls(config).save_pretrained(out)
+    return out
+
+
+SPEECH_KINDS = ("wav2vec2-base", "hubert", "wavlm", "data2vec-audio", "whisper")
+TEXT_KINDS = ("roberta", "xlm-roberta", "deberta-v2")
+TINY_KINDS = ("kobert", "kcelectra", "wav2vec2", *SPEECH_KINDS, *TEXT_KINDS)
 
 
 def build_tiny(
@@ -169,10 +366,14 @@ def build_tiny(
         raise EmofeatError(f"--kind must be one of {', '.join(TINY_KINDS)}, got {kind!r}")
     if kind == "wav2vec2":
         return build_tiny_wav2vec2(out, hidden=hidden, layers=layers, seed=seed)
+    if kind in SPEECH_KINDS:
+        return build_tiny_speech(kind, out, hidden=hidden, layers=layers, seed=seed)
     if not manifest:
         raise EmofeatError(f"--kind {kind} needs --manifest (its texts make the vocabulary)")
     from emofeat.corpus.manifest import read_manifest
 
-    build = build_tiny_kobert if kind == "kobert" else build_tiny_electra
     texts = list(read_manifest(manifest).frame["text"])
+    if kind in TEXT_KINDS:
+        return build_tiny_text(kind, out, texts, hidden=hidden, layers=layers, seed=seed)
+    build = build_tiny_kobert if kind == "kobert" else build_tiny_electra
     return build(out, texts, hidden=hidden, layers=layers, seed=seed)
