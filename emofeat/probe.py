@@ -1,4 +1,5 @@
-"""``emofeat probe``: which layer carries emotion? Layer-wise probes over an all-layer store.
+"""``emofeat probe``: which layer carries emotion, in which model? Layer-wise probes over
+all-layer stores (one, or several models compared on the same rows and folds).
 
 For each stored layer (``--layers all``), a classical head (``logreg`` by default; any registered
 meta-learner that reads features) is cross-validated over the store's folds on the labelled train
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.stack.evaluate import classification_metrics
-from emofeat.store import open_store
 
 LAYER = re.compile(r"^layer_(\d+)$")
 
@@ -97,59 +98,109 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
 
 
 def probe_layers(
-    store: str | os.PathLike,
+    stores: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     *,
     meta: str = "logreg",
     weighted: bool = False,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Cross-validate a head on every stored layer; write ``probe.csv`` and ``probe.png``.
-    Returns the table (layer, metric, mean, std; ``weight`` rows for the weighted probe)."""
+    """Cross-validate a head on every stored layer of one or more stores; write ``probe.csv``
+    (model, layer, name, metric, mean, std; ``weight`` rows for the weighted probe),
+    ``probe.md`` (layer x model, CV mean ± std) and ``probe.png``. Several stores (models to
+    compare) are aligned by id and probed on the same rows with the same folds, so their
+    figures are like for like; stores that disagree on ids, labels or folds are refused."""
     from emofeat.stack.meta import MetaContext, get_meta
+    from emofeat.store import aligned
 
     spec = get_meta(meta)
     if spec.inputs != "features":
         raise EmofeatError(f"--meta {meta} does not read features; use logreg or lgbm")
+    paths = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
     out = Path(out)
-    with open_store(store) as s:
-        layers = sorted(
-            (int(LAYER.match(n).group(1)), n) for n in s.layout.embeddings if LAYER.match(n)
-        )
-        if len(layers) < 2:
-            raise EmofeatError(
-                f"{store}: {len(layers)} layer dataset(s) (layer_NN); extract with --layers all"
-            )
-        whole = FoldPlan.from_store(s).excluding(np.flatnonzero(~s.done))
-        rows = whole.train_rows
-        plan = whole.subset(rows)  # the done labelled train rows, indexed as xs below
+    models = model_names(paths)
+    with aligned(paths) as a:
+        whole = FoldPlan.from_store(a.first)
+        rows = a.keep[np.isin(a.keep, whole.train_rows)]  # done everywhere, labelled, train
+        plan = whole.subset(rows)
         if not plan.cross_fitted:
-            raise EmofeatError(f"{store}: the train rows need 2 or more folds to cross-validate")
-        y = s.labels[rows].astype(int)
-        xs = {name: s.embeddings(name, rows).astype(np.float32) for _, name in layers}
-        classes = list(range(len(s.label_names)))
+            raise EmofeatError(f"{paths[0]}: the train rows need 2 or more folds to cross-validate")
+        y = a.first.labels[rows].astype(int)
+        classes = list(range(len(a.first.label_names)))
+        inputs = []
+        for path, store, positions in zip(paths, a.stores, a.positions):
+            layers = sorted(
+                (int(LAYER.match(n).group(1)), n) for n in store.layout.embeddings if LAYER.match(n)
+            )
+            if len(layers) < 2:
+                raise EmofeatError(
+                    f"{path}: {len(layers)} layer dataset(s) (layer_NN); extract with --layers all"
+                )
+            mine = positions[rows]
+            inputs.append(
+                (layers, {n: store.embeddings(n, mine).astype(np.float32) for _, n in layers})
+            )
     estimator = spec.build(MetaContext(classes=classes, seed=seed))
     records: list[dict[str, Any]] = []
-    for index, name in layers:
-        per_fold = _cv(estimator, xs[name], y, plan, len(classes))
-        records += _summaries(index, name, per_fold)
-    if weighted:
-        stacked = np.hstack([xs[name] for _, name in layers])
-        probe = LayerWeightedProbe(n_layers=len(layers), seed=seed)
-        records += _summaries(-1, "weighted", _cv(probe, stacked, y, plan, len(classes)))
-        fitted = clone(probe).fit(stacked, y)
-        records += [
-            {"layer": i, "name": n, "metric": "weight", "mean": float(w), "std": 0.0}
-            for (i, n), w in zip(layers, fitted.layer_weights_)
-        ]
+    for model, (layers, xs) in zip(models, inputs):
+        mine: list[dict[str, Any]] = []
+        for index, name in layers:
+            mine += _summaries(index, name, _cv(estimator, xs[name], y, plan, len(classes)))
+        if weighted:
+            stacked = np.hstack([xs[name] for _, name in layers])
+            probe = LayerWeightedProbe(n_layers=len(layers), seed=seed)
+            mine += _summaries(-1, "weighted", _cv(probe, stacked, y, plan, len(classes)))
+            fitted = clone(probe).fit(stacked, y)
+            mine += [
+                {"layer": i, "name": n, "metric": "weight", "mean": float(w), "std": 0.0}
+                for (i, n), w in zip(layers, fitted.layer_weights_)
+            ]
+        records += [{"model": model, **r} for r in mine]
     table = pd.DataFrame(records)
     out.mkdir(parents=True, exist_ok=True)
     from emofeat.atomic import atomic_path
 
     with atomic_path(out / "probe.csv") as tmp:
         table.to_csv(tmp, index=False)
-    _plot(table, out / "probe.png", Path(store).stem, meta)
+    with atomic_path(out / "probe.md") as tmp:
+        Path(tmp).write_text(layer_table(table), encoding="utf-8")
+    _plot(table, out / "probe.png", meta)
     return table
+
+
+def model_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """A short, unique name per store: its file name, with its folder where names repeat."""
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    names = [f"{Path(p).parent.name}/{Path(p).stem}" for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def layer_table(table: pd.DataFrame) -> str:
+    """Markdown: one row per layer, one column per model, CV accuracy and UAR mean ± std."""
+    models = list(dict.fromkeys(table["model"]))
+    parts = []
+    for metric in ("accuracy", "uar"):
+        part = table[table.metric == metric]
+        keys = list(dict.fromkeys(zip(part.layer, part.name)))
+        keys.sort(key=lambda k: (k[0] < 0, k[0]))  # layers, then the weighted probe
+        lines = [
+            f"{metric} (CV over the train folds, mean ± std)",
+            "",
+            "| layer | " + " | ".join(models) + " |",
+            "| --- |" + " --- |" * len(models),
+        ]
+        for layer, name in keys:
+            cells = []
+            for m in models:
+                hit = part[(part.model == m) & (part.name == name)]
+                cells.append(
+                    f"{hit['mean'].iloc[0]:.4f} ± {hit['std'].iloc[0]:.4f}" if len(hit) else "-"
+                )
+            lines.append(f"| {name if layer < 0 else layer} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def _cv(estimator, X, y, plan: FoldPlan, n_classes) -> list[dict[str, float]]:
@@ -173,41 +224,48 @@ def _summaries(index: int, name: str, per_fold: list[dict[str, float]]) -> list[
     ]
 
 
-def best_layer(table: pd.DataFrame, metric: str = "accuracy") -> str:
-    """The layer with the best CV mean (the weighted probe is not a layer)."""
-    rows = table[(table.metric == metric) & (table.layer >= 0)]
+def best_layer(table: pd.DataFrame, metric: str = "accuracy", model: str | None = None) -> str:
+    """The layer with the best CV mean (the weighted probe is not a layer), of ``model`` (the
+    first model of the table when None)."""
+    model = model if model is not None else table["model"].iloc[0]
+    rows = table[(table.metric == metric) & (table.layer >= 0) & (table.model == model)]
     return str(rows.loc[rows["mean"].idxmax(), "name"])
 
 
-def _plot(table: pd.DataFrame, out: Path, store: str, meta: str) -> None:
+def _plot(table: pd.DataFrame, out: Path, meta: str) -> None:
+    """Per metric (accuracy, UAR) a panel with one line per model: CV mean ± std per layer."""
+    from matplotlib.ticker import MaxNLocator
+
     from emofeat.plots import pyplot, save_figure
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    for metric, colour in (("accuracy", "tab:blue"), ("uar", "tab:orange")):
-        part = table[(table.metric == metric) & (table.layer >= 0)]
-        ax.errorbar(
-            part.layer,
-            part["mean"],
-            yerr=part["std"],
-            marker="o",
-            ms=4,
-            capsize=3,
-            color=colour,
-            label=f"{metric} ({meta}, CV mean ± std)",
-        )
-        weighted = table[(table.metric == metric) & (table.name == "weighted")]
-        if len(weighted):
-            ax.axhline(
-                weighted["mean"].iloc[0],
-                ls="--",
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, metric in zip(axes, ("accuracy", "uar")):
+        for j, model in enumerate(models):
+            colour = colours[j % len(colours)]
+            mine = table[(table.model == model) & (table.metric == metric)]
+            part = mine[mine.layer >= 0]
+            ax.errorbar(
+                part.layer,
+                part["mean"],
+                yerr=part["std"],
+                marker="o",
+                ms=4,
+                capsize=3,
                 color=colour,
-                lw=1,
-                label=f"{metric}, weighted sum of layers",
+                label=f"{model} (best {best_layer(table, metric, model)})",
             )
-    best = best_layer(table)
-    ax.set_xlabel("hidden state (0: input embeddings / CNN features)")
-    ax.set_ylabel("cross-validated score")
-    ax.set_title(f"{store}: layer-wise probes (best by CV accuracy: {best})")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+            weighted = mine[mine.name == "weighted"]
+            if len(weighted):
+                ax.axhline(weighted["mean"].iloc[0], ls="--", color=colour, lw=1)
+        ax.set_xlabel("hidden state (0: input embeddings / CNN features)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{metric} ({meta} probe, CV mean ± std over folds)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("cross-validated score")
+    if table["name"].eq("weighted").any():
+        axes[1].plot([], [], ls="--", color="grey", label="weighted sum of layers")
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     save_figure(fig, out)

@@ -12,7 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from emofeat.cli import main
-from emofeat.errors import StoreError
+from emofeat.errors import EmofeatError, StoreError
 from emofeat.store import StoreLayout, create_store, export_store, load_aligned, open_store
 
 
@@ -277,6 +277,76 @@ def test_probe_scores_equal_a_hand_made_cv_on_the_same_folds(tmp_path):
         "layer_02",
         "weighted",
     }
+
+
+def test_probe_compares_models_on_the_same_rows_and_folds(tmp_path):
+    """Two models' stores, the second with four layers and its rows in another order: each
+    model's scores equal a hand-made CV on its own layers over the first store's folds; a store
+    with another fold assignment is refused."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import PredefinedSplit, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from emofeat.probe import best_layer, probe_layers
+
+    rng = np.random.default_rng(1)
+    n, d = 120, 5
+    y = rng.integers(0, 3, n)
+    split = np.where(np.arange(n) < 90, "train", "test")
+    fold = np.where(split == "train", np.arange(n) % 3, -1)
+    ids = np.array([f"u{i}" for i in range(n)])
+
+    def store(path, layers, order, folds=fold):
+        w = create_store(
+            path,
+            StoreLayout(
+                ids=list(ids[order]),
+                labels=y[order],
+                split=split[order],
+                fold=folds[order],
+                label_names=["a", "b", "c"],
+                embeddings={f"layer_{i:02d}": d for i in layers},
+                logits=False,
+            ),
+        )
+        w.write(np.arange(n), embeddings={f"layer_{i:02d}": x[order] for i, x in layers.items()})
+        w.finalize()
+        return path
+
+    small = {i: rng.normal(size=(n, d)) + i * 0.9 * np.eye(3, d)[y] for i in range(2)}
+    deep = {i: rng.normal(size=(n, d)) + (i == 2) * 1.5 * np.eye(3, d)[y] for i in range(4)}
+    a = store(tmp_path / "small.h5", small, np.arange(n))
+    b = store(tmp_path / "deep.h5", deep, rng.permutation(n))
+    table = probe_layers([a, b], tmp_path / "probe")
+    train = split == "train"
+    for model, layers in (("small", small), ("deep", deep)):
+        for i, x in layers.items():
+            hand = cross_val_score(
+                make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)),
+                x[train],
+                y[train],
+                cv=PredefinedSplit(fold[train]),
+            )
+            got = table[
+                (table.model == model)
+                & (table.name == f"layer_{i:02d}")
+                & (table.metric == "accuracy")
+            ].iloc[0]
+            assert got["mean"] == pytest.approx(hand.mean())
+    assert best_layer(table, model="deep") == "layer_02"
+    assert best_layer(table, model="small") == "layer_01"
+    md = (tmp_path / "probe" / "probe.md").read_text()
+    assert "| layer | small | deep |" in md and "| 3 | - |" in md  # small has no layer 3
+    assert (tmp_path / "probe" / "probe.png").stat().st_size > 5000
+    other = store(
+        tmp_path / "other.h5",
+        small,
+        np.arange(n),
+        folds=np.where(train, (np.arange(n) + 1) % 3, -1),
+    )
+    with pytest.raises(EmofeatError, match="fold"):
+        probe_layers([a, other], tmp_path / "refused")
 
 
 def test_compare_table_equals_the_stacks_metrics_and_summarises_seeds(tmp_path):

@@ -165,3 +165,23 @@ def test_an_unsupported_model_type_is_refused_with_the_list(tmp_path):
 
 def test_every_short_name_names_a_registered_family():
     assert {family for family, _ in MODELS.values()} <= set(families())
+
+
+def test_models_list_shows_every_family_and_short_name():
+    from click.testing import CliRunner
+
+    from emofeat.cli import main
+
+    result = CliRunner().invoke(main, ["models", "list"])
+    assert result.exit_code == 0, result.output
+    for family in families():
+        assert f"{family} (" in result.output
+    for short, (_, hub) in MODELS.items():
+        assert f"{short} ({hub})" in result.output
+
+
+def test_a_short_name_with_a_folder_of_another_family_is_refused(tiny):
+    spec = resolve("hubert", model_path=tiny["hubert"])
+    assert spec.family == "hubert" and spec.source == str(tiny["hubert"])
+    with pytest.raises(ModelError, match=r"--model whisper is a whisper model.*holds a hubert"):
+        resolve("whisper", model_path=tiny["hubert"])

@@ -17,6 +17,24 @@ def models() -> None:
     """Model helpers."""
 
 
+@models.command("list")
+@friendly
+def models_list():
+    """The encoder families: model types each loads, short names, what a folder needs."""
+    from emofeat.encoders import family_table
+
+    for row in family_table():
+        click.echo(f"{row['family']} ({row['modality']})")
+        click.echo(f"  model types: {row['model_types']}")
+        click.echo(f"  short names: {row['short_names']}")
+        click.echo(f"  a local folder holds: {row['needs']}")
+        click.echo(f"  {row['inputs']}")
+    click.echo(
+        "Pass a short name with --model-path DIR (a local copy; the hub is not reached offline), "
+        "or any folder of these model types as --model DIR."
+    )
+
+
 @models.command("tiny")
 @click.option("--kind", required=True, type=click.Choice(TINY_KINDS))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))

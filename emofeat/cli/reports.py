@@ -31,10 +31,11 @@ def compare(paths, out):
 @click.command()
 @click.option(
     "--store",
-    "store_path",
+    "store_paths",
     required=True,
+    multiple=True,
     type=click.Path(path_type=Path),
-    help="A store extracted with --layers all.",
+    help="A store extracted with --layers all; repeat to compare models on the same rows.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--meta", default="logreg", show_default=True, help="The head: logreg or lgbm.")
@@ -43,12 +44,13 @@ def compare(paths, out):
 )
 @click.option("--seed", default=0, show_default=True)
 @friendly
-def probe(store_path, out, meta, weighted, seed):
-    """Layer-wise probes: CV score of a head on each stored layer (probe.csv, probe.png)."""
-    from emofeat.probe import best_layer, probe_layers
+def probe(store_paths, out, meta, weighted, seed):
+    """Layer-wise probes: CV score of a head on each stored layer of each store (probe.csv,
+    probe.md: layer x model, probe.png)."""
+    from emofeat.probe import best_layer, layer_table, probe_layers
 
-    table = probe_layers(store_path, out, meta=meta, weighted=weighted, seed=seed)
-    acc = table[table.metric == "accuracy"]
-    for _, r in acc.iterrows():
-        click.echo(f"{r['name']:>10}  accuracy {r['mean']:.4f} ± {r['std']:.4f}")
-    click.echo(f"best layer by CV accuracy: {best_layer(table)}; wrote {out / 'probe.csv'}")
+    table = probe_layers(list(store_paths), out, meta=meta, weighted=weighted, seed=seed)
+    click.echo(layer_table(table), nl=False)
+    for model in dict.fromkeys(table["model"]):
+        click.echo(f"{model}: best layer by CV accuracy: {best_layer(table, model=model)}")
+    click.echo(f"wrote {out / 'probe.csv'}, {out / 'probe.md'}, {out / 'probe.png'}")

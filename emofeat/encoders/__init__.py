@@ -67,6 +67,26 @@ def families() -> dict:
     return FAMILIES
 
 
+def family_table() -> list[dict[str, str]]:
+    """One row per registered family: its name, modality, the ``model_type`` values it loads,
+    the short names that resolve to it (with their hub ids), what a local folder must hold and
+    how its inputs are fed (``emofeat models list``)."""
+    rows = []
+    for name, cls in families().items():
+        names = [f"{short} ({hub})" for short, (fam, hub) in MODELS.items() if fam == name]
+        rows.append(
+            {
+                "family": name,
+                "modality": cls.modality,
+                "model_types": ", ".join(cls.model_types),
+                "short_names": ", ".join(names) or "-",
+                "needs": cls.needs,
+                "inputs": " ".join((cls.__doc__ or "").split("\n\n")[0].split()),
+            }
+        )
+    return rows
+
+
 def family_of(model_type: str, source: str) -> str:
     """The family that handles a Hugging Face ``model_type``."""
     for name, cls in families().items():
@@ -82,23 +102,35 @@ def family_of(model_type: str, source: str) -> str:
 def resolve(model: str, model_path: str | os.PathLike | None = None) -> ModelSpec:
     """Resolve a model name (``kobert``, ``wav2vec2``), hub id or folder into a ModelSpec.
 
-    ``model_path`` is a local copy of the named model (the hub cannot be reached offline).
-    """
+    ``model_path`` is a local copy of the named model (the hub cannot be reached offline); its
+    ``config.json`` must be of the short name's family."""
     if model in MODELS:
         family, hub_id = MODELS[model]
-        if model_path and not Path(model_path).is_dir():
+        if not model_path:
+            return ModelSpec(model, family, hub_id)
+        if not Path(model_path).is_dir():
             raise ModelError(f"--model-path {model_path}: no such folder")
-        return ModelSpec(model, family, str(model_path) if model_path else hub_id)
+        found = family_of(model_type(Path(model_path)), str(model_path))
+        if found != family:
+            raise ModelError(
+                f"--model {model} is a {family} model, but --model-path {model_path} holds a "
+                f"{found} model; pass the right folder, or --model {model_path} alone to use it"
+            )
+        return ModelSpec(model, family, str(model_path))
     source = str(model_path or model)
     folder = Path(local_source(source))
+    return ModelSpec(model, family_of(model_type(folder), source), source)
+
+
+def model_type(folder: Path) -> str:
+    """The ``model_type`` a model folder's ``config.json`` names."""
     cfg = folder / "config.json"
     if not cfg.is_file():
         raise ModelError(f"{folder}: no config.json; expected a save_pretrained folder")
     try:
-        model_type = json.loads(cfg.read_text(encoding="utf-8")).get("model_type", "")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ModelError(f"{cfg}: not valid JSON ({err})") from None
-    return ModelSpec(model, family_of(model_type, source), source)
+        return str(json.loads(cfg.read_text(encoding="utf-8")).get("model_type", ""))
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise ModelError(f"{cfg}: not a JSON object ({err})") from None
 
 
 def local_source(source: str | os.PathLike) -> str:

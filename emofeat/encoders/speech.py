@@ -314,8 +314,10 @@ def _pad(piece: np.ndarray, min_len: int) -> np.ndarray:
 
 @register_family
 class SpeechEncoder(Encoder):
-    """wav2vec2-family encoders: windows for long clips, masked pooling of every requested layer
-    over all frames of a clip, the reference head on the pooled last layer."""
+    """wav2vec2 and XLS-R (and their relatives): a normalised waveform, with an attention mask
+    for layer-norm feature encoders (large, XLS-R) and none for group-norm ones (base), which are
+    forwarded in runs of equal length; windows for long clips, masked pooling of every requested
+    layer over all frames of a clip, the reference head on the pooled last layer."""
 
     family = "wav2vec2"
     modality = "speech"
