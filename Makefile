@@ -33,6 +33,7 @@ bench: install
 	$(BIN)/python benchmarks/store_bench.py --out bench-out
 	$(BIN)/python benchmarks/extract_bench.py --out bench-out
 	$(BIN)/python benchmarks/long_clip_bench.py --out bench-out/long-clip
+	$(BIN)/python benchmarks/family_bench.py --out bench-out/families
 
 clean:
 	rm -rf demo-out bench-out .pytest_cache

@@ -81,6 +81,14 @@ def test_a_text_only_corpus_prepares_and_says_what_needs_audio(
         assert s.complete and s.done.all()
     with pytest.raises(EmofeatError, match="no audio \\(a text-only row\\)"):
         extract(tmp_path / "m.csv", tmp_path / "a.h5", ExtractConfig(model=str(tiny_wav2vec2)))
+    speech = ["id,audio_path,text,label,session"]
+    speech += [
+        f"a{i},{manifest.audio_path(i)},,{lab},s{i % 6}" for i, lab in enumerate(frame.label)
+    ]
+    (tmp_path / "speech.csv").write_text("\n".join(speech) + "\n", encoding="utf-8")
+    prepare(tmp_path / "sm.csv", csv=tmp_path / "speech.csv", split="session-kfold", folds=2)
+    with pytest.raises(EmofeatError, match="empty text \\(this row has audio only"):
+        extract(tmp_path / "sm.csv", tmp_path / "st.h5", ExtractConfig(model=str(tiny_kobert)))
     (tmp_path / "none.csv").write_text("id,audio_path,text\nx,,\n", encoding="utf-8")
     with pytest.raises(EmofeatError, match="has neither audio nor text"):
         prepare(tmp_path / "n.csv", csv=tmp_path / "none.csv", folds=0)

@@ -250,7 +250,7 @@ def test_encoder_registry_names_the_families(tmp_path):
 
     assert families()["bert"] is TextEncoder and families()["wav2vec2"] is SpeechEncoder
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "electra"}))
-    assert resolve(str(tmp_path)).family == "bert"
+    assert resolve(str(tmp_path)).family == "electra"
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(ModelError, match=r"'t5' is not handled.*wav2vec2: .*bert: "):
         resolve(str(tmp_path))

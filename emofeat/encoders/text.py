@@ -175,7 +175,11 @@ class TextEncoder(Encoder):
     # -- rows
     def check_row(self, manifest, row, min_length=1):
         text = manifest.frame["text"].iat[row]
-        return "empty text" if not str(text).strip() else float(len(text))
+        if str(text).strip():
+            return float(len(text))
+        if str(manifest.frame["audio_path"].iat[row]).strip():
+            return "empty text (this row has audio only: use a speech model, or fill in its text)"
+        return "empty text"
 
     def load_pieces(self, manifest, row, min_length=1, part=None):
         return [manifest.frame["text"].iat[row]]
