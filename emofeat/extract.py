@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from emofeat import distributed
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
@@ -330,7 +330,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     )
     # versions, device, git commit (YAML)
     attrs = {**provenance.to_attrs(), "environment": environment()}
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank, world = distributed.rank(), distributed.world_size()
     target = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
     if world > 1 and out.exists() and not cfg.overwrite:
         raise EmofeatError(
@@ -382,17 +382,13 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     finally:
         writer.close()
     if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        dist.barrier()
+        distributed.barrier()
         if rank == 0:
             shards = [out.with_name(f"{out.stem}.rank{r}{out.suffix}") for r in range(world)]
             merge_stores(shards, out)
             for s in shards:
                 s.unlink()
-        dist.barrier()
+        distributed.barrier()
     elif not complete:
         log.warning("%s: some rows were skipped (see `emofeat store inspect`)", out)
     if rank == 0:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emofeat import distributed
 from emofeat.configfile import read_options
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
@@ -85,13 +86,14 @@ def resolve_config(
 ) -> FinetuneConfig:
     """Preset values, then a YAML file, then explicit overrides (``None`` means not given)."""
     values: dict[str, Any] = {}
+    # A mapping of options, or a run's own config.yaml; a preset it names applies under it.
+    loaded = read_options(config_file) if config_file else {}
+    preset = preset or loaded.get("preset")
     if preset:
         if preset not in PRESETS:
             raise EmofeatError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         values.update(PRESETS[preset], preset=preset)
-    if config_file:  # a mapping of options, or a run's own config.yaml
-        loaded = read_options(config_file)
-        values.update({k: v for k, v in loaded.items() if k not in RUN_DERIVED})
+    values.update({k: v for k, v in loaded.items() if k not in RUN_DERIVED})
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(FinetuneConfig)}
     unknown = sorted(set(values) - known)
@@ -360,6 +362,9 @@ def train_fold(
         save_safetensors=True,
         dataloader_num_workers=0,
         disable_tqdm=False,
+        # DDP (torchrun): the speech classifier has parameters a forward may not use
+        # (wav2vec2's masked_spec_embed); text classifiers use all of theirs.
+        ddp_find_unused_parameters=encoder.modality == "speech",
     )
     callbacks = (
         [EarlyStoppingCallback(cfg.early_stopping_patience)]
@@ -383,7 +388,7 @@ def train_fold(
     if resume:
         log.info("fold %d: resuming from %s", fold, ckpt)
     trainer.train(resume_from_checkpoint=resume or None)
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}  # (evaluation is collective: every process takes part)
     if len(held_rows):  # the held-out fold, evaluated after all decisions were made
         metrics = trainer.evaluate(eval_dataset=dataset(held_rows), metric_key_prefix="heldout")
         metrics = {k.removeprefix("heldout_"): v for k, v in metrics.items()}
@@ -395,17 +400,22 @@ def train_fold(
         select=cfg.select,
         kept=trainer.state.best_model_checkpoint if select is not None else "final",
         kept_epoch=_kept_epoch(trainer.state) if select is not None else trainer.state.epoch,
+        # What trained it: processes (DDP under torchrun) and optimizer steps.
+        world_size=int(trainer.args.world_size),
+        optimizer_steps=int(trainer.state.global_step),
     )
     ids = manifest.ids
-    run.save_fold(
-        fold,
-        lambda folder: encoder.save(trainer.model, str(folder)),
-        metrics=metrics,
-        log_history=trainer.state.log_history,
-        train_ids=ids[fit_rows],
-        select_ids=ids[select_rows],
-    )
-    shutil.rmtree(ckpt, ignore_errors=True)
+    if distributed.is_main():  # one writer; the others wait for the fold to be saved
+        run.save_fold(
+            fold,
+            lambda folder: encoder.save(trainer.model, str(folder)),
+            metrics=metrics,
+            log_history=trainer.state.log_history,
+            train_ids=ids[fit_rows],
+            select_ids=ids[select_rows],
+        )
+        shutil.rmtree(ckpt, ignore_errors=True)
+    distributed.barrier()
     return metrics
 
 
@@ -516,7 +526,12 @@ def finetune(
                 )
             )
         fold_ids = [f for f in fold_ids if f in set(only_folds)]
-    run.start(config, cfg.seed, overwrite)
+    # Under torchrun every process runs this command and trains each fold together (DDP); the
+    # main process writes the run's files, the others wait for it.
+    distributed.init(pick_device(cfg.device))
+    if distributed.is_main():
+        run.start(config, cfg.seed, overwrite)
+    distributed.barrier()
     if unknown_train:
         log.warning("%d train row(s) without a label are not used for training", unknown_train)
     # Rows that cannot be read are left out of every fold model's training.
@@ -527,7 +542,8 @@ def finetune(
         _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
     # The run's summary covers every fold finished so far (other processes' too).
     done = {f: run.fold_metrics(f) for f in run.fold_ids(k) if run.is_finished(f)}
-    run.write_summary(done, checked.bad)
+    if distributed.is_main():
+        run.write_summary(done, checked.bad)
     return results
 
 
@@ -581,12 +597,15 @@ def _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
 
     for n, fold in enumerate(fold_ids, 1):
         header = f"[{run.path.name}] fold {n}/{len(fold_ids)} ({run.fold_name(fold)})"
+        say = tqdm.write if distributed.is_main() else (lambda _: None)
         if run.is_finished(fold):
             results[fold] = run.fold_metrics(fold)
-            tqdm.write(f"{header}: already trained, kept")
+            say(f"{header}: already trained, kept")
             continue
         fit, held = len(plan.fit_rows(fold)), len(plan.held_rows(fold))
-        tqdm.write(f"{header}: training on {fit} rows, {held} held out")
+        world = distributed.world_size()
+        on = f" on {world} processes (DDP)" if world > 1 else ""
+        say(f"{header}: training on {fit} rows{on}, {held} held out")
         results[fold] = train_fold(
             m, plan, spec=spec, cfg=cfg, fold=fold, run=run, length_of=length_of, encoder=encoder
         )

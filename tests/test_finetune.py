@@ -394,3 +394,52 @@ def test_a_session_spanning_two_folds_is_said(manifest, tiny_kobert, tmp_path, c
         finetune(read_manifest(tmp_path / "m.csv"), tmp_path / "run", cfg, only_folds=[9])
     assert not (tmp_path / "run").exists()
     assert "span several folds" in caplog.text and session in caplog.text
+
+
+def test_ddp_inside_a_fold_under_torchrun_equals_one_process_with_the_global_batch(
+    manifest_path, tiny_kobert, tmp_path
+):
+    """Two CPU processes (gloo) train each fold together: one optimizer step of 2 x 16 rows
+    gives the weights of one process stepping on 32 (dropout off), the main process alone
+    writes the run, and each fold records that two processes trained it."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from emofeat.finetune import finetune, resolve_config
+
+    model = tmp_path / "kobert"
+    shutil.copytree(tiny_kobert, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(config))
+    opts = dict(model="kobert", model_path=str(model), max_steps=1, warmup_ratio=0.0, dropout=0.0)
+    (tmp_path / "opts.yaml").write_text(yaml.safe_dump({**opts, "preset": "kobert-tiny"}))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    cmd = [*torchrun, "2", "-m", "emofeat.cli", "finetune", "--config", str(tmp_path / "opts.yaml")]
+    cmd += ["--manifest", str(manifest_path), "--out", str(tmp_path / "ddp"), "--batch-size", "16"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run written to") == 1  # the main process reports
+    finetune(
+        manifest_path,
+        tmp_path / "single",
+        resolve_config("kobert-tiny", **opts, batch_size=32),
+    )
+    start = load_file(model / "model.safetensors")
+    recorded = yaml.safe_load((tmp_path / "ddp" / "config.yaml").read_text())["config"]
+    assert recorded["lr"] == 2e-3  # the preset named in the YAML applies (it was ignored)
+    for fold in (0, 1):
+        metrics = json.loads((tmp_path / "ddp" / f"fold-{fold}" / "metrics.json").read_text())
+        assert metrics["world_size"] == 2 and metrics["optimizer_steps"] == 1
+        a = load_file(tmp_path / "ddp" / f"fold-{fold}" / "model.safetensors")
+        b = load_file(tmp_path / "single" / f"fold-{fold}" / "model.safetensors")
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+        moved = (
+            a["bert.embeddings.word_embeddings.weight"] - start["embeddings.word_embeddings.weight"]
+        )
+        assert moved.abs().max() > 1e-5  # the step did change the encoder

@@ -108,5 +108,8 @@ def finetune(
     results = finetune_run(
         manifest, out, cfg, overwrite=overwrite, only_folds=list(only_folds) or None
     )
-    print_folds(results, fold_summary(results))
-    click.echo(f"run written to {out}")
+    from emofeat import distributed
+
+    if distributed.is_main():  # under torchrun, once
+        print_folds(results, fold_summary(results))
+        click.echo(f"run written to {out}")
