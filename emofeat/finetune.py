@@ -34,6 +34,7 @@ from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
+from emofeat.inputs import default_workers
 from emofeat.labels import LABEL_NAMES
 from emofeat.presets import PRESETS
 from emofeat.runs import RunFolder
@@ -64,6 +65,9 @@ class FinetuneConfig:
     fp16: bool = False  # used on CUDA only
     bf16: bool = False
     gradient_checkpointing: bool = False
+    # transformers' attn_implementation (sdpa: PyTorch's fused attention; eager); None: the
+    # library's default for the model.
+    attention: str | None = None
     freeze_feature_encoder: bool = True
     # Which rows choose the kept weights: "none" (train the fixed epochs, keep the final weights,
     # as the reference did) or "inner" (a group-aware validation split carved out of the fold
@@ -106,6 +110,10 @@ def resolve_config(
     if cfg.metric_for_best not in FOLD_METRICS:
         raise EmofeatError(
             f"--metric-for-best must be one of {', '.join(FOLD_METRICS)}, got {cfg.metric_for_best!r}"
+        )
+    if cfg.attention not in ATTENTIONS:
+        raise EmofeatError(
+            f"attention must be one of {', '.join(map(str, ATTENTIONS))}, got {cfg.attention!r}"
         )
     if not 0 < cfg.inner_fraction < 1:
         raise EmofeatError(f"inner_fraction must be between 0 and 1, got {cfg.inner_fraction}")
@@ -238,12 +246,13 @@ def build_model(
     (``encoder``: one already loaded, whose tokenizer or feature extractor is reused)."""
     source = local_source(spec.source)
     encoder = encoder or spec.encoder_class.from_folder(source, input_options(cfg))
-    model = encoder.new_classifier(source, cfg.label_names, cfg.dropout)
+    model = encoder.new_classifier(source, cfg.label_names, cfg.dropout, cfg.attention)
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     return model, encoder, encoder.min_input_length(model.config)
 
 
+ATTENTIONS = (None, "sdpa", "eager")  # transformers' attn_implementation values emofeat passes
 FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
 
 
@@ -330,6 +339,7 @@ def train_fold(
     train = dataset(fit_rows, with_lengths=True)
     select = dataset(select_rows) if len(select_rows) else None
     ckpt = run.checkpoints(fold)
+    workers = default_workers(device)
     args = TrainingArguments(
         output_dir=str(ckpt),
         num_train_epochs=cfg.epochs,
@@ -360,7 +370,12 @@ def train_fold(
         remove_unused_columns=False,
         use_cpu=device == "cpu",
         save_safetensors=True,
-        dataloader_num_workers=0,
+        # On a GPU, worker processes decode and resample audio (tokenise text) into pinned
+        # batches while the device trains, as extraction does; on a CPU the cores train.
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=device.startswith("cuda"),
+        dataloader_persistent_workers=workers > 0,
+        dataloader_prefetch_factor=2 if workers > 0 else None,
         disable_tqdm=False,
         # DDP (torchrun): the speech classifier has parameters a forward may not use
         # (wav2vec2's masked_spec_embed); text classifiers use all of theirs.

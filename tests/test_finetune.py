@@ -443,3 +443,60 @@ def test_ddp_inside_a_fold_under_torchrun_equals_one_process_with_the_global_bat
             a["bert.embeddings.word_embeddings.weight"] - start["embeddings.word_embeddings.weight"]
         )
         assert moved.abs().max() > 1e-5  # the step did change the encoder
+
+
+def test_training_inputs_read_in_worker_processes_give_the_same_model(
+    manifest, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    """On a GPU, DataLoader workers decode the audio for training; the batches, and so the
+    weights, are those of reading in the training process (forced here on the CPU)."""
+    from emofeat import finetune as finetune_module
+    from emofeat.finetune import finetune, resolve_config
+
+    cfg = dict(model=str(tiny_wav2vec2), max_steps=3, folds=0)
+    finetune(manifest, tmp_path / "main", resolve_config("wav2vec2-tiny", **cfg))
+    seen = []
+
+    def two_workers(device):
+        seen.append(device)
+        return 2
+
+    monkeypatch.setattr(finetune_module, "default_workers", two_workers)
+    finetune(manifest, tmp_path / "workers", resolve_config("wav2vec2-tiny", **cfg))
+    assert seen == ["cpu"]
+    a = load_file(tmp_path / "main" / "fold-all" / "model.safetensors")
+    b = load_file(tmp_path / "workers" / "fold-all" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["text", "speech"])
+def test_fast_presets_differ_from_the_reference_as_documented_and_attention_reaches_the_model(
+    kind, tiny_kobert, tiny_wav2vec2
+):
+    from emofeat.finetune import build_model, resolve_config
+    from emofeat.presets import PRESETS
+
+    ref, fast = (
+        ("kobert-ref", "kobert-fast") if kind == "text" else ("wav2vec2-ref", "wav2vec2-fast")
+    )
+    a, b = PRESETS[ref], PRESETS[fast]
+    assert b["bf16"] and b["attention"] == "sdpa" and not b["gradient_checkpointing"]
+    effective = lambda p: p["batch_size"] * p.get("grad_accum", 1)  # noqa: E731
+    assert effective(b) == 2 * effective(a) and b["lr"] == pytest.approx(a["lr"] * 2**0.5)
+    folder = str(tiny_kobert if kind == "text" else tiny_wav2vec2)
+    model_name = "kobert" if kind == "text" else folder
+    spec = resolve(model_name, folder if kind == "text" else None)
+    logits = {}
+    for attention in ("sdpa", "eager"):
+        cfg = resolve_config(fast, model=model_name, attention=attention, dropout=0.0)
+        torch.manual_seed(0)
+        model, encoder, _ = build_model(spec, cfg)
+        assert model.config._attn_implementation == attention
+        model.eval()
+        x = {"input": "오늘 기분이 좋아요" if kind == "text" else np.zeros(16000, np.float32)}
+        with torch.no_grad():
+            logits[attention] = model(**encoder.collator()([x])).logits
+    torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-4)
+    with pytest.raises(EmofeatError, match="attention must be one of"):
+        resolve_config(fast, model=model_name, attention="flash")

@@ -272,9 +272,14 @@ class Encoder(ABC):
 
     @abstractmethod
     def new_classifier(
-        self, source: str, label_names: Sequence[str], dropout: float | None
+        self,
+        source: str,
+        label_names: Sequence[str],
+        dropout: float | None,
+        attention: str | None = None,
     ) -> torch.nn.Module:
-        """A fresh classification head on the pretrained encoder at ``source``."""
+        """A fresh classification head on the pretrained encoder at ``source`` (``attention``:
+        transformers' ``attn_implementation``, e.g. sdpa or eager; None: its default)."""
 
     @abstractmethod
     def load_classifier(self, folder: str) -> torch.nn.Module:

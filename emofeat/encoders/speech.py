@@ -183,22 +183,23 @@ def is_whisper(config) -> bool:
     return getattr(config, "model_type", "") == "whisper"
 
 
-def load_speech_encoder(source: str | os.PathLike):
+def load_speech_encoder(source: str | os.PathLike, *, attention: str | None = None):
     """The bare encoder of a speech checkpoint: ``AutoModel`` for wav2vec2-style models (CTC and
     pre-training heads are dropped); for Whisper the encoder of the encoder-decoder (a hub
     checkpoint), or the encoder alone as emofeat saves it with a fine-tuned head."""
     from transformers import AutoConfig, AutoModel
 
     source = local_source(source)
+    impl = {"attn_implementation": attention} if attention else {}
     with loading(source):
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         if not is_whisper(config):
-            return AutoModel.from_pretrained(source, trust_remote_code=False)
+            return AutoModel.from_pretrained(source, trust_remote_code=False, **impl)
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
         if "WhisperEncoder" in (config.architectures or []):
-            return WhisperEncoder.from_pretrained(source)
-        return AutoModel.from_pretrained(source, trust_remote_code=False).get_encoder()
+            return WhisperEncoder.from_pretrained(source, **impl)
+        return AutoModel.from_pretrained(source, trust_remote_code=False, **impl).get_encoder()
 
 
 def load_feature_extractor(source: str | os.PathLike):
@@ -329,8 +330,8 @@ class SpeechEncoder(Encoder):
     def load_processor(cls, source: str):
         return load_feature_extractor(source)
 
-    def new_classifier(self, source, label_names, dropout):
-        encoder = load_speech_encoder(source)
+    def new_classifier(self, source, label_names, dropout, attention=None):
+        encoder = load_speech_encoder(source, attention=attention)
         if dropout is None:
             # The reference's head used the checkpoint's ``final_dropout`` (twice).
             dropout = float(getattr(encoder.config, "final_dropout", 0.1))

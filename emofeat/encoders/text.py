@@ -53,6 +53,8 @@ def load_text_classifier(
     source: str | os.PathLike,
     label_names: Sequence[str] | None = None,
     dropout: float | None = None,
+    *,
+    attention: str | None = None,
 ):
     """A sequence classifier: from a fine-tuned folder, or a new head on a pretrained encoder."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -70,7 +72,10 @@ def load_text_classifier(
     with loading(source):
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, **kwargs)
         return AutoModelForSequenceClassification.from_pretrained(
-            source, config=config, trust_remote_code=False
+            source,
+            config=config,
+            trust_remote_code=False,
+            **({"attn_implementation": attention} if attention else {}),
         )
 
 
@@ -125,8 +130,8 @@ class TextEncoder(Encoder):
     def load_processor(cls, source: str):
         return load_tokenizer(source)
 
-    def new_classifier(self, source, label_names, dropout):
-        return load_text_classifier(source, label_names, dropout)
+    def new_classifier(self, source, label_names, dropout, attention=None):
+        return load_text_classifier(source, label_names, dropout, attention=attention)
 
     def load_classifier(self, folder):
         return load_text_classifier(folder).eval()
