@@ -78,3 +78,17 @@ def w2v_run(tmp_path_factory, manifest, tiny_wav2vec2):
     cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), epochs=2, reverse=True)
     finetune(manifest, out, cfg)
     return out
+
+
+def swap_audio(frame, row: int, path) -> None:
+    """Point row ``row`` of a manifest frame at another audio file, with that file's duration
+    (as if the manifest had been prepared with it; emofeat refuses a file whose duration
+    differs from the manifest's)."""
+    from emofeat.audio import AudioError, duration
+
+    try:
+        seconds = duration(path)
+    except AudioError:
+        seconds = float("nan")
+    frame.loc[frame.index[row], "audio_path"] = str(path)
+    frame.loc[frame.index[row], "duration"] = seconds

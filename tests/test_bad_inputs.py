@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import swap_audio
 
 from emofeat.audio import AudioError
 from emofeat.cli import main
@@ -36,7 +37,7 @@ def one_bad_wav(manifest, tmp_path, make_wav, row=3):
     frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
     bad = tmp_path / "bad.wav"
     make_wav(bad)
-    frame.loc[frame.index[row], "audio_path"] = str(bad)
+    swap_audio(frame, row, bad)
     write_manifest(frame, tmp_path / "m.csv")
     return tmp_path / "m.csv", frame["id"].iat[row]
 
@@ -411,7 +412,7 @@ def test_nan_audio_never_trains(manifest, tiny_wav2vec2, tmp_path):
     m, uid = one_bad_wav(
         manifest, tmp_path, nan_wav, row=int(np.flatnonzero(manifest.split == "train")[0])
     )
-    cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), folds=0, max_steps=2)
+    cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), folds=0, epochs=1)
     with pytest.raises(EmofeatError, match="non-finite samples"):
         finetune(m, tmp_path / "run", cfg)
     assert not (tmp_path / "run" / "fold-all" / "metrics.json").exists()

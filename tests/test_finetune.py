@@ -500,3 +500,29 @@ def test_fast_presets_differ_from_the_reference_as_documented_and_attention_reac
     torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-4)
     with pytest.raises(EmofeatError, match="attention must be one of"):
         resolve_config(fast, model=model_name, attention="flash")
+
+
+def test_length_buckets_cover_every_row_once_vary_by_epoch_and_keep_padding_small():
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from emofeat.finetune import LengthBucketSampler
+
+    rng = np.random.default_rng(0)
+    lengths = rng.uniform(1, 6, 203)
+
+    def padding(order):  # as the DataLoader batches the yielded rows
+        batches = [lengths[order[i : i + 8]] for i in range(0, len(order), 8)]
+        return 1 - lengths.sum() / sum(b.max() * len(b) for b in batches)
+
+    g = torch.Generator()
+    g.manual_seed(0)
+    sampler = LengthBucketSampler(lengths, 8, generator=g)
+    epochs = [list(sampler) for _ in range(2)]
+    hf = LengthGroupedSampler(8, lengths=list(lengths), generator=torch.Generator().manual_seed(0))
+    for order in epochs:
+        assert sorted(order) == list(range(203)) and len(sampler) == 203
+        assert padding(order) < 0.06 < padding(list(hf))
+    assert padding(list(rng.permutation(203))) > 0.3  # unsorted batches
+    first = {frozenset(epochs[0][i : i + 8]) for i in range(0, 200, 8)}
+    second = {frozenset(epochs[1][i : i + 8]) for i in range(0, 200, 8)}
+    assert epochs[0] != epochs[1] and first != second  # other batches every epoch

@@ -9,6 +9,7 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from conftest import swap_audio
 
 from emofeat.audio import AudioError, audio_length, load_audio, load_span, resampled_length
 from emofeat.corpus.manifest import read_manifest, write_manifest
@@ -34,8 +35,8 @@ def long_manifest(manifest, tmp_path_factory):
     frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
     sf.write(root / "long16k.wav", noise(20, SR), SR, subtype="FLOAT")
     sf.write(root / "long44k.wav", noise(12, 44100, channels=2, seed=1), 44100, subtype="FLOAT")
-    frame.loc[frame.index[3], "audio_path"] = str(root / "long16k.wav")
-    frame.loc[frame.index[40], "audio_path"] = str(root / "long44k.wav")
+    swap_audio(frame, 3, root / "long16k.wav")
+    swap_audio(frame, 40, root / "long44k.wav")
     path = root / "manifest.csv"
     write_manifest(frame, path)
     return path, [3, 40], root
@@ -179,7 +180,7 @@ def test_a_long_row_that_fails_midway_is_named_skipped_or_resumed(
     x[15 * SR] = np.nan  # in the eighth part of ten
     sf.write(root / "long16k-nan.wav", x, SR, subtype="FLOAT")
     frame = read_manifest(path).frame.copy()
-    frame.loc[frame.index[long_rows[0]], "audio_path"] = str(root / "long16k-nan.wav")
+    swap_audio(frame, long_rows[0], root / "long16k-nan.wav")
     bad = tmp_path / "nan-manifest.csv"
     write_manifest(frame, bad)
     with pytest.raises(EmofeatError, match="long16k-nan.wav: non-finite"):

@@ -138,3 +138,38 @@ def test_soft_labels_round_trip_through_the_manifest(corpus_dir, manifest, tmp_p
     kemdy = ~aihub
     np.testing.assert_array_equal(soft[kemdy].argmax(1), m.label_indices[kemdy])
     assert manifest.soft_labels() is None  # prepared with the default policy (drop)
+
+
+def test_durations_come_from_the_headers_and_catch_audio_changed_since_prepare(
+    manifest, tiny_wav2vec2, tmp_path
+):
+    """`data prepare` records each file's duration from its header; extraction refuses a file
+    whose duration differs (audio replaced after prepare, the wrong manifest), naming it; a
+    manifest without the column works; `data stats` sums the hours."""
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from emofeat.errors import EmofeatError
+    from emofeat.extract import ExtractConfig, extract
+
+    seconds = manifest.durations
+    assert seconds is not None and np.isfinite(seconds).all()
+    for r in (0, 7, 40):
+        info = sf.info(str(manifest.audio_path(r)))
+        assert seconds[r] == pytest.approx(info.frames / info.samplerate, abs=1e-6)
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    frame.loc[frame.index[5], "audio_path"] = str(manifest.audio_path(6))  # another clip
+    write_manifest(frame, tmp_path / "stale.csv")
+    with pytest.raises(EmofeatError, match=r"audio changed since `data prepare`"):
+        extract(tmp_path / "stale.csv", tmp_path / "s.h5", ExtractConfig(model=str(tiny_wav2vec2)))
+    write_manifest(frame.drop(columns="duration"), tmp_path / "plain.csv")
+    assert read_manifest(tmp_path / "plain.csv").durations is None
+    extract(tmp_path / "plain.csv", tmp_path / "p.h5", ExtractConfig(model=str(tiny_wav2vec2)))
+    out = CliRunner().invoke(main, ["data", "stats", str(manifest.path)])
+    assert out.exit_code == 0 and "hours" in out.output
+    from emofeat.corpus.stats import audio_hours
+
+    hours = audio_hours(manifest)["hours"]
+    assert hours.sum() == pytest.approx(seconds.sum() / 3600, abs=1e-2)
+    assert str(hours.iloc[0]) in out.output

@@ -132,10 +132,13 @@ def data_prepare(**params):
 def data_stats(manifest, plot, log_scale):
     """Class counts per corpus, split and fold."""
     from emofeat.corpus.manifest import read_manifest
-    from emofeat.corpus.stats import class_counts, plot_stats
+    from emofeat.corpus.stats import audio_hours, class_counts, plot_stats
 
     m = read_manifest(manifest)
     click.echo(class_counts(m).to_string())
+    hours = audio_hours(m)
+    if hours is not None:
+        click.echo(hours.to_string())
     if plot:
         for path in plot_stats(m, plot, log_scale):
             click.echo(f"wrote {path}")

@@ -1,6 +1,8 @@
 """The manifest: one row per utterance, the single source of truth for ids, labels and splits.
 
 Columns: ``id, corpus, session, speaker, audio_path, text, label, valence, arousal, split, fold``
+(and ``duration``: seconds of audio from each file's header, written by ``data prepare``;
+optional, a manifest without it works)
 and, with the ``soft`` multi-label policy, ``soft_<class>`` vote fractions. ``label`` holds the
 canonical class name (empty when unknown); ``split`` is ``train`` or ``test``; ``fold`` is
 0..K-1 for train rows and -1 for test rows. ``audio_path`` is relative to the manifest's folder
@@ -76,6 +78,14 @@ class Manifest:
     def num_folds(self) -> int:
         folds = self.frame.loc[self.frame["split"] == "train", "fold"]
         return int(folds.max()) + 1 if len(folds) else 0
+
+    @property
+    def durations(self) -> np.ndarray | None:
+        """Seconds of audio per row as ``data prepare`` read them from the headers (NaN where
+        unknown), or None for a manifest prepared without them."""
+        if "duration" not in self.frame.columns:
+            return None
+        return pd.to_numeric(self.frame["duration"], errors="coerce").to_numpy(dtype=np.float64)
 
     def audio_path(self, i: int) -> Path:
         """Absolute path of row ``i``'s audio file."""

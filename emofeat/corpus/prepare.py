@@ -23,6 +23,20 @@ from emofeat.errors import CorpusError
 log = logging.getLogger(__name__)
 
 
+def audio_durations(paths) -> list[float]:
+    """Seconds of each audio file from its header (no decoding); NaN for rows without audio
+    and for files whose header cannot be read (extraction and fine-tuning name those)."""
+    from emofeat.audio import AudioError, duration
+
+    out = []
+    for p in paths:
+        try:
+            out.append(round(duration(p), 6) if p else float("nan"))
+        except AudioError:
+            out.append(float("nan"))
+    return out
+
+
 def prepare(
     out: str | Path,
     *,
@@ -65,6 +79,7 @@ def prepare(
         raise CorpusError("the corpora hold no utterances")
     frame = build_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
     frame = apply_split(frame, split, k=folds, seed=seed)
+    frame["duration"] = audio_durations(frame["audio_path"])
     out = Path(out)
     frame = relative_audio_paths(frame, out.parent)
     config = {

@@ -21,6 +21,14 @@ def class_counts(manifest: Manifest) -> pd.DataFrame:
     return table
 
 
+def audio_hours(manifest: Manifest) -> pd.DataFrame | None:
+    """Hours of audio per (corpus, split) from the manifest's durations (None without them)."""
+    if manifest.durations is None:
+        return None
+    frame = manifest.frame[["corpus", "split"]].assign(hours=manifest.durations / 3600)
+    return frame.groupby(["corpus", "split"])["hours"].sum().round(3).to_frame()
+
+
 def long_counts(manifest: Manifest) -> pd.DataFrame:
     """(corpus, split, class, count) for every corpus and split of the manifest and every class
     (zeros included): the numbers behind the class-distribution figures."""

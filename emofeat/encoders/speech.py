@@ -374,7 +374,7 @@ class SpeechEncoder(Encoder):
             return "no audio (a text-only row); extract it with a text model"
         path = manifest.audio_path(row)
         try:
-            duration(path)  # the header's checks
+            header = duration(path)  # the header's checks
             # Exact samples at the model's rate: row_parts cuts the same windows as load_pieces.
             seconds = audio_length(path, self.options.sample_rate) / self.options.sample_rate
         except AudioError as err:
@@ -383,6 +383,12 @@ class SpeechEncoder(Encoder):
             return (
                 f"{path}: {seconds * 1000:.1f} ms is shorter than the encoder can see "
                 f"({min_length} samples at {self.options.sample_rate} Hz)"
+            )
+        prepared = manifest.durations[row] if manifest.durations is not None else np.nan
+        if np.isfinite(prepared) and abs(prepared - header) > 1e-3:
+            return (
+                f"{path}: the audio changed since `data prepare` (the manifest says "
+                f"{prepared:.3f} s, the file holds {header:.3f} s); prepare the manifest again"
             )
         return seconds
 

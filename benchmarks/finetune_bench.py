@@ -1,0 +1,232 @@
+"""Fine-tuning throughput: `emofeat finetune` against a bare torch loop over the same batches.
+
+Per case, one model trained for ``--epochs`` on ``--rows`` labelled rows (one model on all train
+rows, ``folds 0``), measured two ways on ``--device cpu|cuda``:
+  * emofeat finetune - the library call as users make it (Trainer, length-grouped batches,
+                       inputs read and collated by its DataLoader); rate from Trainer's own
+                       ``train_samples_per_second`` (the training loop, models already loaded);
+  * bare loop        - the same classifier, the same batches pre-built and already collated in
+                       memory, AdamW with the same learning rate, clipping and schedule: forward,
+                       backward, step; nothing else.
+Cases: ``wav2vec2`` (a deep, narrow proxy on the CPU: 24 layers of width 16 over an 8-channel
+CNN, the large model's depth at little compute, so the host's work around the model is what is
+measured; the XLS-R large architecture with ``--size full``) and ``kobert`` (12 layers of width
+64 on the CPU; BERT-base with ``--size full``). Targets (issue 25): emofeat >= 0.9 x the bare
+loop's samples/s, padding <= 10 % of the input frames. One JSON line per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from extract_bench import machine
+
+LABELS = ("angry", "happy", "neutral", "sad")
+WORDS = [
+    "오늘",
+    "정말",
+    "기분이",
+    "좋아요",
+    "너무",
+    "화가",
+    "나네요",
+    "슬퍼서",
+    "눈물이",
+    "나요",
+    "그냥",
+    "그래요",
+    "놀랐어요",
+]
+
+
+def corpus(out: Path, rows: int, seed: int) -> Path:
+    """A labelled generic CSV (clips of 1-6 s and transcripts) prepared as one train split."""
+    from emofeat.corpus.prepare import prepare
+
+    rng = np.random.default_rng(seed)
+    (out / "wavs").mkdir(parents=True, exist_ok=True)
+    lines = ["id,audio_path,text,label,split"]
+    for i in range(rows):
+        d = float(rng.uniform(1, 6))
+        t = np.arange(int(d * 16000)) / 16000
+        x = 0.3 * np.sin(2 * np.pi * (120 + 50 * (i % 4)) * t) + 0.01 * rng.standard_normal(len(t))
+        sf.write(out / "wavs" / f"c{i:04d}.wav", x.astype(np.float32), 16000, subtype="PCM_16")
+        text = " ".join(rng.choice(WORDS, int(rng.integers(4, 30))))
+        lines.append(f"c{i:04d},wavs/c{i:04d}.wav,{text},{LABELS[i % 4]},train")
+    (out / "corpus.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    prepare(out / "manifest.csv", csv=out / "corpus.csv", folds=0)
+    return out / "manifest.csv"
+
+
+def build(case: str, size: str, out: Path, manifest: Path) -> Path:
+    """The case's model folder (random weights, the hub's on-disk format)."""
+    folder = out / f"{case}-{size}"
+    if (folder / "config.json").is_file():
+        return folder
+    if case == "kobert":
+        from emofeat.corpus.manifest import read_manifest
+        from emofeat.encoders.tiny import build_tiny_kobert
+
+        hidden, layers = (768, 12) if size == "full" else (64, 12)
+        return build_tiny_kobert(
+            folder, list(read_manifest(manifest).frame["text"]), hidden=hidden, layers=layers
+        )
+    from extract_bench import SIZES
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(
+        **SIZES["large" if size == "full" else "deep"], mask_time_prob=0.0, layerdrop=0.0
+    )
+    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(return_attention_mask=True, do_normalize=True).save_pretrained(folder)
+    return folder
+
+
+def options(case: str, folder: Path, args) -> dict:
+    model = (
+        {"model": "kobert", "model_path": str(folder)}
+        if case == "kobert"
+        else {"model": str(folder)}
+    )
+    return dict(
+        **model,
+        folds=0,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=1e-4,
+        warmup_ratio=0.0,
+        scheduler="linear",
+        dropout=0.1,
+        freeze_feature_encoder=False,
+        group_by_length=True,
+        device=args.device,
+        max_len=64,
+    )
+
+
+def emofeat_run(manifest: Path, out: Path, opts: dict) -> dict:
+    from emofeat.finetune import finetune, resolve_config
+
+    start = time.perf_counter()
+    finetune(manifest, out, resolve_config(**opts), overwrite=True)
+    wall = time.perf_counter() - start
+    history = json.loads((out / "fold-all" / "log_history.json").read_text())
+    final = next(h for h in reversed(history) if "train_samples_per_second" in h)
+    return {
+        "samples_per_s": final["train_samples_per_second"],
+        "train_runtime_s": final["train_runtime"],
+        "whole_call_s": round(wall, 2),
+    }
+
+
+def prebuilt_batches(manifest: Path, opts: dict):
+    """The batches emofeat's length-bucketing sampler makes for Trainer (same seed), collated in
+    memory, and the fraction of input frames that are padding."""
+
+    from emofeat.corpus.manifest import read_manifest
+    from emofeat.crossfit import FoldPlan
+    from emofeat.encoders import resolve
+    from emofeat.finetune import LengthBucketSampler, UtteranceDataset, build_model, resolve_config
+
+    m = read_manifest(manifest)
+    cfg = resolve_config(**opts)
+    spec = resolve(cfg.model, cfg.model_path)
+    model, encoder, min_len = build_model(spec, cfg)
+    rows = FoldPlan.from_manifest(m).train_rows
+    checked = encoder.check_rows(m, rows, skip_bad=False, min_length=min_len)
+    data = UtteranceDataset(m, checked.good, encoder, min_len=min_len)
+    g = torch.Generator()
+    g.manual_seed(cfg.seed)
+    order = list(LengthBucketSampler(checked.lengths, cfg.batch_size, generator=g))
+    collate = encoder.collator()
+    batches, padded, real = [], 0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        items = [data[j] for j in order[i : i + cfg.batch_size]]
+        batch = collate(items)
+        lengths = [len(it["input"]) for it in items] if spec.modality == "speech" else None
+        if lengths is None:
+            lengths = batch["attention_mask"].sum(1).tolist()
+        padded += max(lengths) * len(lengths)
+        real += sum(lengths)
+        batches.append(batch)
+    return model, batches, 1 - real / padded, cfg
+
+
+def bare_loop(model, batches, cfg, device: str, epochs: float) -> float:
+    """Samples per second of forward, backward, clip, AdamW step over in-memory batches."""
+    from transformers import get_scheduler
+
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = int(len(batches) * epochs)
+    sched = get_scheduler(cfg.scheduler, opt, num_warmup_steps=0, num_training_steps=steps)
+    on_device = [{k: v.to(device) for k, v in b.items()} for b in batches]
+    samples = 0
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for step in range(steps):
+        batch = on_device[step % len(on_device)]
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        samples += len(batch["labels"])
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return samples / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("bench-out/finetune"))
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--size", choices=["proxy", "full"], default="proxy")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--cases", nargs="*", default=["wav2vec2", "kobert"])
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = corpus(out / "data", args.rows, args.seed)
+    for case in args.cases:
+        folder = build(case, args.size, out / "models", manifest)
+        opts = options(case, folder, args)
+        model, batches, padding, cfg = prebuilt_batches(manifest, opts)
+        bare = bare_loop(model, batches, cfg, args.device, args.epochs)
+        del model
+        ours = emofeat_run(manifest, out / "runs" / case, opts)
+        result = {
+            "bench": "finetune",
+            "case": case,
+            "size": args.size,
+            "machine": machine(args.device),
+            "rows": args.rows,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "padding_fraction": round(padding, 4),
+            "bare_samples_per_s": round(bare, 2),
+            "emofeat_samples_per_s": ours["samples_per_s"],
+            "ratio": round(ours["samples_per_s"] / bare, 3),
+            "emofeat_whole_call_s": ours["whole_call_s"],
+        }
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
