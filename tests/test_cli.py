@@ -48,3 +48,21 @@ def test_every_library_call_of_the_cli_binds_to_its_signature():
                 signature.bind(*[None] * len(node.args), **keywords)
         except TypeError as err:
             raise AssertionError(f"cli/{name}:{line} calls {function.__name__}: {err}") from None
+
+
+def test_the_cli_starts_without_the_heavy_libraries():
+    """Every command used to pay 0.9 s importing scikit-learn and LightGBM for `stack --meta`'s
+    choices; the CLI imports neither torch nor them until a command needs them."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "sklearn", "lightgbm")
+    code = f"import sys, emofeat.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from click.testing import CliRunner
+
+    from emofeat.cli import main
+
+    result = CliRunner().invoke(main, ["stack", "--meta", "bogus"])
+    assert result.exit_code == 2 and "'lgbm'" in result.output and "'auto'" in result.output

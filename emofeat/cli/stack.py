@@ -7,13 +7,20 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
+    LazyChoice,
+    LazyHelpOption,
     allow_incomplete_option,
     config_option,
     configured,
     friendly,
     need,
 )
-from emofeat.stack.meta import META_LEARNERS
+
+
+def _meta_learners():
+    from emofeat.stack.meta import META_LEARNERS
+
+    return META_LEARNERS
 
 
 @click.command()
@@ -26,10 +33,13 @@ from emofeat.stack.meta import META_LEARNERS
 )
 @click.option(
     "--meta",
-    type=click.Choice([*META_LEARNERS, "auto"]),
-    help="; ".join(f"{m.name}: {m.summary}" for m in META_LEARNERS.values())
-    + "; auto: the one of softvote, caruana, logreg, lgbm with the best nested-CV accuracy "
-    "over the train folds (the report lists every candidate).",
+    cls=LazyHelpOption,
+    type=LazyChoice(lambda: [*_meta_learners(), "auto"]),
+    help_text=lambda: (
+        "; ".join(f"{m.name}: {m.summary}" for m in _meta_learners().values())
+        + "; auto: the one of softvote, caruana, logreg, lgbm with the best nested-CV accuracy "
+        "over the train folds (the report lists every candidate)."
+    ),
 )
 @click.option(
     "--weights", help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference)."
