@@ -8,10 +8,15 @@ over the 640 positions (Linear, GELU, Linear, Dropout) → residual; LayerNorm �
 Dropout → Linear(512→C). AdamW 5e-5, batch 64 × 8 accumulation, 30 epochs, cross-entropy
 (optionally weighted N/count_c), seed 1024, final weights. Widths and lengths follow the stores.
 
-Faithful by default (``faithful_norm``): the published code applies the second LayerNorm to the
-token-mixing output rather than to the residual sum, and pads enter the mixing and the mean as
-zeros (no mask), as it did. The simpler published fusions are options: ``concat`` (the two
-masked time-means side by side) and ``3way`` (``[t, a, |a − t|, a ⊙ t]``).
+Faithful by default, each deviation an option of :class:`MMMConfig`: the block holds one
+LayerNorm applied at both of its places (``shared_norm``) and the second time to the token-mixing
+output rather than to the residual sum (``faithful_norm``); pads enter the mixing and the mean as
+zeros (no mask); batches are not shuffled (``shuffle``); the optimizer steps after batch 0 and
+then after every 8th, the rest of an epoch dropped (``accumulation``). The simpler published
+fusions: ``concat`` (the text's [CLS] state beside the audio's masked time-mean,
+``concat_text``) and ``3way`` (``[t, a, |a − t|, a ⊙ t]`` of the means, a 768-wide hidden
+layer). A published epoch reuses the loader's order (no shuffle); with ``shuffle`` each epoch
+draws its own order (seed + epoch: the old code re-seeded every epoch to the same order).
 
 This module is the model and how one fold model is trained and applied; cross-fitting it over
 a text and an audio sequence store into a run and a store of its own is :mod:`emofeat.fuse`.
@@ -52,11 +57,17 @@ class MMM(nn.Module):
         dropout: float = 0.1,
         fusion: str = "mixer",
         faithful_norm: bool = True,
+        shared_norm: bool = True,
+        concat_text: str = "cls",
+        hidden_3way: int = 768,
     ):
         super().__init__()
         if fusion not in FUSIONS:
             raise EmofeatError(f"--fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        if concat_text not in ("cls", "mean"):
+            raise EmofeatError(f"concat_text must be cls or mean, got {concat_text!r}")
         self.fusion, self.faithful_norm = fusion, faithful_norm
+        self.shared_norm, self.concat_text = shared_norm, concat_text
         self.text_proj = nn.Linear(text_dim, d)
         self.audio_proj = nn.Linear(audio_dim, d)
         n = text_len + audio_len
@@ -65,7 +76,8 @@ class MMM(nn.Module):
             self.token_mlp = nn.Sequential(
                 nn.Linear(n, n), nn.GELU(), nn.Linear(n, n), nn.Dropout(dropout)
             )
-            self.norm2 = nn.LayerNorm(d)
+            # The published block holds ONE LayerNorm and applies it at both of its places.
+            self.norm2 = self.norm1 if shared_norm else nn.LayerNorm(d)
             self.channel_mlp = nn.Sequential(
                 nn.Linear(d, d), nn.GELU(), nn.Linear(d, d), nn.Dropout(dropout)
             )
@@ -73,6 +85,8 @@ class MMM(nn.Module):
             width = d
         else:
             width = 2 * d if fusion == "concat" else 4 * d
+            if fusion == "3way":
+                hidden = hidden_3way  # the published 3-way head is 768 wide
         self.head = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(width, hidden),
@@ -84,7 +98,9 @@ class MMM(nn.Module):
     def forward(self, text, audio, text_len, audio_len) -> torch.Tensor:
         t, a = self.text_proj(text), self.audio_proj(audio)
         if self.fusion != "mixer":
-            t = _masked_mean(t, text_len)
+            # Published: concat takes the [CLS] state of the text; 3-way the means.
+            cls = self.fusion == "concat" and self.concat_text == "cls"
+            t = t[:, 0] if cls else _masked_mean(t, text_len)
             a = _masked_mean(a, audio_len)
             fused = torch.cat(
                 [t, a] if self.fusion == "concat" else [t, a, (a - t).abs(), a * t], 1
@@ -112,6 +128,12 @@ class MMMConfig:
     grad_accum: int = 8
     fusion: str = "mixer"
     faithful_norm: bool = True
+    shared_norm: bool = True  # one LayerNorm at both places of the block, as published
+    shuffle: bool = False  # the published loader does not shuffle
+    # "published": step after batch 0 and then after every grad_accum-th batch, the remainder of
+    # an epoch dropped; "standard": every grad_accum batches, the remainder stepped at the end.
+    accumulation: str = "published"
+    concat_text: str = "cls"  # concat fusion: the text's [CLS] state (published) or its mean
     class_weights: bool = False  # N / count_c
     seed: int = 1024
     device: str = "auto"
@@ -129,6 +151,34 @@ class MMMConfig:
             raise EmofeatError(f"--lr must be a positive finite number, got {self.lr!r}")
         if self.fusion not in FUSIONS:
             raise EmofeatError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.accumulation not in ACCUMULATIONS:
+            raise EmofeatError(
+                f"--accumulation must be one of {', '.join(ACCUMULATIONS)}, got {self.accumulation!r}"
+            )
+        if self.concat_text not in ("cls", "mean"):
+            raise EmofeatError(f"--concat-text must be cls or mean, got {self.concat_text!r}")
+
+    def architecture(self) -> dict:
+        """The options that shape the network (saved with each fold model)."""
+        return {
+            "fusion": self.fusion,
+            "faithful_norm": self.faithful_norm,
+            "shared_norm": self.shared_norm,
+            "concat_text": self.concat_text,
+        }
+
+
+ACCUMULATIONS = ("published", "standard")
+
+
+def steps_after(batch: int, n_batches: int, grad_accum: int, accumulation: str) -> bool:
+    """Whether the optimizer steps after batch ``batch`` (0-based) of an epoch of ``n_batches``:
+    published, after batch 0 and then after every ``grad_accum``-th (0, 8, 16, ...; gradients of
+    the batches after the last step are dropped); standard, after every ``grad_accum`` batches
+    and after the last."""
+    if accumulation == "published":
+        return batch % grad_accum == 0
+    return (batch + 1) % grad_accum == 0 or batch == n_batches - 1
 
 
 IN_MEMORY_BYTES = 2 << 30  # smaller sequence sets are read once; larger ones row by row
@@ -179,7 +229,7 @@ def new_model(dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> MMM:
     """A freshly initialised MMM (seeded) for sequences of ``dims`` (text_dim, audio_dim,
     text_len, audio_len)."""
     torch.manual_seed(cfg.seed)
-    return MMM(**dims, n_classes=n_classes, fusion=cfg.fusion, faithful_norm=cfg.faithful_norm)
+    return MMM(**dims, n_classes=n_classes, **cfg.architecture())
 
 
 def train(
@@ -204,27 +254,24 @@ def train(
     model.to(device).train()
     history = []
     for epoch in range(1, cfg.epochs + 1):
-        opt.zero_grad()
+        opt.zero_grad()  # (published: what the last step of an epoch left is dropped here)
         total, seen = 0.0, 0
-        for step, (t, a, tl, al, y) in enumerate(
-            _batches(dataset, cfg.batch_size, True, cfg.seed), 1
-        ):
+        batches = _batches(dataset, cfg.batch_size, cfg.shuffle, cfg.seed + epoch)
+        for step, (t, a, tl, al, y) in enumerate(batches):
             logits = model(t.to(device), a.to(device), tl.to(device), al.to(device))
             loss = nn.functional.cross_entropy(logits, y.to(device), weight=weight)
             if not torch.isfinite(loss):
                 raise EmofeatError(
-                    f"MMM: non-finite training loss at epoch {epoch}, step {step}; check the sequence stores"
+                    f"MMM: non-finite training loss at epoch {epoch}, step {step + 1}; check the sequence stores"
                 )
             (loss / cfg.grad_accum).backward()
-            if step % cfg.grad_accum == 0:
+            if steps_after(step, len(batches), cfg.grad_accum, cfg.accumulation):
                 opt.step()
                 opt.zero_grad()
             total += loss.item() * len(y)
             seen += len(y)
             if progress is not None:
                 progress(epoch, len(y), loss.item())
-        opt.step()  # the last, partial accumulation (a few hundred rows: one step per epoch)
-        opt.zero_grad()
         history.append({"epoch": float(epoch), "loss": total / max(seen, 1)})
     model.eval()
     return history
@@ -245,31 +292,24 @@ WEIGHTS = "model.safetensors"
 
 
 def save(model: MMM, folder: Path, *, dims: dict[str, int], n_classes: int, cfg: MMMConfig) -> None:
-    """A fold model as data: its architecture (``mmm.json``) and weights (safetensors)."""
-    from safetensors.torch import save_file
+    """A fold model as data: its architecture (``mmm.json``) and weights (safetensors; the
+    shared LayerNorm stored once)."""
+    from safetensors.torch import save_model
 
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {
-        **dims,
-        "n_classes": n_classes,
-        "fusion": cfg.fusion,
-        "faithful_norm": cfg.faithful_norm,
-    }
+    spec = {**dims, "n_classes": n_classes, **cfg.architecture()}
     (folder / ARCHITECTURE).write_text(json.dumps(spec, indent=1))
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        str(folder / WEIGHTS),
-    )
+    save_model(model.cpu(), str(folder / WEIGHTS))
 
 
 def load(folder: Path) -> MMM:
     """A fold model saved by :func:`save`."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_model
 
     try:
         spec = json.loads((folder / ARCHITECTURE).read_text())
         model = MMM(**spec)
-        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        load_model(model, str(folder / WEIGHTS))
     except (OSError, ValueError, TypeError, RuntimeError) as err:
         raise EmofeatError(
             f"{folder}: not an MMM fold model ({err}); re-run `emofeat fuse --overwrite`"

@@ -234,3 +234,130 @@ def test_fuse_command_line(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["stack", "--meta", "mmm", "--store", str(paths[0])])
     assert r.exit_code != 0 and "'mmm' is not one of" in r.output
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """In-memory (text, audio, text_len, audio_len, label) rows, as SequencePairs gives them."""
+
+    def __init__(self, n, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.t, self.a = torch.randn(n, 8, 16, generator=g), torch.randn(n, 12, 24, generator=g)
+        self.tl = torch.randint(2, 9, (n,), generator=g)
+        self.al = torch.randint(3, 13, (n,), generator=g)
+        self.y = torch.randint(0, 3, (n,), generator=g).numpy()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.t[i], self.a[i], int(self.tl[i]), int(self.al[i]), int(self.y[i])
+
+
+def test_the_published_block_by_hand_one_layernorm_at_both_places():
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    model = MMM(16, 24, 8, 12, 3).eval()
+    assert model.norm2 is model.norm1  # one module, as published
+    names = {n for n, _ in model.named_parameters()}
+    assert not any(n.startswith("norm2.") for n in names) and "norm3.weight" in names
+    d = 256
+    p = dict(model.named_parameters())
+    t, a = torch.randn(2, 8, 16), torch.randn(2, 12, 24)
+    lens = torch.tensor([8, 5]), torch.tensor([12, 7])
+
+    def ln(x, name):
+        return F.layer_norm(x, (d,), p[f"{name}.weight"], p[f"{name}.bias"])
+
+    def mlp(x, name):
+        h = F.gelu(F.linear(x, p[f"{name}.0.weight"], p[f"{name}.0.bias"]))
+        return F.linear(h, p[f"{name}.2.weight"], p[f"{name}.2.bias"])
+
+    with torch.no_grad():
+        x = torch.cat(
+            [
+                F.linear(t, p["text_proj.weight"], p["text_proj.bias"]),
+                F.linear(a, p["audio_proj.weight"], p["audio_proj.bias"]),
+            ],
+            1,
+        )
+        mixed = mlp(ln(x, "norm1").transpose(1, 2), "token_mlp").transpose(1, 2)
+        x = x + mixed
+        x = x + mlp(ln(mixed, "norm1"), "channel_mlp")  # the same LayerNorm, on the mixed part
+        pooled = ln(x, "norm3").mean(1)
+        hidden = F.gelu(F.linear(pooled, p["head.1.weight"], p["head.1.bias"]))
+        want = F.linear(hidden, p["head.4.weight"], p["head.4.bias"])
+        torch.testing.assert_close(model(t, a, *lens), want, atol=1e-5, rtol=1e-5)
+    two = MMM(16, 24, 8, 12, 3, shared_norm=False)
+    assert two.norm2 is not two.norm1  # the option: two LayerNorms
+
+
+def test_simpler_fusions_by_hand_cls_for_concat_and_a_768_wide_three_way_head():
+    from torch.nn import functional as F
+
+    torch.manual_seed(0)
+    t, a = torch.randn(2, 8, 16), torch.randn(2, 12, 24)
+    tl, al = torch.tensor([8, 5]), torch.tensor([12, 7])
+
+    def mean(x, n):
+        return torch.stack([x[i, : n[i]].mean(0) for i in range(len(n))])
+
+    concat = MMM(16, 24, 8, 12, 3, fusion="concat").eval()
+    three = MMM(16, 24, 8, 12, 3, fusion="3way").eval()
+    assert three.head[1].out_features == 768 and concat.head[1].out_features == 512
+    with torch.no_grad():
+        for model, build in (
+            (concat, lambda tt, aa: torch.cat([tt[:, 0], mean(aa, al)], 1)),
+            (
+                three,
+                lambda tt, aa: torch.cat(
+                    [m := mean(tt, tl), n := mean(aa, al), (n - m).abs(), n * m], 1
+                ),
+            ),
+        ):
+            fused = build(model.text_proj(t), model.audio_proj(a))
+            h = F.gelu(model.head[1](fused))
+            torch.testing.assert_close(model(t, a, tl, al), model.head[4](h), atol=1e-5, rtol=1e-5)
+    means = MMM(16, 24, 8, 12, 3, fusion="concat", concat_text="mean").eval()
+    means.load_state_dict(concat.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(means(t, a, tl, al), concat(t, a, tl, al))
+
+
+@pytest.mark.parametrize("accumulation", ["published", "standard"])
+def test_training_steps_as_published_against_a_hand_written_loop(accumulation):
+    """20 rows in batches of 1, accumulation 8: the published loop steps after batches 0, 8 and
+    16 and drops the rest; the standard one after 7, 15 and 19. No shuffling by default."""
+    steps = [b for b in range(20) if mmm.steps_after(b, 20, 8, accumulation)]
+    assert steps == ([0, 8, 16] if accumulation == "published" else [7, 15, 19])
+    data = _Pairs(20)
+    cfg = MMMConfig(epochs=2, batch_size=1, grad_accum=8, accumulation=accumulation, seed=3)
+    dims = dict(text_dim=16, audio_dim=24, text_len=8, audio_len=12)
+    got = mmm.new_model(dims, 3, cfg)
+    mmm.train(got, data, cfg, n_classes=3, device="cpu")
+    want = mmm.new_model(dims, 3, cfg)  # the same initial weights
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(want.parameters(), lr=cfg.lr)
+    want.train()
+    for _ in range(cfg.epochs):
+        opt.zero_grad()
+        for i in range(20):  # in order: no shuffling
+            t, a, tl, al, y = data[i]
+            logits = want(t[None], a[None], torch.tensor([tl]), torch.tensor([al]))
+            (torch.nn.functional.cross_entropy(logits, torch.tensor([y])) / 8).backward()
+            if i in steps:
+                opt.step()
+                opt.zero_grad()
+    for (name, x), y in zip(got.state_dict().items(), want.state_dict().values()):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_shuffled_epochs_differ_and_the_published_loader_keeps_the_order():
+    data = _Pairs(12)
+    order = lambda shuffle, seed: [  # noqa: E731
+        int(v) for *_, y in mmm._batches(data, 4, shuffle, seed) for v in y
+    ]
+    assert order(False, 1) == order(False, 2) == data.y.tolist()
+    assert order(True, 1) != order(True, 2)
+    with pytest.raises(EmofeatError, match="--accumulation must be one of"):
+        MMMConfig(accumulation="sometimes").check()

@@ -40,6 +40,27 @@ from emofeat.fuse import FUSION_MODELS
     help="MMM's second LayerNorm on the token-mixing output, as the published code (default), "
     "or on the residual sum.",
 )
+@click.option(
+    "--shared-norm/--no-shared-norm",
+    default=None,
+    help="One LayerNorm at both places of MMM's block, as published (default), or two.",
+)
+@click.option(
+    "--shuffle/--no-shuffle",
+    default=None,
+    help="Shuffle MMM's training batches (published: not shuffled).",
+)
+@click.option(
+    "--accumulation",
+    type=click.Choice(["published", "standard"]),
+    help="published (default): step after batch 0, then every --grad-accum-th, the rest of an "
+    "epoch dropped; standard: every --grad-accum batches and the remainder.",
+)
+@click.option(
+    "--concat-text",
+    type=click.Choice(["cls", "mean"]),
+    help="--fusion concat: the text's [CLS] state (published, default) or its mean.",
+)
 @click.option("--class-weights", is_flag=True, default=None, help="Weight classes N/count.")
 @click.option("--seed", type=int, help="Seed (published: 1024).")
 @device_option
@@ -64,8 +85,8 @@ def fuse(**params):
 
     p = configured(params, ignore=RUN_DERIVED, out_beside="config.yaml")
     need(p, "stores", "out")
-    keys = ("epochs", "lr", "batch_size", "grad_accum", "fusion", "faithful_norm")
-    keys += ("class_weights", "seed", "device")
+    keys = ("epochs", "lr", "batch_size", "grad_accum", "fusion", "faithful_norm", "shared_norm")
+    keys += ("shuffle", "accumulation", "concat_text", "class_weights", "seed", "device")
     config = MMMConfig(**{k: p[k] for k in keys if p[k] is not None})
     results = fuse_stores(
         p["stores"],
