@@ -22,10 +22,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
-
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_data
 from extract_bench import machine
 
 SPEECH = ("wav2vec2", "wav2vec2-base", "hubert", "wavlm", "data2vec-audio", "whisper")
@@ -113,42 +111,9 @@ def build(kind: str, folder: Path, size: str, manifest: Path) -> Path:
 
 def corpus(out: Path, clips: int, sentences: int, seed: int) -> tuple[Path, Path, float]:
     """A speech manifest and a text manifest (generic CSVs), and the speech seconds."""
-    from emofeat.corpus.prepare import prepare
-
-    rng = np.random.default_rng(seed)
-    (out / "wavs").mkdir(parents=True, exist_ok=True)
-    speech, seconds = ["id,audio_path,text,split"], 0.0
-    for i in range(clips):
-        d = float(rng.uniform(1, 8))
-        t = np.arange(int(d * 16000)) / 16000
-        x = 0.3 * np.sin(2 * np.pi * (150 + 30 * t) * t) + 0.01 * rng.standard_normal(len(t))
-        sf.write(out / "wavs" / f"c{i:03d}.wav", x.astype(np.float32), 16000, subtype="PCM_16")
-        speech.append(f"c{i:03d},wavs/c{i:03d}.wav,,train")
-        seconds += d
-    words = [
-        "오늘",
-        "정말",
-        "기분이",
-        "좋아요",
-        "너무",
-        "화가",
-        "나네요",
-        "슬퍼서",
-        "눈물이",
-        "나요",
-        "그냥",
-        "그래요",
-        "놀랐어요",
-    ]
-    text = ["id,audio_path,text,split"]
-    for i in range(sentences):
-        text.append(f"t{i:04d},,{' '.join(rng.choice(words, int(rng.integers(4, 30))))},train")
-    paths = []
-    for name, rows in (("speech", speech), ("text", text)):
-        (out / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-        prepare(out / f"{name}-manifest.csv", csv=out / f"{name}.csv", folds=0)
-        paths.append(out / f"{name}-manifest.csv")
-    return paths[0], paths[1], seconds
+    speech, seconds = bench_data.manifest(out, "speech", clips, seed=seed)
+    text, _ = bench_data.manifest(out, "text", sentences, seed=seed, audio=None, text=True)
+    return speech, text, seconds
 
 
 def main() -> None:

@@ -23,48 +23,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+import bench_data
 from extract_bench import machine
-
-LABELS = ("angry", "happy", "neutral", "sad")
-WORDS = [
-    "오늘",
-    "정말",
-    "기분이",
-    "좋아요",
-    "너무",
-    "화가",
-    "나네요",
-    "슬퍼서",
-    "눈물이",
-    "나요",
-    "그냥",
-    "그래요",
-    "놀랐어요",
-]
 
 
 def corpus(out: Path, rows: int, seed: int) -> Path:
-    """A labelled generic CSV (clips of 1-6 s and transcripts) prepared as one train split."""
-    from emofeat.corpus.prepare import prepare
-
-    rng = np.random.default_rng(seed)
-    (out / "wavs").mkdir(parents=True, exist_ok=True)
-    lines = ["id,audio_path,text,label,split"]
-    for i in range(rows):
-        d = float(rng.uniform(1, 6))
-        t = np.arange(int(d * 16000)) / 16000
-        x = 0.3 * np.sin(2 * np.pi * (120 + 50 * (i % 4)) * t) + 0.01 * rng.standard_normal(len(t))
-        sf.write(out / "wavs" / f"c{i:04d}.wav", x.astype(np.float32), 16000, subtype="PCM_16")
-        text = " ".join(rng.choice(WORDS, int(rng.integers(4, 30))))
-        lines.append(f"c{i:04d},wavs/c{i:04d}.wav,{text},{LABELS[i % 4]},train")
-    (out / "corpus.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    prepare(out / "manifest.csv", csv=out / "corpus.csv", folds=0)
-    return out / "manifest.csv"
+    """Labelled clips of 1-6 s with transcripts, prepared as one train split."""
+    path, _ = bench_data.manifest(
+        out, "clip", rows, seed=seed, audio=(1.0, 6.0), text=True, labels=True
+    )
+    return path
 
 
 def build(case: str, size: str, out: Path, manifest: Path) -> Path:
