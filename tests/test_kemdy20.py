@@ -103,6 +103,34 @@ def test_multilabel_first_and_soft(tmp_path):
     np.testing.assert_allclose(sums, 1.0)
 
 
+def test_multilabel_duplicate_gives_one_row_per_label_kept_in_one_fold(tmp_path):
+    """MMM's data code duplicates a multi-label utterance once per consensus label."""
+    from emofeat.corpus.prepare import prepare
+
+    root = make_tree(tmp_path / "K", ROWS)
+    frame, report = read_kemdy20(root, multilabel="duplicate")
+    seg = "Sess01_script01_User002M_002"
+    copies = frame[frame["id"].str.startswith(seg)]
+    assert list(copies["id"]) == [f"{seg}#neutral", f"{seg}#happy"]
+    assert list(copies["label"]) == ["neutral", "happy"]
+    assert copies["audio_path"].nunique() == 1 and copies["text"].nunique() == 1
+    assert report["multilabel_duplicated"] == 1 and report["multilabel_dropped"] == 0
+    assert len(frame) == 5 and frame["id"].is_unique
+    more = {
+        s: [(f"Sess{s:02d}_script01_User00{s}F_00{i}", "sad;angry", ["sad"] * 3) for i in range(4)]
+        for s in range(3, 7)
+    }
+    root = make_tree(tmp_path / "K2", {**ROWS, **more})
+    m, _ = prepare(
+        tmp_path / "m.csv", kemdy20=root, split="session-kfold", folds=2, multilabel="duplicate"
+    )
+    pairs = m.frame[m.frame["id"].str.contains("#")].assign(
+        seg=lambda f: f["id"].str.split("#").str[0]
+    )
+    assert pairs.groupby("seg")["fold"].nunique().eq(1).all()  # copies never straddle folds
+    assert pairs.groupby("seg")["split"].nunique().eq(1).all()
+
+
 def test_utf8_transcripts_and_clean_mode(tmp_path):
     fid = "Sess01_script01_User001F_001"
     root = make_tree(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
+    LazyChoice,
     config_option,
     configured,
     fields,
@@ -51,6 +52,12 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
     click.echo(f"corpus written to {out}")
 
 
+def _multilabel_policies():
+    from emofeat.corpus.kemdy20 import MULTILABEL_POLICIES  # (imports pandas: only when used)
+
+    return MULTILABEL_POLICIES
+
+
 @data.command("prepare")
 @click.option(
     "--kemdy20",
@@ -77,7 +84,12 @@ def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds
 )
 @click.option("--text", default="raw", show_default=True, type=click.Choice(["raw", "clean"]))
 @click.option(
-    "--multilabel", default="drop", show_default=True, type=click.Choice(["drop", "first", "soft"])
+    "--multilabel",
+    default="drop",
+    show_default=True,
+    type=LazyChoice(_multilabel_policies),
+    help="KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
+    "(vote fractions), duplicate (one row per label, as MMM).",
 )
 @click.option("--seed", default=0, show_default=True, help="Seed of the fold assignment.")
 @click.option("--skip-missing", is_flag=True, help="Leave out utterances whose wav/txt is missing.")

@@ -25,7 +25,9 @@ from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
 from emofeat.errors import CorpusError, LabelError
 
-MULTILABEL_POLICIES = ("drop", "first", "soft")
+# drop: the reference; first: the first consensus label; soft: annotator vote fractions;
+# duplicate: one row per consensus label (ids SEG#label), as MMM's data code does.
+MULTILABEL_POLICIES = ("drop", "first", "soft", "duplicate")
 _EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")
 
@@ -116,7 +118,7 @@ def read_kemdy20(
             f"multilabel policy must be one of {MULTILABEL_POLICIES}, got {multilabel!r}"
         )
     root = Path(root)
-    rows, missing, multi, dropped, fixed = [], [], 0, [], 0
+    rows, missing, multi, dropped, fixed, duplicated = [], [], 0, [], 0, 0
     for path in annotation_files(root):
         session = int(_EVAL_FILE.match(path.name).group(1))
         frame = _read_eval_csv(path)
@@ -168,12 +170,19 @@ def read_kemdy20(
             }
             if soft is not None:
                 rec.update({SOFT_PREFIX + n: float(v) for n, v in zip(label_set.LABEL_NAMES, soft)})
+            if multilabel == "duplicate" and len(names) > 1:
+                # One row per label; the copies share a session, so group-aware folds keep
+                # them together (a fold model never sees the audio of a row it predicts).
+                rows += [{**rec, "id": f"{seg}#{n}", "label": n} for n in names]
+                duplicated += len(names) - 1
+                continue
             rows.append(rec)
     skipped = handle_missing(f"KEMDy20 at {root}", missing, skip_missing)
     report = {
         "utterances": len(rows),
         "multilabel_rows": multi,
         "multilabel_dropped": len(dropped),
+        "multilabel_duplicated": duplicated,
         "segment_ids_fixed": fixed,
         "skipped_missing": skipped,
     }
