@@ -59,6 +59,8 @@ def _row(folder: Path) -> dict[str, Any]:
         # In-sample figures are never shown as cross-validation.
         prefix = "insample" if metrics.get("cv_protocol") == "in-sample" else "cv"
         row.update({f"{prefix}_accuracy": cv.get("mean"), f"{prefix}_accuracy_std": cv.get("std")})
+        sources = sorted(set((metrics.get("test_predictions") or {}).values()))
+        row["base_test_rows"] = "; ".join(sources) or None
         return row
     summary = metrics.get("summary", {})
     options = {k: v for k, v in config.items() if k not in ("seed", "device", "manifest")}
@@ -79,7 +81,8 @@ def compare(
     """The comparison table (one row per stack or run, then one per configuration run with
     several seeds: mean ± std); with ``out``, also ``compare.md`` and ``compare.csv`` there."""
     rows = pd.DataFrame([_row(f) for f in find_artifacts(paths)])
-    numeric = [c for c in rows.columns if c not in ("path", "kind", "configuration", "seed")]
+    labels = ("path", "kind", "configuration", "seed", "base_test_rows")
+    numeric = [c for c in rows.columns if c not in labels]
     seeds = rows.groupby("configuration").filter(lambda g: g["seed"].nunique() > 1)
     summary = []
     for key, group in seeds.groupby("configuration"):
@@ -89,6 +92,8 @@ def compare(
             "configuration": key,
             "seed": ",".join(map(str, sorted(group["seed"]))),
         }
+        if "base_test_rows" in group:
+            entry["base_test_rows"] = group["base_test_rows"].iloc[0]
         for col in numeric:
             values = pd.to_numeric(group[col], errors="coerce").dropna()
             if len(values):  # numbers stay numbers in the CSV: mean, and the std beside it

@@ -152,19 +152,25 @@ class FoldPlan:
             return np.array([], dtype=np.int64)
         return np.flatnonzero(self.labelled_train & (self.fold == k))
 
-    def model_groups(self, model_folds: Sequence[int]) -> list[tuple[list[int], np.ndarray]]:
+    def model_groups(
+        self, model_folds: Sequence[int], *, refit: bool = False
+    ) -> list[tuple[list[int], np.ndarray]]:
         """Which models compute which rows: ``[(model indices, rows), ...]``, the values of a
         row being the mean over its models. ``model_folds[i]`` is the fold model ``i`` held
-        out; model ``i`` alone predicts those rows, every model together predicts the rest.
-        Groups without rows are left out."""
-        everyone = list(range(len(model_folds)))
+        out; model ``i`` alone predicts those rows, the fold models together predict the rest.
+        A model refit on all train rows (fold -1 beside fold models) predicts the rest alone
+        with ``refit``, and nothing otherwise. Groups without rows are left out."""
+        folds = [i for i, k in enumerate(model_folds) if k >= 0]
+        if not folds:  # one model on all train rows: it predicts every row
+            return [([0], np.arange(len(self)))] if len(self) else []
         held = np.zeros(len(self), bool)
         groups = []
-        for i, k in enumerate(model_folds):
-            rows = self.held_rows(k) if len(model_folds) > 1 else np.array([], dtype=np.int64)
+        for i in folds:
+            rows = self.held_rows(model_folds[i]) if len(folds) > 1 else np.array([], np.int64)
             held[rows] = True
             groups.append(([i], rows))
-        groups.append((everyone, np.flatnonzero(~held)))
+        others = [list(model_folds).index(-1)] if refit else folds
+        groups.append((others, np.flatnonzero(~held)))
         return [(models, rows) for models, rows in groups if len(rows)]
 
     def in_sample(

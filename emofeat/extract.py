@@ -57,6 +57,7 @@ from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo, trained_rows
 from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
+from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,9 @@ class ExtractConfig:
     flush_rows: int | None = None  # rows per write window (None: 2048, 256 with --sequence)
     sequence: bool = _values(False)  # also store the last layer's states per row (for MMM)
     sequence_length: int | None = _values(None)  # positions kept (text max_len, speech 512)
+    # With a cross-fitted run, what predicts test (and other non-train) rows: "mean" of the
+    # fold models, or "refit": the run's model refit on all train rows (finetune --refit).
+    test_rows: str = _values("mean")
 
 
 # The options that decide stored values, and those recorded beside a store (re-run with --config).
@@ -169,7 +173,10 @@ class Routing:
     in_sample: np.ndarray  # per row: a model that produced it trained on it or chose on it
 
 
-def route_rows(m: Manifest, loaded_models: Models) -> Routing:
+TEST_ROWS = ("mean", "refit")
+
+
+def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Routing:
     """Route rows to models by the cross-fitting rule (:class:`emofeat.crossfit.FoldPlan`): a
     held-out train row → the fold model that held it out; every other row → the mean over the
     fold models.
@@ -201,12 +208,23 @@ def route_rows(m: Manifest, loaded_models: Models) -> Routing:
                 f"Extract with the manifest the run was made from ({loaded_models.run.manifest}), or fine-tune "
                 "a new run on this manifest."
             )
-    groups = plan.model_groups(model_folds)
+    if refit and -1 not in model_folds:
+        raise EmofeatError(
+            f"--test-rows refit: {run.path} has no model refit on all train rows; fine-tune it "
+            "with --refit (the fold models are kept), or extract with --test-rows mean"
+        )
+    groups = plan.model_groups(model_folds, refit=refit)
     return Routing(groups, plan.in_sample(groups, used))
 
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
     check_precision(cfg.precision, device)
+    if cfg.test_rows not in TEST_ROWS:
+        raise EmofeatError(
+            f"--test-rows must be one of {', '.join(TEST_ROWS)}, got {cfg.test_rows!r}"
+        )
+    if cfg.test_rows == "refit" and not cfg.run:
+        raise EmofeatError("--test-rows refit needs --run (a run fine-tuned with --refit)")
     if cfg.run and (cfg.model or cfg.model_path):
         raise EmofeatError(
             "--run brings its own fold models; --model/--model-path would be ignored: give one of "
@@ -299,7 +317,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     sequences = (
         {"last": (cfg.sequence_length, int(models[0].config.hidden_size))} if cfg.sequence else {}
     )
-    routing = route_rows(m, loaded_models)
+    routing = route_rows(m, loaded_models, refit=cfg.test_rows == "refit")
     # Rows are checked before the store is created: without --skip-bad a bad row (empty text,
     # unreadable or too short audio) stops the command with nothing written.
     min_len = encoder.min_input_length(models[0].config)
@@ -355,6 +373,10 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
             config={
                 **{k: getattr(cfg, k) for k in VALUE_KEYS},
                 "weights_sha256": per_model_sha256,
+                # What predicted the test rows, in words (stack reports name it).
+                "test_predictions": describe_test_predictions(
+                    cfg.test_rows, loaded_models.run.folds if loaded_models.run else 1
+                ),
                 "model_revision": revision,
             },
         ),

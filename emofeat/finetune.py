@@ -82,6 +82,10 @@ class FinetuneConfig:
     device: str = "auto"
     skip_bad: bool = False
     max_steps: int = -1  # for smoke tests
+    # Also train one model on all train rows (fold-all) beside the fold models, so that test
+    # rows can come from one model refit on everything (as scikit-learn's stacking does)
+    # instead of the fold models' mean: `extract --test-rows refit`.
+    refit: bool = False
     label_names: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
 
@@ -559,7 +563,7 @@ def finetune(
     checked = encoder.check_rows(
         m, rows, skip_bad=cfg.skip_bad, min_length=encoder.min_input_length(model_config)
     )
-    fold_ids = run.fold_ids(k)
+    fold_ids = run.fold_ids(k, cfg.refit)
     if only_folds is not None:  # checked before anything is written or deleted
         unknown = sorted(set(only_folds) - set(fold_ids))
         if unknown or overwrite:
@@ -587,7 +591,7 @@ def finetune(
     with quiet_repeats():
         _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
     # The run's summary covers every fold finished so far (other processes' too).
-    done = {f: run.fold_metrics(f) for f in run.fold_ids(k) if run.is_finished(f)}
+    done = {f: run.fold_metrics(f) for f in run.fold_ids(k, cfg.refit) if run.is_finished(f)}
     if distributed.is_main():
         run.write_summary(done, checked.bad)
     return results

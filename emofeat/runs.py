@@ -66,6 +66,7 @@ class RunInfo:
     manifest: str = ""
     split_scheme: str = ""
     assignment_sha256: str = ""
+    refit: bool = False  # also a model refit on all train rows (fold-all) beside the folds
     options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -87,6 +88,7 @@ class RunInfo:
                 manifest=str(config.get("manifest", "")),
                 split_scheme=str(config.get("split_scheme", "")),
                 assignment_sha256=str(config.get("assignment_sha256", "")),
+                refit=bool(config.get("refit", False)),
                 options=dict(config),
             )
         except (KeyError, TypeError, ValueError) as err:
@@ -204,10 +206,16 @@ class RunFolder:
     def fold_dir(self, fold: int) -> Path:
         return self.path / self.fold_name(fold)
 
-    def fold_ids(self, folds: int | None = None) -> list[int]:
-        """The fold indices of a run with ``folds`` folds (-1 alone for a run without folds)."""
-        k = self.info().folds if folds is None else folds
-        return list(range(k)) if k else [-1]
+    def fold_ids(self, folds: int | None = None, refit: bool | None = None) -> list[int]:
+        """The fold indices of a run with ``folds`` folds (-1 alone for a run without folds),
+        and -1 after them for a run that also refits a model on all train rows (``refit``)."""
+        if folds is None or refit is None:
+            info = self.info()
+            folds = info.folds if folds is None else folds
+            refit = info.refit if refit is None else refit
+        if not folds:
+            return [-1]
+        return list(range(folds)) + ([-1] if refit else [])
 
     def is_finished(self, fold: int) -> bool:
         return (self.fold_dir(fold) / FOLD_DONE).is_file()

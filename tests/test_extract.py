@@ -675,3 +675,68 @@ def test_windows_fold_a_short_tail_into_its_neighbour():
     assert [len(p) for p in parts] == [10, 10, 5]  # a tail of at least a quarter window stays
     parts = windows(np.arange(21, dtype=np.float32), 10, 12)
     assert [len(p) for p in parts] == [12, 12]  # 10 and 11 samples, padded to the minimum
+
+
+def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_which(
+    manifest, manifest_path, tiny_kobert, tmp_path
+):
+    """`finetune --refit` adds fold-all beside the fold models; `extract --test-rows refit`
+    takes test rows from it (equal to it run alone), train rows still out-of-fold; the stack
+    report and compare name what predicted each base model's test rows."""
+    from click.testing import CliRunner
+    from transformers import AutoModelForSequenceClassification
+
+    from emofeat.cli import main
+    from emofeat.compare import compare
+    from emofeat.encoders.text import load_tokenizer
+    from emofeat.finetune import finetune, resolve_config
+    from emofeat.stack.ensemble import stack
+
+    run = tmp_path / "run"
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=1, refit=True
+    )
+    finetune(manifest, run, cfg)
+    assert (run / "fold-all" / "model.safetensors").is_file() and (run / "fold-1").is_dir()
+    stores = {}
+    for rows in ("mean", "refit"):
+        stores[rows] = tmp_path / f"{rows}.h5"
+        args = ["extract", "--run", str(run), "--manifest", str(manifest_path)]
+        args += ["--out", str(stores[rows])] + (["--test-rows", rows] if rows == "refit" else [])
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+    tok = load_tokenizer(str(run / "fold-all"))
+
+    def alone(folder, r):
+        model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        enc = tok(
+            manifest.frame["text"].iat[r], truncation=True, max_length=64, return_tensors="pt"
+        )
+        with torch.no_grad():
+            return model(**enc).logits[0].numpy()
+
+    with open_store(stores["mean"]) as a, open_store(stores["refit"]) as b:
+        test, train = b.select(split="test"), b.select(split="train")
+        np.testing.assert_allclose(b.logits(train), a.logits(train), atol=1e-6)  # out-of-fold
+        r = int(test[0])
+        np.testing.assert_allclose(b.logits([r])[0], alone(run / "fold-all", r), atol=1e-4)
+        folds = np.mean([alone(run / f"fold-{k}", r) for k in (0, 1)], axis=0)
+        np.testing.assert_allclose(a.logits([r])[0], folds, atol=1e-4)
+        assert not b.in_sample[test].any() and not b.in_sample[train].any()
+        assert b.test_predictions == "one model refit on all train rows"
+        assert a.test_predictions == "mean of 2 fold models"
+    out = tmp_path / "stack"
+    stack([stores["mean"], stores["refit"]], "softvote", out)
+    report = (out / "report.md").read_text()
+    assert "one model refit on all train rows (refit)" in report
+    assert "mean of 2 fold models (mean)" in report
+    table = compare([out])
+    assert "mean of 2 fold models" in table["base_test_rows"].iloc[0]
+    plain = tmp_path / "plain"
+    finetune(
+        manifest,
+        plain,
+        resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=1),
+    )
+    with pytest.raises(EmofeatError, match="no model refit on all train rows"):
+        extract(manifest_path, tmp_path / "x.h5", ExtractConfig(run=str(plain), test_rows="refit"))

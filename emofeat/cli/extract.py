@@ -100,6 +100,12 @@ from emofeat.device import PRECISION_NAMES
     help="Input worker processes that read and encode the next batches while one computes "
     "(default: none on CPU, where the model's threads use every core; up to 8 on CUDA).",
 )
+@click.option(
+    "--test-rows",
+    type=click.Choice(["mean", "refit"]),
+    help="With --run: test rows from the mean of the fold models (default) or from the run's "
+    "model refit on all train rows (finetune --refit). Stack reports name which.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a store made for other rows or options.")
 @config_option
 @friendly
@@ -110,9 +116,13 @@ def extract(**params):
 
     p = configured(params)
     need(p, "manifest", "out")
-    options = {k: v for k, v in p.items() if k not in ("manifest", "out", "config_file")}
+    # An option not given (None) takes ExtractConfig's default.
+    options = {
+        k: v for k, v in p.items() if k not in ("manifest", "out", "config_file") and v is not None
+    }
     for key in ("model_path", "run"):
-        options[key] = str(options[key]) if options.get(key) else None
+        if options.get(key):
+            options[key] = str(options[key])
     out = p["out"]
     do_extract(p["manifest"], out, ExtractConfig(**options))
     click.echo(f"store written to {out}")

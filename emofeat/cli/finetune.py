@@ -60,6 +60,13 @@ from emofeat.presets import PRESETS
     "(best checkpoint and early stopping on a group-aware split of the fold model's own "
     "training rows). Never the held-out fold.",
 )
+@click.option(
+    "--refit",
+    is_flag=True,
+    default=None,
+    help="Also train one model on all train rows (fold-all) beside the fold models, for "
+    "`extract --test-rows refit` (test rows from one model, as scikit-learn's stacking).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a run folder made with other options.")
 @click.option(
     "--fold",

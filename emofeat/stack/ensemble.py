@@ -274,6 +274,8 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         "in_sample_warning": fitted.warning,
         "stores": list(level1.names),
         "inputs": _inputs(fitted.model.named_steps["features"]),
+        # Like for like: what predicted each base model's test rows.
+        "test_predictions": {n: s.test_predictions for n, s in zip(level1.names, level1.stores)},
     }
     block: dict[str, Any] = {"models": {}}
     if len(test):

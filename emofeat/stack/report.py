@@ -25,6 +25,18 @@ def render_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def test_predictions_line(sources: dict[str, str]) -> str:
+    """One sentence naming what predicted each base model's test rows (grouped)."""
+    groups: dict[str, list[str]] = {}
+    for name, what in sources.items():
+        groups.setdefault(what, []).append(name)
+    return (
+        "Base models' test rows: "
+        + "; ".join(f"{what} ({', '.join(names)})" for what, names in groups.items())
+        + "."
+    )
+
+
 def render_report(metrics: dict, label_names: list[str]) -> str:
     """report.md: warning line (if any), the table, CV figures, CI, per-class report, confusion."""
     parts = []
@@ -54,6 +66,8 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
     test = metrics.get("test", {})
     if "ensemble" in test:
         parts.append(render_table(table_rows(metrics)))
+        if metrics.get("test_predictions"):
+            parts.append("\n" + test_predictions_line(metrics["test_predictions"]))
         lo, hi = test["ensemble"]["accuracy_ci95"]
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
     else:

@@ -374,3 +374,14 @@ def _parse_config(text: Any) -> dict[str, Any] | None:
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None
+
+
+def describe_test_predictions(test_rows: str, n_models: int | None) -> str:
+    """What predicted a store's test rows, in words (stack reports and ``compare`` name it):
+    ``test_rows`` "mean" (of ``n_models`` fold models; None: a number not recorded) or "refit"
+    (one model refit on all train rows)."""
+    if test_rows == "refit":
+        return "one model refit on all train rows"
+    if n_models == 1:
+        return "one model"
+    return f"mean of {n_models} fold models" if n_models else "mean of the fold models"

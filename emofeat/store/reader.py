@@ -171,13 +171,30 @@ class Store:
     @property
     def identity(self) -> str:
         """Which model made the values, for matching a fitted stack to stores: the producing
-        weights (sha256), reverse, layers and pooling when the store records them, else its
-        file name."""
+        weights (sha256), reverse, layers, pooling and (when not the fold models' mean) what
+        predicted the test rows when the store records them, else its file name."""
         prov = self.provenance
         if prov.checkpoint_sha256:
             layers = ",".join(prov.layers)
-            return f"sha256:{prov.checkpoint_sha256}|reverse={prov.reverse}|layers={layers}|pooling={prov.pooling}"
+            test = self.config.get("test_rows", "mean")
+            return (
+                f"sha256:{prov.checkpoint_sha256}|reverse={prov.reverse}|layers={layers}"
+                f"|pooling={prov.pooling}" + (f"|test_rows={test}" if test != "mean" else "")
+            )
         return f"name:{self.name}"
+
+    @property
+    def test_predictions(self) -> str:
+        """What predicted the test rows, in words: as extraction recorded it, else (fused or
+        older stores) the mean of the fold models for out-of-fold stores, one model otherwise."""
+        from emofeat.store.layout import describe_test_predictions
+
+        said = self.config.get("test_predictions")
+        if said:
+            return str(said)
+        if not self.provenance.out_of_fold:
+            return describe_test_predictions("mean", 1)
+        return describe_test_predictions("mean", len(self.config.get("weights_sha256") or []) or None)
 
     @property
     def sequence_names(self) -> list[str]:
