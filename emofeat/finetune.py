@@ -86,6 +86,9 @@ class FinetuneConfig:
     # rows can come from one model refit on everything (as scikit-learn's stacking does)
     # instead of the fold models' mean: `extract --test-rows refit`.
     refit: bool = False
+    # Train on this random fraction of the rows a model may fit (the reference's reverse
+    # wav2vec2: 0.9, the rest held out and never used); one model on all train rows only.
+    train_fraction: float = 1.0
     label_names: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
 
 
@@ -114,6 +117,13 @@ def resolve_config(
     if cfg.metric_for_best not in FOLD_METRICS:
         raise EmofeatError(
             f"--metric-for-best must be one of {', '.join(FOLD_METRICS)}, got {cfg.metric_for_best!r}"
+        )
+    if not 0 < cfg.train_fraction <= 1:
+        raise EmofeatError(f"--train-fraction must be in (0, 1], got {cfg.train_fraction!r}")
+    if cfg.train_fraction < 1 and cfg.folds not in (0, None):
+        raise EmofeatError(
+            "--train-fraction below 1 trains one model on all train rows (--folds 0), as the "
+            "reference did: fold models that each skip random rows would not be cross-fitted"
         )
     if cfg.attention not in ATTENTIONS:
         raise EmofeatError(
@@ -363,6 +373,12 @@ def train_fold(
     device = pick_device(cfg.device)
     model, encoder, min_len = build_model(spec, cfg, encoder)
     fit_rows, held_rows = plan.fit_rows(fold), plan.held_rows(fold)
+    if cfg.train_fraction < 1:  # a random share, the rest never used (rows.json says which)
+        from sklearn.model_selection import train_test_split
+
+        fit_rows = np.sort(
+            train_test_split(fit_rows, train_size=cfg.train_fraction, random_state=cfg.seed)[0]
+        )
     select_rows = fit_rows[:0]
     if cfg.select == "inner":
         fit_rows, select_rows = plan.inner_split(fit_rows, cfg.inner_fraction, cfg.seed)

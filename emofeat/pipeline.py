@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,13 @@ BASE_MODELS = (
 # meta-learner); reference: as the reference ran (one model per configuration on all train
 # rows, the fixed-weight soft vote, which fits nothing on the train rows).
 PROTOCOLS = ("crossfit", "reference")
+# How the reference ran each model, beyond its hyperparameters: its seed (42), batches in random
+# order (no length grouping), and the reverse wav2vec2 on a random 90 % of the train rows (it
+# held out 10 % as a validation set that chose nothing).
+REFERENCE_RUN: dict[str, dict[str, Any]] = {
+    "*": {"seed": 42, "group_by_length": False},
+    "wav2vec2-rev": {"seed": 42, "group_by_length": False, "train_fraction": 0.9},
+}
 REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"  # the reference's soft-vote weights, in that order
 
 
@@ -73,19 +80,23 @@ class Step:
     name: str  # the emofeat command, e.g. "finetune" or "store merge"
     options: dict[str, Any]
     run: Callable[[], Any]
+    positional: tuple[str, ...] = ()  # options the command takes as arguments, in order
 
     @property
     def command(self) -> str:
-        return command_line(self.name, self.options)
+        return command_line(self.name, self.options, self.positional)
 
 
-def command_line(name: str, options: dict[str, Any]) -> str:
-    """``emofeat NAME --flag value ...``: lists repeat their flag, True is a bare flag, False
-    the ``--no-`` form, None is left out."""
+def command_line(name: str, options: dict[str, Any], positional: Sequence[str] = ()) -> str:
+    """``emofeat NAME [ARG ...] --flag value ...``: the ``positional`` options as arguments,
+    then lists repeat their flag, True is a bare flag, False the ``--no-`` form, None is left
+    out."""
     import shlex
 
-    parts = ["emofeat", name]
+    parts = ["emofeat", name, *(shlex.quote(str(options[k])) for k in positional)]
     for key, value in options.items():
+        if key in positional:
+            continue
         flag = "--" + key.replace("_", "-")
         if value is None:
             continue
@@ -136,6 +147,7 @@ def ensemble_plan(
             "model": sources[base.modality],
             "preset": base.presets[preset_set],
             **base.options,
+            **(REFERENCE_RUN.get(base.name, REFERENCE_RUN["*"]) if protocol == "reference" else {}),
             "folds": folds,
             "device": device,
             "manifest": manifest,

@@ -73,8 +73,23 @@ def emo_ensemble(
         return prepare(o["out"], **options)
 
     prep = Step("prepare the manifest (emo-ensemble split)", "data prepare", o, prepare_manifest)
+    figures = {"manifest": manifest, "plot": out / "figures"}
+
+    def class_figures(o=figures):
+        from emofeat.corpus.manifest import read_manifest
+        from emofeat.corpus.stats import plot_stats
+
+        return plot_stats(read_manifest(o["manifest"]), o["plot"])
+
     steps = [
         prep,
+        Step(
+            "Figs. 1-2: class distributions (KEMDy20; all corpora)",
+            "data stats",
+            figures,
+            class_figures,
+            positional=("manifest",),
+        ),
         *ensemble_plan(
             manifest,
             out,

@@ -526,3 +526,34 @@ def test_length_buckets_cover_every_row_once_vary_by_epoch_and_keep_padding_smal
     first = {frozenset(epochs[0][i : i + 8]) for i in range(0, 200, 8)}
     second = {frozenset(epochs[1][i : i + 8]) for i in range(0, 200, 8)}
     assert epochs[0] != epochs[1] and first != second  # other batches every epoch
+
+
+def test_train_fraction_trains_the_reference_reverse_model_on_a_random_90_percent(
+    manifest, tiny_kobert, tmp_path
+):
+    from sklearn.model_selection import train_test_split
+
+    from emofeat.crossfit import FoldPlan
+    from emofeat.finetune import finetune, resolve_config
+    from emofeat.pipeline import ensemble_plan
+
+    opts = dict(model="kobert", model_path=str(tiny_kobert), max_steps=1, folds=0, seed=42)
+    finetune(manifest, tmp_path / "run", resolve_config("kobert-tiny", **opts, train_fraction=0.9))
+    rows = json.loads((tmp_path / "run" / "fold-all" / "rows.json").read_text())["train"]
+    every = FoldPlan.from_manifest(manifest).train_rows
+    want = train_test_split(every, train_size=0.9, random_state=42)[0]
+    assert sorted(rows) == sorted(manifest.ids[want]) and len(rows) == round(0.9 * len(every))
+    with pytest.raises(EmofeatError, match="--train-fraction below 1 trains one model"):
+        resolve_config("kobert-tiny", model="kobert", folds=2, train_fraction=0.9)
+    with pytest.raises(EmofeatError, match="--train-fraction must be in"):
+        resolve_config("kobert-tiny", model="kobert", train_fraction=1.5)
+    steps = ensemble_plan(
+        manifest.path, tmp_path / "ref", kobert="K", wav2vec2="W", protocol="reference"
+    )
+    runs = {s.options["out"].name: s.options for s in steps if s.name == "finetune"}
+    assert (
+        runs["wav2vec2-rev"]["train_fraction"] == 0.9 and "train_fraction" not in runs["kobert-p05"]
+    )
+    assert all(
+        o["seed"] == 42 and o["group_by_length"] is False and o["folds"] == 0 for o in runs.values()
+    )

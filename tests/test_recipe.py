@@ -21,7 +21,15 @@ def test_dry_run_checks_inputs_and_prints_the_steps(corpus_dir, tmp_path):
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     assert "kemdy20_sessions 5" in r.output and "published KEMDy20 v1_1 has 40" in r.output
-    assert "[18/18] stack lgbm" in r.output and "emofeat fuse --model mmm" in r.output
+    assert "[19/19] stack lgbm" in r.output and "emofeat fuse --model mmm" in r.output
+    figures = next(line for line in r.output.splitlines() if "emofeat data stats" in line)
+    import shlex
+
+    words = shlex.split(figures.split("$", 1)[1])[3:]
+    stats = main.get_command(None, "data").get_command(None, "stats")
+    parsed = stats.make_context("stats", words).params
+    assert str(parsed["manifest"]) == str(out / "manifest.csv")
+    assert str(parsed["plot"]) == str(out / "figures")
     assert (
         "--preset kobert-ref --dropout 0.5" in r.output
         and "--preset wav2vec2-ref-rev --reverse" in r.output
@@ -51,7 +59,10 @@ def test_reference_protocol_trains_on_all_rows_and_only_soft_votes(corpus_dir, t
     assert r.exit_code == 0, r.output
     finetunes = [line for line in r.output.splitlines() if "emofeat finetune" in line]
     assert len(finetunes) == 5 and all("--folds 0" in line for line in finetunes)
-    assert "[12/12] stack softvote" in r.output and "--meta lgbm" not in r.output
+    assert "[13/13] stack softvote" in r.output and "--meta lgbm" not in r.output
+    # As the reference ran: its seed, random batch order, the reverse model on 90 %.
+    assert all("--seed 42 --no-group-by-length" in line for line in finetunes)
+    assert sum("--train-fraction 0.9" in line for line in finetunes) == 1
     crossfit = CliRunner().invoke(main, args)
     assert "--folds 0" not in crossfit.output and "--meta lgbm" in crossfit.output
 
@@ -63,12 +74,12 @@ def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
     )
     r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "[12/12] stack softvote" in r.output  # protocol from the file
+    assert "[13/13] stack softvote" in r.output  # protocol from the file
     r = CliRunner().invoke(
         main,
         ["recipe", "emo-ensemble", "--config", str(config), "--protocol", "crossfit", "--dry-run"],
     )
-    assert "[18/18] stack lgbm" in r.output  # the flag wins over the file
+    assert "[19/19] stack lgbm" in r.output  # the flag wins over the file
     config.write_text("kemdy20: x\nlearning_rate: 1\n")
     r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
     assert r.exit_code == 2 and "unknown option(s) ['learning_rate']" in r.output

@@ -61,6 +61,17 @@ from emofeat.presets import PRESETS
     "training rows). Never the held-out fold.",
 )
 @click.option(
+    "--group-by-length/--no-group-by-length",
+    default=None,
+    help="Batches of similar length (default) or in random order (the reference).",
+)
+@click.option(
+    "--train-fraction",
+    type=float,
+    help="With --folds 0: train on this random fraction of the train rows (the reference's "
+    "reverse wav2vec2: 0.9).",
+)
+@click.option(
     "--refit",
     is_flag=True,
     default=None,
