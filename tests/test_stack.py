@@ -424,3 +424,36 @@ def test_meta_auto_chooses_by_nested_cv_and_touches_test_once(tmp_path):
     assert record["config"]["meta"] == "auto"  # --config re-runs the choice, not its result
     with pytest.raises(EmofeatError, match="--meta auto chooses by CV"):
         stack(paths, "auto", tmp_path / "w", weights="1,1")
+
+
+def test_base_models_cv_beside_test_equals_a_hand_computation_and_skips_in_sample(tmp_path):
+    """The report shows each base model's CV accuracy (its out-of-fold train rows, per fold) beside
+    its test accuracy; a store whose train rows are in-sample gets no CV figure."""
+    paths, y, split = complementary(tmp_path)
+    rng, *_ = world()
+    insample = make_store(
+        tmp_path / "fitted.h5",
+        y,
+        split,
+        world()[3],
+        rng.normal(0, 1, (N, 4)),
+        [f"class{i}" for i in range(4)],
+        oof=False,
+    )
+    out = tmp_path / "s"
+    stack([*paths, insample], "softvote", out, allow_in_sample=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    fold = world()[3]
+    from emofeat.store import open_store
+
+    for path in paths:
+        with open_store(path) as s:
+            lg = s.logits()
+        per_fold = [(lg[fold == k].argmax(1) == y[fold == k]).mean() for k in range(K)]
+        got = metrics["models_cv"][path.stem]
+        assert got["mean"] == pytest.approx(np.mean(per_fold)) and got["std"] == pytest.approx(
+            np.std(per_fold)
+        )
+    assert "fitted" not in metrics["models_cv"]
+    report = (out / "report.md").read_text()
+    assert "| m0 | " in report and "CV accuracy (out-of-fold train rows" in report

@@ -293,9 +293,27 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
                 block["models"][name] = classification_metrics(y[test], model_pred, C)
                 block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
     metrics["test"] = block
+    metrics["models_cv"] = _models_cv(level1, fitted.train)
     if hasattr(meta, "weights_"):
         metrics["weights"] = dict(zip(level1.names, map(float, meta.weights_)))
     return metrics
+
+
+def _models_cv(level1: Level1, train: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each base model's cross-validated accuracy beside its test figure: its out-of-fold train
+    rows' accuracy per fold, mean ± std over folds. Only stores whose train rows are all
+    out-of-fold: an in-sample figure is never shown as cross-validation."""
+    out = {}
+    folds = level1.fold[train]
+    for name, lg, flags in zip(level1.names, level1.logits, level1.in_sample):
+        if lg is None or flags is None or flags[train].any() or len(np.unique(folds)) < 2:
+            continue
+        per_fold = [
+            float((lg[train[folds == k]].argmax(1) == level1.labels[train[folds == k]]).mean())
+            for k in np.unique(folds)
+        ]
+        out[name] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold))}
+    return out
 
 
 def _inputs(features: StoreFeatures) -> list[dict[str, Any]]:

@@ -25,6 +25,22 @@ def render_table(rows: list[tuple[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def models_cv_table(metrics: dict) -> str:
+    """Base models: accuracy cross-validated over the train folds (their out-of-fold rows)
+    beside test accuracy, so that none is chosen on test."""
+    lines = [
+        "\n| base model | CV accuracy (out-of-fold train rows, mean ± std over folds) | test accuracy |",
+        "|---|---|---|",
+    ]
+    test = metrics.get("test", {}).get("models", {})
+    for name, cv in metrics["models_cv"].items():
+        t = test.get(name, {}).get("accuracy")
+        lines.append(
+            f"| {name} | {cv['mean']:.4f} ± {cv['std']:.4f} | {'' if t is None else f'{t:.4f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def test_predictions_line(sources: dict[str, str]) -> str:
     """One sentence naming what predicted each base model's test rows (grouped)."""
     groups: dict[str, list[str]] = {}
@@ -68,6 +84,8 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append(render_table(table_rows(metrics)))
         if metrics.get("test_predictions"):
             parts.append("\n" + test_predictions_line(metrics["test_predictions"]))
+        if metrics.get("models_cv"):
+            parts.append(models_cv_table(metrics))
         lo, hi = test["ensemble"]["accuracy_ci95"]
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
     else:
