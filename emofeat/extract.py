@@ -96,6 +96,10 @@ class ExtractConfig:
     # With a cross-fitted run, what predicts test (and other non-train) rows: "mean" of the
     # fold models, or "refit": the run's model refit on all train rows (finetune --refit).
     test_rows: str = _values("mean")
+    # Text, MMM's text store as published: Hangul-only text, sequences padded to --max-len with
+    # the pad token's states (see emofeat.encoders.text).
+    text_filter: str = _values("none")
+    sequence_padding: str = _values("valid")
 
 
 # The options that decide stored values, and those recorded beside a store (re-run with --config).
@@ -137,6 +141,8 @@ def load_models(cfg: ExtractConfig) -> Models:
             sample_rate=info.sample_rate,
             reverse=info.reverse if cfg.reverse is None else cfg.reverse,
             max_seconds=cfg.max_seconds,
+            text_filter=cfg.text_filter,
+            sequence_padding=cfg.sequence_padding,
         )
         # The fold folders hold the tokenizer or feature extractor the run was trained with.
         encoder = families()[info.family].from_folder(dirs[0], options)
@@ -153,6 +159,8 @@ def load_models(cfg: ExtractConfig) -> Models:
         sample_rate=int(getattr(processor, "sampling_rate", 0) or 16000),
         reverse=bool(cfg.reverse),
         max_seconds=cfg.max_seconds,
+        text_filter=cfg.text_filter,
+        sequence_padding=cfg.sequence_padding,
     )
     encoder = cls(processor, options)
     return Models(
@@ -219,6 +227,14 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
     check_precision(cfg.precision, device)
+    from emofeat.encoders.text import SEQUENCE_PADDINGS, TEXT_FILTERS
+
+    for option, value, allowed in [
+        ("text-filter", cfg.text_filter, TEXT_FILTERS),
+        ("sequence-padding", cfg.sequence_padding, SEQUENCE_PADDINGS),
+    ]:
+        if value not in allowed:
+            raise EmofeatError(f"--{option} must be one of {', '.join(allowed)}, got {value!r}")
     if cfg.test_rows not in TEST_ROWS:
         raise EmofeatError(
             f"--test-rows must be one of {', '.join(TEST_ROWS)}, got {cfg.test_rows!r}"
@@ -292,6 +308,15 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         # and padding costs, so CPU batches stay small; GPUs want large ones.
         cfg.batch_seconds = 64.0 if device.startswith("cuda") else 12.0
     loaded_models = load_models(cfg)
+    text_only = {
+        "text-filter": cfg.text_filter != "none",
+        "sequence-padding": cfg.sequence_padding != "valid",
+    }
+    if loaded_models.encoder.modality != "text" and any(text_only.values()):
+        given = ", ".join(f"--{k}" for k, v in text_only.items() if v)
+        raise EmofeatError(
+            f"{given} apply to text models; {cfg.run or cfg.model} is a speech model"
+        )
     # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
     hashing = ThreadPoolExecutor(max_workers=1)
     digests = hashing.submit(weights_digests, loaded_models.weight_folders)

@@ -210,6 +210,12 @@ def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[
             "sequence": True,
             # Text keeps its token limit; speech the frames of its sequence.
             "max_len" if kind == "text" else "sequence_length": length,
+            # MMM's text as published: Hangul only, padded to the limit with the pad token.
+            **(
+                {"text_filter": "hangul", "sequence_padding": "max_length"}
+                if kind == "text"
+                else {}
+            ),
             "layers": "last",
             "precision": precision,
             "device": device,
@@ -219,6 +225,7 @@ def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[
 
         def extract_sequences(o=o):
             keys = ("model", "sequence", "max_len", "sequence_length", "layers", "precision")
+            keys += ("text_filter", "sequence_padding")
             cfg = ExtractConfig(**{k: o[k] for k in (*keys, "device") if k in o})
             return extract(o["manifest"], o["out"], cfg)
 

@@ -361,3 +361,50 @@ def test_shuffled_epochs_differ_and_the_published_loader_keeps_the_order():
     assert order(True, 1) != order(True, 2)
     with pytest.raises(EmofeatError, match="--accumulation must be one of"):
         MMMConfig(accumulation="sometimes").check()
+
+
+def test_mmm_text_store_as_published_hangul_only_padded_with_the_pad_tokens_states(
+    manifest, manifest_path, tiny_kobert, tiny_wav2vec2, tmp_path
+):
+    """Hangul-only text, every row padded to --max-len: the stored sequence holds all positions
+    (the pad token's states included), equal to plain transformers on the padded input; the
+    pooled embedding still averages the real tokens only."""
+    from transformers import AutoModel
+
+    from emofeat.encoders.text import load_tokenizer, text_filter
+
+    assert text_filter("c/ 안녕, 하세요!! (웃음) ok", "hangul") == "안녕 하세요 웃음"
+    out = tmp_path / "t.h5"
+    cfg = ExtractConfig(
+        model=str(tiny_kobert),
+        sequence=True,
+        max_len=24,
+        text_filter="hangul",
+        sequence_padding="max_length",
+    )
+    extract(manifest_path, out, cfg)
+    tok = load_tokenizer(str(tiny_kobert))
+    model = AutoModel.from_pretrained(tiny_kobert).eval()
+    with open_store(out) as s:
+        states, lengths = s.sequences("last", [0, 9])
+        assert (lengths == 24).all()
+        for j, r in enumerate([0, 9]):
+            text = text_filter(manifest.frame["text"].iat[r], "hangul")
+            enc = tok(
+                text, truncation=True, max_length=24, padding="max_length", return_tensors="pt"
+            )
+            with torch.no_grad():
+                hidden = model(**enc).last_hidden_state[0]
+            np.testing.assert_allclose(
+                states[j].astype(np.float32), hidden.numpy(), atol=2e-3, rtol=2e-3
+            )
+            real = enc["attention_mask"][0].bool()
+            np.testing.assert_allclose(
+                s.embeddings("last", [r])[0], hidden[real].mean(0).numpy(), atol=1e-4
+            )
+    with pytest.raises(EmofeatError, match="apply to text models"):
+        extract(
+            manifest_path,
+            tmp_path / "a.h5",
+            ExtractConfig(model=str(tiny_wav2vec2), text_filter="hangul"),
+        )

@@ -101,6 +101,17 @@ from emofeat.device import PRECISION_NAMES
     "(default: none on CPU, where the model's threads use every core; up to 8 on CUDA).",
 )
 @click.option(
+    "--text-filter",
+    type=click.Choice(["none", "hangul"]),
+    help="Text: hangul keeps Hangul and spaces only (MMM's cleaning).",
+)
+@click.option(
+    "--sequence-padding",
+    type=click.Choice(["valid", "max_length"]),
+    help="Text with --sequence: store the valid tokens (default) or all --max-len positions, "
+    "the pad token's states included (MMM's text store).",
+)
+@click.option(
     "--test-rows",
     type=click.Choice(["mean", "refit"]),
     help="With --run: test rows from the mean of the fold models (default) or from the run's "

@@ -54,6 +54,10 @@ class InputOptions:
     sample_rate: int = 16000  # speech
     reverse: bool = False  # speech: time-reverse the waveform (the reference's second model)
     max_seconds: float | None = None  # speech, extraction only: window length for long clips
+    # Text, for MMM's text store as published: "hangul" keeps Hangul (and spaces) only, and
+    # "max_length" sequences hold all max_len positions, the pad token's states included.
+    text_filter: str = "none"
+    sequence_padding: str = "valid"
 
 
 @dataclass
@@ -441,6 +445,12 @@ class Encoder(ABC):
         """Hidden states the model's head reads pooled (see :meth:`head_outputs`)."""
         return set()
 
+    def sequence_positions(
+        self, inputs: dict[str, torch.Tensor], mask: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, T) positions a stored sequence keeps: the valid ones (``mask``) by default."""
+        return mask
+
     def pass_outputs(
         self, model: torch.nn.Module, out: Any
     ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
@@ -485,7 +495,11 @@ class Encoder(ABC):
             sequences = None
             if sequence_layer is not None:
                 sequences = row_sequences(
-                    hs[sequence_layer], mask, owner=owner, n_rows=n_rows, cap=sequence_cap
+                    hs[sequence_layer],
+                    self.sequence_positions(enc, mask),
+                    owner=owner,
+                    n_rows=n_rows,
+                    cap=sequence_cap,
                 )
         return Partial(summed, *sums, logits, extra, sequences, sequence_cap)
 

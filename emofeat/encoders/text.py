@@ -8,6 +8,7 @@ transformers.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,19 @@ def load_text_classifier(
         )
 
 
+TEXT_FILTERS = ("none", "hangul")
+SEQUENCE_PADDINGS = ("valid", "max_length")
+_NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣 ]")
+
+
+def text_filter(text: str, how: str) -> str:
+    """``text`` as a model sees it: unchanged, or (``hangul``, MMM's cleaning) Hangul and spaces
+    only, runs of spaces collapsed."""
+    if how == "hangul":
+        return " ".join(_NOT_HANGUL.sub("", str(text)).split())
+    return text
+
+
 class TextCollator:
     """Tokenise a batch of texts: ``[CLS] tokens [SEP]``, truncated to ``max_len``.
 
@@ -86,9 +100,10 @@ class TextCollator:
     padded to 64): the attention mask makes the result identical, and short batches run faster.
     """
 
-    def __init__(self, tokenizer, max_len: int):
+    def __init__(self, tokenizer, max_len: int, *, pad_to_max: bool = False):
         self.tokenizer = tokenizer
         self.max_len = max_len
+        self.pad_to_max = pad_to_max  # MMM's text store: every row padded to max_len
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return dict(
@@ -96,7 +111,7 @@ class TextCollator:
                 texts,
                 truncation=True,
                 max_length=self.max_len,
-                padding=True,
+                padding="max_length" if self.pad_to_max else True,
                 return_tensors="pt",
                 # KoBERT's reference inputs carry them; RoBERTa and DistilBERT take none.
                 return_token_type_ids="token_type_ids" in self.tokenizer.model_input_names,
@@ -179,7 +194,7 @@ class TextEncoder(Encoder):
 
     # -- rows
     def check_row(self, manifest, row, min_length=1):
-        text = manifest.frame["text"].iat[row]
+        text = text_filter(manifest.frame["text"].iat[row], self.options.text_filter)
         if str(text).strip():
             return float(len(text))
         if str(manifest.frame["audio_path"].iat[row]).strip():
@@ -187,7 +202,7 @@ class TextEncoder(Encoder):
         return "empty text"
 
     def load_pieces(self, manifest, row, min_length=1, part=None):
-        return [manifest.frame["text"].iat[row]]
+        return [text_filter(manifest.frame["text"].iat[row], self.options.text_filter)]
 
     def batches(self, rows, lengths, *, batch_size, batch_seconds):
         order = np.argsort(lengths, kind="stable")
@@ -195,7 +210,16 @@ class TextEncoder(Encoder):
         return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
     def collator(self):
-        return TextCollator(self.processor, self.options.max_len)
+        return TextCollator(
+            self.processor,
+            self.options.max_len,
+            pad_to_max=self.options.sequence_padding == "max_length",
+        )
+
+    def sequence_positions(self, inputs, mask):
+        if self.options.sequence_padding == "max_length":  # the pad token's states too
+            return torch.ones_like(mask, dtype=torch.bool)
+        return mask
 
     def input_lengths(self, inputs):
         return inputs["attention_mask"].sum(1)
