@@ -84,7 +84,7 @@ class ExtractConfig:
     dtype: str = _values("float32")
     device: str = "auto"
     precision: str = _values("fp32")
-    max_seconds: float = _values(20.0)  # speech: longer clips are windowed
+    max_seconds: float = _values(20.0)  # speech: longer clips are windowed (0: whole clips)
     max_len: int | None = _values(None)  # text: token limit (the run's; frozen: the model's own)
     reverse: bool | None = _values(None)  # speech: default the run's
     skip_bad: bool = False
@@ -258,9 +258,15 @@ def _check_options(cfg: ExtractConfig, device: str) -> None:
     ]:
         if value is not None and (not isinstance(value, int) or value < least):
             raise EmofeatError(f"--{option} must be an integer >= {least}, got {value!r}")
-    for option, value in [("batch-seconds", cfg.batch_seconds), ("max-seconds", cfg.max_seconds)]:
-        if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
-            raise EmofeatError(f"--{option} must be a positive number of seconds, got {value!r}")
+    for option, value, zero in [
+        ("batch-seconds", cfg.batch_seconds, False),
+        ("max-seconds", cfg.max_seconds, True),  # 0: whole clips, no windows
+    ]:
+        if value is None or (zero and value == 0 and not isinstance(value, bool)):
+            continue
+        if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+            what = "a positive number of seconds" + (" (0: whole clips)" if zero else "")
+            raise EmofeatError(f"--{option} must be {what}, got {value!r}")
 
 
 def _split_on_oom(fn, items: np.ndarray, what: str) -> list[tuple[np.ndarray, Any]]:

@@ -167,11 +167,17 @@ def ensemble_plan(
             "layers": "last",
             "precision": precision,
             "device": device,
+            # The reference fed whole clips (no windows).
+            **({"max_seconds": 0} if protocol == "reference" and base.modality == "speech" else {}),
         }
 
         def extract_store(o=o):
             cfg = ExtractConfig(
-                run=str(o["run"]), layers=o["layers"], precision=o["precision"], device=o["device"]
+                run=str(o["run"]),
+                layers=o["layers"],
+                precision=o["precision"],
+                device=o["device"],
+                **({"max_seconds": o["max_seconds"]} if "max_seconds" in o else {}),
             )
             return extract(o["manifest"], o["out"], cfg)
 

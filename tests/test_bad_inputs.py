@@ -332,8 +332,8 @@ CASES = [
         "--batch-seconds must be a positive",
     ),
     (
-        "max-seconds-zero",
-        extract_option(max_seconds=0),
+        "max-seconds-negative",
+        extract_option(max_seconds=-1),
         EmofeatError,
         "--max-seconds must be a positive",
     ),

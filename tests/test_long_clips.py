@@ -212,3 +212,34 @@ def test_a_long_row_that_fails_midway_is_named_skipped_or_resumed(
     monkeypatch.setattr(speech.SpeechEncoder, "forward_part", real)
     extract(path, out, ExtractConfig(**cfg))
     stores_equal(clean, out, logits=False, sequences=False)
+
+
+def test_max_seconds_zero_feeds_whole_clips_as_the_reference_did(
+    long_manifest, tiny_wav2vec2, tmp_path
+):
+    """--max-seconds 0: no windows, a clip is one piece (the reference's protocol); its pooled
+    layers equal plain transformers on the whole clip."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    path, long_rows, _ = long_manifest
+    out = tmp_path / "whole.h5"
+    extract(path, out, ExtractConfig(model=str(tiny_wav2vec2), layers="all", max_seconds=0))
+    fe = AutoFeatureExtractor.from_pretrained(tiny_wav2vec2)
+    model = AutoModel.from_pretrained(tiny_wav2vec2).eval()
+    frame = read_manifest(path)
+    with open_store(out) as s:
+        assert s.provenance.max_len == 0
+        for r in long_rows:
+            x = load_audio(frame.audio_path(r), SR)
+            with torch.no_grad():
+                hs = model(
+                    fe(x, sampling_rate=SR, return_tensors="pt")["input_values"],
+                    output_hidden_states=True,
+                ).hidden_states
+            for i, h in enumerate(hs):
+                np.testing.assert_allclose(
+                    s.embeddings(f"layer_{i:02d}", [r])[0],
+                    h[0].mean(0).numpy(),
+                    atol=1e-4,
+                    rtol=1e-3,
+                )

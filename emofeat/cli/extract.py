@@ -64,7 +64,7 @@ from emofeat.device import PRECISION_NAMES
     type=float,
     default=20.0,
     show_default=True,
-    help="Speech: window length for long clips.",
+    help="Speech: window length for long clips (0: whole clips, no windows).",
 )
 @click.option(
     "--max-len",
