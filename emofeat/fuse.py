@@ -63,10 +63,13 @@ def fuse(
     allow_in_sample: bool = False,
     allow_incomplete: bool = False,
     overwrite: bool = False,
+    folds: int | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Cross-fit fusion ``model`` over ``stores`` (MMM: a text, then an audio sequence store)
     into the run folder ``out`` with its store ``out/<model>.h5``; returns each fold's held-out
-    metrics (as ``emofeat finetune`` does)."""
+    metrics (as ``emofeat finetune`` does). ``folds=0`` trains one model on all train rows
+    instead (MMM's own protocol: one model evaluated on test); its store's train rows are then
+    in-sample, so it joins tables but not stacks."""
     from tqdm.auto import tqdm
 
     from emofeat import mmm
@@ -91,13 +94,20 @@ def fuse(
         usable = np.zeros(len(text), bool)
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
-        if not plan.cross_fitted:
+        if folds not in (None, 0):
+            raise EmofeatError(
+                f"--folds must be 0 (one model) or left out (the stores' folds), got {folds!r}"
+            )
+        if folds == 0:
+            model_folds = [-1]
+        elif not plan.cross_fitted:
             raise EmofeatError(
                 f"{model} is cross-fitted: the stores' labelled train rows need 2 or more folds "
-                "(prepare the manifest with --folds K)"
+                "(prepare the manifest with --folds K), or pass --folds 0 for one model"
             )
-        model_folds = plan.folds
-        if model_folds != list(range(len(model_folds))):
+        else:
+            model_folds = plan.folds
+        if folds is None and model_folds != list(range(len(model_folds))):
             raise EmofeatError(f"the stores' folds must be 0..K-1, got {model_folds}")
         names = [s.name for s in opened]
         evidence = combine_evidence(
@@ -122,13 +132,14 @@ def fuse(
             **asdict(cfg),
             "allow_in_sample": allow_in_sample,
             "allow_incomplete": allow_incomplete,
+            "fold_models": "one" if folds == 0 else "per fold",
         }
         record = {
             **options,
             "family": model,
             "modality": "text+speech",
             "source": model,
-            "folds": len(model_folds),
+            "folds": 0 if folds == 0 else len(model_folds),
             "label_names": list(text.label_names),
             "stores": [str(Path(p).resolve()) for p in stores],
             "store_identities": [s.identity for s in opened],
@@ -144,9 +155,9 @@ def fuse(
             )
 
         models, results = [], {}
-        for k in model_folds:
+        for n, k in enumerate(model_folds, 1):
             fit, held = plan.fit_rows(k), plan.held_rows(k)
-            header = f"[{run.path.name}] fold {k + 1}/{len(model_folds)} ({run.fold_name(k)})"
+            header = f"[{run.path.name}] fold {n}/{len(model_folds)} ({run.fold_name(k)})"
             if run.is_finished(k):
                 tqdm.write(f"{header}: already trained, kept")
                 models.append(mmm.load(run.fold_dir(k)))
@@ -155,8 +166,10 @@ def fuse(
             tqdm.write(f"{header}: training on {len(fit)} rows, {len(held)} held out")
             net = mmm.new_model(dims, n_classes, cfg)
             history = _train_with_progress(net, dataset(fit), cfg, n_classes, device, header)
-            metrics = _held_out_metrics(
-                mmm.predict(net, dataset(held), device), labels[held], n_classes
+            metrics = (
+                _held_out_metrics(mmm.predict(net, dataset(held), device), labels[held], n_classes)
+                if len(held)
+                else {}
             )
             metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
             run.save_fold(
@@ -192,7 +205,7 @@ def fuse(
             layers=[],
             split_scheme=text.provenance.split_scheme,
             run=str(run.path),
-            out_of_fold=plan.cross_fitted,
+            out_of_fold=plan.cross_fitted and folds != 0,
         )
         _write_store(
             run.path / f"{model}.h5", text, inputs.keep, logits, in_sample, provenance, options

@@ -184,9 +184,13 @@ def ensemble_plan(
         steps.append(Step(f"extract {base.name}", "extract", o, extract_store))
     paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     extra = []
-    if mmm is not None and protocol == "crossfit":
-        steps += _mmm_steps(manifest, runs, stores, mmm, device, precision)
-        extra = [runs / "mmm" / "mmm.h5"]
+    if mmm is not None:
+        # Reference protocol: MMM as published, one model on all train rows, a row of the table
+        # (its store is in-sample on train rows and joins no stack); crossfit: a base model.
+        steps += _mmm_steps(
+            manifest, runs, stores, mmm, device, precision, single=protocol == "reference"
+        )
+        extra = [runs / "mmm" / "mmm.h5"] if protocol == "crossfit" else []
     for meta in metas:
         o = {
             "store": paths if meta == "softvote" else paths + extra,
@@ -202,8 +206,11 @@ def ensemble_plan(
     return steps
 
 
-def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[Step]:
-    """Two frozen sequence stores, then MMM cross-fitted over them into runs/mmm/mmm.h5."""
+def _mmm_steps(
+    manifest, runs, stores, mmm: MMMPlan, device, precision, *, single: bool = False
+) -> list[Step]:
+    """Two frozen sequence stores, then MMM cross-fitted over them (``single``: one model on
+    all train rows) into runs/mmm/mmm.h5."""
     from emofeat.extract import ExtractConfig, extract
     from emofeat.fuse import fuse
     from emofeat.mmm import MMMConfig
@@ -243,14 +250,22 @@ def _mmm_steps(manifest, runs, stores, mmm: MMMPlan, device, precision) -> list[
         "store": [stores / "text-seq.h5", stores / "audio-seq.h5"],
         **mmm.options,
         "device": device,
+        **({"folds": 0} if single else {}),
         "out": runs / "mmm",
     }
 
     def fuse_mmm(o=o):
-        options = {k: v for k, v in o.items() if k not in ("model", "store", "out")}
-        return fuse(o["store"], o["out"], model=o["model"], config=MMMConfig(**options))
+        options = {k: v for k, v in o.items() if k not in ("model", "store", "out", "folds")}
+        return fuse(
+            o["store"],
+            o["out"],
+            model=o["model"],
+            config=MMMConfig(**options),
+            folds=o.get("folds"),
+        )
 
-    steps.append(Step("MMM (cross-fitted)", "fuse", o, fuse_mmm))
+    title = "MMM (one model on all train rows, as published)" if single else "MMM (cross-fitted)"
+    steps.append(Step(title, "fuse", o, fuse_mmm))
     return steps
 
 
@@ -264,6 +279,18 @@ def run_plan(steps: list[Step], dry_run: bool = False) -> None:
         t = time.perf_counter()
         step.run()
         click.echo(f"    done in {time.perf_counter() - t:.1f} s")
+
+
+def _test_metrics(path: Path) -> dict:
+    """A store's own test figures (argmax of its logits on the labelled test rows)."""
+    from emofeat.stack.evaluate import classification_metrics
+    from emofeat.store import open_store
+
+    with open_store(path) as s:
+        rows = s.select(split="test")
+        rows = rows[s.labels[rows] >= 0]
+        pred = s.logits(rows).argmax(1)
+        return classification_metrics(s.labels[rows].astype(int), pred, len(s.label_names))
 
 
 def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:
@@ -280,6 +307,9 @@ def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:
     if stacks:  # base models from the stack over the most stores (MMM's store included)
         widest = max(stacks.values(), key=lambda m: len(m["test"]["models"]))
         rows += list(widest["test"]["models"].items())
+    fused = out / "runs" / "mmm" / "mmm.h5"
+    if fused.is_file() and "mmm" not in dict(rows):  # MMM outside the stacks (reference protocol)
+        rows.append(("mmm", _test_metrics(fused)))
     for meta, m in stacks.items():
         label = "soft vote, reference weights" if meta == "softvote" else f"stacked: {meta}"
         rows.append((f"ensemble ({label})", m["test"]["ensemble"]))

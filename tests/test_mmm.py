@@ -408,3 +408,44 @@ def test_mmm_text_store_as_published_hangul_only_padded_with_the_pad_tokens_stat
             tmp_path / "a.h5",
             ExtractConfig(model=str(tiny_wav2vec2), text_filter="hangul"),
         )
+
+
+def test_mmm_as_published_one_model_on_all_train_rows(tmp_path):
+    """`fuse --folds 0`: MMM's own protocol, one model on every train row; its store's test rows
+    equal that model refit from scratch, its train rows are recorded in-sample (so no stack
+    takes it as out-of-fold), and the run says so."""
+    paths, y, split = seq_stores(tmp_path)
+    cfg = MMMConfig(**FAST)
+    results = fuse(paths, tmp_path / "one", config=cfg, folds=0)
+    assert list(results) == [-1] and (tmp_path / "one" / "fold-all" / "model.safetensors").is_file()
+    with open_store(tmp_path / "one" / "mmm.h5") as s:
+        assert not s.provenance.out_of_fold and s.in_sample[split == "train"].all()
+        assert not s.in_sample[split == "test"].any()
+        logits = s.logits()
+    train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
+    with open_store(paths[0]) as text, open_store(paths[1]) as audio:
+        dims = {"text_dim": 16, "audio_dim": 24, "text_len": 8, "audio_len": 12}
+        net = mmm.new_model(dims, 3, cfg)
+        mmm.train(
+            net,
+            mmm.SequencePairs(text, audio, rows_t=train, rows_a=train, y=y[train]),
+            cfg,
+            n_classes=3,
+            device="cpu",
+        )
+        want = mmm.predict(
+            net, mmm.SequencePairs(text, audio, rows_t=test, rows_a=test, y=y[test]), "cpu"
+        )
+    np.testing.assert_allclose(logits[test], want, atol=1e-5)
+    with pytest.raises(EmofeatError, match="in-sample"):
+        stack([paths[0], tmp_path / "one" / "mmm.h5"], "logreg", tmp_path / "stack")
+    with pytest.raises(EmofeatError, match="--folds must be 0"):
+        fuse(paths, tmp_path / "two", config=cfg, folds=3)
+    # The reference protocol's table takes MMM's row from its store (no stack holds it).
+    from emofeat.pipeline import comparison
+
+    (tmp_path / "ref" / "runs").mkdir(parents=True)
+    (tmp_path / "one").rename(tmp_path / "ref" / "runs" / "mmm")
+    table, rows = comparison(tmp_path / "ref")
+    accuracy = (logits[test].argmax(1) == y[test]).mean()
+    assert dict(rows)["mmm"]["accuracy"] == pytest.approx(accuracy) and "| mmm |" in table

@@ -59,10 +59,15 @@ def test_reference_protocol_trains_on_all_rows_and_only_soft_votes(corpus_dir, t
     assert r.exit_code == 0, r.output
     finetunes = [line for line in r.output.splitlines() if "emofeat finetune" in line]
     assert len(finetunes) == 5 and all("--folds 0" in line for line in finetunes)
-    assert "[13/13] stack softvote" in r.output and "--meta lgbm" not in r.output
+    assert "[16/16] stack softvote" in r.output and "--meta lgbm" not in r.output
     # As the reference ran: its seed, random batch order, the reverse model on 90 %.
     assert all("--seed 42 --no-group-by-length" in line for line in finetunes)
     assert sum("--train-fraction 0.9" in line for line in finetunes) == 1
+    # MMM's row as published: one model on all train rows, outside the soft vote.
+    assert (
+        "emofeat fuse --model mmm" in r.output
+        and "--folds 0 --out" in r.output.split("emofeat fuse")[1]
+    )
     crossfit = CliRunner().invoke(main, args)
     assert "--folds 0" not in crossfit.output and "--meta lgbm" in crossfit.output
 
@@ -74,7 +79,7 @@ def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
     )
     r = CliRunner().invoke(main, ["recipe", "emo-ensemble", "--config", str(config), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "[13/13] stack softvote" in r.output  # protocol from the file
+    assert "[16/16] stack softvote" in r.output  # protocol from the file
     r = CliRunner().invoke(
         main,
         ["recipe", "emo-ensemble", "--config", str(config), "--protocol", "crossfit", "--dry-run"],
@@ -106,7 +111,7 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
             precision="bf16",
             mmm=MMMPlan("/models/kcelectra", "/models/w2v", options={"epochs": 3, "lr": 0.001}),
         )
-        assert len(steps) == (17 if protocol == "crossfit" else 11)
+        assert len(steps) == (17 if protocol == "crossfit" else 14)
         for step in steps:
             args = shlex.split(step.command)
             assert args[:2] == ["emofeat", *step.name.split()[:1]]

@@ -70,6 +70,12 @@ from emofeat.fuse import FUSION_MODELS
     help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
 )
 @allow_incomplete_option
+@click.option(
+    "--folds",
+    type=int,
+    help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
+    "stacks); default: one model per fold of the stores.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace a fusion run made with other options.")
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run folder, e.g. runs/mmm."
@@ -96,6 +102,7 @@ def fuse(**params):
         allow_in_sample=p["allow_in_sample"],
         allow_incomplete=p["allow_incomplete"],
         overwrite=p["overwrite"],
+        folds=p["folds"],
     )
     print_folds(results, fold_summary(results))
     click.echo(f"run written to {p['out']}; its store: {p['out'] / (p['model'] + '.h5')}")
