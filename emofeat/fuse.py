@@ -46,7 +46,6 @@ RUN_DERIVED = (
     "family",
     "modality",
     "source",
-    "folds",
     "label_names",
     "store_identities",
     "split_scheme",
@@ -94,9 +93,10 @@ def fuse(
         usable = np.zeros(len(text), bool)
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
-        if folds not in (None, 0):
+        if folds not in (None, 0, len(plan.folds)):
             raise EmofeatError(
-                f"--folds must be 0 (one model) or left out (the stores' folds), got {folds!r}"
+                f"--folds must be 0 (one model) or the stores' {len(plan.folds)} folds (the "
+                f"default), got {folds!r}"
             )
         if folds == 0:
             model_folds = [-1]
@@ -132,7 +132,6 @@ def fuse(
             **asdict(cfg),
             "allow_in_sample": allow_in_sample,
             "allow_incomplete": allow_incomplete,
-            "fold_models": "one" if folds == 0 else "per fold",
         }
         record = {
             **options,
