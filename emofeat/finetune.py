@@ -243,8 +243,10 @@ class UtteranceDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        (piece,) = self.encoder.load_pieces(self.manifest, int(self.rows[i]), self.min_len)
-        return {"input": piece, "labels": int(self.y[i])}
+        pieces = self.encoder.load_pieces(self.manifest, int(self.rows[i]), self.min_len)
+        # One piece (whole clips, a transcript), except for an encoder with a fixed span: Whisper
+        # trains on a clip's first 30 s, which is all its feature extractor would keep.
+        return {"input": pieces[0], "labels": int(self.y[i])}
 
 
 # --------------------------------------------------------------------------------------- models

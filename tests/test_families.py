@@ -185,3 +185,27 @@ def test_a_short_name_with_a_folder_of_another_family_is_refused(tiny):
     assert spec.family == "hubert" and spec.source == str(tiny["hubert"])
     with pytest.raises(ModelError, match=r"--model whisper is a whisper model.*holds a hubert"):
         resolve("whisper", model_path=tiny["hubert"])
+
+
+def test_whisper_trains_on_the_first_30_seconds_of_a_longer_clip(tiny, manifest, tmp_path):
+    """A clip longer than Whisper's span gives its first window to training (it used to fail
+    unpacking several windows)."""
+    import soundfile as sf
+    from conftest import swap_audio
+
+    from emofeat.corpus.manifest import read_manifest, write_manifest
+    from emofeat.encoders.base import InputOptions
+    from emofeat.encoders.speech import WhisperSpeechEncoder
+    from emofeat.finetune import UtteranceDataset
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(40 * 16000)).astype(np.float32)
+    sf.write(tmp_path / "long.wav", x, 16000, subtype="FLOAT")
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    swap_audio(frame, 0, tmp_path / "long.wav")
+    write_manifest(frame, tmp_path / "m.csv")
+    enc = WhisperSpeechEncoder.from_folder(str(tiny["whisper"]), InputOptions())
+    item = UtteranceDataset(read_manifest(tmp_path / "m.csv"), np.array([0]), enc)[0]
+    np.testing.assert_array_equal(item["input"], x[: 30 * 16000])
+    batch = enc.collator()([item])
+    assert batch["input_features"].shape[-1] == 3000
