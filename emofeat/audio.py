@@ -115,12 +115,7 @@ def load_audio(path: str | Path, sample_rate: int = 16000, reverse: bool = False
 
 def audio_length(path: str | Path, sample_rate: int = 16000) -> int:
     """Samples :func:`load_audio` gives for ``path`` at ``sample_rate``, from the header alone."""
-    check_regular(path)
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"{path}: cannot read audio header ({err})") from None
-    return resampled_length(info.frames, info.samplerate, sample_rate)
+    return resampled_length(*header(path), sample_rate)
 
 
 def load_span(
@@ -133,12 +128,12 @@ def load_span(
     :data:`SPAN_CONTEXT` samples of context on each side, from a source frame that falls on
     the target grid, so soxr computes the same samples as over the whole clip (to float
     rounding)."""
-    n = audio_length(path, sample_rate)
+    frames, rate = header(path)
+    n = resampled_length(frames, rate, sample_rate)
     if not 0 <= start < stop <= n:
         raise AudioError(f"{path}: span [{start}, {stop}) outside the clip's {n} samples")
     if reverse:  # the reversed clip's [start, stop) is the clip's [n - stop, n - start)
         start, stop = n - stop, n - start
-    rate = sf.info(str(path)).samplerate
     if rate == sample_rate:
         x = _mono(_decode(path, start, stop)[0])
     else:
@@ -154,9 +149,10 @@ def load_span(
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def duration(path: str | Path) -> float:
-    """Duration in seconds from the file header (no decoding); a header of 0 samples is an
-    error. Truncation and non-finite samples are found when the audio is decoded."""
+def header(path: str | Path) -> tuple[int, int]:
+    """(frames, sample rate) from the file header (no decoding), with its checks: a regular
+    file, a readable header, not 0 samples, not a WAV cut shorter than its header says.
+    Truncation elsewhere and non-finite samples are found when the audio is decoded."""
     check_regular(path)
     try:
         info = sf.info(str(path))
@@ -169,4 +165,10 @@ def duration(path: str | Path) -> float:
         raise AudioError(
             f"{path}: truncated: the header promises {short[0]} data bytes, the file holds {short[1]}"
         )
-    return info.frames / info.samplerate
+    return info.frames, info.samplerate
+
+
+def duration(path: str | Path) -> float:
+    """Duration in seconds from the file header (see :func:`header`)."""
+    frames, rate = header(path)
+    return frames / rate

@@ -11,6 +11,7 @@ where possible, so a corpus can move with its manifest.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -79,10 +80,11 @@ class Manifest:
         folds = self.frame.loc[self.frame["split"] == "train", "fold"]
         return int(folds.max()) + 1 if len(folds) else 0
 
-    @property
+    @functools.cached_property
     def durations(self) -> np.ndarray | None:
         """Seconds of audio per row as ``data prepare`` read them from the headers (NaN where
-        unknown), or None for a manifest prepared without them."""
+        unknown), or None for a manifest prepared without them. Parsed once: row checks ask
+        for it per row (parsing the column each time made checking N rows O(N^2))."""
         if "duration" not in self.frame.columns:
             return None
         return pd.to_numeric(self.frame["duration"], errors="coerce").to_numpy(dtype=np.float64)

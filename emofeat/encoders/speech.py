@@ -32,7 +32,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from emofeat.audio import AudioError, audio_length, duration, load_audio, load_span
+from emofeat.audio import (
+    AudioError,
+    audio_length,
+    header,
+    load_audio,
+    load_span,
+    resampled_length,
+)
 from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import Encoder, masked_mean, register_family
 from emofeat.errors import ModelError
@@ -374,21 +381,22 @@ class SpeechEncoder(Encoder):
             return "no audio (a text-only row); extract it with a text model"
         path = manifest.audio_path(row)
         try:
-            header = duration(path)  # the header's checks
-            # Exact samples at the model's rate: row_parts cuts the same windows as load_pieces.
-            seconds = audio_length(path, self.options.sample_rate) / self.options.sample_rate
+            frames, rate = header(path)  # one read of the header, with its checks
         except AudioError as err:
             return str(err)
+        # Exact samples at the model's rate: row_parts cuts the same windows as load_pieces.
+        sr = self.options.sample_rate
+        seconds = resampled_length(frames, rate, sr) / sr
         if seconds * self.options.sample_rate < min_length:
             return (
                 f"{path}: {seconds * 1000:.1f} ms is shorter than the encoder can see "
                 f"({min_length} samples at {self.options.sample_rate} Hz)"
             )
         prepared = manifest.durations[row] if manifest.durations is not None else np.nan
-        if np.isfinite(prepared) and abs(prepared - header) > 1e-3:
+        if np.isfinite(prepared) and abs(prepared - frames / rate) > 1e-3:
             return (
                 f"{path}: the audio changed since `data prepare` (the manifest says "
-                f"{prepared:.3f} s, the file holds {header:.3f} s); prepare the manifest again"
+                f"{prepared:.3f} s, the file holds {frames / rate:.3f} s); prepare the manifest again"
             )
         return seconds
 
