@@ -173,6 +173,15 @@ class FoldPlan:
         groups.append((others, np.flatnonzero(~held)))
         return [(models, rows) for models, rows in groups if len(rows)]
 
+    def other_models(self, groups: Sequence[tuple[Sequence[int], np.ndarray]]) -> list[int]:
+        """The models that predict the rows outside the labelled train rows (test rows,
+        unlabelled rows) in ``groups`` (from :meth:`model_groups`); [] when there are none."""
+        others = ~self.labelled_train
+        for models, rows in groups:
+            if others[np.asarray(rows, dtype=np.int64)].any():
+                return list(models)
+        return []
+
     def in_sample(
         self,
         groups: Sequence[tuple[Sequence[int], np.ndarray]],

@@ -179,6 +179,7 @@ class Routing:
 
     groups: list[tuple[list[int], np.ndarray]]  # (fold models, rows): values are their mean
     in_sample: np.ndarray  # per row: a model that produced it trained on it or chose on it
+    plan: FoldPlan  # the rule the groups come from
 
 
 TEST_ROWS = ("mean", "refit")
@@ -200,7 +201,7 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
         # A pretrained encoder never saw these rows; a folder emofeat fine-tuned says which it
         # trained on, whichever option loaded it.
         used = [loaded_models.trained_on or set()]
-        return Routing(groups, plan.in_sample(groups, used))
+        return Routing(groups, plan.in_sample(groups, used), plan)
     run = RunFolder(loaded_models.run_path)
     used = run.fold_usage()
     model_folds = run.fold_ids()
@@ -222,7 +223,7 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
             "with --refit (the fold models are kept), or extract with --test-rows mean"
         )
     groups = plan.model_groups(model_folds, refit=refit)
-    return Routing(groups, plan.in_sample(groups, used))
+    return Routing(groups, plan.in_sample(groups, used), plan)
 
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
@@ -238,6 +239,10 @@ def _check_options(cfg: ExtractConfig, device: str) -> None:
     if cfg.test_rows not in TEST_ROWS:
         raise EmofeatError(
             f"--test-rows must be one of {', '.join(TEST_ROWS)}, got {cfg.test_rows!r}"
+        )
+    if cfg.sequence_padding != "valid" and not cfg.sequence:
+        raise EmofeatError(
+            "--sequence-padding shapes stored sequences; it does nothing without --sequence"
         )
     if cfg.test_rows == "refit" and not cfg.run:
         raise EmofeatError("--test-rows refit needs --run (a run fine-tuned with --refit)")
@@ -406,7 +411,8 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
                 "weights_sha256": per_model_sha256,
                 # What predicted the test rows, in words (stack reports name it).
                 "test_predictions": describe_test_predictions(
-                    cfg.test_rows, loaded_models.run.folds if loaded_models.run else 1
+                    len(routing.plan.other_models(routing.groups)),
+                    refit=cfg.test_rows == "refit",
                 ),
                 "model_revision": revision,
             },

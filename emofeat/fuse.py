@@ -35,6 +35,7 @@ from emofeat.errors import EmofeatError, StoreError
 from emofeat.provenance import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Provenance, StoreLayout, aligned, create_store
+from emofeat.store.layout import describe_test_predictions
 
 if TYPE_CHECKING:  # torch is imported when a model is fused, not by the CLI's start-up
     from emofeat.mmm import MMMConfig
@@ -206,8 +207,11 @@ def fuse(
             run=str(run.path),
             out_of_fold=plan.cross_fitted and folds != 0,
         )
+        # What predicted the test rows, from the groups (stack reports and compare name it).
+        tested = describe_test_predictions(len(plan.other_models(groups)))
+        config = {**options, "test_predictions": tested}
         _write_store(
-            run.path / f"{model}.h5", text, inputs.keep, logits, in_sample, provenance, options
+            run.path / f"{model}.h5", text, inputs.keep, logits, in_sample, provenance, config
         )
     run.write_summary(results, [])
     return results

@@ -338,6 +338,12 @@ CASES = [
         "--max-seconds must be a positive",
     ),
     ("extract-max-len-negative", extract_option(max_len=-5), EmofeatError, "--max-len must be"),
+    (
+        "sequence-padding-without-sequence",
+        extract_option(sequence_padding="max_length"),
+        EmofeatError,
+        "does nothing without --sequence",
+    ),
     ("extract-run-and-model", run_and_model, EmofeatError, "--model/--model-path would be ignored"),
     ("weights-with-lgbm", weights_with_lgbm, EmofeatError, "--meta lgbm learns its own"),
     ("plot-max-points-zero", plot_max_points_zero, EmofeatError, "--max-points must be an integer"),

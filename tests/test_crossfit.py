@@ -153,3 +153,19 @@ def test_ids_with_control_characters_are_shown_escaped():
     used[0].add("u\x1b[31m0")  # its own fold's model trained on it
     _, problems = p.check_models([0, 1, 2, 3], used)
     assert problems == ["u\\x1b[31m0: manifest fold 0, run fold []"]
+
+
+def test_other_models_are_those_that_predict_rows_outside_the_labelled_train_rows():
+    from emofeat.crossfit import FoldPlan
+
+    plan = FoldPlan.from_arrays(
+        ids=np.array([f"u{i}" for i in range(6)], dtype=object),
+        split=np.array(["train"] * 4 + ["test"] * 2, dtype=object),
+        fold=np.array([0, 1, 0, 1, -1, -1]),
+        labels=np.array([0, 1, 0, 1, 0, 1]),
+    )
+    assert plan.other_models(plan.model_groups([0, 1])) == [0, 1]
+    assert plan.other_models(plan.model_groups([0, 1, -1], refit=True)) == [2]
+    assert plan.other_models(plan.model_groups([-1])) == [0]
+    train_only = plan.subset(np.arange(4))
+    assert train_only.other_models(train_only.model_groups([0, 1])) == []

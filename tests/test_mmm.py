@@ -117,6 +117,7 @@ def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
     assert (tmp_path / "mmm" / "training_curves.png").is_file()
     with open_store(tmp_path / "mmm" / "mmm.h5") as s:
         assert s.complete and s.provenance.out_of_fold and not s.in_sample.any()
+        assert s.test_predictions == "mean of 3 fold models"  # derived from the fold groups
         assert s.provenance.checkpoint_sha256  # the fold models' weights
         logits = s.logits()
     # Each held-out fold's logits equal a model refit without that fold, one from scratch here;
@@ -421,6 +422,7 @@ def test_mmm_as_published_one_model_on_all_train_rows(tmp_path):
     with open_store(tmp_path / "one" / "mmm.h5") as s:
         assert not s.provenance.out_of_fold and s.in_sample[split == "train"].all()
         assert not s.in_sample[split == "test"].any()
+        assert s.test_predictions == "one model"
         logits = s.logits()
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     with open_store(paths[0]) as text, open_store(paths[1]) as audio:

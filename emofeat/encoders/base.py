@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -135,22 +135,6 @@ def layer_sums(
         squares = torch.zeros(shape, device=h.device).index_add_(1, owner, squares)
         counts = torch.zeros(n_rows, device=h.device).index_add_(0, owner, counts)
     return sums, squares, counts
-
-
-def pool_layers(
-    hidden_states: Sequence[torch.Tensor],
-    layers: Iterable[int],
-    mask: torch.Tensor,
-    *,
-    owner: torch.Tensor | None,
-    n_rows: int,
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Per hidden-state index in ``layers``, the (mean, std) over the positions where ``mask``
-    (B, T) is true, per row (see :func:`layer_sums`): the frames of all windows of a long clip
-    are pooled together, as if the clip had been seen whole."""
-    layers = list(layers)
-    sums = layer_sums(hidden_states, layers, mask, owner=owner, n_rows=n_rows)
-    return Partial(layers, *sums).pooled()
 
 
 @dataclass

@@ -376,11 +376,11 @@ def _parse_config(text: Any) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def describe_test_predictions(test_rows: str, n_models: int | None) -> str:
+def describe_test_predictions(n_models: int | None, *, refit: bool = False) -> str:
     """What predicted a store's test rows, in words (stack reports and ``compare`` name it):
-    ``test_rows`` "mean" (of ``n_models`` fold models; None: a number not recorded) or "refit"
-    (one model refit on all train rows)."""
-    if test_rows == "refit":
+    one model refit on all train rows (``refit``), one model, or the mean of ``n_models`` fold
+    models (None: a number not recorded)."""
+    if refit:
         return "one model refit on all train rows"
     if n_models == 1:
         return "one model"

@@ -193,8 +193,8 @@ class Store:
         if said:
             return str(said)
         if not self.provenance.out_of_fold:
-            return describe_test_predictions("mean", 1)
-        return describe_test_predictions("mean", len(self.config.get("weights_sha256") or []) or None)
+            return describe_test_predictions(1)
+        return describe_test_predictions(None)
 
     @property
     def sequence_names(self) -> list[str]:
