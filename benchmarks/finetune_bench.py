@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,9 +101,18 @@ def emofeat_run(manifest: Path, out: Path, opts: dict) -> dict:
     }
 
 
+def padding(order, units: np.ndarray, size: int) -> float:
+    """Fraction of the input frames (samples, tokens) that are padding when the DataLoader cuts
+    ``order`` into batches of ``size``."""
+    batches = [units[order[i : i + size]] for i in range(0, len(order), size)]
+    return 1 - units.sum() / sum(b.max() * len(b) for b in batches)
+
+
 def prebuilt_batches(manifest: Path, opts: dict):
     """The batches emofeat's length-bucketing sampler makes for Trainer (same seed), collated in
-    memory, and the fraction of input frames that are padding."""
+    memory, and the fraction of input frames that are padding in them and in the batches
+    transformers' LengthGroupedSampler would make of the same rows (same seed)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from emofeat.corpus.manifest import read_manifest
     from emofeat.crossfit import FoldPlan
@@ -116,21 +126,28 @@ def prebuilt_batches(manifest: Path, opts: dict):
     rows = FoldPlan.from_manifest(m).train_rows
     checked = encoder.check_rows(m, rows, skip_bad=False, min_length=min_len)
     data = UtteranceDataset(m, checked.good, encoder, min_len=min_len)
-    g = torch.Generator()
-    g.manual_seed(cfg.seed)
-    order = list(LengthBucketSampler(checked.lengths, cfg.batch_size, generator=g))
     collate = encoder.collator()
-    batches, padded, real = [], 0, 0
-    for i in range(0, len(order), cfg.batch_size):
-        items = [data[j] for j in order[i : i + cfg.batch_size]]
-        batch = collate(items)
-        lengths = [len(it["input"]) for it in items] if spec.modality == "speech" else None
-        if lengths is None:
-            lengths = batch["attention_mask"].sum(1).tolist()
-        padded += max(lengths) * len(lengths)
-        real += sum(lengths)
-        batches.append(batch)
-    return model, batches, 1 - real / padded, cfg
+    items = [data[j] for j in range(len(data))]
+    if spec.modality == "speech":  # input frames: samples, or tokens
+        units = np.array([len(it["input"]) for it in items])
+    else:
+        units = np.array([int(collate([it])["attention_mask"].sum()) for it in items])
+    size = cfg.batch_size
+    bucket = list(LengthBucketSampler(checked.lengths, size, generator=_seeded(cfg.seed)))
+    grouped = list(
+        LengthGroupedSampler(size, lengths=list(checked.lengths), generator=_seeded(cfg.seed))
+    )
+    batches = [
+        collate([items[j] for j in bucket[i : i + size]]) for i in range(0, len(bucket), size)
+    ]
+    pads = {"bucket": padding(bucket, units, size), "length_grouped": padding(grouped, units, size)}
+    return model, batches, pads, cfg
+
+
+def _seeded(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
 
 
 def bare_loop(model, batches, cfg, device: str, epochs: float) -> float:
@@ -178,7 +195,7 @@ def main() -> None:
     for case in args.cases:
         folder = build(case, args.size, out / "models", manifest)
         opts = options(case, folder, args)
-        model, batches, padding, cfg = prebuilt_batches(manifest, opts)
+        model, batches, pads, cfg = prebuilt_batches(manifest, opts)
         bare = bare_loop(model, batches, cfg, args.device, args.epochs)
         del model
         ours = emofeat_run(manifest, out / "runs" / case, opts)
@@ -190,7 +207,9 @@ def main() -> None:
             "rows": args.rows,
             "batch_size": args.batch_size,
             "epochs": args.epochs,
-            "padding_fraction": round(padding, 4),
+            "padding_fraction": round(pads["bucket"], 4),
+            # The same rows batched by transformers' LengthGroupedSampler, for comparison.
+            "padding_fraction_length_grouped": round(pads["length_grouped"], 4),
             "bare_samples_per_s": round(bare, 2),
             "emofeat_samples_per_s": ours["samples_per_s"],
             "ratio": round(ours["samples_per_s"] / bare, 3),

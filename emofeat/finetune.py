@@ -294,9 +294,8 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
     (so batches differ from epoch to epoch), cuts the order into batches of ``batch_size`` and
     yields them in random order, the short remainder last (the DataLoader cuts the yielded rows
     every ``batch_size``: a short batch anywhere else would shift every batch after it).
-    Padding, averaged over three seeds: 5.3 % of the frames for 128 clips of 1-6 s and 3.8 % for
-    1,000 of 1-12 s, where transformers' LengthGroupedSampler (sorting within random
-    megabatches, 4 batches on a 128-row fold) left 12.6 % and 2.8 %."""
+    ``benchmarks/finetune_bench.py`` reports its padding beside that of transformers'
+    LengthGroupedSampler (which sorts within random megabatches) on the same rows."""
 
     def __init__(
         self, lengths, batch_size: int, *, generator: torch.Generator, jitter: float = 0.05

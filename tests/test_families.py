@@ -209,3 +209,25 @@ def test_whisper_trains_on_the_first_30_seconds_of_a_longer_clip(tiny, manifest,
     np.testing.assert_array_equal(item["input"], x[: 30 * 16000])
     batch = enc.collator()([item])
     assert batch["input_features"].shape[-1] == 3000
+
+
+@pytest.mark.parametrize("kind, leaks", [("data2vec-audio", True), ("wavlm", False)])
+def test_which_masked_families_let_padding_change_a_clip(kind, leaks, tiny):
+    """The evidence behind ``padding_leaks``: with its attention mask, WavLM gives a padded clip
+    the values of the clip alone; data2vec-audio does not (its stacked positional convolutions
+    see the padded frames), so emofeat forwards its clips without padding."""
+    from transformers import AutoModel
+
+    from emofeat.encoders import resolve
+
+    model = AutoModel.from_pretrained(tiny[kind]).eval()
+    x = torch.randn(1, 12000, generator=torch.Generator().manual_seed(0))
+    padded = torch.cat([x, torch.zeros(1, 4000)], 1)
+    mask = torch.cat([torch.ones(1, 12000), torch.zeros(1, 4000)], 1).long()
+    with torch.no_grad():
+        alone = model(x, output_hidden_states=True).hidden_states
+        batch = model(padded, attention_mask=mask, output_hidden_states=True).hidden_states
+    n = alone[0].shape[1]
+    worst = max(float((a[0] - b[0, :n]).abs().max()) for a, b in zip(alone, batch))
+    assert (worst > 0.05) == leaks and (worst < 1e-4 or leaks)
+    assert resolve(str(tiny[kind])).encoder_class.padding_leaks == leaks
