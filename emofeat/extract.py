@@ -119,6 +119,8 @@ class Models:
     model_id: str
     run: RunInfo | None = None
     run_path: str = ""
+    # The run's folds the loaded models hold out, in order (-1: the model on all train rows).
+    model_folds: list[int] = field(default_factory=list)
     # A single model folder that emofeat fine-tuned, loaded with --model: the ids it trained or
     # chose on (its rows.json). None: a pretrained encoder, which saw no row of the corpus.
     trained_on: set[str] | None = None
@@ -135,7 +137,10 @@ def load_models(cfg: ExtractConfig) -> Models:
     if cfg.run:
         run = RunFolder(cfg.run)
         info = run.info()
-        dirs = [str(d) for d in run.finished_fold_dirs()]
+        folds = run.fold_ids()
+        if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
+            folds = [k for k in folds if k >= 0]
+        dirs = [str(d) for k, d in zip(run.fold_ids(), run.finished_fold_dirs()) if k in folds]
         options = InputOptions(
             max_len=cfg.max_len or info.max_len,
             sample_rate=info.sample_rate,
@@ -147,7 +152,16 @@ def load_models(cfg: ExtractConfig) -> Models:
         # The fold folders hold the tokenizer or feature extractor the run was trained with.
         encoder = families()[info.family].from_folder(dirs[0], options)
         models = [encoder.load_classifier(d) for d in dirs]
-        return Models(encoder, models, info.label_names, dirs, info.source, info, str(cfg.run))
+        return Models(
+            encoder,
+            models,
+            info.label_names,
+            dirs,
+            info.source,
+            run=info,
+            run_path=str(cfg.run),
+            model_folds=folds,
+        )
     if not cfg.model:
         raise EmofeatError("give --model (frozen encoder) or --run (fine-tuned run)")
     spec = resolve(cfg.model, cfg.model_path)
@@ -203,8 +217,8 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
         used = [loaded_models.trained_on or set()]
         return Routing(groups, plan.in_sample(groups, used), plan)
     run = RunFolder(loaded_models.run_path)
-    used = run.fold_usage()
-    model_folds = run.fold_ids()
+    model_folds = loaded_models.model_folds
+    used = [u for k, u in zip(run.fold_ids(), run.fold_usage()) if k in model_folds]
     skipped = run.skipped_ids()
     plan = plan.excluding(i for i, u in enumerate(plan.ids) if u in skipped)
     if loaded_models.out_of_fold:

@@ -725,6 +725,8 @@ def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_w
         assert not b.in_sample[test].any() and not b.in_sample[train].any()
         assert b.test_predictions == "one model refit on all train rows"
         assert a.test_predictions == "mean of 2 fold models"
+        # The refit model is loaded only where it predicts: its weights are in b's identity only.
+        assert len(a.config["weights_sha256"]) == 2 and len(b.config["weights_sha256"]) == 3
     out = tmp_path / "stack"
     stack([stores["mean"], stores["refit"]], "softvote", out)
     report = (out / "report.md").read_text()
