@@ -214,9 +214,14 @@ def run_naive(manifest, model_dir, device):
     return time.perf_counter() - t
 
 
-def whole_process(manifest, model_dir, out, precisions, layers, audio_s) -> dict:
+def whole_process(manifest, model_dir, out, precisions, layers, audio_s, repeats=3) -> dict:
     """Wall seconds of fresh processes: `emofeat extract` per precision and the naive script
-    (benchmarks/naive_extract.py), each started, importing, loading its model and writing."""
+    (benchmarks/naive_extract.py), each started, importing, loading its model and writing.
+
+    This 2-core machine drifts by 5-10 % over minutes, more than the margins measured, so the
+    processes run ``repeats`` times interleaved (each round in a rotated order, so none always
+    runs first) and the ratios are of the medians; every run's seconds are reported."""
+    import statistics
     import subprocess
     import sys
 
@@ -225,41 +230,49 @@ def whole_process(manifest, model_dir, out, precisions, layers, audio_s) -> dict
         subprocess.run(cmd, check=True, capture_output=True)
         return time.perf_counter() - start
 
-    res = {}
-    naive = timed(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("naive_extract.py")),
-            str(manifest),
-            str(model_dir),
-            str(out / "naive.npy"),
-        ]
-    )
-    res["process_naive_fp32_s"] = round(naive, 2)
+    naive = [
+        sys.executable,
+        str(Path(__file__).with_name("naive_extract.py")),
+        str(manifest),
+        str(model_dir),
+        str(out / "naive.npy"),
+    ]
+    commands = {"naive_fp32": naive}
     for precision in precisions:
-        seconds = timed(
-            [
-                sys.executable,
-                "-m",
-                "emofeat.cli",
-                "extract",
-                "--model",
-                str(model_dir),
-                "--manifest",
-                str(manifest),
-                "--out",
-                str(out / f"process-{precision}.h5"),
-                "--layers",
-                layers,
-                "--precision",
-                precision,
-                "--device",
-                "cpu",
-                "--overwrite",
+        commands[precision] = [
+            sys.executable,
+            "-m",
+            "emofeat.cli",
+            "extract",
+            "--model",
+            str(model_dir),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out / f"process-{precision}.h5"),
+            "--layers",
+            layers,
+            "--precision",
+            precision,
+            "--device",
+            "cpu",
+            "--overwrite",
+        ]
+    names = list(commands)
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(round(timed(commands[name]), 2))
+    res = {"process_repeats": repeats}
+    median = {name: statistics.median(seconds) for name, seconds in runs.items()}
+    for name in names:
+        res[f"process_{name}_s"] = runs[name]
+        res[f"process_{name}_median_s"] = round(median[name], 2)
+        if name != "naive_fp32":
+            res[f"process_{name}_over_naive"] = round(median["naive_fp32"] / median[name], 3)
+            res[f"process_{name}_over_naive_per_round"] = [
+                round(a / b, 3) for a, b in zip(runs["naive_fp32"], runs[name])
             ]
-        )
-        res[f"process_{precision}_s"] = round(seconds, 2)
-        res[f"process_{precision}_over_naive"] = round(naive / seconds, 3)
     res["process_audio_seconds"] = round(audio_s, 1)
     return res
 
@@ -332,6 +345,12 @@ def main() -> None:
         action="store_true",
         help="also time `emofeat extract` and benchmarks/naive_extract.py as fresh processes "
         "(imports, model loading and the store included)",
+    )
+    ap.add_argument(
+        "--process-repeats",
+        type=int,
+        default=3,
+        help="rounds of the whole-process runs, interleaved; ratios are of the medians",
     )
     args = ap.parse_args()
     device = args.device
@@ -412,7 +431,11 @@ def main() -> None:
                 3,
             )
     if args.whole_process:
-        res.update(whole_process(manifest, model_dir, out, precisions, layers, audio_s))
+        res.update(
+            whole_process(
+                manifest, model_dir, out, precisions, layers, audio_s, args.process_repeats
+            )
+        )
     if "bf16" in stores:
         res["cosine_bf16_fp32_min"], res["cosine_bf16_fp32_mean"] = (
             round(c, 6) for c in cosines(stores["fp32"], stores["bf16"])

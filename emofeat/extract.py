@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
@@ -115,8 +115,9 @@ class Models:
     encoder: Encoder
     models: list[torch.nn.Module]
     label_names: list[str]
-    weight_folders: list[str]
     model_id: str
+    # The weights' sha256 (whole, per folder), hashed in a thread while the models load.
+    digests: Future[tuple[str, list[str]]]
     run: RunInfo | None = None
     run_path: str = ""
     # The run's folds the loaded models hold out, in order (-1: the model on all train rows).
@@ -141,6 +142,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
             folds = [k for k in folds if k >= 0]
         dirs = [str(d) for k, d in zip(run.fold_ids(), run.finished_fold_dirs()) if k in folds]
+        digests = _hash_weights(dirs)
         options = InputOptions(
             max_len=cfg.max_len or info.max_len,
             sample_rate=info.sample_rate,
@@ -156,8 +158,8 @@ def load_models(cfg: ExtractConfig) -> Models:
             encoder,
             models,
             info.label_names,
-            dirs,
             info.source,
+            digests,
             run=info,
             run_path=str(cfg.run),
             model_folds=folds,
@@ -166,6 +168,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         raise EmofeatError("give --model (frozen encoder) or --run (fine-tuned run)")
     spec = resolve(cfg.model, cfg.model_path)
     source = local_source(spec.source)
+    digests = _hash_weights([source])
     cls = spec.encoder_class
     processor = cls.load_processor(source)
     options = InputOptions(
@@ -181,10 +184,19 @@ def load_models(cfg: ExtractConfig) -> Models:
         encoder,
         [encoder.load_pretrained(source)],
         list(LABEL_NAMES),
-        [source],
         spec.source,
+        digests,
         trained_on=trained_rows(source),
     )
+
+
+def _hash_weights(folders: list[str]) -> Future[tuple[str, list[str]]]:
+    """:func:`weights_digests` of ``folders`` in a thread (hashlib releases the GIL): ~0.7 s
+    per GB of weights (this 2-core AMD EPYC) that would otherwise come on top of loading them."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    digests = pool.submit(weights_digests, folders)
+    pool.shutdown(wait=False)
+    return digests
 
 
 @dataclass
@@ -342,10 +354,6 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         raise EmofeatError(
             f"{given} apply to text models; {cfg.run or cfg.model} is a speech model"
         )
-    # The weights' sha256 (~1 s for a large model) is computed beside the rest of the set-up.
-    hashing = ThreadPoolExecutor(max_workers=1)
-    digests = hashing.submit(weights_digests, loaded_models.weight_folders)
-    hashing.shutdown(wait=False)
     encoder, models = loaded_models.encoder, loaded_models.models
     for model in models:
         model.to(device).eval()
@@ -372,7 +380,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     # unreadable or too short audio) stops the command with nothing written.
     min_len = encoder.min_input_length(models[0].config)
     checked = encoder.check_rows(m, np.arange(len(m)), skip_bad=cfg.skip_bad, min_length=min_len)
-    checkpoint_sha256, per_model_sha256 = digests.result()
+    checkpoint_sha256, per_model_sha256 = loaded_models.digests.result()
     revision = getattr(models[0].config, "_commit_hash", None) or ""
     provenance = Provenance(
         model_id=loaded_models.model_id,

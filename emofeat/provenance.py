@@ -85,7 +85,8 @@ def weights_digests(folders: list[str]) -> tuple[str, list[str]]:
     """sha256 over the weight files of local model folders: of all of them in order (a store's
     ``checkpoint_sha256``) and of each folder (one per fold model), in one pass over the bytes;
     '' for hub ids or folders without weight files."""
-    whole = hashlib.sha256()
+    # One folder: its digest is the whole one (the bytes are hashed once, not twice).
+    whole = hashlib.sha256() if len(folders) > 1 else None
     per_folder, found_any = [], False
     for folder in folders:
         p = Path(folder)
@@ -96,10 +97,13 @@ def weights_digests(folders: list[str]) -> tuple[str, list[str]]:
             found = found_any = True
             with open(f, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
-                    whole.update(block)
+                    if whole is not None:
+                        whole.update(block)
                     one.update(block)
         per_folder.append(one.hexdigest() if found else "")
-    return (whole.hexdigest() if found_any else ""), per_folder
+    if not found_any:
+        return "", per_folder
+    return (whole.hexdigest() if whole is not None else per_folder[0]), per_folder
 
 
 def sha256_of_weights(folders: list[str]) -> str:

@@ -282,13 +282,17 @@ class RunFolder:
 
     def finished_fold_dirs(self) -> list[Path]:
         """The fold model folders in fold order; an error naming the unfinished ones."""
-        names = [self.fold_name(k) for k in self.fold_ids()]
-        missing = [n for n in names if not (self.path / n / FOLD_DONE).is_file()]
+        ids = self.fold_ids()
+        missing = [k for k in ids if not self.is_finished(k)]
         if missing:
+            names = ", ".join(self.fold_name(k) for k in missing)
+            folds = " ".join(f"--fold {k}" for k in missing)
             raise EmofeatError(
-                f"{self.path}: fold model(s) {missing} not trained yet; re-run `emofeat finetune` to finish the run"
+                f"{self.path}: fold model(s) {names} not trained yet (another process may still be "
+                f"training them); finish the run with its `emofeat finetune` command, or "
+                f"train just these with it and {folds}"
             )
-        return [self.path / n for n in names]
+        return [self.fold_dir(k) for k in ids]
 
     def write_summary(self, results: dict[int, dict], skipped: list[tuple[str, str]]) -> dict:
         """The run-level ``metrics.json`` (per fold, and the mean ± std over folds of each

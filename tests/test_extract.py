@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,6 +153,38 @@ def test_text_extraction_from_a_kobert_run(kobert_run, manifest, manifest_path, 
             np.testing.assert_allclose(
                 s.embeddings("last", [r])[0], o.hidden_states[-1][0].mean(0).numpy(), atol=1e-5
             )
+
+
+def test_stores_name_the_sha256_of_the_weights_that_made_them(
+    frozen_store, tiny_wav2vec2, kobert_run, manifest_path, tmp_path
+):
+    """checkpoint_sha256 and the per-model weights_sha256 of the store's identity, against
+    hashlib over the weight files: one frozen model, and a run's two fold models (whole: their
+    bytes in fold order)."""
+    import hashlib
+
+    def sha(*files):
+        h = hashlib.sha256()
+        for f in files:
+            h.update(Path(f).read_bytes())
+        return h.hexdigest()
+
+    def weights(folder):
+        files = sorted(Path(folder).glob("*.safetensors"))
+        assert files
+        return files
+
+    own = sha(*weights(tiny_wav2vec2))
+    with open_store(frozen_store) as s:
+        assert s.provenance.checkpoint_sha256 == own
+        assert s.config["weights_sha256"] == [own]
+    out = tmp_path / "kobert.h5"
+    extract(manifest_path, out, ExtractConfig(run=str(kobert_run), layers="last"))
+    folds = [weights(kobert_run / f"fold-{k}") for k in (0, 1)]
+    with open_store(out) as s:
+        assert s.provenance.checkpoint_sha256 == sha(*folds[0], *folds[1])
+        assert s.config["weights_sha256"] == [sha(*f) for f in folds]
+        assert len(set(s.config["weights_sha256"])) == 2
 
 
 def test_long_clips_are_windowed_and_pooled_over_all_frames(

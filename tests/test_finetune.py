@@ -375,6 +375,24 @@ def test_folds_as_concurrent_processes_equal_a_sequential_run(
     assert run.is_finished(0) and run.is_finished(1)  # refused before anything was deleted
 
 
+def test_extract_names_the_folds_a_run_still_lacks(kobert_run, manifest_path, tmp_path):
+    """A run whose fold 1 is still training (another process, a SLURM task): extraction names
+    the missing fold and the --fold that trains it, and writes no store."""
+    import shutil
+
+    from emofeat.errors import EmofeatError
+    from emofeat.extract import ExtractConfig, extract
+    from emofeat.runs import FOLD_DONE
+
+    run = tmp_path / "run"
+    shutil.copytree(kobert_run, run)
+    (run / "fold-1" / FOLD_DONE).unlink()  # what a fold being trained looks like
+    store = tmp_path / "s.h5"
+    with pytest.raises(EmofeatError, match=r"fold model\(s\) fold-1 not trained yet.*--fold 1$"):
+        extract(manifest_path, store, ExtractConfig(run=str(run)))
+    assert not store.exists() and not list(tmp_path.glob("s.h5*"))
+
+
 def test_a_session_spanning_two_folds_is_said(manifest, tiny_kobert, tmp_path, caplog):
     """The README promises a warning when a session's rows fall in several folds (a fold model
     would see the speaker of rows it predicts); it comes before any model is loaded."""
