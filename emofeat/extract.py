@@ -11,8 +11,8 @@ clips are cut into ``max_seconds`` windows whose frames are pooled together, and
 than a batch (``batch_seconds``) is decoded and forwarded a few windows at a time, its pooling
 sums carried from part to part: memory follows the options, not the longest clip. DataLoader worker
 processes read and encode the next batches (on CUDA; on a CPU the cores compute), inputs reach
-the device on a side stream, forward passes run under ``torch.inference_mode`` and optional
-bf16/fp16 autocast, all requested layers are pooled on the device in one pass and reach the host
+the device on a side stream, forward passes run without gradients and under optional
+bf16/fp16 autocast (one region, so each weight is cast once), all requested layers are pooled on the device in one pass and reach the host
 in one transfer, collected one batch later, and each window is written as one block. On CUDA
 out-of-memory a batch is split in two and retried (a single row by its windows). Pooling is masked, so stored values do not
 depend on batching.
@@ -42,7 +42,14 @@ from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
 from emofeat.encoders import families, local_source, resolve
-from emofeat.encoders.base import Encoder, EncoderOutput, InputOptions, Partial, layer_names
+from emofeat.encoders.base import (
+    Encoder,
+    EncoderOutput,
+    InputOptions,
+    Partial,
+    inference_context,
+    layer_names,
+)
 from emofeat.errors import EmofeatError, printable
 from emofeat.inputs import (
     Batch,
@@ -613,7 +620,7 @@ def _compute(
 
     loop_start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with inference_context(device, autocast):
             while True:
                 start = time.perf_counter()
                 batch = next(batches, None)

@@ -431,6 +431,38 @@ def test_refuses_a_store_made_for_other_options(
     assert read_manifest(manifest_path)  # nothing else touched
 
 
+def test_autocast_casts_each_weight_once_per_extraction_loop():
+    """Extraction's loop (inference_context) keeps one autocast region: a further forward pass
+    casts only its input, its weights are reused; under inference_mode autocast would cast the
+    weights again on every pass (why the loop uses no_grad)."""
+    from emofeat.encoders.base import autocast_context, inference_context
+
+    layer = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+
+    def casts(context, passes: int) -> int:
+        """aten::_to_copy calls of ``passes`` forward passes, each in its own autocast region
+        (as Encoder.forward_part enters one), all inside ``context``."""
+        with torch.profiler.profile() as prof, context():
+            for _ in range(passes):
+                with autocast_context("cpu", torch.bfloat16):
+                    y = layer(x)
+                assert y.dtype == torch.bfloat16
+        return sum(e.count for e in prof.key_averages() if e.key == "aten::_to_copy")
+
+    def loop():
+        return inference_context("cpu", torch.bfloat16)
+
+    first = casts(loop, 1)
+    assert first >= 3  # input, weight, bias
+    assert casts(loop, 3) - first == 2  # each further pass: its input only
+    assert casts(torch.inference_mode, 3) - casts(torch.inference_mode, 1) == 2 * first
+    with loop():  # between passes (pooling sums) the loop computes in float32
+        assert (x @ layer.weight).dtype == torch.float32 and not torch.is_grad_enabled()
+    with inference_context("cpu", None):  # fp32: no autocast, no gradients
+        assert layer(x).dtype == torch.float32 and not torch.is_grad_enabled()
+
+
 def test_bf16_on_a_cpu_without_native_bf16_warns(
     manifest_path, tiny_wav2vec2, tmp_path, monkeypatch, caplog
 ):

@@ -546,6 +546,23 @@ def owner_tensor(owner: np.ndarray, n_rows: int, device: str) -> torch.Tensor | 
     return torch.as_tensor(owner, device=device)
 
 
+@contextlib.contextmanager
+def inference_context(device: str, dtype: torch.dtype | None):
+    """Where a loop of forward passes runs: no gradients, and with ``dtype`` an autocast region
+    that stays off around the whole loop. Each forward pass enters its own (on) region inside
+    it; autocast's cache of weights cast to ``dtype`` lives until the outermost region ends, so
+    each weight is cast once per loop instead of once per pass (~25 ms per pass of wav2vec2-base
+    on 2 CPU cores), while the loop's own arithmetic (pooling sums) stays in float32.
+    ``torch.no_grad``, not ``torch.inference_mode``: autocast does not cache under inference
+    mode."""
+    with torch.no_grad():
+        if dtype is None:
+            yield
+        else:
+            with torch.autocast(device.split(":")[0], enabled=False):
+                yield
+
+
 def autocast_context(device: str, dtype: torch.dtype | None):
     """torch.autocast for ``device``, disabled when ``dtype`` is None."""
     kind = device.split(":")[0]
