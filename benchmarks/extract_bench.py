@@ -7,13 +7,15 @@ Compares, over the same mixed-length clips (1-12 s), on ``--device cpu|cuda``:
                         plan), inputs encoded beforehand and already on the device;
   * naive loop        - one file at a time through the feature extractor and the model, fp32,
                         each result copied back to the host, as people write it.
-Reports audio seconds per second, the ratios, the padding fraction, the host's share
+With ``--repeats N`` the three alternate for N rounds and every rate is of the medians (this
+2-core machine drifts by 5-15 % over minutes); ``--whole-process`` adds fresh processes, in
+``--process-repeats`` interleaved rounds. Reports audio seconds per second, the ratios, the padding fraction, the host's share
 (extract time minus bare forward time), peak memory, the cosine of bf16 to fp32 pooled
 embeddings, and the machine (CPU model, card) - and prints a final JSON line.
 
 Sizes: ``base`` (wav2vec2-base, compute-bound on a CPU), ``deep`` (24 layers of width 16 over an
-8-channel CNN: the large model's 25 hidden states at little compute, so the host's work around
-the model is what is measured) and ``large`` (the XLSR large architecture of
+8-channel CNN, with the large model's layer-norm feature encoder and attention mask: its 25
+hidden states at little compute, so the host's work around the model is what is measured) and ``large`` (the XLSR large architecture of
 kresnik/wav2vec2-large-xlsr-korean, random weights; a GPU's workload).
 
 Targets (issue 11), loops against loops (neither the bare nor the naive loop loads a model or
@@ -29,8 +31,10 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +68,9 @@ class PeakRSS:
 
 SIZES = {
     "base": {},  # Wav2Vec2Config's defaults are the base architecture
+    # The large model's shape at little compute: its 24 layers and 25 hidden states, and like
+    # it a layer-norm feature encoder that takes an attention mask (so clips are batched; a
+    # group-norm model is forwarded one length at a time, a path the large model never takes).
     "deep": dict(
         hidden_size=16,
         num_hidden_layers=24,
@@ -72,6 +79,9 @@ SIZES = {
         conv_dim=(8,) * 7,
         num_conv_pos_embedding_groups=4,
         num_conv_pos_embeddings=16,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
     ),
     # The architecture of facebook/wav2vec2-large-xlsr-53 (and its Korean fine-tune).
     "large": dict(
@@ -172,7 +182,14 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
         batch = enc.encode(pieces)
         real += int(batch["lengths"].sum())
         padded += batch["input_values"].numel()
-        inputs.append({k: v.to(device) for k, v in batch.items() if k != "lengths"})
+        # A model without an attention mask would see padding as audio: like emofeat (and as
+        # correct values require), forward each run of equal lengths on its own.
+        lengths = batch["lengths"].tolist()
+        starts = [0] + [i for i in range(1, len(lengths)) if lengths[i] != lengths[i - 1]]
+        ends = [*starts[1:], len(lengths)]
+        runs = [(0, len(lengths))] if "attention_mask" in batch else list(zip(starts, ends))
+        for a, b in runs:
+            inputs.append({k: v[a:b].to(device) for k, v in batch.items() if k != "lengths"})
     return inputs, 1 - real / padded
 
 
@@ -222,8 +239,8 @@ def whole_process(manifest, model_dir, out, precisions, layers, audio_s, repeats
 
     This 2-core machine drifts by 5-10 % over minutes, more than the margins measured, so the
     processes run ``repeats`` times interleaved (each round in a rotated order, so none always
-    runs first) and the ratios are of the medians; every run's seconds are reported."""
-    import statistics
+    runs first) and a ratio is the median of the rounds' ratios; every run's seconds are
+    reported."""
     import subprocess
     import sys
 
@@ -271,10 +288,14 @@ def whole_process(manifest, model_dir, out, precisions, layers, audio_s, repeats
         res[f"process_{name}_s"] = runs[name]
         res[f"process_{name}_median_s"] = round(median[name], 2)
         if name != "naive_fp32":
-            res[f"process_{name}_over_naive"] = round(median["naive_fp32"] / median[name], 3)
-            res[f"process_{name}_over_naive_per_round"] = [
-                round(a / b, 3) for a, b in zip(runs["naive_fp32"], runs[name])
-            ]
+            # Ratios within a round pair runs minutes apart at most, so a drift of the machine
+            # cancels: their median is the figure; the ratio of the medians is shown beside it.
+            per_round = [a / b for a, b in zip(runs["naive_fp32"], runs[name])]
+            res[f"process_{name}_over_naive"] = round(statistics.median(per_round), 3)
+            res[f"process_{name}_over_naive_per_round"] = [round(x, 3) for x in per_round]
+            res[f"process_{name}_over_naive_of_medians"] = round(
+                median["naive_fp32"] / median[name], 3
+            )
     res["process_audio_seconds"] = round(audio_s, 1)
     return res
 
@@ -349,10 +370,16 @@ def main() -> None:
         "(imports, model loading and the store included)",
     )
     ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of extraction, bare and naive loops, alternating; rates are of the medians",
+    )
+    ap.add_argument(
         "--process-repeats",
         type=int,
         default=3,
-        help="rounds of the whole-process runs, interleaved; ratios are of the medians",
+        help="rounds of the whole-process runs, interleaved; a ratio is the median of the rounds'",
     )
     args = ap.parse_args()
     device = args.device
@@ -387,51 +414,75 @@ def main() -> None:
     if device == "cpu":
         res["matmul_fp32_ms"] = matmul_ms(torch.float32)
         res["matmul_bf16_ms"] = matmul_ms(torch.bfloat16)
-    stores = {}
-    for precision in precisions:
+    # In rounds (--repeats): extraction, the bare loop and the naive loop alternate, so that a
+    # drift of this machine's speed does not land on one of them; rates are of the medians.
+    stores: dict[str, Path] = {}
+    seconds: dict[str, list[float]] = {}
+    mems: dict[str, float] = {}
+
+    def timed(name: str, fn):
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         with PeakRSS() as mem:
-            t_extract, stores[precision] = run_extract(
-                manifest,
-                model_dir,
-                out,
-                precision,
-                device,
-                layers,
-                args.batch_seconds,
-                args.workers,
-            )
-        res[f"extract_{precision}_audio_s_per_s"] = round(audio_s / t_extract, 2)
-        res[f"extract_{precision}_peak_rss_mb"] = mem.mb
-        # The compute loop alone (models loaded, store created), as the store records it.
-        loop = loop_timings(stores[precision])
-        res[f"extract_{precision}_loop_audio_s_per_s"] = round(audio_s / loop["seconds"], 2)
+            got = fn()
+        mems[name] = max(mems.get(name, 0.0), mem.mb)
+        return got
+
+    for r in range(args.repeats):
+        cases = [(p, kind) for p in precisions for kind in ("extract", "bare")]
+        cases.append(("fp32", "naive"))
+        for precision, kind in cases if r % 2 == 0 else cases[::-1]:
+            name = f"{kind}_{precision}"
+            if kind == "extract":
+                t, stores[precision] = timed(
+                    name,
+                    partial(
+                        run_extract,
+                        manifest,
+                        model_dir,
+                        out,
+                        precision,
+                        device,
+                        layers,
+                        args.batch_seconds,
+                        args.workers,
+                    ),
+                )
+                # The compute loop alone (models loaded, store created), as the store says.
+                seconds.setdefault(f"{name}_loop", []).append(
+                    loop_timings(stores[precision])["seconds"]
+                )
+            elif kind == "bare":
+                t = timed(name, partial(run_bare, model, inputs, precision, device))
+            else:
+                t = timed(name, partial(run_naive, manifest, model_dir, device))
+            seconds.setdefault(name, []).append(t)
+    med = {name: statistics.median(ts) for name, ts in seconds.items()}
+    res["repeats"] = args.repeats
+    for name, ts in seconds.items():
+        res[f"{name}_audio_s_per_s"] = round(audio_s / med[name], 2)
+        if args.repeats > 1:
+            res[f"{name}_per_round"] = [round(audio_s / t, 2) for t in ts]
+    for name, mb in mems.items():
+        res[f"{name}_peak_rss_mb"] = mb
+    for precision in precisions:
+        loop = loop_timings(stores[precision])  # the last round's stages
         res[f"extract_{precision}_stages"] = loop["stages"]
         res[f"extract_{precision}_peak_memory"] = loop["peak_memory"]
-        with PeakRSS() as mem:
-            t = run_bare(model, inputs, precision, device)
-        res[f"bare_{precision}_audio_s_per_s"] = round(audio_s / t, 2)
-        res[f"bare_{precision}_peak_rss_mb"] = mem.mb
         # The host's work around the model: the library call minus the bare forward passes.
-        res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(t_extract - t, 1e-9), 1)
+        host = med[f"extract_{precision}"] - med[f"bare_{precision}"]
+        res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(host, 1e-9), 1)
         for kind in ("", "_loop"):
             res[f"extract{kind}_over_bare_{precision}"] = round(
                 res[f"extract_{precision}{kind}_audio_s_per_s"]
                 / res[f"bare_{precision}_audio_s_per_s"],
                 3,
             )
-    del inputs, model
-    with PeakRSS() as mem:
-        t = run_naive(manifest, model_dir, device)
-    res["naive_fp32_audio_s_per_s"] = round(audio_s / t, 2)
-    res["naive_fp32_peak_rss_mb"] = mem.mb
-    for precision in precisions:
-        for kind in ("", "_loop"):
             res[f"extract{kind}_{precision}_over_naive_fp32"] = round(
                 res[f"extract_{precision}{kind}_audio_s_per_s"] / res["naive_fp32_audio_s_per_s"],
                 3,
             )
+    del inputs, model
     if args.whole_process:
         res.update(
             whole_process(
