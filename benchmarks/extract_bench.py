@@ -160,7 +160,7 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
 
     from emofeat.corpus.manifest import read_manifest
     from emofeat.encoders.base import InputOptions
-    from emofeat.encoders.speech import SpeechEncoder
+    from emofeat.encoders.speech import SpeechEncoder, equal_length_runs
     from emofeat.extract import ExtractConfig, window_rows
     from emofeat.inputs import plan_batches
 
@@ -185,9 +185,7 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
         # A model without an attention mask would see padding as audio: like emofeat (and as
         # correct values require), forward each run of equal lengths on its own.
         lengths = batch["lengths"].tolist()
-        starts = [0] + [i for i in range(1, len(lengths)) if lengths[i] != lengths[i - 1]]
-        ends = [*starts[1:], len(lengths)]
-        runs = [(0, len(lengths))] if "attention_mask" in batch else list(zip(starts, ends))
+        runs = [(0, len(lengths))] if "attention_mask" in batch else equal_length_runs(lengths)
         for a, b in runs:
             inputs.append({k: v[a:b].to(device) for k, v in batch.items() if k != "lengths"})
     return inputs, 1 - real / padded

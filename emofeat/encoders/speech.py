@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -216,6 +217,13 @@ def load_feature_extractor(source: str | os.PathLike):
     source = local_source(source)
     with loading(source):
         return AutoFeatureExtractor.from_pretrained(source, trust_remote_code=False)
+
+
+def equal_length_runs(lengths: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of consecutive pieces of equal length: what a model that
+    would see padding as audio is forwarded in."""
+    starts = [0] + [i for i in range(1, len(lengths)) if lengths[i] != lengths[i - 1]]
+    return list(zip(starts, [*starts[1:], len(lengths)]))
 
 
 def min_samples(config) -> int:
@@ -479,12 +487,11 @@ class SpeechEncoder(Encoder):
         if masked or all(n == width for n in lengths):
             return super().forward_part(model, inputs, owner, **kw)
         owner = np.asarray(owner)
-        starts = [0] + [i for i in range(1, len(lengths)) if lengths[i] != lengths[i - 1]]
         parts = [
             super(SpeechEncoder, self).forward_part(
                 model, self.subset(inputs, np.arange(a, b)), owner[a:b], **kw
             )
-            for a, b in zip(starts, [*starts[1:], len(lengths)])
+            for a, b in equal_length_runs(lengths)
         ]
         return sum(parts[1:], parts[0])
 
