@@ -148,7 +148,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         folds = run.fold_ids()
         if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
             folds = [k for k in folds if k >= 0]
-        dirs = [str(d) for k, d in zip(run.fold_ids(), run.finished_fold_dirs()) if k in folds]
+        dirs = [str(d) for d in run.finished_fold_dirs(folds)]
         digests = _hash_weights(dirs)
         options = InputOptions(
             max_len=cfg.max_len or info.max_len,

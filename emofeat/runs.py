@@ -280,9 +280,10 @@ class RunFolder:
         with path.open(encoding="utf-8", newline="") as fh:
             return {row["id"] for row in csv.DictReader(fh)}
 
-    def finished_fold_dirs(self) -> list[Path]:
-        """The fold model folders in fold order; an error naming the unfinished ones."""
-        ids = self.fold_ids()
+    def finished_fold_dirs(self, folds: Sequence[int] | None = None) -> list[Path]:
+        """The folders of fold models ``folds`` (default: all of the run's, in fold order); an
+        error naming the unfinished ones."""
+        ids = self.fold_ids() if folds is None else list(folds)
         missing = [k for k in ids if not self.is_finished(k)]
         if missing:
             names = ", ".join(self.fold_name(k) for k in missing)

@@ -807,3 +807,10 @@ def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_w
     )
     with pytest.raises(EmofeatError, match="no model refit on all train rows"):
         extract(manifest_path, tmp_path / "x.h5", ExtractConfig(run=str(plain), test_rows="refit"))
+    # While fold-all is still training, the fold models' mean extracts and refit names it.
+    from emofeat.runs import FOLD_DONE
+
+    (run / "fold-all" / FOLD_DONE).unlink()
+    extract(manifest_path, tmp_path / "again.h5", ExtractConfig(run=str(run)))
+    with pytest.raises(EmofeatError, match=r"fold-all not trained yet.*--fold -1$"):
+        extract(manifest_path, tmp_path / "r.h5", ExtractConfig(run=str(run), test_rows="refit"))

@@ -102,6 +102,24 @@ def seq_stores(tmp_path, n=180, classes=3, seed=0, in_sample=None):
 
 
 FAST = {"epochs": 40, "lr": 3e-3, "batch_size": 16, "grad_accum": 1, "seed": 0, "device": "cpu"}
+DIMS = {"text_dim": 16, "audio_dim": 24, "text_len": 8, "audio_len": 12}  # seq_stores' shapes
+
+
+def mmm_alone(text, audio, y, cfg, fit, predict):
+    """An MMM trained from scratch on rows ``fit`` of the two stores, and its logits on each
+    row set of ``predict``: the independent computation fused stores are checked against."""
+    net = mmm.new_model(DIMS, 3, cfg)
+    mmm.train(
+        net,
+        mmm.SequencePairs(text, audio, rows_t=fit, rows_a=fit, y=y[fit]),
+        cfg,
+        n_classes=3,
+        device="cpu",
+    )
+    return [
+        mmm.predict(net, mmm.SequencePairs(text, audio, rows_t=r, rows_a=r, y=y[r]), "cpu")
+        for r in predict
+    ]
 
 
 def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
@@ -124,34 +142,14 @@ def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
     # test rows equal the mean of the fold models.
     with open_store(paths[0]) as text, open_store(paths[1]) as audio:
         plan = FoldPlan.from_store(text)
-        dims = {"text_dim": 16, "audio_dim": 24, "text_len": 8, "audio_len": 12}
         test_rows = np.flatnonzero(split == "test")
         test_mean = np.zeros((len(test_rows), 3))
         for k, fit, held in plan.fold_pairs():
             rows = RunFolder(tmp_path / "mmm").fold_rows(k)["train"]
             assert rows == [f"u{i}" for i in fit]  # rows.json: exactly the rows that fitted it
-            net = mmm.new_model(dims, 3, cfg)
-            mmm.train(
-                net,
-                mmm.SequencePairs(text, audio, rows_t=fit, rows_a=fit, y=y[fit]),
-                cfg,
-                n_classes=3,
-                device="cpu",
-            )
-            held_logits = mmm.predict(
-                net, mmm.SequencePairs(text, audio, rows_t=held, rows_a=held, y=y[held]), "cpu"
-            )
+            held_logits, test_logits = mmm_alone(text, audio, y, cfg, fit, [held, test_rows])
             np.testing.assert_allclose(logits[held], held_logits, atol=1e-5)
-            test_mean += (
-                mmm.predict(
-                    net,
-                    mmm.SequencePairs(
-                        text, audio, rows_t=test_rows, rows_a=test_rows, y=y[test_rows]
-                    ),
-                    "cpu",
-                )
-                / 3
-            )
+            test_mean += test_logits / 3
         np.testing.assert_allclose(logits[test_rows], test_mean, atol=1e-5)
     # MMM joins the meta-learners as a base model: the out-of-fold rule lets it through.
     m = stack([tmp_path / "mmm" / "mmm.h5"], "caruana", tmp_path / "st").metrics
@@ -426,18 +424,7 @@ def test_mmm_as_published_one_model_on_all_train_rows(tmp_path):
         logits = s.logits()
     train, test = np.flatnonzero(split == "train"), np.flatnonzero(split == "test")
     with open_store(paths[0]) as text, open_store(paths[1]) as audio:
-        dims = {"text_dim": 16, "audio_dim": 24, "text_len": 8, "audio_len": 12}
-        net = mmm.new_model(dims, 3, cfg)
-        mmm.train(
-            net,
-            mmm.SequencePairs(text, audio, rows_t=train, rows_a=train, y=y[train]),
-            cfg,
-            n_classes=3,
-            device="cpu",
-        )
-        want = mmm.predict(
-            net, mmm.SequencePairs(text, audio, rows_t=test, rows_a=test, y=y[test]), "cpu"
-        )
+        (want,) = mmm_alone(text, audio, y, cfg, train, [test])
     np.testing.assert_allclose(logits[test], want, atol=1e-5)
     with pytest.raises(EmofeatError, match="in-sample"):
         stack([paths[0], tmp_path / "one" / "mmm.h5"], "logreg", tmp_path / "stack")
