@@ -22,6 +22,19 @@ WAV2VEC2_REF: dict[str, Any] = dict(
     max_grad_norm=1.0,
 )
 
+# The reference's KoBERT runs: AdamW, cosine decay after 10 % warmup, batch 64, 7 epochs.
+KOBERT_REF: dict[str, Any] = dict(
+    max_len=64,
+    batch_size=64,
+    lr=2e-5,
+    weight_decay=0.01,
+    scheduler="cosine",
+    warmup_ratio=0.1,
+    epochs=7,
+    max_grad_norm=1.0,
+    dropout=0.5,
+)
+
 # Fast presets for GPUs beside the faithful ones; every deviation from the reference is listed
 # in the README ("Fast presets"). Batches twice the reference's effective size with the learning
 # rate scaled by sqrt(2) (Adam's usual square-root rule), bf16 autocast, PyTorch's SDPA attention,
@@ -33,39 +46,18 @@ FAST: dict[str, Any] = dict(
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The reference's KoBERT runs (reference.md): 7 epochs, the final weights are the model.
-    "kobert-ref": dict(
-        max_len=64,
-        batch_size=64,
-        lr=2e-5,
-        weight_decay=0.01,
-        scheduler="cosine",
-        warmup_ratio=0.1,
-        epochs=7,
-        max_grad_norm=1.0,
-        dropout=0.5,
-    ),
+    "kobert-ref": KOBERT_REF,
     # The reference's wav2vec2 runs (reference.md): see WAV2VEC2_REF above.
     "wav2vec2-ref": WAV2VEC2_REF,
     # The reverse model ran at effective batch 16 (1 x 16) on time-reversed audio.
     "wav2vec2-ref-rev": {**WAV2VEC2_REF, "batch_size": 1, "grad_accum": 16, "reverse": True},
-    "kobert-fast": {
-        **FAST,
-        "max_len": 64,
-        "batch_size": 128,
-        "lr": 2e-5 * 2**0.5,
-        "weight_decay": 0.01,
-        "scheduler": "cosine",
-        "warmup_ratio": 0.1,
-        "epochs": 7,
-        "max_grad_norm": 1.0,
-        "dropout": 0.5,
-    },
+    "kobert-fast": {**KOBERT_REF, **FAST, "batch_size": 128, "lr": KOBERT_REF["lr"] * 2**0.5},
     "wav2vec2-fast": {
         **WAV2VEC2_REF,
         **FAST,
         "batch_size": 8,
         "grad_accum": 1,
-        "lr": 2e-4 * 2**0.5,
+        "lr": WAV2VEC2_REF["lr"] * 2**0.5,
         "freeze_feature_encoder": True,
     },
     # Tiny models trained from scratch on the synthetic corpus (demo, tests).
