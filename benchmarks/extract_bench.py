@@ -468,8 +468,10 @@ def main() -> None:
         res[f"extract_{precision}_stages"] = loop["stages"]
         res[f"extract_{precision}_peak_memory"] = loop["peak_memory"]
         # The host's work around the model: the library call minus the bare forward passes.
+        # None where the call was no slower than the bare passes: the host's share is below
+        # what this machine's noise lets one measure (1 / a tiny difference is no figure).
         host = med[f"extract_{precision}"] - med[f"bare_{precision}"]
-        res[f"host_{precision}_audio_s_per_s"] = round(audio_s / max(host, 1e-9), 1)
+        res[f"host_{precision}_audio_s_per_s"] = round(audio_s / host, 1) if host > 0 else None
         for kind in ("", "_loop"):
             res[f"extract{kind}_over_bare_{precision}"] = round(
                 res[f"extract_{precision}{kind}_audio_s_per_s"]
@@ -503,7 +505,8 @@ def main() -> None:
             and res["cosine_bf16_fp32_min"] >= 0.9999
         )
     elif args.size == "deep":  # the host's work around the model
-        targets = res["host_fp32_audio_s_per_s"] >= 1500 and padding <= 0.10
+        host = res["host_fp32_audio_s_per_s"]
+        targets = (host is None or host >= 1500) and padding <= 0.10
     else:
         targets = (
             res["extract_loop_over_bare_fp32"] >= 0.9

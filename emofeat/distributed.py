@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 
 def world_size() -> int:
     """Processes in the job (1 without torchrun)."""
@@ -46,3 +48,25 @@ def barrier() -> None:
 
     init()
     dist.barrier()
+
+
+def share(work, *, processes: int | None = None, process: int | None = None) -> np.ndarray:
+    """This process's rows of a job: a boolean mask of one contiguous range of rows, cut so that
+    each of the ``processes`` (default: the job's) gets about an equal part of the total ``work`` (a row's
+    cost, e.g. its audio seconds times the fold models that compute it).
+
+    Contiguous, so each process's windows of consecutive rows stay whole in its shard; a row
+    goes to the process whose part holds the middle of its work, so a part differs from
+    1/world of the total by at most the largest row's work. A cut by row count would leave a process
+    idle while another computes the rows five fold models predict (the test rows), or the long
+    clips. Without any work (all zero) rows are cut by count."""
+    world = world_size() if processes is None else processes
+    this = rank() if process is None else process
+    w = np.nan_to_num(np.asarray(work, dtype=np.float64), nan=0.0).clip(min=0)
+    n, total = len(w), float(w.sum())
+    if total > 0:
+        middle = np.cumsum(w) - w / 2
+        owner = np.minimum((middle * world / total).astype(np.int64), world - 1)
+    else:
+        owner = np.arange(n) * world // max(n, 1)
+    return owner == this

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
@@ -47,6 +48,7 @@ from emofeat.encoders.base import (
     EncoderOutput,
     InputOptions,
     Partial,
+    RowCheck,
     inference_context,
     layer_names,
 )
@@ -63,7 +65,7 @@ from emofeat.inputs import (
 from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo, trained_rows
-from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer
+from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer, remove_store
 from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
@@ -414,7 +416,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     # versions, device, git commit (YAML)
     attrs = {**provenance.to_attrs(), "environment": environment()}
     rank, world = distributed.rank(), distributed.world_size()
-    target = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
+    target = out if world == 1 else shard_paths(out, world)[0][rank]
     if world > 1 and out.exists() and not cfg.overwrite:
         raise EmofeatError(
             f"{out} exists; multi-process extraction writes shards and merges them: pass --overwrite or remove it"
@@ -453,10 +455,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
         pending = np.zeros(len(m), bool)
         pending[writer.pending] = True
         if world > 1:
-            # A contiguous share of the rows: each rank's windows stay contiguous in its shard.
-            mine = np.zeros(len(m), bool)
-            mine[np.array_split(np.arange(len(m)), world)[rank]] = True
-            pending &= mine
+            pending &= distributed.share(row_work(m, routing, checked))
         for r, (_, reason) in zip(checked.bad_rows, checked.bad):
             if pending[r]:
                 writer.skip([r], reason)
@@ -472,9 +471,15 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     if world > 1:
         distributed.barrier()
         if rank == 0:
-            shards = [out.with_name(f"{out.stem}.rank{r}{out.suffix}") for r in range(world)]
-            merge_stores(shards, out)
-            for s in shards:
+            shards, earlier = shard_paths(out, world)
+            if cfg.overwrite:  # shards of an earlier job with more processes: replaced too
+                for s in earlier:
+                    remove_store(s)
+                earlier = []
+            # Shards an earlier job with more processes left are part of this store; rows that
+            # a resume with other shares computed twice are taken once.
+            merge_stores(shards + earlier, out, shared_rows=True)
+            for s in shards + earlier:
                 s.unlink()
         distributed.barrier()
     elif not complete:
@@ -482,6 +487,33 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     if rank == 0:
         write_record(out, m, given)
     return out
+
+
+def shard_paths(out: Path, world: int) -> tuple[list[Path], list[Path]]:
+    """The shards ``world`` processes fill (``x.rank0.h5`` ...), and those of higher ranks that an
+    earlier job with more processes left beside them."""
+    shards = [out.with_name(f"{out.stem}.rank{r}{out.suffix}") for r in range(world)]
+    pattern = re.compile(rf"{re.escape(out.stem)}\.rank(\d+){re.escape(out.suffix)}")
+    found = [
+        (int(hit.group(1)), p)
+        for p in (out.parent.iterdir() if out.parent.is_dir() else [])
+        if (hit := pattern.fullmatch(p.name))
+    ]
+    earlier = [p for r, p in sorted(found) if r >= world]
+    return shards, earlier
+
+
+def row_work(m: Manifest, routing: Routing, checked: RowCheck) -> np.ndarray:
+    """What each row costs to extract, for sharing rows between processes: its length (audio
+    seconds, characters) times the fold models that compute it (a test row of a 5-fold run: 5).
+    A row that cannot be read counts as an average one, so that the shares barely move when it
+    becomes readable."""
+    models = np.zeros(len(m))
+    for group, rows in routing.groups:
+        models[rows] += len(group)
+    length = np.full(len(m), checked.lengths.mean() if len(checked.lengths) else 1.0)
+    length[checked.good] = checked.lengths
+    return length * models
 
 
 def record_path(out: str | Path) -> Path:

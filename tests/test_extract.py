@@ -408,11 +408,76 @@ def test_two_processes_equal_one(frozen_store, manifest_path, tiny_wav2vec2, tmp
     args = extract_args(tiny_wav2vec2, manifest_path, out, "--device", "cpu")
     r = subprocess.run(torchrun + list(map(str, args)), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("store written to") == 1  # said by the main process alone
     assert not list(tmp_path.glob("ddp.rank*"))
     with open_store(frozen_store) as a, open_store(out) as b:
         assert b.complete and list(a.ids) == list(b.ids)
         for name in a.embedding_names:
             np.testing.assert_allclose(a.embeddings(name), b.embeddings(name), atol=2e-5, rtol=1e-4)
+
+
+def test_process_shares_are_contiguous_cover_every_row_once_and_balance_the_work():
+    from emofeat.distributed import share
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, world = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        work = rng.uniform(0, 10, n) * rng.integers(1, 6, n)  # seconds x fold models
+        masks = [share(work, processes=world, process=r) for r in range(world)]
+        owner = np.argmax(masks, axis=0)
+        assert (np.sum(masks, axis=0) == 1).all()  # every row in exactly one share
+        assert (np.diff(owner) >= 0).all()  # contiguous, in rank order
+        for mask in masks:
+            assert abs(work[mask].sum() - work.sum() / world) <= work.max() + 1e-9
+    # Test rows predicted by five fold models at the end: a cut by count would give the last
+    # process 5x the work of the first.
+    work = np.r_[np.ones(80), np.full(20, 5.0)]
+    first = share(work, processes=2, process=0)
+    assert work[first].sum() == work[~first].sum() == 90
+    # Without work, a cut by count.
+    for r, rows in enumerate(np.array_split(np.arange(7), 3)):
+        assert list(np.flatnonzero(share(np.zeros(7), processes=3, process=r))) == list(rows)
+
+
+def test_a_job_resumed_with_fewer_processes_takes_every_shard(
+    frozen_store, manifest_path, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    """Processes of a job run one after another here (the barrier does nothing). A job of three
+    processes stops before rank 0 ran; resumed with two, the shares move: rows computed twice
+    are taken once, the third process's shard is merged too, and no shard is left."""
+    from emofeat import distributed
+
+    monkeypatch.setattr(distributed, "barrier", lambda: None)
+    out = tmp_path / "job.h5"
+    cfg = dict(model=str(tiny_wav2vec2), layers="all", pooling="mean+std", batch_seconds=6)
+
+    def run(world, ranks, **options):
+        monkeypatch.setattr(distributed, "world_size", lambda: world)
+        for r in ranks:
+            monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+            extract(manifest_path, out, ExtractConfig(**cfg, **options))
+
+    def check():
+        assert not list(tmp_path.glob("job.rank*"))
+        with open_store(frozen_store) as a, open_store(out) as b:
+            assert b.complete and list(a.ids) == list(b.ids)
+            for name in a.embedding_names:
+                np.testing.assert_allclose(
+                    a.embeddings(name), b.embeddings(name), atol=2e-5, rtol=1e-4
+                )
+
+    run(3, [2, 1])
+    assert not out.exists() and (tmp_path / "job.rank2.h5").exists()
+    run(2, [1, 0])
+    check()
+    # With --overwrite the shards of an earlier job (here made with other options, which the
+    # merge would refuse) are replaced, the third one removed unread.
+    out.unlink()
+    cfg["pooling"] = "mean"
+    run(3, [2, 1])
+    cfg["pooling"] = "mean+std"
+    run(2, [1, 0], overwrite=True)
+    check()
 
 
 def test_refuses_a_store_made_for_other_options(

@@ -289,6 +289,35 @@ def test_merge_shards_and_refuse_overlaps(tmp_path):
         merge_stores([shards[0], tmp_path / "other.h5"], tmp_path / "x.h5")
 
 
+def test_merge_takes_rows_shared_by_shards_once_computed_before_skipped(tmp_path):
+    """The shards of a job resumed with other shares hold some rows twice: with shared_rows
+    each is taken once, from the first shard that computed it, and a row one shard skipped and
+    another computed is computed."""
+    m = meta()
+    layout = StoreLayout(**m, embeddings={"last": 8}, config={"a": 1})
+    first, second = tmp_path / "s0.h5", tmp_path / "s1.h5"
+    w = create_store(first, layout)
+    w.write(
+        np.arange(0, 30),
+        logits=row_values(np.arange(30), 3),
+        embeddings={"last": row_values(np.arange(30))},
+    )
+    w.skip([30], "unreadable then")
+    w.finalize()
+    w = create_store(second, layout)
+    rows = np.arange(20, 50)  # 20-29 again, with other values; 30 computed this time
+    w.write(rows, logits=row_values(rows, 3) + 1, embeddings={"last": row_values(rows) + 1})
+    w.finalize()
+    with pytest.raises(StoreError, match="both hold row 20"):
+        merge_stores([first, second], tmp_path / "x.h5")
+    out = merge_stores([first, second], tmp_path / "all.h5", shared_rows=True)
+    expected = row_values(np.arange(50))
+    expected[30:] += 1  # rows only the second shard computed
+    with open_store(out) as s:
+        assert s.complete and not s.skipped.any()
+        np.testing.assert_allclose(s.embeddings("last"), expected)
+
+
 def test_store_commands(tmp_path):
     m = meta()
     w = create_store(

@@ -134,6 +134,9 @@ def extract(**params):
     for key in ("model_path", "run"):
         if options.get(key):
             options[key] = str(options[key])
+    from emofeat import distributed
+
     out = p["out"]
     do_extract(p["manifest"], out, ExtractConfig(**options))
-    click.echo(f"store written to {out}")
+    if distributed.is_main():  # under torchrun, once
+        click.echo(f"store written to {out}")

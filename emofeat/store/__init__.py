@@ -35,7 +35,13 @@ from emofeat.store.tools import (
     merge_stores,
     validate_store,
 )
-from emofeat.store.writer import StoreWriter, create_store, open_writer, writer_alive
+from emofeat.store.writer import (
+    StoreWriter,
+    create_store,
+    open_writer,
+    remove_store,
+    writer_alive,
+)
 
 __all__ = [
     "SPLITS",
@@ -53,6 +59,7 @@ __all__ = [
     "merge_stores",
     "open_store",
     "open_writer",
+    "remove_store",
     "printable",
     "validate_store",
     "writer_alive",

@@ -195,8 +195,15 @@ def export_store(
 
 
 # ----------------------------------------------------------------------------------------- merge
-def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Merge shards of one store (same rows, disjoint done rows) into ``out``."""
+def merge_stores(
+    inputs: Sequence[str | os.PathLike], out: str | os.PathLike, *, shared_rows: bool = False
+) -> Path:
+    """Merge shards of one store (same rows, disjoint done rows) into ``out``.
+
+    ``shared_rows``: a row held by several shards is taken once, from the first that computed
+    it (a skip only where none did), instead of refused. For the shards of one extraction job
+    (every shard was checked against the job's layout and config, weights included), whose
+    shares of rows move when a resumed job has another number of processes."""
     from emofeat.outputs import check_output
 
     if not inputs:
@@ -208,16 +215,18 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         first = stores[0]
         layout = first.layout
         owner = np.full(len(first), -1)
-        for k, s in enumerate(stores):
+        for i, s in enumerate(stores):
             problems = layout.differences(s.layout, here=f"in {first.path}", there=f"in {s.path}")
             if problems:
                 raise StoreError(f"cannot merge {s.path} with {first.path}: " + "; ".join(problems))
             both = np.flatnonzero((owner >= 0) & (s.done | s.skipped))
-            if len(both):
+            if len(both) and not shared_rows:
                 raise StoreError(
                     f"cannot merge: {s.path} and {stores[owner[both[0]]].path} both hold row {both[0]} (id {first.ids[both[0]]!r}) and {len(both) - 1} more"
                 )
-            owner[s.done | s.skipped] = k
+            owner[s.done & (owner < 0)] = i
+        for i, s in enumerate(stores):  # skipped rows that no shard computed
+            owner[s.skipped & (owner < 0)] = i
         attrs = {
             k: v
             for k, v in first.attrs.items()
@@ -229,8 +238,8 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
         try:
             writer = _create(tmp, layout, attrs)
             with writer:
-                for s in stores:
-                    rows = s.select()
+                for i, s in enumerate(stores):
+                    rows = np.flatnonzero(s.done & (owner == i))
                     step = 64 if layout.sequences else 4096  # sequences: ~1 MB per row
                     for start in range(0, len(rows), step):
                         part = rows[start : start + step]
@@ -245,7 +254,9 @@ def merge_stores(inputs: Sequence[str | os.PathLike], out: str | os.PathLike) ->
                             sequences=seqs,
                         )
                     for uid, reason in s.skip_reasons().items():
-                        writer.skip(np.flatnonzero(first.ids == uid), reason)
+                        skipped = np.flatnonzero((first.ids == uid) & (owner == i))
+                        if len(skipped):
+                            writer.skip(skipped, reason)
             writer.finalize()
             os.replace(tmp, out)
             return out

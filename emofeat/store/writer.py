@@ -429,9 +429,16 @@ def open_writer(
             )
         return StoreWriter(path)
     if path.exists():
-        _check_replaceable(path)
-        path.unlink()
+        remove_store(path)
     return _create(path, layout, attrs or {}, chunk_rows)
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete a feature store, as ``--overwrite`` may: only an emofeat store that no process is
+    writing."""
+    path = Path(path)
+    _check_replaceable(path)
+    path.unlink()
 
 
 def _check_replaceable(path: Path) -> None:
