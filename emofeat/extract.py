@@ -65,7 +65,14 @@ from emofeat.inputs import (
 from emofeat.labels import LABEL_NAMES
 from emofeat.provenance import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo, trained_rows
-from emofeat.store import Provenance, StoreLayout, merge_stores, open_writer, remove_store
+from emofeat.store import (
+    Provenance,
+    StoreLayout,
+    check_resumable,
+    merge_stores,
+    open_writer,
+    remove_store,
+)
 from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
@@ -416,41 +423,47 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     # versions, device, git commit (YAML)
     attrs = {**provenance.to_attrs(), "environment": environment()}
     rank, world = distributed.rank(), distributed.world_size()
-    target = out if world == 1 else shard_paths(out, world)[0][rank]
     if world > 1 and out.exists() and not cfg.overwrite:
         raise EmofeatError(
             f"{out} exists; multi-process extraction writes shards and merges them: pass --overwrite or remove it"
         )
-    writer = open_writer(
-        target,
-        StoreLayout(
-            ids=m.ids,
-            labels=m.label_indices,
-            split=m.split,
-            fold=m.fold,
-            label_names=loaded_models.label_names,
-            embeddings=emb_dims,
-            logits=loaded_models.run is not None,
-            embedding_dtype=cfg.dtype,
-            in_sample=routing.in_sample,
-            aliases=aliases,
-            sequences=sequences,
-            # The store's identity: the options that decide its values and the weights that
-            # computed them (one sha256 per fold model), so a resume never mixes two models.
-            config={
-                **{k: getattr(cfg, k) for k in VALUE_KEYS},
-                "weights_sha256": per_model_sha256,
-                # What predicted the test rows, in words (stack reports name it).
-                "test_predictions": describe_test_predictions(
-                    len(routing.plan.other_models(routing.groups)),
-                    refit=cfg.test_rows == "refit",
-                ),
-                "model_revision": revision,
-            },
-        ),
-        attrs=attrs,
-        overwrite=cfg.overwrite,
+    layout = StoreLayout(
+        ids=m.ids,
+        labels=m.label_indices,
+        split=m.split,
+        fold=m.fold,
+        label_names=loaded_models.label_names,
+        embeddings=emb_dims,
+        logits=loaded_models.run is not None,
+        embedding_dtype=cfg.dtype,
+        in_sample=routing.in_sample,
+        aliases=aliases,
+        sequences=sequences,
+        # The store's identity: the options that decide its values and the weights that
+        # computed them (one sha256 per fold model), so a resume never mixes two models.
+        config={
+            **{k: getattr(cfg, k) for k in VALUE_KEYS},
+            "weights_sha256": per_model_sha256,
+            # What predicted the test rows, in words (stack reports name it).
+            "test_predictions": describe_test_predictions(
+                len(routing.plan.other_models(routing.groups)),
+                refit=cfg.test_rows == "refit",
+            ),
+            "model_revision": revision,
+        },
     )
+    earlier: list[Path] = []
+    if world > 1 and rank == 0:
+        # Shards of higher ranks that an earlier job with more processes left: part of this
+        # store (checked like a resumed shard, before anything is computed), or replaced.
+        for shard in earlier_shards(out, world):
+            if cfg.overwrite:
+                remove_store(shard)
+            else:
+                check_resumable(shard, layout)
+                earlier.append(shard)
+    target = out if world == 1 else shard_path(out, rank)
+    writer = open_writer(target, layout, attrs=attrs, overwrite=cfg.overwrite)
     try:
         pending = np.zeros(len(m), bool)
         pending[writer.pending] = True
@@ -471,15 +484,10 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     if world > 1:
         distributed.barrier()
         if rank == 0:
-            shards, earlier = shard_paths(out, world)
-            if cfg.overwrite:  # shards of an earlier job with more processes: replaced too
-                for s in earlier:
-                    remove_store(s)
-                earlier = []
-            # Shards an earlier job with more processes left are part of this store; rows that
-            # a resume with other shares computed twice are taken once.
-            merge_stores(shards + earlier, out, shared_rows=True)
-            for s in shards + earlier:
+            # Rows that a resume with other shares computed twice are taken once.
+            shards = [shard_path(out, r) for r in range(world)] + earlier
+            merge_stores(shards, out, shared_rows=True)
+            for s in shards:
                 s.unlink()
         distributed.barrier()
     elif not complete:
@@ -489,18 +497,21 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     return out
 
 
-def shard_paths(out: Path, world: int) -> tuple[list[Path], list[Path]]:
-    """The shards ``world`` processes fill (``x.rank0.h5`` ...), and those of higher ranks that an
-    earlier job with more processes left beside them."""
-    shards = [out.with_name(f"{out.stem}.rank{r}{out.suffix}") for r in range(world)]
+def shard_path(out: Path, rank: int) -> Path:
+    """The shard process ``rank`` of a multi-process extraction fills (``x.rank0.h5``, ...)."""
+    return out.with_name(f"{out.stem}.rank{rank}{out.suffix}")
+
+
+def earlier_shards(out: Path, world: int) -> list[Path]:
+    """Shards of ranks ``world`` and above beside ``out``: left by an earlier job with more
+    processes."""
     pattern = re.compile(rf"{re.escape(out.stem)}\.rank(\d+){re.escape(out.suffix)}")
     found = [
         (int(hit.group(1)), p)
         for p in (out.parent.iterdir() if out.parent.is_dir() else [])
         if (hit := pattern.fullmatch(p.name))
     ]
-    earlier = [p for r, p in sorted(found) if r >= world]
-    return shards, earlier
+    return [p for r, p in sorted(found) if r >= world]
 
 
 def row_work(m: Manifest, routing: Routing, checked: RowCheck) -> np.ndarray:

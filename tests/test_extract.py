@@ -14,7 +14,7 @@ import torch
 from emofeat.audio import load_audio
 from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.encoders.speech import duration_batches
-from emofeat.errors import EmofeatError
+from emofeat.errors import EmofeatError, StoreError
 from emofeat.extract import ExtractConfig, extract
 from emofeat.store import StoreLayout, open_store
 
@@ -444,7 +444,8 @@ def test_a_job_resumed_with_fewer_processes_takes_every_shard(
 ):
     """Processes of a job run one after another here (the barrier does nothing). A job of three
     processes stops before rank 0 ran; resumed with two, the shares move: rows computed twice
-    are taken once, the third process's shard is merged too, and no shard is left."""
+    are taken once, the third process's shard is merged too, and no shard is left. A third
+    shard made with other options is replaced with --overwrite and refused without it."""
     from emofeat import distributed
 
     monkeypatch.setattr(distributed, "barrier", lambda: None)
@@ -478,6 +479,14 @@ def test_a_job_resumed_with_fewer_processes_takes_every_shard(
     cfg["pooling"] = "mean+std"
     run(2, [1, 0], overwrite=True)
     check()
+    # Without --overwrite such a shard is refused, naming it, before anything is computed.
+    out.unlink()
+    cfg["pooling"] = "mean"
+    run(3, [2])
+    cfg["pooling"] = "mean+std"
+    with pytest.raises(StoreError, match=r"job\.rank2\.h5 exists and was made for something else"):
+        run(2, [0])
+    assert not (tmp_path / "job.rank0.h5").exists() and not out.exists()
 
 
 def test_refuses_a_store_made_for_other_options(

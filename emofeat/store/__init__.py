@@ -37,6 +37,7 @@ from emofeat.store.tools import (
 )
 from emofeat.store.writer import (
     StoreWriter,
+    check_resumable,
     create_store,
     open_writer,
     remove_store,
@@ -51,6 +52,7 @@ __all__ = [
     "StoreLayout",
     "StoreWriter",
     "align_stores",
+    "check_resumable",
     "aligned",
     "create_store",
     "describe",

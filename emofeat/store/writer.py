@@ -414,23 +414,31 @@ def open_writer(
     An existing store with other ids, labels, splits, label names, datasets, evidence or
     ``config`` is refused with a message saying what differs, unless ``overwrite``.
     """
-    from emofeat.store.reader import open_store
-
     path = Path(path)
     if path.exists() and not overwrite:
-        _recover_if_crashed(path)
-        with open_store(path) as existing:
-            problems = existing.layout.differences(layout)
-        if problems:
-            raise StoreError(
-                f"{path} exists and was made for something else:\n  "
-                + "\n  ".join(problems)
-                + "\nPass --overwrite (overwrite=True) to replace it, or write to another path."
-            )
+        check_resumable(path, layout)
         return StoreWriter(path)
     if path.exists():
         remove_store(path)
     return _create(path, layout, attrs or {}, chunk_rows)
+
+
+def check_resumable(path: str | os.PathLike, layout: StoreLayout) -> None:
+    """Refuse an existing store made for anything but ``layout`` (other ids, labels, splits,
+    label names, datasets, evidence or ``config``), saying what differs; a killed writer's
+    flags are cleared first."""
+    from emofeat.store.reader import open_store
+
+    path = Path(path)
+    _recover_if_crashed(path)
+    with open_store(path) as existing:
+        problems = existing.layout.differences(layout)
+    if problems:
+        raise StoreError(
+            f"{path} exists and was made for something else:\n  "
+            + "\n  ".join(problems)
+            + "\nPass --overwrite (overwrite=True) to replace it, or write to another path."
+        )
 
 
 def remove_store(path: str | os.PathLike) -> None:
