@@ -235,7 +235,7 @@ def whole_process(manifest, model_dir, out, precisions, layers, audio_s, repeats
     """Wall seconds of fresh processes: `emofeat extract` per precision and the naive script
     (benchmarks/naive_extract.py), each started, importing, loading its model and writing.
 
-    This 2-core machine drifts by 5-10 % over minutes, more than the margins measured, so the
+    This 2-core machine drifts by 5-15 % over minutes, more than the margins measured, so the
     processes run ``repeats`` times interleaved (each round in a rotated order, so none always
     runs first) and a ratio is the median of the rounds' ratios; every run's seconds are
     reported."""
@@ -286,14 +286,10 @@ def whole_process(manifest, model_dir, out, precisions, layers, audio_s, repeats
         res[f"process_{name}_s"] = runs[name]
         res[f"process_{name}_median_s"] = round(median[name], 2)
         if name != "naive_fp32":
-            # Ratios within a round pair runs minutes apart at most, so a drift of the machine
-            # cancels: their median is the figure; the ratio of the medians is shown beside it.
-            per_round = [a / b for a, b in zip(runs["naive_fp32"], runs[name])]
-            res[f"process_{name}_over_naive"] = round(statistics.median(per_round), 3)
-            res[f"process_{name}_over_naive_per_round"] = [round(x, 3) for x in per_round]
-            res[f"process_{name}_over_naive_of_medians"] = round(
-                median["naive_fp32"] / median[name], 3
-            )
+            ratio = paired_ratios(runs["naive_fp32"], runs[name])  # seconds: naive / ours
+            res[f"process_{name}_over_naive"] = ratio["ratio"]
+            res[f"process_{name}_over_naive_per_round"] = ratio["per_round"]
+            res[f"process_{name}_over_naive_of_medians"] = ratio["of_medians"]
     res["process_audio_seconds"] = round(audio_s, 1)
     return res
 
@@ -319,6 +315,18 @@ def loop_timings(store) -> dict:
 
     with h5py.File(store, "r") as f:
         return yaml.safe_load(f.attrs["timings"])
+
+
+def paired_ratios(top: list[float], bottom: list[float]) -> dict:
+    """``top / bottom`` of each round's pair of runs; their median is the figure (a round's runs
+    are adjacent in time, so a drift of the machine cancels), the ratio of the medians beside
+    it."""
+    per_round = [a / b for a, b in zip(top, bottom)]
+    return {
+        "ratio": round(statistics.median(per_round), 3),
+        "per_round": [round(x, 3) for x in per_round],
+        "of_medians": round(statistics.median(top) / statistics.median(bottom), 3),
+    }
 
 
 def machine(device) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_data
-from extract_bench import machine
+from extract_bench import machine, paired_ratios
 
 
 def corpus(out: Path, rows: int, seed: int) -> Path:
@@ -227,6 +226,7 @@ def main() -> None:
                 else:
                     ours.append(emofeat_run(manifest, out / "runs" / case, opts))
         rates = [o["samples_per_s"] for o in ours]
+        ratio = paired_ratios(rates, bare)  # samples/s: emofeat over the bare loop
         result = {
             "bench": "finetune",
             "case": case,
@@ -241,11 +241,9 @@ def main() -> None:
             "repeats": args.repeats,
             "bare_samples_per_s": bare,
             "emofeat_samples_per_s": rates,
-            # A round's two runs are adjacent in time, so a drift of the machine cancels in
-            # their ratio: the median of those is the figure (the ratio of medians beside it).
-            "ratio": round(statistics.median([a / b for a, b in zip(rates, bare)]), 3),
-            "ratio_per_round": [round(a / b, 3) for a, b in zip(rates, bare)],
-            "ratio_of_medians": round(statistics.median(rates) / statistics.median(bare), 3),
+            "ratio": ratio["ratio"],
+            "ratio_per_round": ratio["per_round"],
+            "ratio_of_medians": ratio["of_medians"],
             "emofeat_whole_call_s": [o["whole_call_s"] for o in ours],
         }
         print(json.dumps(result), flush=True)
