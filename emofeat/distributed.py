@@ -51,13 +51,13 @@ def barrier() -> None:
 
 
 def share(work, *, processes: int | None = None, process: int | None = None) -> np.ndarray:
-    """This process's rows of a job: a boolean mask of one contiguous range of rows, cut so that
-    each of the ``processes`` (default: the job's) gets about an equal part of the total ``work`` (a row's
-    cost, e.g. its audio seconds times the fold models that compute it).
+    """This process's rows of a job: a boolean mask of one contiguous range of rows, cut so
+    that each of the ``processes`` (default: the job's) gets about an equal part of the total
+    ``work`` (a row's cost, e.g. its audio seconds times the fold models that compute it).
 
     Contiguous, so each process's windows of consecutive rows stay whole in its shard; a row
-    goes to the process whose part holds the middle of its work, so a part differs from
-    1/world of the total by at most the largest row's work. A cut by row count would leave a process
+    goes to the process whose part holds the middle of its work, so a part differs from 1/world
+    of the total by at most the largest row's work. A cut by row count would leave a process
     idle while another computes the rows five fold models predict (the test rows), or the long
     clips. Without any work (all zero) rows are cut by count."""
     world = world_size() if processes is None else processes

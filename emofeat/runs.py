@@ -287,11 +287,11 @@ class RunFolder:
         missing = [k for k in ids if not self.is_finished(k)]
         if missing:
             names = ", ".join(self.fold_name(k) for k in missing)
-            folds = " ".join(f"--fold {k}" for k in missing)
+            options = " ".join(f"--fold {k}" for k in missing)
             raise EmofeatError(
                 f"{self.path}: fold model(s) {names} not trained yet (another process may still be "
                 f"training them); finish the run with its `emofeat finetune` command, or "
-                f"train just these with it and {folds}"
+                f"train just these with it and {options}"
             )
         return [self.fold_dir(k) for k in ids]
 
