@@ -78,7 +78,7 @@ def build(kind: str, folder: Path, size: str, manifest: Path) -> Path:
     """The tiny model of ``kind``; for ``base``, its weights replaced by the base architecture."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from emofeat.encoders.tiny import build_tiny
+    from emofeat.testing.tiny import build_tiny
 
     if (folder / "config.json").is_file():
         return folder
@@ -128,7 +128,7 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from emofeat.extract import ExtractConfig, extract
+    from emofeat.extract.run import ExtractConfig, extract
     from emofeat.store import open_store
 
     out = args.out / args.size

@@ -48,7 +48,7 @@ def build(case: str, size: str, out: Path, manifest: Path) -> Path:
         return folder
     if case == "kobert":
         from emofeat.corpus.manifest import read_manifest
-        from emofeat.encoders.tiny import build_tiny_kobert
+        from emofeat.testing.tiny import build_tiny_kobert
 
         hidden, layers = (768, 12) if size == "full" else (64, 12)
         return build_tiny_kobert(
@@ -89,7 +89,7 @@ def options(case: str, folder: Path, args) -> dict:
 
 
 def emofeat_run(manifest: Path, out: Path, opts: dict) -> dict:
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     start = time.perf_counter()
     finetune(manifest, out, resolve_config(**opts), overwrite=True)
@@ -119,7 +119,12 @@ def prebuilt_batches(manifest: Path, opts: dict):
     from emofeat.corpus.manifest import read_manifest
     from emofeat.crossfit import FoldPlan
     from emofeat.encoders import resolve
-    from emofeat.finetune import LengthBucketSampler, UtteranceDataset, build_model, resolve_config
+    from emofeat.finetune.run import (
+        LengthBucketSampler,
+        UtteranceDataset,
+        build_model,
+        resolve_config,
+    )
 
     m = read_manifest(manifest)
     cfg = resolve_config(**opts)
@@ -149,7 +154,7 @@ def prebuilt_batches(manifest: Path, opts: dict):
 def fresh_model(opts: dict):
     """The classifier emofeat would start from (the same seed), for one bare run."""
     from emofeat.encoders import resolve
-    from emofeat.finetune import build_model, resolve_config
+    from emofeat.finetune.run import build_model, resolve_config
 
     cfg = resolve_config(**opts)
     torch.manual_seed(cfg.seed)

@@ -85,7 +85,7 @@ def main() -> None:
         help="extra `emofeat extract` options, e.g. '--batch-seconds 24'",
     )
     args = ap.parse_args()
-    from emofeat.encoders.tiny import build_tiny_wav2vec2
+    from emofeat.testing.tiny import build_tiny_wav2vec2
 
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ def is_store(path: Path) -> bool:
     # A store a failed writer left short of its recorded length: HDF5 opens it only after the
     # next writer pads it (which then checks the whole layout); its superblock says it was
     # being written.
-    from emofeat.h5recover import status_flags
+    from emofeat.store.recover import status_flags
 
     try:
         return bool(status_flags(path))

@@ -30,7 +30,7 @@ import yaml
 
 from emofeat.atomic import foreign_entries, write_text
 from emofeat.errors import EmofeatError
-from emofeat.provenance import dump_yaml, provenance
+from emofeat.records import dump_yaml, provenance
 
 CONFIG = "config.yaml"
 FOLD_DONE = "metrics.json"
@@ -306,7 +306,7 @@ class RunFolder:
                 {"folds": {str(k): v for k, v in results.items()}, "summary": summary}, indent=2
             ),
         )
-        from emofeat.plots import plot_training_curves
+        from emofeat.analysis.plots import plot_training_curves
 
         histories = {
             self.fold_name(k): json.loads((self.fold_dir(k) / "log_history.json").read_text())

@@ -17,7 +17,7 @@ os.environ.setdefault("EMOFEAT_DEVICE", "cpu")
 
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory):
-    from emofeat.corpus.synth import synthesize
+    from emofeat.testing.synth import synthesize
 
     root = tmp_path_factory.mktemp("corpus")
     synthesize(root, seed=1, sessions=5, per_session=16, aihub=30, min_seconds=0.5, max_seconds=1.0)
@@ -42,7 +42,7 @@ def manifest(manifest_path):
 
 @pytest.fixture(scope="session")
 def tiny_kobert(tmp_path_factory, manifest):
-    from emofeat.encoders.tiny import build_tiny_kobert
+    from emofeat.testing.tiny import build_tiny_kobert
 
     return build_tiny_kobert(
         tmp_path_factory.mktemp("models") / "kobert", list(manifest.frame["text"]), hidden=32
@@ -51,7 +51,7 @@ def tiny_kobert(tmp_path_factory, manifest):
 
 @pytest.fixture(scope="session")
 def tiny_wav2vec2(tmp_path_factory):
-    from emofeat.encoders.tiny import build_tiny_wav2vec2
+    from emofeat.testing.tiny import build_tiny_wav2vec2
 
     return build_tiny_wav2vec2(
         tmp_path_factory.mktemp("models") / "wav2vec2", hidden=32, conv_dim=16
@@ -60,7 +60,7 @@ def tiny_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def kobert_run(tmp_path_factory, manifest, tiny_kobert):
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     out = tmp_path_factory.mktemp("runs") / "kobert"
     cfg = resolve_config(
@@ -72,7 +72,7 @@ def kobert_run(tmp_path_factory, manifest, tiny_kobert):
 
 @pytest.fixture(scope="session")
 def w2v_run(tmp_path_factory, manifest, tiny_wav2vec2):
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     out = tmp_path_factory.mktemp("runs") / "w2v-rev"
     cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), epochs=2, reverse=True)

@@ -22,8 +22,8 @@ from emofeat.audio import AudioError
 from emofeat.cli import main
 from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.errors import CorpusError, EmofeatError, ManifestError, ModelError, StoreError
-from emofeat.extract import ExtractConfig, extract
-from emofeat.finetune import finetune, resolve_config
+from emofeat.extract.run import ExtractConfig, extract
+from emofeat.finetune.run import finetune, resolve_config
 from emofeat.stack.ensemble import stack
 from emofeat.store import StoreLayout, create_store, describe, open_store
 
@@ -216,7 +216,7 @@ def weights_with_lgbm(ctx):
 
 
 def plot_max_points_zero(ctx):
-    from emofeat.plots import plot_embedding
+    from emofeat.analysis.plots import plot_embedding
 
     return plot_embedding(
         small_store(ctx["tmp"] / "plot.h5"), "last", ctx["tmp"] / "p.png", max_points=0
@@ -241,7 +241,7 @@ def broken_run(what):
 
 def synth_option(**options):
     def run(ctx):
-        from emofeat.corpus.synth import synthesize
+        from emofeat.testing.synth import synthesize
 
         return synthesize(ctx["tmp"] / "corpus", **options)
 
@@ -523,7 +523,7 @@ def test_overwrite_only_replaces_what_emofeat_made(
 
 KILL_STACK = """
 import sys, time
-import emofeat.plots as plots
+import emofeat.analysis.plots as plots
 def slow(*a, **k):
     print("writing", flush=True)
     time.sleep(60)

@@ -231,7 +231,7 @@ def test_probe_scores_equal_a_hand_made_cv_on_the_same_folds(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from emofeat.probe import best_layer, probe_layers
+    from emofeat.analysis.probe import best_layer, probe_layers
 
     rng = np.random.default_rng(0)
     n, d = 150, 6
@@ -288,7 +288,7 @@ def test_probe_compares_models_on_the_same_rows_and_folds(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from emofeat.probe import best_layer, probe_layers
+    from emofeat.analysis.probe import best_layer, probe_layers
 
     rng = np.random.default_rng(1)
     n, d = 120, 5
@@ -397,7 +397,7 @@ def test_each_warning_once_per_command():
     import uuid
     import warnings
 
-    from emofeat.finetune import quiet_repeats
+    from emofeat.finetune.run import quiet_repeats
 
     note = f"mtime may not be reliable ({uuid.uuid4()})"  # new to Python's once-registry
     records = []
@@ -426,7 +426,7 @@ def test_warnings_stay_once_when_a_library_resets_the_registry():
     import uuid
     import warnings
 
-    from emofeat.finetune import quiet_repeats
+    from emofeat.finetune.run import quiet_repeats
 
     note = f"mtime may not be reliable ({uuid.uuid4()})"
     shown = []

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.extract import ExtractConfig, extract
-from emofeat.h5recover import extend_to_stored_eof
+from emofeat.extract.run import ExtractConfig, extract
 from emofeat.store import StoreLayout, create_store, open_store
+from emofeat.store.recover import extend_to_stored_eof
 
 
 def _limit_file_size(limit: int):
@@ -113,7 +113,7 @@ def test_resume_refuses_a_store_started_with_other_weights(
     shutil.copytree(tiny_wav2vec2, model)
     out = tmp_path / "frozen.h5"
     extract(manifest_path, out, ExtractConfig(model=str(model)))
-    from emofeat.encoders.tiny import build_tiny_wav2vec2
+    from emofeat.testing.tiny import build_tiny_wav2vec2
 
     build_tiny_wav2vec2(model, hidden=32, conv_dim=16, seed=7)  # retrained in place
     with pytest.raises(EmofeatError, match=r"config differs \(weights_sha256"):

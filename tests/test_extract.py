@@ -15,7 +15,7 @@ from emofeat.audio import load_audio
 from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.encoders.speech import duration_batches
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.extract import ExtractConfig, extract
+from emofeat.extract.run import ExtractConfig, extract
 from emofeat.store import StoreLayout, open_store
 
 
@@ -593,7 +593,7 @@ def test_a_manifest_with_another_fold_assignment_is_refused(
 
 
 def test_stores_record_per_row_evidence(kobert_run, manifest, manifest_path, tiny_kobert, tmp_path):
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     out = tmp_path / "oof.h5"
     extract(manifest_path, out, ExtractConfig(run=str(kobert_run)))
@@ -686,7 +686,7 @@ def test_an_all_layer_store_answers_to_last_with_plain_h5py(frozen_store, tmp_pa
 
 
 def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path):
-    from emofeat.extract import WriteBehind
+    from emofeat.extract.run import WriteBehind
     from emofeat.store import create_store
 
     n = 40
@@ -752,7 +752,7 @@ def test_a_fine_tuned_folder_loaded_as_a_frozen_encoder_brings_its_evidence(
 def test_select_inner_runs_end_to_end(manifest, manifest_path, tiny_kobert, tmp_path):
     """finetune --select inner -> extract --run -> stack: the rows that chose a checkpoint are
     counted as used by that fold model, so the run is not mistaken for another assignment."""
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
     from emofeat.runs import RunFolder
     from emofeat.stack.ensemble import stack
 
@@ -825,10 +825,10 @@ def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_w
     from click.testing import CliRunner
     from transformers import AutoModelForSequenceClassification
 
+    from emofeat.analysis.compare import compare
     from emofeat.cli import main
-    from emofeat.compare import compare
     from emofeat.encoders.text import load_tokenizer
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
     from emofeat.stack.ensemble import stack
 
     run = tmp_path / "run"

@@ -10,10 +10,10 @@ import torch
 
 from emofeat.audio import load_audio
 from emofeat.encoders import MODELS, families, resolve
-from emofeat.encoders.tiny import SPEECH_KINDS, TEXT_KINDS, build_tiny
 from emofeat.errors import ModelError
-from emofeat.extract import ExtractConfig, extract
+from emofeat.extract.run import ExtractConfig, extract
 from emofeat.store import open_store
+from emofeat.testing.tiny import SPEECH_KINDS, TEXT_KINDS, build_tiny
 
 FAMILY_OF_KIND = {
     "wav2vec2-base": "wav2vec2",
@@ -125,7 +125,7 @@ def test_families_fine_tune_through_the_same_code(kind, tiny, manifest, tmp_path
     """One epoch per fold: the run's store holds each train row's logits from the fold model that
     did not see it, equal to that fold model reloaded and run on the row alone."""
     from emofeat.encoders import resolve as resolve_model
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     preset = "wav2vec2-tiny" if kind in SPEECH_KINDS else "kobert-tiny"
     run = tmp_path / "run"
@@ -196,7 +196,7 @@ def test_whisper_trains_on_the_first_30_seconds_of_a_longer_clip(tiny, manifest,
     from emofeat.corpus.manifest import read_manifest, write_manifest
     from emofeat.encoders.base import InputOptions
     from emofeat.encoders.speech import WhisperSpeechEncoder
-    from emofeat.finetune import UtteranceDataset
+    from emofeat.finetune.run import UtteranceDataset
 
     x = (0.1 * np.random.default_rng(0).standard_normal(40 * 16000)).astype(np.float32)
     sf.write(tmp_path / "long.wav", x, 16000, subtype="FLOAT")

@@ -9,9 +9,9 @@ from matplotlib import image as mpimg
 from sklearn.decomposition import PCA
 from sklearn.metrics import confusion_matrix
 
+from emofeat.analysis.plots import plot_embedding
 from emofeat.cli import main
-from emofeat.labels import LABEL_NAMES
-from emofeat.plots import plot_embedding
+from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.store import StoreLayout, create_store, open_store
 
 

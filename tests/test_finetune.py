@@ -18,7 +18,7 @@ from emofeat.encoders.speech import (
     load_speech_encoder,
 )
 from emofeat.errors import EmofeatError, ModelError
-from emofeat.finetune import FinetuneConfig, build_model, finetune, resolve_config
+from emofeat.finetune.run import FinetuneConfig, build_model, finetune, resolve_config
 
 
 def fold_rows(manifest, k):
@@ -165,7 +165,7 @@ def test_other_options_refused_and_bad_rows(kobert_run, manifest, tiny_kobert, t
 def test_interrupted_run_keeps_finished_folds_and_resumes(
     manifest, tiny_kobert, tmp_path, monkeypatch, caplog
 ):
-    import emofeat.finetune as ft
+    import emofeat.finetune.run as ft
 
     cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2)
     real = ft._trainer_class
@@ -188,7 +188,7 @@ def test_interrupted_run_keeps_finished_folds_and_resumes(
     assert any((tmp_path / "run" / "fold-1" / "checkpoints").glob("checkpoint-*"))
     stamp = (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns
     monkeypatch.setattr(ft, "_trainer_class", real)
-    caplog.set_level("INFO", logger="emofeat.finetune")
+    caplog.set_level("INFO", logger="emofeat.finetune.run")
     finetune(manifest, tmp_path / "run", cfg)
     assert (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns == stamp
     assert "fold 1: resuming" in caplog.text
@@ -363,7 +363,7 @@ def test_folds_as_concurrent_processes_equal_a_sequential_run(
     assert sorted(summary["folds"]) == ["0", "1"]  # the summary covers both processes' folds
     # A fold the run does not have, and --fold with --overwrite, are refused.
     from emofeat.errors import EmofeatError
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     cfg = resolve_config(
         "kobert-tiny", model="kobert", model_path=str(tiny_kobert), epochs=2, dropout=0.3
@@ -381,7 +381,7 @@ def test_extract_names_the_folds_a_run_still_lacks(kobert_run, manifest_path, tm
     import shutil
 
     from emofeat.errors import EmofeatError
-    from emofeat.extract import ExtractConfig, extract
+    from emofeat.extract.run import ExtractConfig, extract
     from emofeat.runs import FOLD_DONE
 
     run = tmp_path / "run"
@@ -398,7 +398,7 @@ def test_a_session_spanning_two_folds_is_said(manifest, tiny_kobert, tmp_path, c
     would see the speaker of rows it predicts); it comes before any model is loaded."""
     from emofeat.corpus.manifest import read_manifest, write_manifest
     from emofeat.errors import EmofeatError
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     frame = manifest.frame.copy()
     train = frame.index[(frame["split"] == "train") & (frame["corpus"] == "kemdy20")]
@@ -407,7 +407,7 @@ def test_a_session_spanning_two_folds_is_said(manifest, tiny_kobert, tmp_path, c
     write_manifest(frame, tmp_path / "m.csv")
     session = f"kemdy20/{frame.loc[row, 'session']}"
     cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert))
-    caplog.set_level("WARNING", logger="emofeat.finetune")
+    caplog.set_level("WARNING", logger="emofeat.finetune.run")
     with pytest.raises(EmofeatError, match="--fold"):  # a fold it lacks: stops before training
         finetune(read_manifest(tmp_path / "m.csv"), tmp_path / "run", cfg, only_folds=[9])
     assert not (tmp_path / "run").exists()
@@ -427,7 +427,7 @@ def test_ddp_inside_a_fold_under_torchrun_equals_one_process_with_the_global_bat
 
     from safetensors.torch import load_file
 
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
 
     model = tmp_path / "kobert"
     shutil.copytree(tiny_kobert, model)
@@ -468,8 +468,8 @@ def test_training_inputs_read_in_worker_processes_give_the_same_model(
 ):
     """On a GPU, DataLoader workers decode the audio for training; the batches, and so the
     weights, are those of reading in the training process (forced here on the CPU)."""
-    from emofeat import finetune as finetune_module
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune import run as finetune_module
 
     cfg = dict(model=str(tiny_wav2vec2), max_steps=3, folds=0)
     finetune(manifest, tmp_path / "main", resolve_config("wav2vec2-tiny", **cfg))
@@ -492,8 +492,8 @@ def test_training_inputs_read_in_worker_processes_give_the_same_model(
 def test_fast_presets_differ_from_the_reference_as_documented_and_attention_reaches_the_model(
     kind, tiny_kobert, tiny_wav2vec2
 ):
-    from emofeat.finetune import build_model, resolve_config
-    from emofeat.presets import PRESETS
+    from emofeat.finetune.run import build_model, resolve_config
+    from emofeat.recipes.presets import PRESETS
 
     ref, fast = (
         ("kobert-ref", "kobert-fast") if kind == "text" else ("wav2vec2-ref", "wav2vec2-fast")
@@ -523,7 +523,7 @@ def test_fast_presets_differ_from_the_reference_as_documented_and_attention_reac
 def test_length_buckets_cover_every_row_once_vary_by_epoch_and_keep_padding_small():
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from emofeat.finetune import LengthBucketSampler
+    from emofeat.finetune.run import LengthBucketSampler
 
     rng = np.random.default_rng(0)
     lengths = rng.uniform(1, 6, 203)
@@ -552,8 +552,8 @@ def test_train_fraction_trains_the_reference_reverse_model_on_a_random_90_percen
     from sklearn.model_selection import train_test_split
 
     from emofeat.crossfit import FoldPlan
-    from emofeat.finetune import finetune, resolve_config
-    from emofeat.pipeline import ensemble_plan
+    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.recipes.pipeline import ensemble_plan
 
     opts = dict(model="kobert", model_path=str(tiny_kobert), max_steps=1, folds=0, seed=42)
     finetune(manifest, tmp_path / "run", resolve_config("kobert-tiny", **opts, train_fraction=0.9))

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from emofeat.audio import load_audio
 from emofeat.corpus.manifest import write_manifest
 from emofeat.errors import StoreError
-from emofeat.extract import ExtractConfig, extract
+from emofeat.extract.run import ExtractConfig, extract
 from emofeat.stack.ensemble import predict, stack
 from emofeat.store import open_store
 
@@ -61,7 +61,7 @@ def test_predictions_say_where_they_come_from(trained, tmp_path):
 
 
 def test_infer_equals_extract_and_predict_by_hand(trained, manifest, tmp_path):
-    from emofeat import infer
+    from emofeat.recipes.infer import infer
 
     root, _ = trained
     rows = np.flatnonzero(manifest.split == "test")[:5]

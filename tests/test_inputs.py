@@ -9,8 +9,8 @@ import yaml
 from emofeat.encoders.base import InputOptions
 from emofeat.encoders.speech import SpeechEncoder
 from emofeat.encoders.text import TextEncoder
-from emofeat.extract import ExtractConfig, extract
-from emofeat.inputs import plan_batches
+from emofeat.extract.inputs import plan_batches
+from emofeat.extract.run import ExtractConfig, extract
 from emofeat.store import StoreWriter, open_store
 
 
@@ -227,7 +227,7 @@ def test_rows_computed_before_a_failure_are_kept(
 
 
 def test_default_workers_leave_a_cpu_to_the_model_and_feed_a_gpu(monkeypatch):
-    from emofeat.inputs import default_workers
+    from emofeat.extract.inputs import default_workers
 
     assert default_workers("cpu") == 0  # the model's threads use every core
     monkeypatch.setattr("os.cpu_count", lambda: 16)

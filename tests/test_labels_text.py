@@ -1,6 +1,6 @@
 import pytest
 
-from emofeat import labels as label_set
+from emofeat.corpus import labels as label_set
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
 from emofeat.errors import CorpusError, LabelError
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from emofeat import mmm
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
-from emofeat.extract import ExtractConfig, extract
-from emofeat.fuse import fuse
-from emofeat.mmm import MMM, MMMConfig
+from emofeat.extract.run import ExtractConfig, extract
+from emofeat.fuse import mmm
+from emofeat.fuse.mmm import MMM, MMMConfig
+from emofeat.fuse.run import fuse
 from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import stack
 from emofeat.store import StoreLayout, create_store, open_store
@@ -42,7 +42,7 @@ def test_parameter_shapes_follow_the_published_model():
 def test_sequence_stores_round_trip_through_plain_h5py(manifest, manifest_path, tmp_path):
     from transformers import AutoModel, AutoTokenizer
 
-    from emofeat.encoders.tiny import build_tiny_electra
+    from emofeat.testing.tiny import build_tiny_electra
 
     folder = build_tiny_electra(tmp_path / "electra", list(manifest.frame["text"]), hidden=32)
     out = tmp_path / "text-seq.h5"
@@ -158,7 +158,7 @@ def test_mmm_is_a_cross_fitted_base_model_with_a_run_and_a_store(tmp_path):
     assert m["test"]["models"]["mmm"]["accuracy"] == pytest.approx(
         float((logits[test].argmax(1) == y[test]).mean())
     )
-    from emofeat.inference import extraction_plan
+    from emofeat.recipes.infer import extraction_plan
 
     with pytest.raises(EmofeatError, match="store mmm was made by `emofeat fuse`"):
         extraction_plan(tmp_path / "st")
@@ -431,7 +431,7 @@ def test_mmm_as_published_one_model_on_all_train_rows(tmp_path):
     with pytest.raises(EmofeatError, match="--folds must be 0"):
         fuse(paths, tmp_path / "two", config=cfg, folds=5)
     # The reference protocol's table takes MMM's row from its store (no stack holds it).
-    from emofeat.pipeline import comparison
+    from emofeat.recipes.pipeline import comparison
 
     (tmp_path / "ref" / "runs").mkdir(parents=True)
     (tmp_path / "one").rename(tmp_path / "ref" / "runs" / "mmm")

@@ -117,7 +117,7 @@ def test_records_never_land_on_a_file_emofeat_did_not_make_for_that_output(
 
 
 def test_records_carry_their_kind(tmp_path):
-    from emofeat.provenance import dump_yaml, provenance
+    from emofeat.records import dump_yaml, provenance
 
     path = tmp_path / "x.yaml"
     path.write_text(dump_yaml(provenance({"pooling": "mean"}, output="store-record")))

@@ -96,7 +96,7 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
     import shlex
     from pathlib import Path
 
-    from emofeat.pipeline import BASE_MODELS, MMMPlan, ensemble_plan
+    from emofeat.recipes.pipeline import BASE_MODELS, MMMPlan, ensemble_plan
 
     for base in BASE_MODELS:  # extract --run must name an existing folder
         (tmp_path / "out" / "runs" / base.name).mkdir(parents=True)

@@ -36,7 +36,7 @@ def data() -> None:
 @friendly
 def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds):
     """Write a synthetic KEMDy20 + AI Hub corpus in the real on-disk formats."""
-    from emofeat.corpus.synth import synthesize
+    from emofeat.testing.synth import synthesize
 
     report = synthesize(
         out,

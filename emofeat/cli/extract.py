@@ -122,8 +122,8 @@ from emofeat.device import PRECISION_NAMES
 @friendly
 def extract(**params):
     """Pooled embeddings (and out-of-fold logits with --run) into an HDF5 store; resumable."""
-    from emofeat.extract import ExtractConfig
-    from emofeat.extract import extract as do_extract
+    from emofeat.extract.run import ExtractConfig
+    from emofeat.extract.run import extract as do_extract
 
     p = configured(params)
     need(p, "manifest", "out")

@@ -15,7 +15,7 @@ from emofeat.cli.common import (
     print_folds,
 )
 from emofeat.device import DEVICES
-from emofeat.presets import PRESETS
+from emofeat.recipes.presets import PRESETS
 
 
 @click.command()
@@ -102,8 +102,8 @@ def finetune(
     **options,
 ):
     """Fine-tune a classifier per fold (cross-fitting) with transformers.Trainer."""
-    from emofeat.finetune import finetune as finetune_run
-    from emofeat.finetune import resolve_command
+    from emofeat.finetune.run import finetune as finetune_run
+    from emofeat.finetune.run import resolve_command
     from emofeat.runs import fold_summary
 
     cfg, manifest, out = resolve_command(
@@ -118,7 +118,7 @@ def finetune(
     if print_config:
         import dataclasses
 
-        from emofeat.provenance import dump_yaml
+        from emofeat.records import dump_yaml
 
         click.echo(dump_yaml(dataclasses.asdict(cfg)), nl=False)
         return

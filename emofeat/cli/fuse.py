@@ -15,7 +15,7 @@ from emofeat.cli.common import (
     need,
     print_folds,
 )
-from emofeat.fuse import FUSION_MODELS
+from emofeat.fuse.run import FUSION_MODELS
 
 
 @click.command()
@@ -84,9 +84,9 @@ from emofeat.fuse import FUSION_MODELS
 @friendly
 def fuse(**params):
     """Cross-fit a fusion model (MMM) over stores into a run and a store of its own (OUT/mmm.h5)."""
-    from emofeat.fuse import RUN_DERIVED
-    from emofeat.fuse import fuse as fuse_stores
-    from emofeat.mmm import MMMConfig
+    from emofeat.fuse.mmm import MMMConfig
+    from emofeat.fuse.run import RUN_DERIVED
+    from emofeat.fuse.run import fuse as fuse_stores
     from emofeat.runs import fold_summary
 
     p = configured(params, ignore=RUN_DERIVED, out_beside="config.yaml")

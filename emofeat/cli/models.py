@@ -9,7 +9,7 @@ import click
 from emofeat.cli.common import (
     friendly,
 )
-from emofeat.encoders.tiny import TINY_KINDS
+from emofeat.testing.tiny import TINY_KINDS
 
 
 @click.group()
@@ -49,7 +49,7 @@ def models_list():
 @friendly
 def models_tiny(kind, out, manifest, hidden, layers, seed):
     """Build a tiny random model in the on-disk format of the hub model."""
-    from emofeat.encoders.tiny import build_tiny
+    from emofeat.testing.tiny import build_tiny
 
     build_tiny(kind, out, manifest=manifest, hidden=hidden, layers=layers, seed=seed)
     click.echo(f"wrote tiny {kind} to {out}")

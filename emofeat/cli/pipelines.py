@@ -14,7 +14,7 @@ from emofeat.cli.common import (
     need,
 )
 from emofeat.device import PRECISION_NAMES
-from emofeat.pipeline import PROTOCOLS
+from emofeat.recipes.pipeline import PROTOCOLS
 
 
 @click.command()
@@ -26,7 +26,7 @@ from emofeat.pipeline import PROTOCOLS
 @friendly
 def demo(out, seed, folds):
     """The whole pipeline on a synthetic corpus with tiny models (minutes on 2 CPU cores)."""
-    from emofeat.demo import demo as run_demo
+    from emofeat.recipes.demo import demo as run_demo
 
     run_demo(out, seed=seed, folds=folds)
 
@@ -90,7 +90,7 @@ def recipe() -> None:
 @friendly
 def recipe_emo_ensemble(**params):
     """The reference's models on KEMDy20 + AI Hub with the real encoders, and their ensembles."""
-    from emofeat.recipe import emo_ensemble
+    from emofeat.recipes.emo_ensemble import emo_ensemble
 
     p = configured(params, ignore=("dry_run",), out_beside="recipe.yaml")
     need(p, "kemdy20")

@@ -61,7 +61,7 @@ def predict(stack_dir, stores, out, allow_incomplete):
 @friendly
 def infer(stack_dir, csv_path, out, runs, work, device, skip_bad):
     """Predict new recordings with a trained stack: extract with every base run, then stack."""
-    from emofeat.inference import infer as infer_rows
+    from emofeat.recipes.infer import infer as infer_rows
 
     overrides = {}
     for item in runs:

@@ -22,8 +22,8 @@ from emofeat.cli.common import (
 @friendly
 def compare(paths, out):
     """One table across stack and run folders; mean ± std over seeds of the same configuration."""
-    from emofeat.compare import compare as compare_folders
-    from emofeat.compare import to_markdown
+    from emofeat.analysis.compare import compare as compare_folders
+    from emofeat.analysis.compare import to_markdown
 
     click.echo(to_markdown(compare_folders(paths, out)), nl=False)
 
@@ -47,7 +47,7 @@ def compare(paths, out):
 def probe(store_paths, out, meta, weighted, seed):
     """Layer-wise probes: CV score of a head on each stored layer of each store (probe.csv,
     probe.md: layer x model, probe.png)."""
-    from emofeat.probe import best_layer, layer_table, probe_layers
+    from emofeat.analysis.probe import best_layer, layer_table, probe_layers
 
     table = probe_layers(list(store_paths), out, meta=meta, weighted=weighted, seed=seed)
     click.echo(layer_table(table), nl=False)

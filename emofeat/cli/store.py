@@ -90,7 +90,7 @@ def store_export(path, fmt, embedding, out):
 @friendly
 def store_plot(path, embedding, method, max_points, seed, out):
     """2-D map of an embedding, coloured by class, marked by split."""
-    from emofeat.plots import plot_embedding
+    from emofeat.analysis.plots import plot_embedding
 
     plot_embedding(path, embedding, out, method=method, max_points=max_points, seed=seed)
     click.echo(f"wrote {out}")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as label_set
+from emofeat.corpus import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize
 from emofeat.errors import CorpusError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as label_set
+from emofeat.corpus import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import normalize
 from emofeat.errors import CorpusError, LabelError

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emofeat import labels as label_set
+from emofeat.corpus import labels as label_set
 from emofeat.corpus.manifest import SOFT_PREFIX
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emofeat import labels as label_set
 from emofeat.atomic import atomic_path, write_text
+from emofeat.corpus import labels as label_set
 from emofeat.errors import LabelError, ManifestError
-from emofeat.provenance import dump_yaml, provenance
+from emofeat.records import dump_yaml, provenance
 
 log = logging.getLogger(__name__)
 

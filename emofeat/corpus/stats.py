@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat import labels as label_set
+from emofeat.corpus import labels as label_set
 from emofeat.corpus.manifest import Manifest
 
 
@@ -89,7 +89,7 @@ def _distribution(counts: pd.DataFrame, what: str, out: Path, log_scale: bool) -
     bar labelled with its count, in the class's colour."""
     import numpy as np
 
-    from emofeat.plots import class_color, pyplot, save_figure
+    from emofeat.analysis.plots import class_color, pyplot, save_figure
 
     plt = pyplot()
     table = counts.groupby(["split", "class"])["count"].sum()
@@ -127,7 +127,7 @@ def _valence_arousal(frame: pd.DataFrame, out: Path) -> Path:
     thousands of overlapping points stay readable; dashed lines at the neutral 3."""
     import numpy as np
 
-    from emofeat.plots import class_color, pyplot, save_figure
+    from emofeat.analysis.plots import class_color, pyplot, save_figure
 
     plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap, to_rgba

@@ -3,7 +3,7 @@
 An :class:`Encoder` owns everything that differs between text and speech: loading (a pretrained
 encoder, a new classifier on it, a fine-tuned fold folder), checking and reading manifest rows,
 batching, collation, the minimum input length and the masked, pooled forward pass over any set of
-hidden layers. Fine-tuning (:mod:`emofeat.finetune`) and extraction (:mod:`emofeat.extract`) ask
+hidden layers. Fine-tuning (:mod:`emofeat.finetune.run`) and extraction (:mod:`emofeat.extract.run`) ask
 the encoder and never branch on the modality.
 
 Families register themselves by name (the way lhotse registers feature extractors)::

@@ -6,5 +6,5 @@ every fitted stack); ``meta`` holds the meta-learners (scikit-learn estimators) 
 registry; ``ensemble`` ties them together for ``emofeat stack`` / ``predict`` (fit, evaluate,
 write); ``evaluate`` computes metrics and ``report`` renders them; ``mixer`` is the pooled-mixer's
 torch module. Fusion models that train on stores and write a store (MMM) are base models:
-:mod:`emofeat.fuse`.
+:mod:`emofeat.fuse.run`.
 """

@@ -42,8 +42,8 @@ from emofeat.atomic import (
 )
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
-from emofeat.provenance import dump_yaml, provenance
-from emofeat.stack.evaluate import bootstrap_accuracy, classification_metrics
+from emofeat.metrics import bootstrap_accuracy, classification_metrics
+from emofeat.records import dump_yaml, provenance
 from emofeat.stack.features import StoreFeatures
 from emofeat.stack.level1 import Level1, load_level1
 from emofeat.stack.meta import MetaContext, get_meta
@@ -388,7 +388,7 @@ def _write_stack_files(
 ) -> None:
     import joblib
 
-    from emofeat.plots import plot_confusions
+    from emofeat.analysis.plots import plot_confusions
 
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(fitted.model, tmp)

@@ -14,7 +14,7 @@ Writing is crash-safe: every dataset is created before any row is written, the w
 in HDF5 SWMR mode (metadata is written in an order that keeps the file consistent at every
 moment), and each batch writes its data, flushes, and only then marks its rows done. A killed
 writer therefore leaves a file whose done rows hold exactly what was written; reopening it for
-writing clears the stale open-for-write flags (see :mod:`emofeat.h5recover`). Readers may open a
+writing clears the stale open-for-write flags (see :mod:`emofeat.store.recover`). Readers may open a
 store while a writer appends to it (SWMR read).
 
 The package: :mod:`~emofeat.store.layout` (what a store holds, one validation for creating and

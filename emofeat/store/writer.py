@@ -17,7 +17,7 @@ import numpy as np
 
 from emofeat import __version__
 from emofeat.errors import StoreError
-from emofeat.h5recover import clear_status_flags, extend_to_stored_eof, status_flags
+from emofeat.store.recover import clear_status_flags, extend_to_stored_eof, status_flags
 from emofeat.store.layout import (
     _STR,
     DEFAULT_CHUNK_ROWS,

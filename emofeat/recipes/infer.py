@@ -24,8 +24,8 @@ import yaml
 from emofeat.corpus.generic import read_csv_corpus
 from emofeat.corpus.manifest import build_frame, relative_audio_paths, write_manifest
 from emofeat.errors import EmofeatError
-from emofeat.extract import VALUE_KEYS, ExtractConfig, extract
-from emofeat.fuse import FUSION_MODELS
+from emofeat.extract.run import VALUE_KEYS, ExtractConfig, extract
+from emofeat.fuse.run import FUSION_MODELS
 from emofeat.stack.ensemble import load_stack_model, write_predictions
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store

@@ -28,15 +28,15 @@ import torch
 
 from emofeat import distributed
 from emofeat.configfile import read_options
+from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
-from emofeat.inputs import default_workers
-from emofeat.labels import LABEL_NAMES
-from emofeat.presets import PRESETS
+from emofeat.extract.inputs import default_workers
+from emofeat.recipes.presets import PRESETS
 from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)

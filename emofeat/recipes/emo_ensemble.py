@@ -14,7 +14,7 @@ import click
 
 from emofeat.corpus.aihub import read_aihub
 from emofeat.corpus.kemdy20 import annotation_files, read_kemdy20
-from emofeat.pipeline import MMMPlan, Step, ensemble_plan, run_plan
+from emofeat.recipes.pipeline import MMMPlan, Step, ensemble_plan, run_plan
 
 
 def check_inputs(kemdy20: Path, aihub: Path | None) -> dict:
@@ -104,7 +104,7 @@ def emo_ensemble(
     ]
     if not dry_run:  # the options, beside the outputs: `--config OUT/recipe.yaml` re-runs them
         from emofeat.atomic import write_text
-        from emofeat.provenance import dump_yaml, provenance
+        from emofeat.records import dump_yaml, provenance
 
         options = dict(
             kemdy20=str(kemdy20),

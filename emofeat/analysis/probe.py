@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
-from emofeat.stack.evaluate import classification_metrics
+from emofeat.metrics import classification_metrics
 
 LAYER = re.compile(r"^layer_(\d+)$")
 
@@ -236,7 +236,7 @@ def _plot(table: pd.DataFrame, out: Path, meta: str) -> None:
     """Per metric (accuracy, UAR) a panel with one line per model: CV mean ± std per layer."""
     from matplotlib.ticker import MaxNLocator
 
-    from emofeat.plots import pyplot, save_figure
+    from emofeat.analysis.plots import pyplot, save_figure
 
     plt = pyplot()
     models = list(dict.fromkeys(table["model"]))

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from emofeat.atomic import write_text
-from emofeat.pipeline import comparison, ensemble_plan, run_plan
+from emofeat.recipes.pipeline import comparison, ensemble_plan, run_plan
 
 
 def demo(
@@ -32,9 +32,9 @@ def demo(
     """Run the demo into ``out`` and return the path of its report."""
     from emofeat.corpus.manifest import read_manifest
     from emofeat.corpus.prepare import prepare
-    from emofeat.corpus.synth import synthesize
-    from emofeat.encoders.tiny import build_tiny_electra, build_tiny_kobert, build_tiny_wav2vec2
-    from emofeat.pipeline import MMMPlan
+    from emofeat.recipes.pipeline import MMMPlan
+    from emofeat.testing.synth import synthesize
+    from emofeat.testing.tiny import build_tiny_electra, build_tiny_kobert, build_tiny_wav2vec2
 
     out = Path(out)
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """``emofeat fuse``: a fusion model trained over feature stores, cross-fitted like any base model.
 
-MMM (:mod:`emofeat.mmm`) reads a text and an audio sequence store (``extract --sequence``).
+MMM (:mod:`emofeat.fuse.mmm`) reads a text and an audio sequence store (``extract --sequence``).
 Like ``emofeat finetune`` it trains one model per fold by the cross-fitting rule
 (:mod:`emofeat.crossfit`) into a run folder (:class:`emofeat.runs.RunFolder`: ``config.yaml``,
 ``fold-k/`` with the model as safetensors, ``rows.json`` and the held-out ``metrics.json``, the
@@ -32,13 +32,13 @@ import numpy as np
 
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.provenance import sha256_of_weights
+from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Provenance, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
 
 if TYPE_CHECKING:  # torch is imported when a model is fused, not by the CLI's start-up
-    from emofeat.mmm import MMMConfig
+    from emofeat.fuse.mmm import MMMConfig
 
 log = logging.getLogger(__name__)
 FUSION_MODELS = ("mmm",)
@@ -72,8 +72,8 @@ def fuse(
     in-sample, so it joins tables but not stacks."""
     from tqdm.auto import tqdm
 
-    from emofeat import mmm
     from emofeat.device import pick_device
+    from emofeat.fuse import mmm
 
     if model not in FUSION_MODELS:
         raise EmofeatError(f"--model must be one of {', '.join(FUSION_MODELS)}, got {model!r}")
@@ -221,7 +221,7 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
     """Train one fold model with a progress bar in rows (rows/s), epoch and loss."""
     from tqdm.auto import tqdm
 
-    from emofeat import mmm
+    from emofeat.fuse import mmm
 
     bar = tqdm(total=cfg.epochs * len(dataset), unit="row", desc=label, dynamic_ncols=True)
 
@@ -237,7 +237,7 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
 
 def _held_out_metrics(logits: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
     """The held-out fold's figures, as a fine-tuned fold model records them."""
-    from emofeat.stack.evaluate import classification_metrics
+    from emofeat.metrics import classification_metrics
     from emofeat.stack.level1 import softmax
 
     metrics = classification_metrics(y, logits.argmax(1), n_classes)

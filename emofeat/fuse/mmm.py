@@ -19,7 +19,7 @@ layer). A published epoch reuses the loader's order (no shuffle); with ``shuffle
 draws its own order (seed + epoch: the old code re-seeded every epoch to the same order).
 
 This module is the model and how one fold model is trained and applied; cross-fitting it over
-a text and an audio sequence store into a run and a store of its own is :mod:`emofeat.fuse`.
+a text and an audio sequence store into a run and a store of its own is :mod:`emofeat.fuse.run`.
 """
 
 from __future__ import annotations

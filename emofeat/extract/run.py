@@ -5,7 +5,7 @@ fold model that did not see it (out-of-fold); test rows get the mean over the fo
 and embeddings alike). The run's options (reverse, max_len, ...) are applied. Without a run the
 pretrained encoder gives frozen embeddings only, no logits.
 
-Speed (see :mod:`emofeat.inputs`): rows are taken in windows of consecutive store rows and,
+Speed (see :mod:`emofeat.extract.inputs`): rows are taken in windows of consecutive store rows and,
 inside a window, batched by length (speech: by padded duration, so padding stays small); long
 clips are cut into ``max_seconds`` windows whose frames are pooled together, and a clip longer
 than a batch (``batch_seconds``) is decoded and forwarded a few windows at a time, its pooling
@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from emofeat import distributed
+from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
@@ -53,7 +54,7 @@ from emofeat.encoders.base import (
     layer_names,
 )
 from emofeat.errors import EmofeatError, printable
-from emofeat.inputs import (
+from emofeat.extract.inputs import (
     Batch,
     BatchSource,
     batch_loader,
@@ -62,8 +63,7 @@ from emofeat.inputs import (
     stop_workers,
     to_device,
 )
-from emofeat.labels import LABEL_NAMES
-from emofeat.provenance import environment, weights_digests
+from emofeat.records import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo, trained_rows
 from emofeat.store import (
     Provenance,
@@ -535,7 +535,7 @@ def record_path(out: str | Path) -> Path:
 def write_record(out: Path, m: Manifest, cfg: ExtractConfig) -> None:
     """``<store>.yaml``: the options as given (``emofeat extract --config`` re-runs them)."""
     from emofeat.atomic import write_text
-    from emofeat.provenance import dump_yaml, provenance
+    from emofeat.records import dump_yaml, provenance
 
     config = {"manifest": str(m.path or m.root), "out": str(out)}
     config.update({k: getattr(cfg, k) for k in RECORD_KEYS})
@@ -848,7 +848,7 @@ def _keep(writer, rows, emb, logits, sequences, skip_bad: bool, ids) -> None:
 
 class WriteBehind:
     """Buffers computed rows and writes them in few large writes: the rows of a window (see
-    :mod:`emofeat.inputs`) are one contiguous block of the store. Rows are marked done only when
+    :mod:`emofeat.extract.inputs`) are one contiguous block of the store. Rows are marked done only when
     flushed, so a kill loses at most the buffer (recomputed on resume), never correctness.
     Flushes when asked (end of a window), after ``seconds`` (slow models: a kill loses little
     compute), and at the end."""

@@ -126,8 +126,8 @@ def ensemble_plan(
     """Steps: fine-tune the five models, extract their stores, (with ``mmm``) MMM over two
     frozen sequence stores as a sixth base model, and the ensembles: the reference's soft vote
     over the five, every other meta-learner over all of them."""
-    from emofeat.extract import ExtractConfig, extract
-    from emofeat.finetune import finetune, resolve_config
+    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.finetune.run import finetune, resolve_config
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
@@ -216,9 +216,9 @@ def _mmm_steps(
 ) -> list[Step]:
     """Two frozen sequence stores, then MMM cross-fitted over them (``single``: one model on
     all train rows) into runs/mmm/mmm.h5."""
-    from emofeat.extract import ExtractConfig, extract
-    from emofeat.fuse import fuse
-    from emofeat.mmm import MMMConfig
+    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.fuse.mmm import MMMConfig
+    from emofeat.fuse.run import fuse
 
     steps = []
     seq = {"text": (mmm.text_model, mmm.text_len), "audio": (mmm.audio_model, mmm.audio_len)}
@@ -288,7 +288,7 @@ def run_plan(steps: list[Step], dry_run: bool = False) -> None:
 
 def _test_metrics(path: Path) -> dict:
     """A store's own test figures (argmax of its logits on the labelled test rows)."""
-    from emofeat.stack.evaluate import classification_metrics
+    from emofeat.metrics import classification_metrics
     from emofeat.store import open_store
 
     with open_store(path) as s:

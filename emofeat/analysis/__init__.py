@@ -1,0 +1,1 @@
+"""Analysis of stores, runs and stacks: layer probes, comparison tables, figures."""

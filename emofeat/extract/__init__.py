@@ -1,0 +1,1 @@
+"""Batched, resumable extraction of pooled embeddings and logits into a feature store."""

@@ -1,0 +1,1 @@
+"""Cross-fitted fine-tuning of pretrained encoders with ``transformers.Trainer``."""

@@ -1,0 +1,1 @@
+"""Base models trained on feature stores (MMM), cross-fitted like fine-tuned ones."""
