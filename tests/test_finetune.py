@@ -468,8 +468,8 @@ def test_training_inputs_read_in_worker_processes_give_the_same_model(
 ):
     """On a GPU, DataLoader workers decode the audio for training; the batches, and so the
     weights, are those of reading in the training process (forced here on the CPU)."""
-    from emofeat.finetune.run import finetune, resolve_config
     from emofeat.finetune import run as finetune_module
+    from emofeat.finetune.run import finetune, resolve_config
 
     cfg = dict(model=str(tiny_wav2vec2), max_steps=3, folds=0)
     finetune(manifest, tmp_path / "main", resolve_config("wav2vec2-tiny", **cfg))
