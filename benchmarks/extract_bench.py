@@ -133,7 +133,8 @@ def make_data(out: Path, clips: int, seed: int, size: str = "base") -> tuple[Pat
 def run_extract(
     manifest, model_dir, out, precision, device, layers, batch_seconds=None, workers=None
 ):
-    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
 
     store = out / f"bench-{precision}.h5"
     t = time.perf_counter()
@@ -161,8 +162,9 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
     from emofeat.corpus.manifest import read_manifest
     from emofeat.encoders.base import InputOptions
     from emofeat.encoders.speech import SpeechEncoder, equal_length_runs
+    from emofeat.extract.config import ExtractConfig
     from emofeat.extract.inputs import plan_batches
-    from emofeat.extract.run import ExtractConfig, window_rows
+    from emofeat.extract.run import window_rows
 
     m = read_manifest(manifest)
     enc = SpeechEncoder.from_folder(str(model_dir), InputOptions(max_seconds=20.0))

@@ -128,7 +128,8 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
     from emofeat.store import open_store
 
     out = args.out / args.size

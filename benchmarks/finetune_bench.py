@@ -89,7 +89,8 @@ def options(case: str, folder: Path, args) -> dict:
 
 
 def emofeat_run(manifest: Path, out: Path, opts: dict) -> dict:
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     start = time.perf_counter()
     finetune(manifest, out, resolve_config(**opts), overwrite=True)
@@ -119,12 +120,8 @@ def prebuilt_batches(manifest: Path, opts: dict):
     from emofeat.corpus.manifest import read_manifest
     from emofeat.crossfit import FoldPlan
     from emofeat.encoders import resolve
-    from emofeat.finetune.run import (
-        LengthBucketSampler,
-        UtteranceDataset,
-        build_model,
-        resolve_config,
-    )
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import LengthBucketSampler, UtteranceDataset, build_model
 
     m = read_manifest(manifest)
     cfg = resolve_config(**opts)
@@ -154,7 +151,8 @@ def prebuilt_batches(manifest: Path, opts: dict):
 def fresh_model(opts: dict):
     """The classifier emofeat would start from (the same seed), for one bare run."""
     from emofeat.encoders import resolve
-    from emofeat.finetune.run import build_model, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import build_model
 
     cfg = resolve_config(**opts)
     torch.manual_seed(cfg.seed)

@@ -1,9 +1,17 @@
-"""What every artifact records about how it was made: config, seed, emofeat version."""
+"""What every artifact records about how it was made, and reading it back.
+
+A record (a run's or stack's ``config.yaml``, a store's ``.yaml``, a manifest's sidecar) is
+YAML: ``output`` (the kind, which :mod:`emofeat.outputs` recognises), the emofeat version and
+environment, and ``config``: the resolved options with the inputs they ran on, so that
+``--config RECORD`` re-runs the command unchanged. :func:`read_config` reads a record or a
+hand-written mapping of options alike.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import platform
 import subprocess
 import sys
@@ -13,6 +21,7 @@ from typing import Any
 import yaml
 
 from emofeat import __version__
+from emofeat.errors import EmofeatError
 
 
 def provenance(
@@ -30,6 +39,28 @@ def provenance(
         "environment": environment(),
         "config": config or {},
     }
+
+
+def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], bool]:
+    """The options a config file holds (``-`` in a name read as ``_``), and whether the file is an
+    artifact's record (whose keys beyond a command's options are derived values, not typos).
+
+    Raises:
+        EmofeatError: the file is unreadable, not YAML, or not a mapping.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise EmofeatError(f"{path}: not valid YAML ({err})") from None
+    except OSError as err:
+        raise EmofeatError(f"{path}: cannot read the config ({err.strerror})") from None
+    if not isinstance(data, dict):
+        raise EmofeatError(f"{path}: expected a mapping of options")
+    is_record = isinstance(data.get("config"), dict) and "emofeat_version" in data
+    if is_record:
+        data = data["config"]
+    return {str(k).replace("-", "_"): v for k, v in data.items()}, is_record
 
 
 def environment() -> dict[str, Any]:

@@ -60,7 +60,8 @@ def tiny_wav2vec2(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def kobert_run(tmp_path_factory, manifest, tiny_kobert):
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     out = tmp_path_factory.mktemp("runs") / "kobert"
     cfg = resolve_config(
@@ -72,7 +73,8 @@ def kobert_run(tmp_path_factory, manifest, tiny_kobert):
 
 @pytest.fixture(scope="session")
 def w2v_run(tmp_path_factory, manifest, tiny_wav2vec2):
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     out = tmp_path_factory.mktemp("runs") / "w2v-rev"
     cfg = resolve_config("wav2vec2-tiny", model=str(tiny_wav2vec2), epochs=2, reverse=True)

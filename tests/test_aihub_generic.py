@@ -63,7 +63,8 @@ def test_a_text_only_corpus_prepares_and_says_what_needs_audio(
     from emofeat.corpus.prepare import prepare
     from emofeat.corpus.stats import class_counts
     from emofeat.errors import EmofeatError
-    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
     from emofeat.store import open_store
 
     frame = manifest.frame

@@ -218,9 +218,9 @@ def test_exports_and_aligned_loading(tmp_path):
         import pyarrow  # noqa: F401
     except ImportError:  # an optional extra: without it, a message that says how to get it
         with pytest.raises(StoreError, match=r"needs pyarrow: pip install 'emofeat\[parquet\]'"):
-            export_store(paths[1], tmp_path / "m1.parquet", fmt="parquet")
+            export_store(paths[1], tmp_path / "m1.parquet", format="parquet")
         return
-    export_store(paths[1], tmp_path / "m1.parquet", fmt="parquet")
+    export_store(paths[1], tmp_path / "m1.parquet", format="parquet")
     back = pd.read_parquet(tmp_path / "m1.parquet")
     assert len(back) == len(order) and back["last"].iloc[0].shape == (5,)
 

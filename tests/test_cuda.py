@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from emofeat.audio import load_audio
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.store import open_store
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -70,7 +71,8 @@ def test_out_of_memory_on_the_device_splits_the_batch(
 def test_half_precision_finetuning_on_cuda(half, manifest, tiny_wav2vec2, tmp_path):
     from safetensors.torch import load_file
 
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     cfg = resolve_config(
         "wav2vec2-tiny",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.store import StoreLayout, create_store, open_store
 from emofeat.store.recover import extend_to_stored_eof
 

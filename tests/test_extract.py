@@ -15,7 +15,8 @@ from emofeat.audio import load_audio
 from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.encoders.speech import duration_batches
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.store import StoreLayout, open_store
 
 
@@ -542,15 +543,16 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(
 ):
     import emofeat.device as dev
 
-    cfg = ExtractConfig(model=str(tiny_wav2vec2), precision="bf16", device="cpu", pooling="max")
+    # A model folder that does not exist: the precision is checked before any model is loaded.
+    cfg = ExtractConfig(model=str(tmp_path / "no-model"), precision="bf16", device="cpu")
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: False)
     caplog.set_level("WARNING", logger="emofeat.device")
-    with pytest.raises(EmofeatError, match="--pooling"):  # checked before any model is loaded
+    with pytest.raises(EmofeatError, match="no-model"):
         extract(manifest_path, tmp_path / "w.h5", cfg)
     assert "without native bf16" in caplog.text
     caplog.clear()
     monkeypatch.setattr(dev, "cpu_has_native_bf16", lambda: True)
-    with pytest.raises(EmofeatError, match="--pooling"):
+    with pytest.raises(EmofeatError, match="no-model"):
         extract(manifest_path, tmp_path / "w.h5", cfg)
     assert "native bf16" not in caplog.text
     assert not (tmp_path / "w.h5").exists()
@@ -593,7 +595,8 @@ def test_a_manifest_with_another_fold_assignment_is_refused(
 
 
 def test_stores_record_per_row_evidence(kobert_run, manifest, manifest_path, tiny_kobert, tmp_path):
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     out = tmp_path / "oof.h5"
     extract(manifest_path, out, ExtractConfig(run=str(kobert_run)))
@@ -752,7 +755,8 @@ def test_a_fine_tuned_folder_loaded_as_a_frozen_encoder_brings_its_evidence(
 def test_select_inner_runs_end_to_end(manifest, manifest_path, tiny_kobert, tmp_path):
     """finetune --select inner -> extract --run -> stack: the rows that chose a checkpoint are
     counted as used by that fold model, so the run is not mistaken for another assignment."""
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
     from emofeat.runs import RunFolder
     from emofeat.stack.ensemble import stack
 
@@ -828,7 +832,8 @@ def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_w
     from emofeat.analysis.compare import compare
     from emofeat.cli import main
     from emofeat.encoders.text import load_tokenizer
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
     from emofeat.stack.ensemble import stack
 
     run = tmp_path / "run"

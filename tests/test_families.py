@@ -11,7 +11,8 @@ import torch
 from emofeat.audio import load_audio
 from emofeat.encoders import MODELS, families, resolve
 from emofeat.errors import ModelError
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.store import open_store
 from emofeat.testing.tiny import SPEECH_KINDS, TEXT_KINDS, build_tiny
 
@@ -125,7 +126,8 @@ def test_families_fine_tune_through_the_same_code(kind, tiny, manifest, tmp_path
     """One epoch per fold: the run's store holds each train row's logits from the fold model that
     did not see it, equal to that fold model reloaded and run on the row alone."""
     from emofeat.encoders import resolve as resolve_model
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
 
     preset = "wav2vec2-tiny" if kind in SPEECH_KINDS else "kobert-tiny"
     run = tmp_path / "run"

@@ -68,7 +68,7 @@ def test_store_plot_is_the_pca_of_the_rows_it_draws(tmp_path):
     )
     w.write(np.arange(n), embeddings={"last": x})
     w.finalize()
-    xy = plot_embedding(tmp_path / "s.h5", "last", tmp_path / "map.png", max_points=120, seed=3)
+    xy = plot_embedding(tmp_path / "s.h5", tmp_path / "map.png", max_points=120, seed=3)
     with open_store(tmp_path / "s.h5") as s:
         rows = np.sort(np.random.default_rng(3).choice(s.select(), 120, replace=False))
         ref = PCA(n_components=2, random_state=3).fit_transform(s.embeddings("last", rows))

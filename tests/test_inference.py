@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from emofeat.audio import load_audio
 from emofeat.corpus.manifest import write_manifest
 from emofeat.errors import StoreError
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.stack.ensemble import predict, stack
 from emofeat.store import open_store
 

@@ -9,8 +9,9 @@ import yaml
 from emofeat.encoders.base import InputOptions
 from emofeat.encoders.speech import SpeechEncoder
 from emofeat.encoders.text import TextEncoder
+from emofeat.extract.config import ExtractConfig
 from emofeat.extract.inputs import plan_batches
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.run import extract
 from emofeat.store import StoreWriter, open_store
 
 

@@ -14,7 +14,8 @@ from conftest import swap_audio
 from emofeat.audio import AudioError, audio_length, load_audio, load_span, resampled_length
 from emofeat.corpus.manifest import read_manifest, write_manifest
 from emofeat.errors import EmofeatError
-from emofeat.extract.run import ExtractConfig, extract
+from emofeat.extract.config import ExtractConfig
+from emofeat.extract.run import extract
 from emofeat.store import open_store
 
 SR = 16000

@@ -150,7 +150,8 @@ def test_durations_come_from_the_headers_and_catch_audio_changed_since_prepare(
     from click.testing import CliRunner
 
     from emofeat.errors import EmofeatError
-    from emofeat.extract.run import ExtractConfig, extract
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
 
     seconds = manifest.durations
     assert seconds is not None and np.isfinite(seconds).all()

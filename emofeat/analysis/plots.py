@@ -5,6 +5,7 @@ the same colour (:data:`CLASS_COLORS`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,12 +58,8 @@ def save_figure(fig, out: str | Path, dpi: int = 150) -> Path:
 
 def plot_embedding(
     store_path: str | Path,
-    embedding: str,
     out: str | Path,
-    *,
-    method: str = "pca",
-    max_points: int = 5000,
-    seed: int = 0,
+    **options: Any,
 ) -> np.ndarray:
     """A 2-D PCA or t-SNE map of a store's embedding: one colour per class, train rows filled
     circles, test rows open triangles, axes labelled (PCA: explained variance), the legend
@@ -71,11 +68,11 @@ def plot_embedding(
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
-    from emofeat.errors import EmofeatError
+    from emofeat.analysis.config import PlotConfig
     from emofeat.store import open_store
 
-    if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 2:
-        raise EmofeatError(f"--max-points must be an integer >= 2, got {max_points!r}")
+    cfg = PlotConfig(**options)
+    embedding, method, max_points, seed = cfg.embedding, cfg.method, cfg.max_points, cfg.seed
     with open_store(store_path) as s:
         rows = s.select()
         total = len(rows)

@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from emofeat.analysis.config import ProbeConfig
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.metrics import classification_metrics
@@ -100,22 +101,28 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
 def probe_layers(
     stores: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
-    *,
-    meta: str = "logreg",
-    weighted: bool = False,
-    seed: int = 0,
+    **options: Any,
 ) -> pd.DataFrame:
     """Cross-validate a head on every stored layer of one or more stores; write ``probe.csv``
     (model, layer, name, metric, mean, std; ``weight`` rows for the weighted probe),
     ``probe.md`` (layer x model, CV mean ± std) and ``probe.png``. Several stores (models to
     compare) are aligned by id and probed on the same rows with the same folds, so their
-    figures are like for like; stores that disagree on ids, labels or folds are refused."""
+    figures are like for like; stores that disagree on ids, labels or folds are refused.
+
+    Args:
+        stores: one store or several (models to compare), each extracted with ``--layers``.
+        out: the folder for the table and figure.
+        options: the options of :class:`~emofeat.analysis.config.ProbeConfig`.
+
+    Raises:
+        OptionError: an option's value is refused.
+    """
     from emofeat.stack.meta import MetaContext, get_meta
     from emofeat.store import aligned
 
+    cfg = ProbeConfig(**options)
+    meta, weighted, seed = cfg.meta, cfg.weighted, cfg.seed
     spec = get_meta(meta)
-    if spec.inputs != "features":
-        raise EmofeatError(f"--meta {meta} does not read features; use logreg or lgbm")
     paths = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
     out = Path(out)
     models = model_names(paths)

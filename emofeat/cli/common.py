@@ -10,13 +10,10 @@ from pathlib import Path
 
 import click
 
-from emofeat.device import DEVICES
 from emofeat.errors import EmofeatError
+from emofeat.options import Declared, declared, flag_name, help_text
 
 # Options shared by several commands.
-model_path_option = click.option(
-    "--model-path", type=click.Path(path_type=Path), help="Local copy of the named hub model."
-)
 manifest_option = click.option("--manifest", type=click.Path(path_type=Path))
 config_option = click.option(
     "--config",
@@ -26,18 +23,36 @@ config_option = click.option(
     "command unchanged); flags override it.",
 )
 
+print_config_option = click.option(
+    "--print-config", is_flag=True, help="Print the resolved options as YAML and exit."
+)
 
-def configured(params: dict, *, ignore=(), rename=None, out_beside: str | None = None) -> dict:
-    """The command's parameters completed from ``--config``; ``out_beside``: a record with this
-    file name (``config.yaml``) lives in the output folder, which is then the default --out."""
-    from emofeat.configfile import apply_config
 
-    ctx = click.get_current_context()
-    config_file = params.get("config_file")
-    params = apply_config(ctx, config_file, params, ignore=ignore, rename=rename)
-    if out_beside and config_file and not params.get("out") and config_file.name == out_beside:
-        params["out"] = config_file.parent
-    return params
+def show_config(cfg) -> None:
+    """Print a config's options as the YAML a ``--config`` file takes."""
+    from emofeat.records import dump_yaml
+
+    click.echo(dump_yaml(cfg.to_dict()), nl=False)
+
+
+def resolve_declared(
+    cls: type, params: dict, config_file: Path | None, *, inputs: Sequence[str] = ()
+) -> tuple[object, dict]:
+    """The config ``cls`` from a command's flags over its ``--config`` file (see
+    :func:`emofeat.options.resolve`), and the file's values of the command's ``inputs``."""
+    from emofeat.options import given_options, resolve
+    from emofeat.records import read_config
+
+    values, is_record = read_config(config_file) if config_file else ({}, False)
+    cfg = resolve(
+        cls,
+        given=given_options(cls, params),
+        file_values=values,
+        source=str(config_file or ""),
+        record=is_record,
+        inputs=inputs,
+    )
+    return cfg, {k: values[k] for k in inputs if values.get(k) is not None}
 
 
 def need(params: dict, *names: str) -> None:
@@ -121,41 +136,44 @@ def print_folds(results: dict, summary: dict) -> None:
         )
 
 
-allow_incomplete_option = click.option(
-    "--allow-incomplete", is_flag=True, help="Use stores whose extraction did not finish."
-)
-device_option = click.option(
-    "--device", default="auto", show_default=True, type=click.Choice(list(DEVICES))
-)
+class DeclaredOption(click.Option):
+    """A flag made from a declared option: its metavar and help come from the declaration,
+    computed when help is shown (a lazy registry such as the meta-learners is not imported at
+    start). Its click default is ``None`` (not given) so that a preset and ``--config`` can fill
+    it; the value reaches the config class as typed, and is checked there."""
 
-
-class LazyChoice(click.Choice):
-    """A choice among names computed on first use (a registry whose module imports heavy
-    libraries: the meta-learners' import scikit-learn and LightGBM, 0.9 s that every command
-    paid at start)."""
-
-    def __init__(self, load: Callable[[], Sequence[str]]):
-        self._load, self._names = load, None
-        super().__init__([])
-
-    @property
-    def choices(self) -> Sequence[str]:
-        if self._names is None:
-            self._names = tuple(self._load())
-        return self._names
-
-    @choices.setter
-    def choices(self, value) -> None:  # click.Choice.__init__ assigns; the loader decides
-        pass
-
-
-class LazyHelpOption(click.Option):
-    """An option whose help text is computed when help is shown (see :class:`LazyNames`)."""
-
-    def __init__(self, *args, help_text: Callable[[], str], **kwargs):
+    def __init__(self, *args, declared_option: Declared, **kwargs):
         super().__init__(*args, **kwargs)
-        self._help_text = help_text
+        self.declared_option = declared_option
 
     def get_help_record(self, ctx):
-        self.help = self._help_text()
+        d = self.declared_option
+        self.help = help_text(d)
+        if d.kind is not bool:
+            names = d.spec.names()
+            kinds = {int: "INTEGER", float: "NUMBER", list: "LIST"}
+            self.metavar = "[" + "|".join(names) + "]" if names else kinds.get(d.kind, "TEXT")
         return super().get_help_record(ctx)
+
+
+def declared_options(cls: type, *, exclude: Sequence[str] = ()) -> Callable:
+    """A decorator adding one flag per command-line option that ``cls`` declares (field order);
+    ``--x/--no-x`` for a boolean, ``--x`` alone for one declared ``flag=True``."""
+    chosen = [d for d in declared(cls) if d.spec.cli and d.name not in set(exclude)]
+
+    def decorate(fn: Callable) -> Callable:
+        for d in reversed(chosen):
+            name = flag_name(d.name)
+            if d.kind is bool and d.spec.flag:
+                decls, extra = [name], {"is_flag": True}
+            elif d.kind is bool:
+                decls, extra = [f"{name}/--no-{name[2:]}"], {}
+            else:
+                decls, extra = [name], {"type": click.STRING}
+            option = click.option(
+                *decls, d.name, cls=DeclaredOption, declared_option=d, default=None, **extra
+            )
+            fn = option(fn)
+        return fn
+
+    return decorate

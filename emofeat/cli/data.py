@@ -7,13 +7,20 @@ from pathlib import Path
 import click
 
 from emofeat.cli.common import (
-    LazyChoice,
     config_option,
-    configured,
+    declared_options,
     fields,
     friendly,
     need,
+    print_config_option,
+    resolve_declared,
+    show_config,
 )
+from emofeat.corpus.config import PrepareConfig, SynthConfig
+from emofeat.options import given_options
+
+# Inputs a manifest's sidecar records beside the options (re-run with --config its sidecar).
+INPUTS = ("kemdy20", "aihub", "csv", "out")
 
 
 @click.group()
@@ -25,37 +32,16 @@ def data() -> None:
 @click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Folder to write the corpus into."
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option(
-    "--sessions", default=10, show_default=True, help="KEMDy20 sessions (2 speakers each)."
-)
-@click.option("--per-session", default=40, show_default=True, help="Utterances per session.")
-@click.option("--aihub", default=200, show_default=True, help="AI Hub utterances (0: none).")
-@click.option("--min-seconds", default=1.0, show_default=True)
-@click.option("--max-seconds", default=2.0, show_default=True)
+@declared_options(SynthConfig)
 @friendly
-def data_synth(out, seed, sessions, per_session, aihub, min_seconds, max_seconds):
+def data_synth(out, **params):
     """Write a synthetic KEMDy20 + AI Hub corpus in the real on-disk formats."""
     from emofeat.testing.synth import synthesize
 
-    report = synthesize(
-        out,
-        seed=seed,
-        sessions=sessions,
-        per_session=per_session,
-        aihub=aihub,
-        min_seconds=min_seconds,
-        max_seconds=max_seconds,
-    )
+    report = synthesize(out, **given_options(SynthConfig, params))
     for corpus, counts in report.items():
         click.echo(f"{corpus}: " + fields(counts))
     click.echo(f"corpus written to {out}")
-
-
-def _multilabel_policies():
-    from emofeat.corpus.kemdy20 import MULTILABEL_POLICIES  # (imports pandas: only when used)
-
-    return MULTILABEL_POLICIES
 
 
 @data.command("prepare")
@@ -69,56 +55,29 @@ def _multilabel_policies():
 )
 @click.option(
     "--csv",
-    "csv_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Generic corpus CSV (id, audio_path, text[, label, session, speaker, split]).",
 )
-@click.option(
-    "--split",
-    default="emo-ensemble",
-    show_default=True,
-    type=click.Choice(["emo-ensemble", "session-kfold", "mmm"]),
-)
-@click.option(
-    "--folds", default=5, show_default=True, help="Cross-fitting folds of the train rows (0: none)."
-)
-@click.option("--text", default="raw", show_default=True, type=click.Choice(["raw", "clean"]))
-@click.option(
-    "--multilabel",
-    default="drop",
-    show_default=True,
-    type=LazyChoice(_multilabel_policies),
-    help="KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
-    "(vote fractions), duplicate (one row per label, as MMM).",
-)
-@click.option("--seed", default=0, show_default=True, help="Seed of the fold assignment.")
-@click.option("--skip-missing", is_flag=True, help="Leave out utterances whose wav/txt is missing.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Manifest CSV to write.",
 )
+@declared_options(PrepareConfig)
 @config_option
+@print_config_option
 @friendly
-def data_prepare(**params):
+def data_prepare(kemdy20, aihub, csv, out, config_file, print_config, **params):
     """Read corpora into a manifest with a split recipe."""
     from emofeat.corpus.prepare import prepare
 
-    p = configured(params, rename={"csv": "csv_path"})
-    need(p, "out")
-    out = p["out"]
-    manifest, report = prepare(
-        out,
-        kemdy20=p["kemdy20"],
-        aihub=p["aihub"],
-        csv=p["csv_path"],
-        split=p["split"],
-        folds=p["folds"],
-        text=p["text"],
-        multilabel=p["multilabel"],
-        seed=p["seed"],
-        skip_missing=p["skip_missing"],
-    )
+    cfg, inputs = resolve_declared(PrepareConfig, params, config_file, inputs=INPUTS)
+    if print_config:
+        return show_config(cfg)
+    kemdy20, aihub = kemdy20 or inputs.get("kemdy20"), aihub or inputs.get("aihub")
+    csv, out = csv or inputs.get("csv"), out or inputs.get("out")
+    need({"out": out}, "out")
+    manifest, report = prepare(out, kemdy20=kemdy20, aihub=aihub, csv=csv, **cfg.to_dict())
     for corpus, r in report.items():
         skipped = r.pop("skipped_missing", [])
         click.echo(

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import click
 
-from emofeat.cli.common import (
-    friendly,
-)
-from emofeat.testing.tiny import TINY_KINDS
+from emofeat.cli.common import declared_options, friendly, resolve_declared
+from emofeat.testing.config import TinyConfig
 
 
 @click.group()
@@ -36,20 +34,19 @@ def models_list():
 
 
 @models.command("tiny")
-@click.option("--kind", required=True, type=click.Choice(TINY_KINDS))
+@declared_options(TinyConfig)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--manifest",
     type=click.Path(path_type=Path),
     help="Texts to train KoBERT's SentencePiece tokenizer on.",
 )
-@click.option("--hidden", default=64, show_default=True)
-@click.option("--layers", default=2, show_default=True)
-@click.option("--seed", default=0, show_default=True)
 @friendly
-def models_tiny(kind, out, manifest, hidden, layers, seed):
+def models_tiny(out, manifest, **params):
     """Build a tiny random model in the on-disk format of the hub model."""
     from emofeat.testing.tiny import build_tiny
 
-    build_tiny(kind, out, manifest=manifest, hidden=hidden, layers=layers, seed=seed)
-    click.echo(f"wrote tiny {kind} to {out}")
+    cfg, _ = resolve_declared(TinyConfig, params, None)
+    options = cfg.to_dict()
+    build_tiny(options.pop("kind"), out, manifest=manifest, **options)
+    click.echo(f"wrote tiny {cfg.kind} to {out}")

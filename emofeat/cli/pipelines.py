@@ -8,27 +8,28 @@ import click
 
 from emofeat.cli.common import (
     config_option,
-    configured,
-    device_option,
+    declared_options,
     friendly,
     need,
+    print_config_option,
+    resolve_declared,
+    show_config,
 )
-from emofeat.device import PRECISION_NAMES
-from emofeat.recipes.pipeline import PROTOCOLS
+from emofeat.options import given_options
+from emofeat.recipes.config import DemoConfig, RecipeConfig
 
 
 @click.command()
 @click.option(
     "--out", default="demo-out", show_default=True, type=click.Path(file_okay=False, path_type=Path)
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--folds", default=3, show_default=True)
+@declared_options(DemoConfig)
 @friendly
-def demo(out, seed, folds):
+def demo(out, **params):
     """The whole pipeline on a synthetic corpus with tiny models (minutes on 2 CPU cores)."""
     from emofeat.recipes.demo import demo as run_demo
 
-    run_demo(out, seed=seed, folds=folds)
+    run_demo(out, **given_options(DemoConfig, params))
 
 
 @click.group()
@@ -40,70 +41,33 @@ def recipe() -> None:
 @click.option("--kemdy20", type=click.Path(path_type=Path), help="KEMDy20_v1_1 folder.")
 @click.option("--aihub", type=click.Path(path_type=Path), help="AI Hub folder (5차년도_2차).")
 @click.option(
-    "--kobert",
-    default="kobert",
-    show_default=True,
-    help="KoBERT id or local copy of monologg/kobert.",
-)
-@click.option(
-    "--wav2vec2",
-    default="wav2vec2",
-    show_default=True,
-    help="wav2vec2 id or local copy of kresnik/wav2vec2-large-xlsr-korean.",
-)
-@click.option(
-    "--kcelectra",
-    default="kcelectra",
-    show_default=True,
-    help="MMM's text encoder: id or local copy of beomi/KcELECTRA-base.",
-)
-@click.option("--folds", default=5, show_default=True)
-@device_option
-@click.option(
-    "--precision",
-    default="fp16",
-    show_default=True,
-    type=click.Choice(PRECISION_NAMES),
-    help="Extraction precision (GPU).",
-)
-@click.option(
     "--out",
-    default="emo-ensemble",
-    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
+    help="The recipe's folder [default: emo-ensemble; with --config OUT/recipe.yaml: OUT].",
 )
+@declared_options(RecipeConfig)
 @click.option(
     "--dry-run",
     is_flag=True,
     help="Check the inputs and print the steps; needs no GPU and no models.",
 )
-@click.option(
-    "--protocol",
-    default="crossfit",
-    show_default=True,
-    type=click.Choice(list(PROTOCOLS)),
-    help="crossfit: K fold models per configuration, out-of-fold stores, every meta-learner. "
-    "reference: as the reference ran (one model per configuration on all train rows, the "
-    "fixed-weight soft vote).",
-)
 @config_option
+@print_config_option
 @friendly
-def recipe_emo_ensemble(**params):
+def recipe_emo_ensemble(kemdy20, aihub, out, dry_run, config_file, print_config, **params):
     """The reference's models on KEMDy20 + AI Hub with the real encoders, and their ensembles."""
     from emofeat.recipes.emo_ensemble import emo_ensemble
 
-    p = configured(params, ignore=("dry_run",), out_beside="recipe.yaml")
-    need(p, "kemdy20")
+    cfg, inputs = resolve_declared(
+        RecipeConfig, params, config_file, inputs=("kemdy20", "aihub", "out")
+    )
+    if print_config:
+        return show_config(cfg)
+    kemdy20, aihub = kemdy20 or inputs.get("kemdy20"), aihub or inputs.get("aihub")
+    out = out or inputs.get("out")
+    if not out and config_file and config_file.name == "recipe.yaml":
+        out = config_file.parent
+    need({"kemdy20": kemdy20}, "kemdy20")
     emo_ensemble(
-        p["kemdy20"],
-        aihub=p["aihub"],
-        kobert=p["kobert"],
-        wav2vec2=p["wav2vec2"],
-        out=p["out"],
-        folds=p["folds"],
-        device=p["device"],
-        precision=p["precision"],
-        dry_run=p["dry_run"],
-        protocol=p["protocol"],
-        kcelectra=p["kcelectra"],
+        kemdy20, aihub=aihub, out=Path(out or "emo-ensemble"), dry_run=dry_run, **cfg.to_dict()
     )

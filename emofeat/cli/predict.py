@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from emofeat.cli.common import (
-    allow_incomplete_option,
-    device_option,
-    friendly,
-)
+from emofeat.cli.common import declared_options, friendly
+from emofeat.options import given_options
+from emofeat.recipes.config import InferConfig
+from emofeat.stack.config import PredictConfig
 
 stack_option = click.option(
     "--stack",
@@ -25,13 +24,13 @@ stack_option = click.option(
 @stack_option
 @click.option("--store", "stores", multiple=True, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@allow_incomplete_option
+@declared_options(PredictConfig)
 @friendly
-def predict(stack_dir, stores, out, allow_incomplete):
+def predict(stack_dir, stores, out, **params):
     """Predict with a fitted stack (loads its model.joblib: only use stacks you trust)."""
     from emofeat.stack.ensemble import predict as predict_stack
 
-    predict_stack(stack_dir, stores, out, allow_incomplete=allow_incomplete)
+    predict_stack(stack_dir, stores, out, **given_options(PredictConfig, params))
     click.echo(f"wrote {out}")
 
 
@@ -56,10 +55,9 @@ def predict(stack_dir, stores, out, allow_incomplete):
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the new stores go (default: OUT.stores/); re-running resumes.",
 )
-@device_option
-@click.option("--skip-bad", is_flag=True, help="Leave out unreadable audio / empty text.")
+@declared_options(InferConfig)
 @friendly
-def infer(stack_dir, csv_path, out, runs, work, device, skip_bad):
+def infer(stack_dir, csv_path, out, runs, work, **params):
     """Predict new recordings with a trained stack: extract with every base run, then stack."""
     from emofeat.recipes.infer import infer as infer_rows
 
@@ -70,6 +68,6 @@ def infer(stack_dir, csv_path, out, runs, work, device, skip_bad):
             raise click.BadParameter(f"{item!r}: expected STORE=DIR", param_hint="--run")
         overrides[name] = folder
     infer_rows(
-        stack_dir, csv_path, out, runs=overrides, work=work, device=device, skip_bad=skip_bad
+        stack_dir, csv_path, out, runs=overrides, work=work, **given_options(InferConfig, params)
     )
     click.echo(f"wrote {out}")

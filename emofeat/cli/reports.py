@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from emofeat.cli.common import (
-    friendly,
-)
+from emofeat.analysis.config import ProbeConfig
+from emofeat.cli.common import declared_options, friendly
+from emofeat.options import given_options
 
 
 @click.command()
@@ -38,18 +38,14 @@ def compare(paths, out):
     help="A store extracted with --layers all; repeat to compare models on the same rows.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--meta", default="logreg", show_default=True, help="The head: logreg or lgbm.")
-@click.option(
-    "--weighted", is_flag=True, help="Also the SUPERB-style learned weighted sum of layers."
-)
-@click.option("--seed", default=0, show_default=True)
+@declared_options(ProbeConfig)
 @friendly
-def probe(store_paths, out, meta, weighted, seed):
+def probe(store_paths, out, **params):
     """Layer-wise probes: CV score of a head on each stored layer of each store (probe.csv,
     probe.md: layer x model, probe.png)."""
     from emofeat.analysis.probe import best_layer, layer_table, probe_layers
 
-    table = probe_layers(list(store_paths), out, meta=meta, weighted=weighted, seed=seed)
+    table = probe_layers(list(store_paths), out, **given_options(ProbeConfig, params))
     click.echo(layer_table(table), nl=False)
     for model in dict.fromkeys(table["model"]):
         click.echo(f"{model}: best layer by CV accuracy: {best_layer(table, model=model)}")

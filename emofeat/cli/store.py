@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from emofeat.cli.common import (
-    friendly,
-)
+from emofeat.analysis.config import PlotConfig
+from emofeat.cli.common import declared_options, friendly
+from emofeat.options import given_options
+from emofeat.store.config import ExportConfig
 
 
 @click.group()
@@ -55,31 +56,20 @@ def store_merge(inputs, out):
 
 @store.command("export")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option(
-    "--format", "fmt", default="npz", show_default=True, type=click.Choice(["npz", "parquet"])
-)
-@click.option("--embedding", help="Only this embedding (default: every one).")
+@declared_options(ExportConfig)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @friendly
-def store_export(path, fmt, embedding, out):
+def store_export(path, out, **params):
     """Export a store's done rows to npz or Parquet (array columns; needs pyarrow)."""
     from emofeat.store import export_store
 
-    export_store(path, out, fmt=fmt, embedding=embedding)
+    export_store(path, out, **given_options(ExportConfig, params))
     click.echo(f"wrote {out}")
 
 
 @store.command("plot")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--embedding", default="last", show_default=True, help="Embedding dataset name.")
-@click.option("--method", default="pca", show_default=True, type=click.Choice(["pca", "tsne"]))
-@click.option(
-    "--max-points",
-    default=5000,
-    show_default=True,
-    help="Draw a seeded random subset of the done rows above this many.",
-)
-@click.option("--seed", default=0, show_default=True)
+@declared_options(PlotConfig)
 @click.option(
     "-o",
     "--out",
@@ -88,9 +78,9 @@ def store_export(path, fmt, embedding, out):
     help="Figure file: .png, .pdf or .svg.",
 )
 @friendly
-def store_plot(path, embedding, method, max_points, seed, out):
+def store_plot(path, out, **params):
     """2-D map of an embedding, coloured by class, marked by split."""
     from emofeat.analysis.plots import plot_embedding
 
-    plot_embedding(path, embedding, out, method=method, max_points=max_points, seed=seed)
+    plot_embedding(path, out, **given_options(PlotConfig, params))
     click.echo(f"wrote {out}")

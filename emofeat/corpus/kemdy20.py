@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from emofeat.corpus import labels as label_set
+from emofeat.corpus.config import MULTILABEL_POLICIES
 from emofeat.corpus.manifest import SOFT_PREFIX
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
@@ -27,7 +28,6 @@ from emofeat.errors import CorpusError, LabelError
 
 # drop: the reference; first: the first consensus label; soft: annotator vote fractions;
 # duplicate: one row per consensus label (ids SEG#label), as MMM's data code does.
-MULTILABEL_POLICIES = ("drop", "first", "soft", "duplicate")
 _EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")
 

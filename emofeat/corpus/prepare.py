@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from emofeat.corpus.aihub import read_aihub
+from emofeat.corpus.config import PrepareConfig
 from emofeat.corpus.generic import read_csv_corpus
 from emofeat.corpus.kemdy20 import read_kemdy20
 from emofeat.corpus.manifest import (
@@ -43,17 +45,24 @@ def prepare(
     kemdy20: str | Path | None = None,
     aihub: str | Path | None = None,
     csv: str | Path | None = None,
-    split: str = "emo-ensemble",
-    folds: int = 5,
-    text: str = "raw",
-    multilabel: str = "drop",
-    seed: int = 0,
-    skip_missing: bool = False,
+    **options: Any,
 ) -> tuple[Manifest, dict]:
     """Read the given corpora, apply a split recipe and write the manifest atomically.
 
-    Returns the manifest and a report of what each reader did.
+    Args:
+        out: the manifest CSV to write (its sidecar records how it was made).
+        kemdy20, aihub, csv: the corpora to read (at least one).
+        options: the options of :class:`~emofeat.corpus.config.PrepareConfig`.
+
+    Returns:
+        The manifest and a report of what each reader did.
+
+    Raises:
+        OptionError: an option's value is refused (before anything is read).
+        CorpusError: nothing to read, or the corpora hold no utterances.
     """
+    cfg = PrepareConfig(**options)
+    text, multilabel, skip_missing = cfg.text, cfg.multilabel, cfg.skip_missing
     if not (kemdy20 or aihub or csv):
         raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
     from emofeat.corpus.manifest import sidecar_path
@@ -78,7 +87,7 @@ def prepare(
     if not frames:
         raise CorpusError("the corpora hold no utterances")
     frame = build_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
-    frame = apply_split(frame, split, k=folds, seed=seed)
+    frame = apply_split(frame, cfg.split, k=cfg.folds, seed=cfg.seed)
     frame["duration"] = audio_durations(frame["audio_path"])
     out = Path(out)
     frame = relative_audio_paths(frame, out.parent)
@@ -86,14 +95,9 @@ def prepare(
         "kemdy20": str(kemdy20) if kemdy20 else None,
         "aihub": str(aihub) if aihub else None,
         "csv": str(csv) if csv else None,
-        "split": split,
-        "folds": folds,
-        "text": text,
-        "multilabel": multilabel,
-        "skip_missing": skip_missing,
-        "seed": seed,
+        **cfg.to_dict(),
         "out": str(out),
     }
-    write_manifest(frame, out, config=config, seed=seed)
+    write_manifest(frame, out, config=config, seed=cfg.seed)
     log.info("wrote %s (%d utterances)", out, len(frame))
     return read_manifest(out), report

@@ -29,9 +29,9 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
+from emofeat.corpus.config import SPLIT_SCHEMES
 from emofeat.errors import CorpusError
 
-SPLIT_SCHEMES = ("emo-ensemble", "session-kfold", "mmm")
 MMM_LAST_TRAIN_SESSION = 32  # MMM's own split: KEMDy20 sessions 1-32 train, 33-40 test
 REFERENCE_SEED = 42
 

@@ -80,8 +80,6 @@ def load_text_classifier(
         )
 
 
-TEXT_FILTERS = ("none", "hangul")
-SEQUENCE_PADDINGS = ("valid", "max_length")
 _NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣 ]")
 
 

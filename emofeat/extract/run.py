@@ -29,7 +29,7 @@ import logging
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from emofeat.encoders.base import (
     layer_names,
 )
 from emofeat.errors import EmofeatError, printable
+from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.inputs import (
     Batch,
     BatchSource,
@@ -76,51 +77,6 @@ from emofeat.store import (
 from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
-
-
-def _values(default: Any) -> Any:
-    """A field whose value decides the stored values (recorded in the store's ``config``, and a
-    resumed store must match it)."""
-    return field(default=default, metadata={"decides_values": True})
-
-
-@dataclass
-class ExtractConfig:
-    """Options of one extraction; fields made with ``_values`` decide the stored values
-    (:data:`VALUE_KEYS`), every field but ``overwrite`` is recorded beside the store."""
-
-    model: str | None = _values(None)
-    model_path: str | None = _values(None)
-    run: str | None = _values(None)
-    # last | all | comma-separated hidden-state indices (0 = input embeddings)
-    layers: str = _values("last")
-    pooling: str = _values("mean")  # mean | mean+std
-    batch_seconds: float | None = None  # speech: padded audio s per batch (None: 64 GPU, 12 CPU)
-    batch_size: int = 32  # text: utterances per batch
-    dtype: str = _values("float32")
-    device: str = "auto"
-    precision: str = _values("fp32")
-    max_seconds: float = _values(20.0)  # speech: longer clips are windowed (0: whole clips)
-    max_len: int | None = _values(None)  # text: token limit (the run's; frozen: the model's own)
-    reverse: bool | None = _values(None)  # speech: default the run's
-    skip_bad: bool = False
-    overwrite: bool = False
-    workers: int | None = None  # input worker processes (None: 0 on CPU, up to 8 on CUDA)
-    flush_rows: int | None = None  # rows per write window (None: 2048, 256 with --sequence)
-    sequence: bool = _values(False)  # also store the last layer's states per row (for MMM)
-    sequence_length: int | None = _values(None)  # positions kept (text max_len, speech 512)
-    # With a cross-fitted run, what predicts test (and other non-train) rows: "mean" of the
-    # fold models, or "refit": the run's model refit on all train rows (finetune --refit).
-    test_rows: str = _values("mean")
-    # Text, MMM's text store as published: Hangul-only text, sequences padded to --max-len with
-    # the pad token's states (see emofeat.encoders.text).
-    text_filter: str = _values("none")
-    sequence_padding: str = _values("valid")
-
-
-# The options that decide stored values, and those recorded beside a store (re-run with --config).
-VALUE_KEYS = tuple(f.name for f in fields(ExtractConfig) if f.metadata.get("decides_values"))
-RECORD_KEYS = tuple(f.name for f in fields(ExtractConfig) if f.name != "overwrite")
 
 
 @dataclass
@@ -224,9 +180,6 @@ class Routing:
     plan: FoldPlan  # the rule the groups come from
 
 
-TEST_ROWS = ("mean", "refit")
-
-
 def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Routing:
     """Route rows to models by the cross-fitting rule (:class:`emofeat.crossfit.FoldPlan`): a
     held-out train row → the fold model that held it out; every other row → the mean over the
@@ -270,50 +223,6 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
 
 def _check_options(cfg: ExtractConfig, device: str) -> None:
     check_precision(cfg.precision, device)
-    from emofeat.encoders.text import SEQUENCE_PADDINGS, TEXT_FILTERS
-
-    for option, value, allowed in [
-        ("text-filter", cfg.text_filter, TEXT_FILTERS),
-        ("sequence-padding", cfg.sequence_padding, SEQUENCE_PADDINGS),
-    ]:
-        if value not in allowed:
-            raise EmofeatError(f"--{option} must be one of {', '.join(allowed)}, got {value!r}")
-    if cfg.test_rows not in TEST_ROWS:
-        raise EmofeatError(
-            f"--test-rows must be one of {', '.join(TEST_ROWS)}, got {cfg.test_rows!r}"
-        )
-    if cfg.sequence_padding != "valid" and not cfg.sequence:
-        raise EmofeatError(
-            "--sequence-padding shapes stored sequences; it does nothing without --sequence"
-        )
-    if cfg.test_rows == "refit" and not cfg.run:
-        raise EmofeatError("--test-rows refit needs --run (a run fine-tuned with --refit)")
-    if cfg.run and (cfg.model or cfg.model_path):
-        raise EmofeatError(
-            "--run brings its own fold models; --model/--model-path would be ignored: give one of "
-            "--run (fine-tuned, out-of-fold) or --model (frozen encoder)"
-        )
-    if cfg.pooling not in ("mean", "mean+std"):
-        raise EmofeatError(f"--pooling must be mean or mean+std, got {cfg.pooling!r}")
-    # Counts that would otherwise silently mean something else (0 rows per window: the default).
-    for option, value, least in [
-        ("workers", cfg.workers, 0),
-        ("flush-rows", cfg.flush_rows, 1),
-        ("batch-size", cfg.batch_size, 1),
-        ("sequence-length", cfg.sequence_length, 1),
-        ("max-len", cfg.max_len, 1),
-    ]:
-        if value is not None and (not isinstance(value, int) or value < least):
-            raise EmofeatError(f"--{option} must be an integer >= {least}, got {value!r}")
-    for option, value, zero in [
-        ("batch-seconds", cfg.batch_seconds, False),
-        ("max-seconds", cfg.max_seconds, True),  # 0: whole clips, no windows
-    ]:
-        if value is None or (zero and value == 0 and not isinstance(value, bool)):
-            continue
-        if not (isinstance(value, (int, float)) and 0 < value < float("inf")):
-            what = "a positive number of seconds" + (" (0: whole clips)" if zero else "")
-            raise EmofeatError(f"--{option} must be {what}, got {value!r}")
 
 
 def _split_on_oom(fn, items: np.ndarray, what: str) -> list[tuple[np.ndarray, Any]]:
@@ -538,7 +447,7 @@ def write_record(out: Path, m: Manifest, cfg: ExtractConfig) -> None:
     from emofeat.records import dump_yaml, provenance
 
     config = {"manifest": str(m.path or m.root), "out": str(out)}
-    config.update({k: getattr(cfg, k) for k in RECORD_KEYS})
+    config.update(cfg.record())
     write_text(record_path(out), dump_yaml(provenance(config, output="store-record")))
 
 

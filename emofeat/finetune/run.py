@@ -13,13 +13,10 @@ text and speech is asked of the model's encoder family (:mod:`emofeat.encoders`)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +24,6 @@ import numpy as np
 import torch
 
 from emofeat import distributed
-from emofeat.configfile import read_options
-from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
@@ -36,185 +31,10 @@ from emofeat.encoders import ModelSpec, loading, local_source, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
-from emofeat.recipes.presets import PRESETS
+from emofeat.finetune.config import FinetuneConfig
 from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FinetuneConfig:
-    """Every option of a fine-tuning run; ``resolve_config`` fills it from preset, YAML and overrides."""
-
-    model: str = "kobert"
-    model_path: str | None = None
-    preset: str | None = None
-    folds: int | None = None  # None: the manifest's folds; 0: one model on all train rows
-    epochs: float = 3
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float = 5e-5
-    weight_decay: float = 0.01
-    scheduler: str = "linear"
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    dropout: float | None = None  # None: the checkpoint's own (speech: final_dropout)
-    max_len: int = 64
-    reverse: bool = False
-    sample_rate: int = 16000
-    fp16: bool = False  # used on CUDA only
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    # transformers' attn_implementation (sdpa: PyTorch's fused attention; eager); None: the
-    # library's default for the model.
-    attention: str | None = None
-    freeze_feature_encoder: bool = True
-    # Which rows choose the kept weights: "none" (train the fixed epochs, keep the final weights,
-    # as the reference did) or "inner" (a group-aware validation split carved out of the fold
-    # model's own training rows: best checkpoint and early stopping). Never the held-out fold.
-    select: str = "none"
-    inner_fraction: float = 0.1
-    early_stopping_patience: int = 3  # with select "inner"; 0: no early stopping
-    metric_for_best: str = "accuracy"  # with select "inner": accuracy | macro_f1 | uar
-    report_to: str = "none"  # passed to Trainer (e.g. tensorboard, when installed)
-    group_by_length: bool = True
-    seed: int = 0
-    device: str = "auto"
-    skip_bad: bool = False
-    max_steps: int = -1  # for smoke tests
-    # Also train one model on all train rows (fold-all) beside the fold models, so that test
-    # rows can come from one model refit on everything (as scikit-learn's stacking does)
-    # instead of the fold models' mean: `extract --test-rows refit`.
-    refit: bool = False
-    # Train on this random fraction of the rows a model may fit (the reference's reverse
-    # wav2vec2: 0.9, the rest held out and never used); one model on all train rows only.
-    train_fraction: float = 1.0
-    label_names: list[str] = field(default_factory=lambda: list(LABEL_NAMES))
-
-
-def resolve_config(
-    preset: str | None = None, config_file: str | Path | None = None, **overrides: Any
-) -> FinetuneConfig:
-    """Preset values, then a YAML file, then explicit overrides (``None`` means not given)."""
-    values: dict[str, Any] = {}
-    # A mapping of options, or a run's own config.yaml; a preset it names applies under it.
-    loaded = read_options(config_file) if config_file else {}
-    preset = preset or loaded.get("preset")
-    if preset:
-        if preset not in PRESETS:
-            raise EmofeatError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-        values.update(PRESETS[preset], preset=preset)
-    values.update({k: v for k, v in loaded.items() if k not in RUN_DERIVED})
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(FinetuneConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise EmofeatError(f"unknown option(s) {unknown}; known: {sorted(known)}")
-    _check_types(values, str(config_file or "options"))
-    cfg = FinetuneConfig(**values)
-    if cfg.select not in SELECTIONS:
-        raise EmofeatError(f"--select must be one of {', '.join(SELECTIONS)}, got {cfg.select!r}")
-    if cfg.metric_for_best not in FOLD_METRICS:
-        raise EmofeatError(
-            f"--metric-for-best must be one of {', '.join(FOLD_METRICS)}, got {cfg.metric_for_best!r}"
-        )
-    if not 0 < cfg.train_fraction <= 1:
-        raise EmofeatError(f"--train-fraction must be in (0, 1], got {cfg.train_fraction!r}")
-    if cfg.train_fraction < 1 and cfg.folds not in (0, None):
-        raise EmofeatError(
-            "--train-fraction below 1 trains one model on all train rows (--folds 0), as the "
-            "reference did: fold models that each skip random rows would not be cross-fitted"
-        )
-    if cfg.attention not in ATTENTIONS:
-        raise EmofeatError(
-            f"attention must be one of {', '.join(map(str, ATTENTIONS))}, got {cfg.attention!r}"
-        )
-    if not 0 < cfg.inner_fraction < 1:
-        raise EmofeatError(f"inner_fraction must be between 0 and 1, got {cfg.inner_fraction}")
-    _check_ranges(cfg)
-    return cfg
-
-
-# Numeric options and the values they accept: (low, high, low inclusive). A value outside would
-# train nothing (--epochs -1), fail mid-run (--batch-size 0) or turn a limit off (--max-len -5).
-RANGES: dict[str, tuple[float, float, bool]] = {
-    "epochs": (0, math.inf, False),
-    "batch_size": (1, math.inf, True),
-    "grad_accum": (1, math.inf, True),
-    "lr": (0, math.inf, False),
-    "weight_decay": (0, math.inf, True),
-    "warmup_ratio": (0, 1, True),
-    "max_grad_norm": (0, math.inf, False),
-    "dropout": (0, 1, True),
-    "max_len": (1, math.inf, True),
-    "sample_rate": (1, math.inf, True),
-    "early_stopping_patience": (0, math.inf, True),
-    "folds": (0, 1000, True),
-}
-
-
-def _check_ranges(cfg: FinetuneConfig) -> None:
-    """Refuse out-of-range and non-finite numbers before anything is written, naming the
-    option (so a corrected command is never blocked by a half-made run)."""
-    for key, (low, high, inclusive) in RANGES.items():
-        value = getattr(cfg, key)
-        if value is None:
-            continue
-        above = value >= low if inclusive else value > low
-        if not (math.isfinite(value) and above and value <= high):
-            bound = f"{'>=' if inclusive else '>'} {low}" + (
-                f" and <= {high}" if high < math.inf else ""
-            )
-            raise EmofeatError(
-                f"--{key.replace('_', '-')} must be a finite number {bound}, got {value!r}"
-            )
-    if cfg.max_steps != -1 and cfg.max_steps < 1:
-        raise EmofeatError(f"max_steps must be -1 (no limit) or >= 1, got {cfg.max_steps!r}")
-
-
-def resolve_command(
-    *,
-    preset: str | None,
-    config_file: str | Path | None,
-    manifest: str | Path | None,
-    out: str | Path | None,
-    **overrides: Any,
-) -> tuple[FinetuneConfig, str | Path | None, str | Path | None]:
-    """What ``emofeat finetune`` runs: the resolved config (:func:`resolve_config`), and the
-    manifest and run folder — from a run's own ``config.yaml`` when they are not given, so that
-    ``--config runs/X/config.yaml`` re-runs (resumes) that run."""
-    recorded = read_options(config_file) if config_file else {}
-    manifest = manifest or recorded.get("manifest")
-    if not out and config_file and Path(config_file).name == "config.yaml" and "family" in recorded:
-        out = Path(config_file).parent
-    return resolve_config(preset, config_file, **overrides), manifest, out
-
-
-SELECTIONS = ("none", "inner")
-# What a run's config.yaml records besides the options (derived, or given on the command line).
-RUN_DERIVED = ("family", "modality", "source", "manifest", "split_scheme", "assignment_sha256")
-
-
-def _check_types(values: dict[str, Any], source: str) -> None:
-    """Each option's value has the type of its field (ints pass for floats; None only where the
-    field allows it), so a wrong type in a YAML file is a message, not a traceback later."""
-    import types
-    import typing
-
-    hints = typing.get_type_hints(FinetuneConfig)
-    for key, value in values.items():
-        hint = hints[key]
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        allowed = typing.get_args(hint) if union else (hint,)
-        kinds = tuple(typing.get_origin(t) or t for t in allowed)
-        ok = isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)
-        if not ok and float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            ok = True
-        if not ok:
-            names = " or ".join("None" if t is type(None) else t.__name__ for t in kinds)
-            raise EmofeatError(
-                f"{source}: option {key!r} must be {names}, got {value!r} ({type(value).__name__})"
-            )
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -266,10 +86,6 @@ def build_model(
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     return model, encoder, encoder.min_input_length(model.config)
-
-
-ATTENTIONS = (None, "sdpa", "eager")  # transformers' attn_implementation values emofeat passes
-FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
 
 
 def _metrics(pred) -> dict[str, float]:
@@ -548,7 +364,7 @@ def finetune(
             f"--folds {k}, but the manifest has {m.num_folds} folds; use --folds {m.num_folds} "
             f"(or 0 for one model), or prepare the manifest with --folds {k}"
         )
-    cfg.folds = k
+    cfg = cfg.replace(folds=k)
     spanning = plan.spanning_groups()
     if k and spanning:
         group, folds = next(iter(spanning.items()))
@@ -560,7 +376,7 @@ def finetune(
             folds,
         )
     config = {
-        **dataclasses.asdict(cfg),
+        **cfg.to_dict(),
         "family": spec.family,
         "modality": spec.modality,
         "source": spec.source,

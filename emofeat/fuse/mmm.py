@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +34,9 @@ import torch
 from torch import nn
 
 from emofeat.errors import EmofeatError
+from emofeat.fuse.config import FUSIONS, MMMConfig
 
 log = logging.getLogger(__name__)
-FUSIONS = ("mixer", "concat", "3way")
 
 
 class MMM(nn.Module):
@@ -116,59 +114,6 @@ class MMM(nn.Module):
 def _masked_mean(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]).to(x.dtype)
     return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-
-
-@dataclass(frozen=True)
-class MMMConfig:
-    """MMM's training options; the published values are the defaults."""
-
-    epochs: int = 30
-    lr: float = 5e-5
-    batch_size: int = 64
-    grad_accum: int = 8
-    fusion: str = "mixer"
-    faithful_norm: bool = True
-    shared_norm: bool = True  # one LayerNorm at both places of the block, as published
-    shuffle: bool = False  # the published loader does not shuffle
-    # "published": step after batch 0 and then after every grad_accum-th batch, the remainder of
-    # an epoch dropped; "standard": every grad_accum batches, the remainder stepped at the end.
-    accumulation: str = "published"
-    concat_text: str = "cls"  # concat fusion: the text's [CLS] state (published) or its mean
-    class_weights: bool = False  # N / count_c
-    seed: int = 1024
-    device: str = "auto"
-
-    def check(self) -> None:
-        """Refuse values that would train nothing or fail mid-run, naming the option."""
-        for option, value in [
-            ("epochs", self.epochs),
-            ("batch-size", self.batch_size),
-            ("grad-accum", self.grad_accum),
-        ]:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise EmofeatError(f"--{option} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf):
-            raise EmofeatError(f"--lr must be a positive finite number, got {self.lr!r}")
-        if self.fusion not in FUSIONS:
-            raise EmofeatError(f"--fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
-        if self.accumulation not in ACCUMULATIONS:
-            raise EmofeatError(
-                f"--accumulation must be one of {', '.join(ACCUMULATIONS)}, got {self.accumulation!r}"
-            )
-        if self.concat_text not in ("cls", "mean"):
-            raise EmofeatError(f"--concat-text must be cls or mean, got {self.concat_text!r}")
-
-    def architecture(self) -> dict:
-        """The options that shape the network (saved with each fold model)."""
-        return {
-            "fusion": self.fusion,
-            "faithful_norm": self.faithful_norm,
-            "shared_norm": self.shared_norm,
-            "concat_text": self.concat_text,
-        }
-
-
-ACCUMULATIONS = ("published", "standard")
 
 
 def steps_after(batch: int, n_batches: int, grad_accum: int, accumulation: str) -> bool:

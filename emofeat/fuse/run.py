@@ -24,68 +24,61 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
+from emofeat.fuse.config import FuseConfig, MMMConfig
 from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Provenance, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
 
-if TYPE_CHECKING:  # torch is imported when a model is fused, not by the CLI's start-up
-    from emofeat.fuse.mmm import MMMConfig
-
 log = logging.getLogger(__name__)
-FUSION_MODELS = ("mmm",)
-# What a fusion run's config.yaml records besides the options (derived from the inputs).
-RUN_DERIVED = (
-    "family",
-    "modality",
-    "source",
-    "label_names",
-    "store_identities",
-    "split_scheme",
-    "assignment_sha256",
-)
 
 
 def fuse(
     stores: Sequence[str | os.PathLike],
     out: str | os.PathLike,
     *,
-    model: str = "mmm",
     config: MMMConfig | None = None,
-    allow_in_sample: bool = False,
-    allow_incomplete: bool = False,
     overwrite: bool = False,
-    folds: int | None = None,
+    **options: Any,
 ) -> dict[int, dict[str, Any]]:
     """Cross-fit fusion ``model`` over ``stores`` (MMM: a text, then an audio sequence store)
     into the run folder ``out`` with its store ``out/<model>.h5``; returns each fold's held-out
     metrics (as ``emofeat finetune`` does). ``folds=0`` trains one model on all train rows
     instead (MMM's own protocol: one model evaluated on test); its store's train rows are then
-    in-sample, so it joins tables but not stacks."""
+    in-sample, so it joins tables but not stacks.
+
+    Args:
+        stores: MMM's text, then audio sequence store.
+        out: the run folder.
+        config: MMM's training options (default: the published ones).
+        overwrite: replace a run made with other options or inputs.
+        options: the options of :class:`~emofeat.fuse.config.FuseConfig`.
+
+    Raises:
+        OptionError: an option's value is refused (before anything is read or written).
+    """
     from tqdm.auto import tqdm
 
     from emofeat.device import pick_device
     from emofeat.fuse import mmm
 
-    if model not in FUSION_MODELS:
-        raise EmofeatError(f"--model must be one of {', '.join(FUSION_MODELS)}, got {model!r}")
-    cfg = config or mmm.MMMConfig()
-    cfg.check()
+    run_cfg = FuseConfig(**options)
+    model, folds = run_cfg.model, run_cfg.folds
+    cfg = config or MMMConfig()
     if len(stores) != 2:
         raise EmofeatError(
             f"MMM fuses two sequence stores (--store TEXT --store AUDIO); got {len(stores)}"
         )
     run = RunFolder(out)
     device = pick_device(cfg.device)
-    with aligned(stores, allow_incomplete=allow_incomplete) as inputs:
+    with aligned(stores, allow_incomplete=run_cfg.allow_incomplete) as inputs:
         opened, positions = inputs.stores, inputs.positions
         text, audio = opened
         for s in opened:
@@ -119,7 +112,7 @@ def fuse(
             ],
             plan.train_rows,
         )
-        if evidence.problems and not allow_in_sample:
+        if evidence.problems and not run_cfg.allow_in_sample:
             raise EmofeatError(
                 f"refusing to fuse: {'; '.join(evidence.problems)}. A fused store is out-of-fold only "
                 "when its inputs are. Pass --allow-in-sample to go on; the fused store records "
@@ -128,12 +121,7 @@ def fuse(
         (tl, th), (al, ah) = text.layout.sequences["last"], audio.layout.sequences["last"]
         dims = {"text_dim": th, "audio_dim": ah, "text_len": tl, "audio_len": al}
         n_classes = len(text.label_names)
-        options = {
-            "model": model,
-            **asdict(cfg),
-            "allow_in_sample": allow_in_sample,
-            "allow_incomplete": allow_incomplete,
-        }
+        options = {**run_cfg.to_dict(), **cfg.to_dict()}
         record = {
             **options,
             "family": model,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,16 +21,20 @@ from emofeat.atomic import write_text
 from emofeat.recipes.pipeline import comparison, ensemble_plan, run_plan
 
 
-def demo(
-    out: str | Path = "demo-out",
-    *,
-    seed: int = 0,
-    folds: int = 3,
-    sessions: int = 10,
-    per_session: int = 40,
-    aihub: int = 200,
-) -> Path:
-    """Run the demo into ``out`` and return the path of its report."""
+def demo(out: str | Path = "demo-out", **options: Any) -> Path:
+    """Run the demo into ``out`` and return the path of its report.
+
+    Args:
+        out: the demo's folder (re-running continues where it stopped).
+        options: the options of :class:`~emofeat.recipes.config.DemoConfig`.
+
+    Raises:
+        OptionError: an option's value is refused.
+    """
+    from emofeat.recipes.config import DemoConfig
+
+    cfg = DemoConfig(**options)
+    seed, folds = cfg.seed, cfg.folds
     from emofeat.corpus.manifest import read_manifest
     from emofeat.corpus.prepare import prepare
     from emofeat.recipes.pipeline import MMMPlan
@@ -41,12 +46,10 @@ def demo(
     corpus, models = out / "corpus", out / "models"
     manifest = corpus / "manifest.csv"
     marker = corpus / "synth.json"
-    wanted = {"seed": seed, "sessions": sessions, "per_session": per_session, "aihub": aihub}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k != "folds"}
     click.secho("[corpus] synthetic KEMDy20 + AI Hub", bold=True)
     if not marker.is_file() or json.loads(marker.read_text()).get("options") != wanted:
-        report = synthesize(
-            corpus, seed=seed, sessions=sessions, per_session=per_session, aihub=aihub
-        )
+        report = synthesize(corpus, **wanted)
         write_text(marker, json.dumps({"options": wanted, "report": report}, indent=2))
     click.echo(f"    {json.loads(marker.read_text())['report']}")
     if not manifest.is_file():

@@ -9,6 +9,7 @@ Meant for a GPU machine; ``--dry-run`` checks the inputs and prints the steps wi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,18 +41,28 @@ def emo_ensemble(
     kemdy20: Path,
     *,
     aihub: Path | None,
-    kobert: str,
-    wav2vec2: str,
     out: Path,
-    folds: int = 5,
-    device: str = "auto",
-    precision: str = "fp16",
     dry_run: bool = False,
-    protocol: str = "crossfit",
-    kcelectra: str = "kcelectra",
+    **options: Any,
 ) -> None:
-    """Run (or with ``dry_run`` check and print) the reference protocol into ``out``."""
+    """Run (or with ``dry_run`` check and print) the reference protocol into ``out``.
+
+    Args:
+        kemdy20: the KEMDy20_v1_1 folder.
+        aihub: the AI Hub folder, or None.
+        out: the recipe's folder (its ``recipe.yaml`` re-runs it).
+        dry_run: check the inputs and print the steps only.
+        options: the options of :class:`~emofeat.recipes.config.RecipeConfig`.
+
+    Raises:
+        OptionError: an option's value is refused.
+    """
     from emofeat.corpus.prepare import prepare
+    from emofeat.recipes.config import RecipeConfig
+
+    cfg = RecipeConfig(**options)
+    kobert, wav2vec2, kcelectra = cfg.kobert, cfg.wav2vec2, cfg.kcelectra
+    folds, device, precision, protocol = cfg.folds, cfg.device, cfg.precision, cfg.protocol
 
     out = Path(out)
     click.secho("[inputs]", bold=True)
@@ -106,19 +117,10 @@ def emo_ensemble(
         from emofeat.atomic import write_text
         from emofeat.records import dump_yaml, provenance
 
-        options = dict(
-            kemdy20=str(kemdy20),
-            aihub=str(aihub) if aihub else None,
-            kobert=str(kobert),
-            wav2vec2=str(wav2vec2),
-            out=str(out),
-            folds=folds,
-            device=device,
-            precision=precision,
-            protocol=protocol,
-            kcelectra=str(kcelectra),
+        record = dict(
+            kemdy20=str(kemdy20), aihub=str(aihub) if aihub else None, out=str(out), **cfg.to_dict()
         )
-        write_text(out / "recipe.yaml", dump_yaml(provenance(options, output="recipe")))
+        write_text(out / "recipe.yaml", dump_yaml(provenance(record, output="recipe")))
     run_plan(steps, dry_run=dry_run)
     if dry_run:
         click.echo(f"dry run: inputs look fine; {len(steps)} steps would run into {out}")

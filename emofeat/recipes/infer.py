@@ -17,15 +17,17 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import yaml
 
 from emofeat.corpus.generic import read_csv_corpus
 from emofeat.corpus.manifest import build_frame, relative_audio_paths, write_manifest
 from emofeat.errors import EmofeatError
-from emofeat.extract.run import VALUE_KEYS, ExtractConfig, extract
-from emofeat.fuse.run import FUSION_MODELS
+from emofeat.extract.config import VALUE_KEYS, ExtractConfig
+from emofeat.extract.run import extract
+from emofeat.fuse.config import FUSION_MODELS
+from emofeat.records import read_config
 from emofeat.stack.ensemble import load_stack_model, write_predictions
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
@@ -38,8 +40,7 @@ def stack_stores(stack_dir: str | os.PathLike) -> list[Path]:
     path = Path(stack_dir) / "config.yaml"
     if not path.is_file():
         raise EmofeatError(f"{stack_dir}: no config.yaml; not a folder written by `emofeat stack`")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    stores = (data.get("config") or {}).get("stores")
+    stores = read_config(path)[0].get("stores")
     if not stores:
         raise EmofeatError(f"{path}: lists no stores; re-run `emofeat stack`")
     return [Path(s) for s in stores]
@@ -89,12 +90,26 @@ def infer(
     *,
     runs: Mapping[str, str] | None = None,
     work: str | os.PathLike | None = None,
-    device: str = "auto",
-    skip_bad: bool = False,
+    **options: Any,
 ) -> Path:
-    """Predict every row of ``csv`` with the stack at ``stack_dir``; returns the predictions CSV
-    (``id, split, label, predicted, provenance, p_<class>...``)."""
+    """Predict every row of ``csv`` with the stack at ``stack_dir``.
+
+    Args:
+        stack_dir: a folder written by ``emofeat stack`` (its model.joblib is loaded: trusted
+            folders only, loading it runs code).
+        csv: the recordings (id, audio_path, text[, label]).
+        out: the predictions CSV (``id, split, label, predicted, provenance, p_<class>...``).
+        runs: store name → run folder, for runs that moved since the stack was fitted.
+        work: where the new stores go (default ``OUT.stores/``); re-running resumes.
+        options: the options of :class:`~emofeat.recipes.config.InferConfig`.
+
+    Returns:
+        The predictions CSV.
+    """
     from emofeat.outputs import check_output
+    from emofeat.recipes.config import InferConfig
+
+    opts = InferConfig(**options)
 
     out = Path(out)
     work = Path(work) if work else out.with_name(out.name + ".stores")
@@ -112,9 +127,9 @@ def infer(
     )
     paths = []
     for name, cfg in plan.items():
-        cfg.device, cfg.skip_bad = device, skip_bad
+        cfg = cfg.replace(device=opts.device, skip_bad=opts.skip_bad)
         paths.append(extract(manifest, work / f"{name}.h5", cfg))
-    with load_level1(paths, allow_incomplete=skip_bad, flag="--skip-bad") as level1:
+    with load_level1(paths, allow_incomplete=opts.skip_bad, flag="--skip-bad") as level1:
         proba = model.predict_proba(level1)
         origin = np.full(len(level1), "out-of-sample", dtype=object)
         write_predictions(out, level1, proba, origin=origin)

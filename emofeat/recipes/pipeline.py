@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from emofeat.errors import EmofeatError
+from emofeat.recipes.config import PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,6 @@ BASE_MODELS = (
 # crossfit: emofeat's protocol (K fold models per configuration, out-of-fold stores, every
 # meta-learner); reference: as the reference ran (one model per configuration on all train
 # rows, the fixed-weight soft vote, which fits nothing on the train rows).
-PROTOCOLS = ("crossfit", "reference")
 # How the reference ran each model, beyond its hyperparameters: its seed (42), batches in random
 # order (no length grouping), and the reverse wav2vec2 on a random 90 % of the train rows (it
 # held out 10 % as a validation set that chose nothing).
@@ -126,8 +126,10 @@ def ensemble_plan(
     """Steps: fine-tune the five models, extract their stores, (with ``mmm``) MMM over two
     frozen sequence stores as a sixth base model, and the ensembles: the reference's soft vote
     over the five, every other meta-learner over all of them."""
-    from emofeat.extract.run import ExtractConfig, extract
-    from emofeat.finetune.run import finetune, resolve_config
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
@@ -216,8 +218,9 @@ def _mmm_steps(
 ) -> list[Step]:
     """Two frozen sequence stores, then MMM cross-fitted over them (``single``: one model on
     all train rows) into runs/mmm/mmm.h5."""
-    from emofeat.extract.run import ExtractConfig, extract
-    from emofeat.fuse.mmm import MMMConfig
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+    from emofeat.fuse.config import MMMConfig
     from emofeat.fuse.run import fuse
 
     steps = []
@@ -264,8 +267,8 @@ def _mmm_steps(
         return fuse(
             o["store"],
             o["out"],
-            model=o["model"],
             config=MMMConfig(**options),
+            model=o["model"],
             folds=o.get("folds"),
         )
 

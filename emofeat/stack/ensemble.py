@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics
 from emofeat.records import dump_yaml, provenance
+from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.features import StoreFeatures
 from emofeat.stack.level1 import Level1, load_level1
 from emofeat.stack.meta import MetaContext, get_meta
@@ -52,60 +53,18 @@ from emofeat.stack.report import render_report
 log = logging.getLogger(__name__)
 
 
-def parse_weights(text: str | Sequence[float] | None) -> list[float] | None:
-    """'0.25,0.25,1/6,1/6,1/6' → floats (fractions allowed)."""
-    if text is None or isinstance(text, (list, tuple)):
-        return list(text) if text is not None else None
-    out = []
-    for part in str(text).split(","):
-        part = part.strip()
-        try:
-            if "/" in part:
-                a, b = part.split("/")
-                out.append(float(a) / float(b))
-            else:
-                out.append(float(part))
-        except (ValueError, ZeroDivisionError):
-            raise EmofeatError(
-                f"--weights {text!r}: {part!r} is not a number or fraction (e.g. 0.25,1/6)"
-            ) from None
-    return out
-
-
-@dataclass(frozen=True)
-class StackConfig:
-    """The options of ``emofeat stack`` (saved as the stack's ``config.yaml``)."""
-
-    meta: str
-    weights: list[float] | None = None
-    features: str = "proba"  # logreg/lgbm: proba | logits
-    passthrough: str | None = None
-    mixer_embedding: str = "last"
-    allow_in_sample: bool = False
-    allow_incomplete: bool = False
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.meta == AUTO and self.weights is not None:
-            raise EmofeatError("--weights fixes the soft vote; --meta auto chooses by CV instead")
-        if self.weights is not None and self.meta != "softvote":
-            raise EmofeatError(
-                f"--weights sets the soft vote's fixed weights; --meta {self.meta} learns its own "
-                "and would ignore them"
-            )
-
-    def feature_step(self) -> StoreFeatures:
-        """The design-matrix transformer of this meta-learner."""
-        inputs = get_meta(self.meta).inputs
-        if inputs != "features" and self.passthrough:
-            raise EmofeatError("--passthrough works with logreg and lgbm")
-        if inputs == "embeddings":
-            return StoreFeatures("embeddings", embedding=self.mixer_embedding)
-        if inputs == "proba":
-            return StoreFeatures("proba")
-        if self.features not in ("proba", "logits"):
-            raise EmofeatError("--features must be proba or logits")
-        return StoreFeatures(self.features, passthrough=self.passthrough)
+def feature_step(cfg: StackConfig) -> StoreFeatures:
+    """The design-matrix transformer of this meta-learner."""
+    inputs = get_meta(cfg.meta).inputs
+    if inputs != "features" and cfg.passthrough:
+        raise EmofeatError("--passthrough works with logreg and lgbm")
+    if inputs == "embeddings":
+        return StoreFeatures("embeddings", embedding=cfg.mixer_embedding)
+    if inputs == "proba":
+        return StoreFeatures("proba")
+    if cfg.features not in ("proba", "logits"):
+        raise EmofeatError("--features must be proba or logits")
+    return StoreFeatures(cfg.features, passthrough=cfg.passthrough)
 
 
 @dataclass
@@ -178,7 +137,7 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     if not len(train):
         raise EmofeatError("no labelled train rows are done in every store")
     warning = _check_out_of_fold(level1, train, cfg)
-    features = cfg.feature_step().fit(level1)
+    features = feature_step(cfg).fit(level1)
     X, y = features.transform(level1), level1.labels
     estimator = spec.build(
         MetaContext(
@@ -392,9 +351,7 @@ def _write_stack_files(
 
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(fitted.model, tmp)
-    config = {**asdict(fitted.config), "stores": [str(p.resolve()) for p in level1.paths]}
-    if config["weights"] is not None:  # as typed on the command line (repr round-trips floats)
-        config["weights"] = ",".join(repr(float(w)) for w in config["weights"])
+    config = {**fitted.config.record(), "stores": [str(p.resolve()) for p in level1.paths]}
     write_text(
         out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed, output="stack"))
     )
@@ -423,31 +380,23 @@ def stack(
     stores: Sequence[str | os.PathLike],
     meta: str,
     out: str | os.PathLike,
-    *,
-    weights: str | Sequence[float] | None = None,
-    features: str = "proba",
-    passthrough: str | None = None,
-    mixer_embedding: str = "last",
-    allow_in_sample: bool = False,
-    allow_incomplete: bool = False,
-    seed: int = 0,
+    **options: Any,
 ) -> StackResult:
     """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report.
-    ``meta="auto"`` chooses the meta-learner by nested CV over the train folds (:func:`choose_meta`)."""
-    if meta != AUTO:
-        get_meta(meta)  # an unknown name fails before any store is opened
+
+    Args:
+        stores: the base models' feature stores (any order).
+        meta: the meta-learner; ``"auto"`` chooses it by nested CV over the train folds
+            (:func:`choose_meta`).
+        out: the stack folder.
+        options: the other options of :class:`~emofeat.stack.config.StackConfig`.
+
+    Raises:
+        OptionError: an option's value is refused (before any store is opened).
+    """
+    cfg = StackConfig(meta=meta, **options)
     check_stack_folder(Path(out), stores)
-    cfg = StackConfig(
-        meta=meta,
-        weights=parse_weights(weights),
-        features=features,
-        passthrough=passthrough,
-        mixer_embedding=mixer_embedding,
-        allow_in_sample=allow_in_sample,
-        allow_incomplete=allow_incomplete,
-        seed=seed,
-    )
-    with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
+    with load_level1(stores, allow_incomplete=cfg.allow_incomplete) as level1:
         choice = None
         if meta == AUTO:
             fitted, choice = choose_meta(level1, cfg)
@@ -459,12 +408,6 @@ def stack(
             fitted = dataclasses.replace(fitted, config=cfg)  # config.yaml re-runs the choice
         write_stack(Path(out), fitted, level1, metrics=metrics)
     return StackResult(Path(out), metrics)
-
-
-AUTO = "auto"
-# What --meta auto chooses among: the fixed equal-weight vote and the learning meta-learners
-# (the pooled-mixer is left out: it is unsound over fine-tuned stores, see the README).
-AUTO_CANDIDATES = ("softvote", "caruana", "logreg", "lgbm")
 
 
 def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str, Any]]:
@@ -512,13 +455,20 @@ def predict(
     stack_dir: str | os.PathLike,
     stores: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
-    *,
-    allow_incomplete: bool = False,
+    **options: Any,
 ) -> Path:
     """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
-    only do this with stack folders you trust, since loading a joblib file runs code."""
+    only do this with stack folders you trust, since loading a joblib file runs code.
+
+    Args:
+        stack_dir: a folder written by :func:`stack`.
+        stores: the base models' stores (any order).
+        out_csv: the predictions CSV to write.
+        options: the options of :class:`~emofeat.stack.config.PredictConfig`.
+    """
     from emofeat.outputs import check_output
 
+    allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")
     model = load_stack_model(stack_dir)
     fitted_on = set(model.named_steps["features"].fitted_ids_)

@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,18 +145,26 @@ def load_aligned(
 def export_store(
     path: str | os.PathLike,
     out: str | os.PathLike,
-    *,
-    fmt: str = "npz",
-    embedding: str | None = None,
+    **options: Any,
 ) -> Path:
     """Write a store's done rows as ``npz`` (ids, labels, split, fold, logits, every embedding
-    or ``embedding``) or ``parquet`` (one row per utterance, array columns; needs pyarrow)."""
+    or ``embedding``) or ``parquet`` (one row per utterance, array columns; needs pyarrow).
+
+    Args:
+        path: the store.
+        out: the file to write.
+        options: the options of :class:`~emofeat.store.config.ExportConfig`.
+
+    Raises:
+        OptionError: an option's value is refused.
+    """
     out = Path(out)
     from emofeat.atomic import atomic_path
     from emofeat.outputs import EXPORT_MARK, check_output
+    from emofeat.store.config import ExportConfig
 
-    if fmt not in ("npz", "parquet"):
-        raise StoreError(f"export format must be npz or parquet, got {fmt!r}")
+    cfg = ExportConfig(**options)
+    fmt, embedding = cfg.format, cfg.embedding
     check_output(out, kind="export", inputs=[path], what="-o")
     with open_store(path) as s:
         rows = s.select()

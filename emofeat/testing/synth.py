@@ -36,6 +36,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -348,34 +349,24 @@ def synth_aihub(
     return counts
 
 
-def synthesize(
-    out: str | Path,
-    *,
-    seed: int = 0,
-    sessions: int = 10,
-    per_session: int = 40,
-    aihub: int = 200,
-    min_seconds: float = 1.0,
-    max_seconds: float = 2.0,
-) -> dict:
-    """Write a synthetic KEMDy20 + AI Hub corpus under ``out``; deterministic given ``seed``.
+def synthesize(out: str | Path, **options: Any) -> dict:
+    """Write a synthetic KEMDy20 + AI Hub corpus under ``out``; deterministic given the seed.
 
-    Returns counts per corpus (utterances, cue channels, multi-label and wrong-prefix rows).
+    Args:
+        out: the corpus folder.
+        options: the options of :class:`~emofeat.corpus.config.SynthConfig`.
+
+    Returns:
+        Counts per corpus (utterances, cue channels, multi-label and wrong-prefix rows).
+
+    Raises:
+        OptionError: an option's value is refused.
     """
-    from emofeat.errors import CorpusError
+    from emofeat.corpus.config import SynthConfig
 
-    for option, value, least in [
-        ("sessions", sessions, 1),
-        ("per-session", per_session, 1),
-        ("aihub", aihub, 0),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise CorpusError(f"--{option} must be an integer >= {least}, got {value!r}")
-    if not (0.1 <= min_seconds <= max_seconds <= 600):
-        raise CorpusError(
-            f"--min-seconds/--max-seconds must satisfy 0.1 <= min <= max <= 600, got "
-            f"{min_seconds!r} and {max_seconds!r}"
-        )
+    cfg = SynthConfig(**options)
+    seed, sessions, per_session, aihub = cfg.seed, cfg.sessions, cfg.per_session, cfg.aihub
+    min_seconds, max_seconds = cfg.min_seconds, cfg.max_seconds
     out = Path(out)
     rng = np.random.default_rng(seed)
     seconds = (min_seconds, max_seconds)

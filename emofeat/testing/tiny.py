@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 KOBERT_SPECIALS = ["[UNK]", "[PAD]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -354,16 +355,24 @@ def build_tiny(
     out: str | Path,
     *,
     manifest: str | Path | None = None,
-    hidden: int = 64,
-    layers: int = 2,
-    seed: int = 0,
+    **options: Any,
 ) -> Path:
-    """A tiny ``kind`` model in ``out`` (``emofeat models tiny``); text models need a manifest
-    whose texts make their vocabulary."""
-    from emofeat.errors import EmofeatError
+    """A tiny ``kind`` model in ``out`` (``emofeat models tiny``).
 
-    if kind not in TINY_KINDS:
-        raise EmofeatError(f"--kind must be one of {', '.join(TINY_KINDS)}, got {kind!r}")
+    Args:
+        kind: the hub model whose on-disk format is built (:data:`TINY_KINDS`).
+        out: the model folder.
+        manifest: text models: the manifest whose texts make the vocabulary.
+        options: the other options of :class:`~emofeat.testing.config.TinyConfig`.
+
+    Raises:
+        OptionError: an option's value is refused.
+    """
+    from emofeat.errors import EmofeatError
+    from emofeat.testing.config import TinyConfig
+
+    cfg = TinyConfig(kind=kind, **options)
+    hidden, layers, seed = cfg.hidden, cfg.layers, cfg.seed
     if kind == "wav2vec2":
         return build_tiny_wav2vec2(out, hidden=hidden, layers=layers, seed=seed)
     if kind in SPEECH_KINDS:

@@ -1,0 +1,35 @@
+"""The options of ``emofeat probe`` and ``emofeat store plot``, declared once
+(:mod:`emofeat.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emofeat.options import Options, option, seed_option
+
+PROBE_HEADS = ("logreg", "lgbm")  # the meta-learners that read a feature matrix
+
+
+@dataclass(frozen=True)
+class ProbeConfig(Options):
+    """A layer-wise probe: which head is cross-validated on each stored layer."""
+
+    meta: str = option(
+        "logreg", help="The head cross-validated on each layer.", choices=PROBE_HEADS
+    )
+    weighted: bool = option(
+        False, help="Also the SUPERB-style learned weighted sum of layers.", flag=True
+    )
+    seed: int = seed_option()
+
+
+@dataclass(frozen=True)
+class PlotConfig(Options):
+    """A 2-D map of one embedding of a store."""
+
+    embedding: str = option("last", help="Embedding dataset name.")
+    method: str = option("pca", help="The projection.", choices=("pca", "tsne"))
+    max_points: int = option(
+        5000, help="Draw a seeded random subset of the done rows above this many.", low=2
+    )
+    seed: int = seed_option()

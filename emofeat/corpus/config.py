@@ -1,0 +1,64 @@
+"""The options of ``emofeat data prepare`` and ``emofeat data synth``, declared once
+(:mod:`emofeat.options`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emofeat.options import OptionError, Options, option, seed_option
+
+SPLIT_SCHEMES = ("emo-ensemble", "session-kfold", "mmm")
+MULTILABEL_POLICIES = ("drop", "first", "soft", "duplicate")
+TEXT_MODES = ("raw", "clean")
+
+
+@dataclass(frozen=True)
+class PrepareConfig(Options):
+    """How corpora become a manifest (recorded in the manifest's sidecar)."""
+
+    split: str = option(
+        "emo-ensemble",
+        help="The split recipe: emo-ensemble (the reference's), session-kfold, mmm.",
+        choices=SPLIT_SCHEMES,
+    )
+    folds: int = option(
+        5,
+        help="Cross-fitting folds of the train rows (0: none).",
+        low=0,
+        high=1000,
+        rule=lambda k: k != 1,
+        rule_text="0 (none) or an integer from 2 to 1000",
+    )
+    text: str = option(
+        "raw",
+        help="Transcripts as written (raw) or cleaned of symbols and annotation marks (clean).",
+        choices=TEXT_MODES,
+    )
+    multilabel: str = option(
+        "drop",
+        help="KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
+        "(vote fractions), duplicate (one row per label, as MMM).",
+        choices=MULTILABEL_POLICIES,
+    )
+    seed: int = seed_option(help="Seed of the fold assignment.")
+    skip_missing: bool = option(
+        False, help="Leave out utterances whose wav/txt is missing.", flag=True
+    )
+
+
+@dataclass(frozen=True)
+class SynthConfig(Options):
+    """The synthetic KEMDy20 + AI Hub corpus (``emofeat data synth``)."""
+
+    seed: int = seed_option()
+    sessions: int = option(10, help="KEMDy20 sessions (2 speakers each).", low=1)
+    per_session: int = option(40, help="Utterances per session.", low=1)
+    aihub: int = option(200, help="AI Hub utterances (0: none).", low=0)
+    min_seconds: float = option(1.0, help="Shortest clip (s).", low=0.1, high=600)
+    max_seconds: float = option(2.0, help="Longest clip (s).", low=0.1, high=600)
+
+    def check(self) -> None:
+        if self.min_seconds > self.max_seconds:
+            raise OptionError(
+                f"--min-seconds {self.min_seconds} is above --max-seconds {self.max_seconds}"
+            )

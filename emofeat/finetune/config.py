@@ -1,0 +1,192 @@
+"""The options of ``emofeat finetune``, declared once (:mod:`emofeat.options`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emofeat.corpus.labels import LABEL_NAMES
+from emofeat.errors import EmofeatError
+from emofeat.options import OptionError, Options, device_option, option, resolve, seed_option
+from emofeat.recipes.presets import PRESETS
+from emofeat.records import read_config
+
+FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
+# transformers' SchedulerType values that need no extra arguments
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+
+
+@dataclass
+class FinetuneConfig(Options):
+    """Every option of a fine-tuning run; :func:`resolve_config` fills it from a preset, a config
+    file and explicit values."""
+
+    model: str = option("kobert", help="kobert, wav2vec2, a hub id or a local folder.")
+    model_path: str | None = option(None, help="Local copy of the named hub model.")
+    preset: str | None = option(
+        None,
+        help="Named option set (reference or fast); flags and --config override it.",
+        choices=tuple(PRESETS),
+    )
+    folds: int | None = option(
+        None,
+        help="Cross-fitting folds (0: one model on all train rows).",
+        low=0,
+        high=1000,
+        default_text="the manifest's",
+    )
+    epochs: float = option(3.0, help="Training epochs (fractions allowed).", low=0, low_open=True)
+    batch_size: int = option(16, help="Rows per device batch.", low=1)
+    grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1)
+    lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, low_open=True)
+    weight_decay: float = option(0.01, help="AdamW weight decay.", low=0)
+    scheduler: str = option("linear", help="Learning-rate schedule.", choices=SCHEDULERS)
+    warmup_ratio: float = option(0.1, help="Fraction of steps warming up.", low=0, high=1)
+    max_grad_norm: float = option(1.0, help="Gradient clipping norm.", low=0, low_open=True)
+    dropout: float | None = option(
+        None,
+        help="Head dropout.",
+        low=0,
+        high=1,
+        default_text="the checkpoint's own (speech: final_dropout)",
+    )
+    max_len: int = option(64, help="Text: token limit.", low=1)
+    reverse: bool = option(
+        False, help="Time-reverse the audio (the reference's second speech model)."
+    )
+    sample_rate: int = option(16000, help="Speech: audio resampled to this rate (Hz).", low=1)
+    fp16: bool = option(False, help="fp16 mixed precision (CUDA only).")
+    bf16: bool = option(False, help="bf16 mixed precision.")
+    gradient_checkpointing: bool = option(False, help="Recompute activations to save memory.")
+    attention: str | None = option(
+        None,
+        help="transformers' attn_implementation: sdpa (PyTorch's fused attention) or eager.",
+        choices=("sdpa", "eager"),
+        default_text="the library's for the model",
+    )
+    freeze_feature_encoder: bool = option(
+        True, help="Speech: keep the convolutional feature encoder frozen."
+    )
+    select: str = option(
+        "none",
+        help="What chooses the kept weights: none (final weights; reference presets) or inner "
+        "(best checkpoint and early stopping on a group-aware split of the fold model's own "
+        "training rows). Never the held-out fold.",
+        choices=("none", "inner"),
+    )
+    inner_fraction: float = option(
+        0.1,
+        help="With --select inner: the fraction of rows held out.",
+        low=0,
+        high=1,
+        low_open=True,
+        high_open=True,
+    )
+    early_stopping_patience: int = option(
+        3, help="With --select inner: evaluations without gain before stopping (0: never).", low=0
+    )
+    metric_for_best: str = option(
+        "accuracy", help="With --select inner: the figure that chooses.", choices=FOLD_METRICS
+    )
+    report_to: str = option("none", help="Trainer's report_to (e.g. tensorboard, when installed).")
+    group_by_length: bool = option(
+        True, help="Batches of similar length (on) or in random order (the reference)."
+    )
+    seed: int = seed_option()
+    device: str = device_option()
+    skip_bad: bool = option(
+        False, help="Leave out unreadable audio / empty text (recorded in skipped.csv).", flag=True
+    )
+    max_steps: int = option(
+        -1, help="Stop after this many optimizer steps (smoke tests).", low=1, special=(-1,)
+    )
+    refit: bool = option(
+        False,
+        help="Also train one model on all train rows (fold-all) beside the fold models, for "
+        "`extract --test-rows refit` (test rows from one model, as scikit-learn's stacking).",
+        flag=True,
+    )
+    train_fraction: float = option(
+        1.0,
+        help="With --folds 0: train on this random fraction of the train rows (the reference's "
+        "reverse wav2vec2: 0.9).",
+        low=0,
+        high=1,
+        low_open=True,
+    )
+    label_names: list[str] = option(
+        list(LABEL_NAMES),
+        help="The classes, in label-index order.",
+        rule=lambda names: len(names) >= 2 and len(set(names)) == len(names),
+        rule_text="at least two distinct class names",
+        cli=False,
+    )
+
+    def check(self) -> None:
+        if self.train_fraction < 1 and self.folds not in (0, None):
+            raise OptionError(
+                "--train-fraction below 1 trains one model on all train rows (--folds 0), as the "
+                "reference did: fold models that each skip random rows would not be cross-fitted"
+            )
+
+
+# Inputs a run's config.yaml records beside the options (re-run with --config RUN/config.yaml).
+INPUTS = ("manifest", "out")
+
+
+def resolve_config(
+    preset: str | None = None, config_file: str | os.PathLike | None = None, **overrides: Any
+) -> FinetuneConfig:
+    """A preset's values, then a config file's (a mapping of options, or a run's own
+    ``config.yaml``; a preset it names applies under it), then ``overrides`` (``None``: not
+    given).
+
+    Raises:
+        OptionError: a value is refused, or an option is unknown.
+    """
+    return _resolve(preset, config_file, overrides)[0]
+
+
+def resolve_command(
+    *,
+    config_file: str | os.PathLike | None,
+    manifest: str | os.PathLike | None,
+    out: str | os.PathLike | None,
+    **overrides: Any,
+) -> tuple[FinetuneConfig, str | Path | None, str | Path | None]:
+    """What ``emofeat finetune`` runs: the resolved config (:func:`resolve_config`), and the
+    manifest and run folder — from a run's own ``config.yaml`` when they are not given, so that
+    ``--config runs/X/config.yaml`` re-runs (resumes) that run."""
+    cfg, recorded, is_record = _resolve(overrides.pop("preset", None), config_file, overrides)
+    manifest = manifest or recorded.get("manifest")
+    if not out and is_record and Path(config_file).name == "config.yaml":
+        out = Path(config_file).parent
+    return cfg, manifest, out
+
+
+def _resolve(preset, config_file, overrides) -> tuple[FinetuneConfig, dict, bool]:
+    values, is_record = read_config(config_file) if config_file else ({}, False)
+    name = preset or values.get("preset")
+    if name is not None and name not in PRESETS:
+        raise EmofeatError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    given = {**overrides, "preset": name}
+    cfg = resolve(
+        FinetuneConfig,
+        given=given,
+        file_values=values,
+        source=str(config_file or ""),
+        preset=PRESETS[name] if name else None,
+        record=is_record,
+        inputs=INPUTS,
+    )
+    return cfg, values, is_record

@@ -1,0 +1,80 @@
+"""The options of ``emofeat fuse``, declared once (:mod:`emofeat.options`): what the fusion run
+does with its inputs (:class:`FuseConfig`), and MMM's training (:class:`MMMConfig`, whose
+defaults are the published values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emofeat.options import Options, allow_incomplete_option, device_option, option, seed_option
+
+FUSION_MODELS = ("mmm",)
+FUSIONS = ("mixer", "concat", "3way")
+ACCUMULATIONS = ("published", "standard")
+
+
+@dataclass(frozen=True)
+class FuseConfig(Options):
+    """What a fusion run fuses and how it is cross-fitted."""
+
+    model: str = option("mmm", help="The fusion model.", choices=FUSION_MODELS)
+    folds: int | None = option(
+        None,
+        help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
+        "stacks).",
+        low=0,
+        default_text="one model per fold of the stores",
+    )
+    allow_in_sample: bool = option(
+        False,
+        help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
+        flag=True,
+    )
+    allow_incomplete: bool = allow_incomplete_option()
+
+
+@dataclass(frozen=True)
+class MMMConfig(Options):
+    """MMM's training options; the published values are the defaults."""
+
+    epochs: int = option(30, help="Training epochs (published: 30).", low=1)
+    lr: float = option(5e-5, help="AdamW learning rate (published: 5e-5).", low=0, low_open=True)
+    batch_size: int = option(64, help="Batch size (published: 64).", low=1)
+    grad_accum: int = option(8, help="Gradient accumulation (published: 8).", low=1)
+    fusion: str = option("mixer", help="MMM's fusion.", choices=FUSIONS)
+    faithful_norm: bool = option(
+        True,
+        help="MMM's second LayerNorm on the token-mixing output, as the published code (on), or "
+        "on the residual sum.",
+    )
+    shared_norm: bool = option(
+        True, help="One LayerNorm at both places of MMM's block, as published (on), or two."
+    )
+    shuffle: bool = option(False, help="Shuffle MMM's training batches (published: not shuffled).")
+    accumulation: str = option(
+        "published",
+        help="published: step after batch 0, then every --grad-accum-th, the rest of an epoch "
+        "dropped; standard: every --grad-accum batches and the remainder.",
+        choices=ACCUMULATIONS,
+    )
+    concat_text: str = option(
+        "cls",
+        help="--fusion concat: the text's [CLS] state (published) or its mean.",
+        choices=("cls", "mean"),
+    )
+    class_weights: bool = option(False, help="Weight classes N/count.")
+    seed: int = seed_option(1024, help="Seed (published: 1024).")
+    device: str = device_option()
+
+    def architecture(self) -> dict:
+        """The options that shape the network (saved with each fold model)."""
+        return {
+            "fusion": self.fusion,
+            "faithful_norm": self.faithful_norm,
+            "shared_norm": self.shared_norm,
+            "concat_text": self.concat_text,
+        }
+
+
+# Inputs a fusion run's record holds beside the options (re-run with --config RUN/config.yaml).
+INPUTS = ("stores", "out")

@@ -1,0 +1,88 @@
+"""The options of ``emofeat stack``, declared once (:mod:`emofeat.options`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from emofeat.options import OptionError, Options, allow_incomplete_option, option, seed_option
+
+AUTO = "auto"  # --meta auto: the candidate with the best nested-CV accuracy
+AUTO_CANDIDATES = ("softvote", "caruana", "logreg", "lgbm")
+
+
+def _meta_names() -> list[str]:
+    from emofeat.stack.meta import META_LEARNERS  # scikit-learn, LightGBM: asked when needed
+
+    return [*META_LEARNERS, AUTO]
+
+
+def _weights_ok(weights: list[float]) -> bool:
+    return all(math.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0
+
+
+@dataclass(frozen=True)
+class StackConfig(Options):
+    """The options of ``emofeat stack`` (saved as the stack's ``config.yaml``)."""
+
+    meta: str = option(
+        help="The meta-learner (`emofeat stack --list-meta` describes each); auto: the one of "
+        + ", ".join(AUTO_CANDIDATES)
+        + " with the best nested-CV accuracy over the train folds (the report lists every "
+        "candidate).",
+        choices=_meta_names,
+    )
+    weights: list[float] | None = option(
+        None,
+        help="softvote weights in store order, e.g. 0.25,0.25,1/6,1/6,1/6 (the reference).",
+        rule=_weights_ok,
+        rule_text="finite, non-negative numbers (fractions like 1/6 allowed), not all zero",
+        default_text="equal",
+    )
+    features: str = option(
+        "proba", help="What logreg/lgbm learn from.", choices=("proba", "logits")
+    )
+    passthrough: str | None = option(
+        None,
+        help="Append this embedding (PCA-reduced, fitted on train rows) to logreg/lgbm features.",
+    )
+    mixer_embedding: str = option("last", help="Embedding the pooled-mixer fuses.")
+    allow_in_sample: bool = option(
+        False,
+        help="Stack stores without out-of-fold train predictions (the report says so).",
+        flag=True,
+    )
+    allow_incomplete: bool = allow_incomplete_option()
+    seed: int = seed_option()
+
+    def check(self) -> None:
+        if self.meta == AUTO and self.weights is not None:
+            raise OptionError("--weights fixes the soft vote; --meta auto chooses by CV instead")
+        if self.weights is not None and self.meta != "softvote":
+            raise OptionError(
+                f"--weights sets the soft vote's fixed weights; --meta {self.meta} learns its own "
+                "and would ignore them"
+            )
+        if self.passthrough and self.meta != AUTO:
+            from emofeat.stack.meta import get_meta
+
+            if get_meta(self.meta).inputs != "features":
+                raise OptionError("--passthrough works with logreg and lgbm")
+
+    def record(self) -> dict:
+        """The options as the stack's ``config.yaml`` holds them (weights as typed)."""
+        out = self.to_dict()
+        if out["weights"] is not None:  # repr round-trips floats
+            out["weights"] = ",".join(repr(float(w)) for w in out["weights"])
+        return out
+
+
+@dataclass(frozen=True)
+class PredictConfig(Options):
+    """How a fitted stack reads the stores it predicts from (``emofeat predict``)."""
+
+    allow_incomplete: bool = allow_incomplete_option()
+
+
+# Inputs a stack's record holds beside the options (re-run with --config STACK/config.yaml).
+INPUTS = ("stores", "out")
