@@ -156,6 +156,7 @@ def flag_name(name: str) -> str:
 class Declared:
     """One declared option of a config class: its field, type and :class:`Spec`."""
 
+    owner: type  # the config class that declares it
     name: str
     kinds: tuple[type, ...]  # the types a value may have (NoneType for an optional one)
     item: type | None  # the element type of a list option
@@ -342,7 +343,7 @@ def declared(cls: type) -> list[Declared]:
             if origin is list:
                 (item,) = typing.get_args(a) or (str,)
             kinds.append(origin)
-        out.append(Declared(f.name, tuple(kinds), item, spec, f))
+        out.append(Declared(cls, f.name, tuple(kinds), item, spec, f))
     cls._declared = out
     return out
 
