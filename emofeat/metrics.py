@@ -1,31 +1,96 @@
-"""Classification metrics (scikit-learn) and a bootstrap interval for accuracy."""
+"""The figures emofeat reports, computed in one place (scikit-learn).
+
+Convention: macro F1 and UAR (unweighted average recall) average over the classes present in
+``y_true``. A class absent from a small fold is not scored as 0 (which would put a 0.35 beside a
+0.82 for the same predictions on a toy fold); predictions of an absent class still count, as
+errors against the true class. Weighted figures weight by support, so absent classes do not
+enter them either. Per-fold figures are summarised as mean and population standard deviation
+(ddof 0) over folds. Fine-tuning, fusion, probes, stacking and ``compare`` all use this module.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
-    balanced_accuracy_score,
     f1_score,
     precision_score,
     recall_score,
 )
 
 METRICS = ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1", "macro_f1", "uar")
+FOLD_KEYS = ("accuracy", "macro_f1", "uar", "loss")  # what a fold summary reports
 
 
-def classification_metrics(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
-    """Accuracy, weighted precision/recall/F1, macro F1 and UAR (unweighted average recall)."""
-    labels = list(range(n_classes))
-    kw = dict(labels=labels, zero_division=0)
+def classification_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Accuracy, weighted precision/recall/F1, macro F1 and UAR over the classes of ``y``.
+
+    Args:
+        y: true class indices.
+        pred: predicted class indices.
+
+    Returns:
+        One float per name in :data:`METRICS`.
+    """
+    y, pred = np.asarray(y), np.asarray(pred)
+    kw = dict(labels=np.unique(y), zero_division=0)
     return {
         "accuracy": float(accuracy_score(y, pred)),
         "weighted_precision": float(precision_score(y, pred, average="weighted", **kw)),
         "weighted_recall": float(recall_score(y, pred, average="weighted", **kw)),
         "weighted_f1": float(f1_score(y, pred, average="weighted", **kw)),
         "macro_f1": float(f1_score(y, pred, average="macro", **kw)),
-        "uar": float(balanced_accuracy_score(y, pred)),
+        "uar": float(recall_score(y, pred, average="macro", **kw)),
     }
+
+
+def logits_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """:func:`classification_metrics` of the arg-max, and the mean cross-entropy (``loss``)."""
+    y = np.asarray(y).astype(int)
+    metrics = classification_metrics(y, np.asarray(logits).argmax(1))
+    p = softmax(np.asarray(logits, np.float64))
+    metrics["loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+    return metrics
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fold_summary(
+    per_fold: Iterable[Mapping[str, object]], keys: Iterable[str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Mean, population standard deviation and count over folds of each numeric figure.
+
+    Args:
+        per_fold: one mapping of figures per fold.
+        keys: the figures to summarise (default: every numeric one of the first fold).
+
+    Returns:
+        ``{name: {"mean", "std", "n"}}`` for each figure some fold has.
+    """
+    per_fold = list(per_fold)
+    if keys is None:
+        keys = [k for k, v in (per_fold[0] if per_fold else {}).items() if _number(v)]
+    out = {}
+    for key in keys:
+        values = [float(f[key]) for f in per_fold if _number(f.get(key))]
+        if values:
+            out[key] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+                "n": len(values),
+            }
+    return out
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def bootstrap_accuracy(

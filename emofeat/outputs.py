@@ -10,14 +10,17 @@
   output.
 * Writing stays atomic (:mod:`emofeat.atomic`): a temporary name, then a rename.
 
-Commands ask :func:`check_output` before they read their inputs; the kinds of output and how
-each is recognised are in :data:`KINDS`.
+Commands ask :func:`check_output` before they read their inputs. The kinds of output are
+registered by the modules that write them (:func:`register_kind`): stores by
+:mod:`emofeat.store`, runs by :mod:`emofeat.runs`, manifests by :mod:`emofeat.corpus.manifest`,
+stacks and predictions by :mod:`emofeat.stack.ensemble`, exports by :mod:`emofeat.store.tools`,
+store records by :mod:`emofeat.extract.run`, recipe records by :mod:`emofeat.recipes.emo_ensemble`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +28,32 @@ from emofeat.errors import EmofeatError
 
 # The key of a YAML record that names the output it describes (written by provenance()).
 MARK = "output"
-# Kinds of YAML record and what a record written before the marker existed holds instead.
-RECORD_KINDS = {
-    "run": "family",  # runs/NAME/config.yaml (fine-tuning and fusion runs)
-    "stack": "meta",  # runs/stack-NAME/config.yaml
-    "store-record": "pooling",  # store/NAME.yaml beside store/NAME.h5
-    "manifest-sidecar": "split",  # corpus/manifest.yaml beside corpus/manifest.csv
-    "recipe": "protocol",  # OUT/recipe.yaml
-}
-# The header predictions.csv starts with (CSV has nowhere else to hold a marker).
-PREDICTIONS_HEADER = "id,split,label,predicted,provenance"
-EXPORT_MARK = "emofeat_export"  # a field of every npz / a key of every parquet emofeat exports
+# Kind of output → how emofeat recognises one it made. Each module that writes a kind registers
+# it (:func:`register_kind`, :func:`register_record_kind`); this module knows none by name.
+KINDS: dict[str, Callable[[Path], bool]] = {}
+# Record kinds → the config key a record written before the marker existed holds instead.
+_LEGACY_KEYS: dict[str, str] = {}
 
 
-def _read_yaml(path: Path) -> dict[str, Any] | None:
+def register_kind(kind: str, recognise: Callable[[Path], bool]) -> None:
+    """Declare an output ``kind`` and how an existing path is recognised as one emofeat made:
+    by a marker emofeat writes into it, never by its name or extension."""
+    KINDS[kind] = recognise
+
+
+def register_record_kind(kind: str, *, legacy_key: str, folder: bool = False) -> None:
+    """Declare a YAML record kind (``provenance(output=kind)`` writes its marker). ``legacy_key``:
+    the config key that marks a record written before the marker existed; ``folder``: the
+    output is a folder holding the record as ``config.yaml`` (runs, stacks)."""
+    _LEGACY_KEYS[kind] = legacy_key
+    if folder:
+        register_kind(kind, lambda p: is_record(Path(p) / "config.yaml", kind))
+    else:
+        register_kind(kind, lambda p: is_record(Path(p), kind))
+
+
+def read_yaml(path: Path) -> dict[str, Any] | None:
+    """The mapping a YAML file holds, or None when it is unreadable or not a mapping."""
     import yaml
 
     try:
@@ -49,87 +64,25 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
 
 
 def is_record(path: Path, kind: str) -> bool:
-    """Whether ``path`` is a YAML record emofeat wrote as ``kind``."""
-    data = _read_yaml(path)
+    """Whether ``path`` is a YAML record emofeat wrote as ``kind`` (a registered record kind)."""
+    data = read_yaml(Path(path))
     if data is None or "emofeat_version" not in data or not isinstance(data.get("config"), dict):
         return False
     if MARK in data:
         return data[MARK] == kind
-    return RECORD_KINDS[kind] in data["config"]  # written before the marker existed
+    legacy = _LEGACY_KEYS.get(kind)
+    return legacy is not None and legacy in data["config"]  # written before the marker existed
 
 
-def is_store(path: Path) -> bool:
-    """Whether ``path`` is a feature store emofeat wrote (its root attributes say so)."""
-    import h5py
+def is_output(path: str | os.PathLike, kind: str) -> bool:
+    """Whether ``path`` is an output of ``kind`` that emofeat made.
 
-    for swmr in (False, True):  # SWMR: a store a killed writer left open-for-write
-        try:
-            with h5py.File(path, "r", libver="latest", swmr=swmr, locking=False) as f:
-                return "ids" in f and all(
-                    k in f.attrs for k in ("label_names", "schema_version", "emofeat_version")
-                )
-        except OSError:
-            continue
-    # A store a failed writer left short of its recorded length: HDF5 opens it only after the
-    # next writer pads it (which then checks the whole layout); its superblock says it was
-    # being written.
-    from emofeat.store.recover import status_flags
-
-    try:
-        return bool(status_flags(path))
-    except (OSError, ValueError):
-        return False
-
-
-def is_manifest(path: Path) -> bool:
-    """A manifest CSV emofeat wrote: its sidecar is a manifest record."""
-    from emofeat.corpus.manifest import sidecar_path
-
-    return is_record(sidecar_path(path), "manifest-sidecar")
-
-
-def is_predictions(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().startswith(PREDICTIONS_HEADER)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def is_export(path: Path) -> bool:
-    """An npz or parquet file emofeat exported (it holds the export mark)."""
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return EXPORT_MARK.encode() in (pq.read_schema(path).metadata or {})
-        import numpy as np
-
-        with np.load(path, allow_pickle=False) as data:
-            return EXPORT_MARK in data.files
-    except Exception:  # anything unreadable is not ours
-        return False
-
-
-def is_run(path: Path) -> bool:
-    return is_record(path / "config.yaml", "run")
-
-
-def is_stack(path: Path) -> bool:
-    return is_record(path / "config.yaml", "stack")
-
-
-# Kind of output → how emofeat recognises one it made. Records are files ("store-record":
-# store/x.yaml); "run" and "stack" are folders, recognised by their config.yaml record.
-KINDS = {
-    **{kind: (lambda p, kind=kind: is_record(p, kind)) for kind in RECORD_KINDS},
-    "store": is_store,
-    "manifest": is_manifest,
-    "predictions": is_predictions,
-    "export": is_export,
-    "run": is_run,
-    "stack": is_stack,
-}
+    Raises:
+        KeyError: no module registered ``kind`` (a programming error, not a user's).
+    """
+    if kind not in KINDS:
+        raise KeyError(f"output kind {kind!r} is not registered; known: {sorted(KINDS)}")
+    return KINDS[kind](Path(path))
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -165,7 +118,7 @@ def check_output(
         return
     if path.is_symlink():
         raise EmofeatError(f"{what} {path} is a symbolic link; refusing to replace it")
-    if not KINDS[kind](path):
+    if not is_output(path, kind):
         raise EmofeatError(
             f"{what} {path} exists and is not a {kind.replace('-', ' ')} emofeat made; refusing "
             "to replace it. Choose another path."

@@ -30,6 +30,7 @@ import yaml
 
 from emofeat.atomic import foreign_entries, write_text
 from emofeat.errors import EmofeatError
+from emofeat.outputs import is_output, register_record_kind
 from emofeat.records import dump_yaml, provenance
 
 CONFIG = "config.yaml"
@@ -48,6 +49,9 @@ RUN_ENTRIES = (
 )
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)
+
+
+register_record_kind("run", legacy_key="family", folder=True)  # runs/NAME/config.yaml
 
 
 @dataclass(frozen=True)
@@ -155,9 +159,7 @@ class RunFolder:
         """Refuse to write a run into, or (``overwrite``) to delete, a folder that holds anything
         emofeat did not write; with ``overwrite`` the folder must be a run, as its config.yaml
         says (:mod:`emofeat.outputs`), not by the names of its entries."""
-        from emofeat.outputs import is_run
-
-        if self.config_path.exists() and not is_run(self.path):
+        if self.config_path.exists() and not is_output(self.path, "run"):
             raise EmofeatError(
                 f"{self.config_path} is not a run's record written by emofeat; refusing to "
                 + ("delete " if overwrite else "write a run into ")
@@ -356,17 +358,8 @@ def _read_json(path: Path, kind: type) -> Any:
 
 
 def fold_summary(results: dict[int, dict]) -> dict[str, dict[str, float]]:
-    """Mean and standard deviation over folds of each numeric held-out figure."""
-    import statistics
+    """Mean and standard deviation over folds of each held-out figure (:mod:`emofeat.metrics`)."""
+    from emofeat.metrics import FOLD_KEYS
+    from emofeat.metrics import fold_summary as summarise
 
-    keys = ("accuracy", "macro_f1", "uar", "loss")
-    out = {}
-    for key in keys:
-        values = [float(r[key]) for r in results.values() if isinstance(r.get(key), (int, float))]
-        if values:
-            out[key] = {
-                "mean": statistics.fmean(values),
-                "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                "n": len(values),
-            }
-    return out
+    return summarise(results.values(), FOLD_KEYS)

@@ -14,7 +14,8 @@ from emofeat.errors import ModelError
 from emofeat.extract.config import ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.store import open_store
-from emofeat.testing.tiny import SPEECH_KINDS, TEXT_KINDS, build_tiny
+from emofeat.testing.config import SPEECH_KINDS, TEXT_KINDS
+from emofeat.testing.tiny import build_tiny
 
 FAMILY_OF_KIND = {
     "wav2vec2-base": "wav2vec2",

@@ -8,6 +8,9 @@ import pytest
 from click.testing import CliRunner
 from test_bad_inputs import small_store
 
+import emofeat.extract.run
+import emofeat.runs
+import emofeat.stack.ensemble  # noqa: F401  (registers the stack kind)
 from emofeat.cli import main
 from emofeat.errors import EmofeatError
 from emofeat.outputs import check_output, is_record

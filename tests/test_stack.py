@@ -11,8 +11,8 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score
 
 from emofeat.cli import main
 from emofeat.errors import EmofeatError, StoreError
+from emofeat.metrics import softmax
 from emofeat.stack.ensemble import AUTO_CANDIDATES, predict, stack
-from emofeat.stack.level1 import softmax
 from emofeat.stack.meta import Caruana, MixerClassifier, SoftVote
 from emofeat.store import StoreLayout, create_store, open_store
 
@@ -450,7 +450,7 @@ def test_base_models_cv_beside_test_equals_a_hand_computation_and_skips_in_sampl
         with open_store(path) as s:
             lg = s.logits()
         per_fold = [(lg[fold == k].argmax(1) == y[fold == k]).mean() for k in range(K)]
-        got = metrics["models_cv"][path.stem]
+        got = metrics["models_cv"][path.stem]["accuracy"]
         assert got["mean"] == pytest.approx(np.mean(per_fold)) and got["std"] == pytest.approx(
             np.std(per_fold)
         )

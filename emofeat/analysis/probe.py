@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from emofeat.analysis.config import ProbeConfig
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
-from emofeat.metrics import classification_metrics
+from emofeat.metrics import classification_metrics, fold_summary
 
 LAYER = re.compile(r"^layer_(\d+)$")
 
@@ -152,11 +152,11 @@ def probe_layers(
     for model, (layers, xs) in zip(models, inputs):
         mine: list[dict[str, Any]] = []
         for index, name in layers:
-            mine += _summaries(index, name, _cv(estimator, xs[name], y, plan, len(classes)))
+            mine += _summaries(index, name, _cv(estimator, xs[name], y, plan))
         if weighted:
             stacked = np.hstack([xs[name] for _, name in layers])
             probe = LayerWeightedProbe(n_layers=len(layers), seed=seed)
-            mine += _summaries(-1, "weighted", _cv(probe, stacked, y, plan, len(classes)))
+            mine += _summaries(-1, "weighted", _cv(probe, stacked, y, plan))
             fitted = clone(probe).fit(stacked, y)
             mine += [
                 {"layer": i, "name": n, "metric": "weight", "mean": float(w), "std": 0.0}
@@ -210,24 +210,19 @@ def layer_table(table: pd.DataFrame) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def _cv(estimator, X, y, plan: FoldPlan, n_classes) -> list[dict[str, float]]:
+def _cv(estimator, X, y, plan: FoldPlan) -> list[dict[str, float]]:
     scores = []
     for _, fit, held in plan.fold_pairs():
         model = clone(estimator).fit(X[fit], y[fit])
-        scores.append(classification_metrics(y[held], model.predict(X[held]), n_classes))
+        scores.append(classification_metrics(y[held], model.predict(X[held])))
     return scores
 
 
 def _summaries(index: int, name: str, per_fold: list[dict[str, float]]) -> list[dict[str, Any]]:
+    summary = fold_summary(per_fold, ("accuracy", "macro_f1", "uar"))
     return [
-        {
-            "layer": index,
-            "name": name,
-            "metric": metric,
-            "mean": float(np.mean([f[metric] for f in per_fold])),
-            "std": float(np.std([f[metric] for f in per_fold])),
-        }
-        for metric in ("accuracy", "macro_f1", "uar")
+        {"layer": index, "name": name, "metric": m, "mean": s["mean"], "std": s["std"]}
+        for m, s in summary.items()
     ]
 
 

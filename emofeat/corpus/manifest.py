@@ -23,6 +23,7 @@ import pandas as pd
 from emofeat.atomic import atomic_path, write_text
 from emofeat.corpus import labels as label_set
 from emofeat.errors import LabelError, ManifestError
+from emofeat.outputs import check_output, is_record, register_kind, register_record_kind
 from emofeat.records import dump_yaml, provenance
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,6 @@ def write_manifest(
 
     The sidecar records the CSV's sha256 and is written first: a kill between the two leaves the
     old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects."""
-    from emofeat.outputs import check_output
 
     path = Path(path)
     frame = validate(frame, str(path))
@@ -227,6 +227,15 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The provenance sidecar of a manifest CSV (``manifest.yaml`` beside ``manifest.csv``)."""
     return Path(path).with_suffix(".yaml")
+
+
+def is_manifest(path: Path) -> bool:
+    """A manifest CSV emofeat wrote: its sidecar is a manifest record."""
+    return is_record(sidecar_path(path), "manifest-sidecar")
+
+
+register_record_kind("manifest-sidecar", legacy_key="split")
+register_kind("manifest", is_manifest)
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:

@@ -21,6 +21,7 @@ from emofeat.corpus.manifest import (
 )
 from emofeat.corpus.splits import apply_split
 from emofeat.errors import CorpusError
+from emofeat.outputs import check_output
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,6 @@ def prepare(
     if not (kemdy20 or aihub or csv):
         raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
     from emofeat.corpus.manifest import sidecar_path
-    from emofeat.outputs import check_output
 
     # Before anything is read: the manifest and its sidecar are never an input.
     check_output(out, kind="manifest", inputs=[kemdy20, aihub, csv])

@@ -41,8 +41,8 @@ from emofeat.audio import (
     load_span,
     resampled_length,
 )
-from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import Encoder, masked_mean, register_family
+from emofeat.encoders.source import loading, local_source
 from emofeat.errors import ModelError
 
 HEAD_WEIGHTS = "head.safetensors"

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from emofeat.encoders import loading, local_source
 from emofeat.encoders.base import (
     Encoder,
     register_family,
 )
+from emofeat.encoders.source import loading, local_source
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
 

@@ -43,7 +43,7 @@ from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import check_precision, peak_memory, pick_device
-from emofeat.encoders import families, local_source, resolve
+from emofeat.encoders import families, resolve
 from emofeat.encoders.base import (
     Encoder,
     EncoderOutput,
@@ -53,6 +53,7 @@ from emofeat.encoders.base import (
     inference_context,
     layer_names,
 )
+from emofeat.encoders.source import local_source
 from emofeat.errors import EmofeatError, printable
 from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.inputs import (
@@ -64,6 +65,7 @@ from emofeat.extract.inputs import (
     stop_workers,
     to_device,
 )
+from emofeat.outputs import check_output, register_record_kind
 from emofeat.records import environment, weights_digests
 from emofeat.runs import RunFolder, RunInfo, trained_rows
 from emofeat.store import (
@@ -77,6 +79,7 @@ from emofeat.store import (
 from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
+register_record_kind("store-record", legacy_key="pooling")  # store/NAME.yaml beside store/NAME.h5
 
 
 @dataclass
@@ -255,7 +258,6 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     device = pick_device(cfg.device)
     _check_options(cfg, device)
     # The store and its record are never an input, and replace only what emofeat made as such.
-    from emofeat.outputs import check_output
 
     sources = [
         m.path,

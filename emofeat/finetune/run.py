@@ -27,8 +27,9 @@ from emofeat import distributed
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
-from emofeat.encoders import ModelSpec, loading, local_source, resolve
+from emofeat.encoders import ModelSpec, resolve
 from emofeat.encoders.base import Encoder, InputOptions
+from emofeat.encoders.source import loading, local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
@@ -89,17 +90,11 @@ def build_model(
 
 
 def _metrics(pred) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    """Trainer's compute_metrics: the figures of :mod:`emofeat.metrics` (Trainer adds the loss)."""
+    from emofeat.metrics import classification_metrics
 
-    y = pred.label_ids
-    p = np.asarray(
-        pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    ).argmax(-1)
-    return {
-        "accuracy": float(accuracy_score(y, p)),
-        "macro_f1": float(f1_score(y, p, average="macro")),
-        "uar": float(balanced_accuracy_score(y, p)),  # neutral dominates KEMDy20: UAR does not
-    }
+    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    return classification_metrics(pred.label_ids, np.asarray(logits).argmax(-1))
 
 
 # ----------------------------------------------------------------------------------------- train

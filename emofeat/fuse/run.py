@@ -225,13 +225,9 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
 
 def _held_out_metrics(logits: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
     """The held-out fold's figures, as a fine-tuned fold model records them."""
-    from emofeat.metrics import classification_metrics
-    from emofeat.stack.level1 import softmax
+    from emofeat.metrics import logits_metrics
 
-    metrics = classification_metrics(y, logits.argmax(1), n_classes)
-    p = softmax(logits.astype(np.float64))
-    metrics["loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
-    return metrics
+    return logits_metrics(y, logits)
 
 
 def _write_store(

@@ -15,7 +15,10 @@ import click
 
 from emofeat.corpus.aihub import read_aihub
 from emofeat.corpus.kemdy20 import annotation_files, read_kemdy20
+from emofeat.outputs import register_record_kind
 from emofeat.recipes.pipeline import MMMPlan, Step, ensemble_plan, run_plan
+
+register_record_kind("recipe", legacy_key="protocol")  # OUT/recipe.yaml
 
 
 def check_inputs(kemdy20: Path, aihub: Path | None) -> dict:

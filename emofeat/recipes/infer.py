@@ -27,6 +27,7 @@ from emofeat.errors import EmofeatError
 from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
+from emofeat.outputs import check_output
 from emofeat.records import read_config
 from emofeat.stack.ensemble import load_stack_model, write_predictions
 from emofeat.stack.level1 import load_level1
@@ -106,7 +107,6 @@ def infer(
     Returns:
         The predictions CSV.
     """
-    from emofeat.outputs import check_output
     from emofeat.recipes.config import InferConfig
 
     opts = InferConfig(**options)

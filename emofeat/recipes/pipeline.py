@@ -298,7 +298,7 @@ def _test_metrics(path: Path) -> dict:
         rows = s.select(split="test")
         rows = rows[s.labels[rows] >= 0]
         pred = s.logits(rows).argmax(1)
-        return classification_metrics(s.labels[rows].astype(int), pred, len(s.label_names))
+        return classification_metrics(s.labels[rows].astype(int), pred)
 
 
 def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:

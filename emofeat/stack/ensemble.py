@@ -42,7 +42,8 @@ from emofeat.atomic import (
 )
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
-from emofeat.metrics import bootstrap_accuracy, classification_metrics
+from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
+from emofeat.outputs import check_output, register_kind, register_record_kind
 from emofeat.records import dump_yaml, provenance
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.features import StoreFeatures
@@ -206,21 +207,15 @@ def _cross_validate(estimator, grid, X, y, plan: FoldPlan, C) -> tuple[dict, np.
             model = clone(estimator).fit(X[fit_rows], y[fit_rows])
         proba = model.predict_proba(X[held])
         oof[np.searchsorted(train, held)] = proba
-        per_fold.append(classification_metrics(y[held], proba.argmax(1), C))
-    summary = {
-        m: {
-            "mean": float(np.mean([f[m] for f in per_fold])),
-            "std": float(np.std([f[m] for f in per_fold])),
-        }
-        for m in per_fold[0]
-    }
+        per_fold.append(classification_metrics(y[held], proba.argmax(1)))
+    summary = fold_summary(per_fold)
     return summary, oof, protocol
 
 
 def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
     """metrics.json: CV figures, and the test rows' figures for the ensemble and every base
     model (the only place test rows are used)."""
-    C, y, test = level1.num_classes, level1.labels, fitted.test
+    y, test = level1.labels, fitted.test
     meta = fitted.model.named_steps["meta"]
     metrics: dict[str, Any] = {
         "meta": fitted.config.meta,
@@ -240,7 +235,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
     if len(test):
         proba = fitted.model.predict_proba(level1)[test]
         pred = proba.argmax(1)
-        block["ensemble"] = classification_metrics(y[test], pred, C)
+        block["ensemble"] = classification_metrics(y[test], pred)
         block["ensemble"]["accuracy_ci95"] = bootstrap_accuracy(
             y[test], pred, seed=fitted.config.seed
         )
@@ -249,7 +244,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         for name, lg in zip(level1.names, level1.logits):
             if lg is not None:
                 model_pred = lg[test].argmax(1)
-                block["models"][name] = classification_metrics(y[test], model_pred, C)
+                block["models"][name] = classification_metrics(y[test], model_pred)
                 block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
     metrics["test"] = block
     metrics["models_cv"] = _models_cv(level1, fitted.train)
@@ -268,10 +263,12 @@ def _models_cv(level1: Level1, train: np.ndarray) -> dict[str, dict[str, float]]
         if lg is None or flags is None or flags[train].any() or len(np.unique(folds)) < 2:
             continue
         per_fold = [
-            float((lg[train[folds == k]].argmax(1) == level1.labels[train[folds == k]]).mean())
+            classification_metrics(
+                level1.labels[train[folds == k]], lg[train[folds == k]].argmax(1)
+            )
             for k in np.unique(folds)
         ]
-        out[name] = {"mean": float(np.mean(per_fold)), "std": float(np.std(per_fold))}
+        out[name] = fold_summary(per_fold)
     return out
 
 
@@ -314,7 +311,6 @@ STACK_ENTRIES = (
 def check_stack_folder(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
     """A stack is written only where nothing else lives: a new or empty folder, or an earlier
     stack (its config.yaml says so), never over one of its input stores."""
-    from emofeat.outputs import check_output
 
     if out.exists() and not out.is_dir():
         raise EmofeatError(f"{out} is a file; give a folder for the stack")
@@ -432,6 +428,23 @@ def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str
     }
 
 
+# The header predictions.csv starts with (CSV has nowhere else to hold a marker).
+PREDICTIONS_HEADER = "id,split,label,predicted,provenance"
+
+
+def is_predictions(path: Path) -> bool:
+    """A predictions CSV emofeat wrote (it starts with :data:`PREDICTIONS_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().startswith(PREDICTIONS_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+register_kind("predictions", is_predictions)
+register_record_kind("stack", legacy_key="meta", folder=True)  # runs/stack-NAME/config.yaml
+
+
 def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:
     """predictions.csv: id, split, label, predicted, provenance (``in-sample``: the meta-learner
     was fitted on the row; ``cross-validated``: predicted by a meta-learner fitted on the other
@@ -466,7 +479,6 @@ def predict(
         out_csv: the predictions CSV to write.
         options: the options of :class:`~emofeat.stack.config.PredictConfig`.
     """
-    from emofeat.outputs import check_output
 
     allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")

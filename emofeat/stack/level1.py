@@ -14,13 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from emofeat.errors import StoreError
+from emofeat.metrics import softmax
 from emofeat.store import Provenance, Store, aligned
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 @dataclass

@@ -33,8 +33,8 @@ def models_cv_table(metrics: dict) -> str:
         "|---|---|---|",
     ]
     test = metrics.get("test", {}).get("models", {})
-    for name, cv in metrics["models_cv"].items():
-        t = test.get(name, {}).get("accuracy")
+    for name, figures in metrics["models_cv"].items():
+        cv, t = figures["accuracy"], test.get(name, {}).get("accuracy")
         lines.append(
             f"| {name} | {cv['mean']:.4f} ± {cv['std']:.4f} | {'' if t is None else f'{t:.4f}'} |"
         )

@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from emofeat.errors import StoreError
+from emofeat.outputs import register_kind
 from emofeat.store.layout import (
     REQUIRED,
     SCHEMA_VERSION,
@@ -396,3 +397,27 @@ def unfiltered(ds: h5py.Dataset) -> bool:
 def open_store(path: str | os.PathLike) -> Store:
     """Open and validate a store for reading (works while a writer appends to it)."""
     return Store(path)
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a feature store emofeat wrote (its root attributes say so)."""
+    for swmr in (False, True):  # SWMR: a store a killed writer left open-for-write
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=swmr, locking=False) as f:
+                return "ids" in f and all(
+                    k in f.attrs for k in ("label_names", "schema_version", "emofeat_version")
+                )
+        except OSError:
+            continue
+    # A store a failed writer left short of its recorded length: HDF5 opens it only after the
+    # next writer pads it (which then checks the whole layout); its superblock says it was
+    # being written.
+    from emofeat.store.recover import status_flags
+
+    try:
+        return bool(status_flags(path))
+    except (OSError, ValueError):
+        return False
+
+
+register_kind("store", is_store)

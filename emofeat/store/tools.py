@@ -14,6 +14,7 @@ import numpy as np
 
 from emofeat import __version__
 from emofeat.errors import StoreError
+from emofeat.outputs import check_output, register_kind
 from emofeat.store.layout import SPLITS, printable
 from emofeat.store.reader import Store, open_store
 from emofeat.store.writer import _create
@@ -142,6 +143,25 @@ def load_aligned(
         return xs, a.first.labels[chosen].astype(int), a.first.ids[chosen]
 
 
+EXPORT_MARK = "emofeat_export"  # a field of every npz / a key of every parquet emofeat exports
+
+
+def is_export(path: Path) -> bool:
+    """An npz or parquet file emofeat exported (it holds :data:`EXPORT_MARK`)."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return EXPORT_MARK.encode() in (pq.read_schema(path).metadata or {})
+        with np.load(path, allow_pickle=False) as data:
+            return EXPORT_MARK in data.files
+    except Exception:  # anything unreadable is not ours
+        return False
+
+
+register_kind("export", is_export)
+
+
 def export_store(
     path: str | os.PathLike,
     out: str | os.PathLike,
@@ -160,7 +180,6 @@ def export_store(
     """
     out = Path(out)
     from emofeat.atomic import atomic_path
-    from emofeat.outputs import EXPORT_MARK, check_output
     from emofeat.store.config import ExportConfig
 
     cfg = ExportConfig(**options)
@@ -213,7 +232,6 @@ def merge_stores(
     it (a skip only where none did), instead of refused. For the shards of one extraction job
     (every shard was checked against the job's layout and config, weights included), whose
     shares of rows move when a resumed job has another number of processes."""
-    from emofeat.outputs import check_output
 
     if not inputs:
         raise StoreError("nothing to merge")

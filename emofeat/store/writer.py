@@ -451,7 +451,7 @@ def remove_store(path: str | os.PathLike) -> None:
 
 def _check_replaceable(path: Path) -> None:
     """``--overwrite`` replaces only a feature store that no process is writing."""
-    from emofeat.outputs import is_store  # the output policy's own test of "a store we made"
+    from emofeat.store.reader import is_store  # the output policy's test of "a store we made"
 
     if not path.is_file():
         raise StoreError(f"{path} is not a file; refusing to replace it")

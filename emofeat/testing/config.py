@@ -6,18 +6,17 @@ from dataclasses import dataclass
 
 from emofeat.options import Options, option, seed_option
 
-
-def _kinds() -> tuple[str, ...]:
-    from emofeat.testing.tiny import TINY_KINDS  # (imports torch: asked when needed)
-
-    return TINY_KINDS
+# The hub formats emofeat builds tiny models in (emofeat.testing.tiny).
+SPEECH_KINDS = ("wav2vec2-base", "hubert", "wavlm", "data2vec-audio", "whisper")
+TEXT_KINDS = ("roberta", "xlm-roberta", "deberta-v2")
+TINY_KINDS = ("kobert", "kcelectra", "wav2vec2", *SPEECH_KINDS, *TEXT_KINDS)
 
 
 @dataclass(frozen=True)
 class TinyConfig(Options):
     """A tiny random model in the on-disk format of a hub model."""
 
-    kind: str = option(help="Which hub model's format.", choices=_kinds)
+    kind: str = option(help="Which hub model's format.", choices=TINY_KINDS)
     hidden: int = option(64, help="Hidden size.", low=4, high=4096)
     layers: int = option(2, help="Transformer layers.", low=1, high=48)
     seed: int = seed_option()

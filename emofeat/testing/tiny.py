@@ -345,11 +345,6 @@ def build_tiny_text(
     return out
 
 
-SPEECH_KINDS = ("wav2vec2-base", "hubert", "wavlm", "data2vec-audio", "whisper")
-TEXT_KINDS = ("roberta", "xlm-roberta", "deberta-v2")
-TINY_KINDS = ("kobert", "kcelectra", "wav2vec2", *SPEECH_KINDS, *TEXT_KINDS)
-
-
 def build_tiny(
     kind: str,
     out: str | Path,
@@ -360,7 +355,7 @@ def build_tiny(
     """A tiny ``kind`` model in ``out`` (``emofeat models tiny``).
 
     Args:
-        kind: the hub model whose on-disk format is built (:data:`TINY_KINDS`).
+        kind: the hub model whose on-disk format is built (:data:`emofeat.testing.config.TINY_KINDS`).
         out: the model folder.
         manifest: text models: the manifest whose texts make the vocabulary.
         options: the other options of :class:`~emofeat.testing.config.TinyConfig`.
@@ -369,7 +364,7 @@ def build_tiny(
         OptionError: an option's value is refused.
     """
     from emofeat.errors import EmofeatError
-    from emofeat.testing.config import TinyConfig
+    from emofeat.testing.config import SPEECH_KINDS, TEXT_KINDS, TinyConfig
 
     cfg = TinyConfig(kind=kind, **options)
     hidden, layers, seed = cfg.hidden, cfg.layers, cfg.seed

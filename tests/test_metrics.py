@@ -1,0 +1,78 @@
+"""One metrics owner: the stated convention (macro F1 and UAR over the classes present in y_true),
+checked against a hand computation, and the same figure wherever emofeat reports it."""
+
+import json
+
+import numpy as np
+import pytest
+
+from emofeat.metrics import classification_metrics, fold_summary, logits_metrics
+
+
+def hand_macro(y, pred):
+    """Per-class F1 and recall by counting, averaged over the classes of y."""
+    f1s, recalls = [], []
+    for c in np.unique(y):
+        tp = np.sum((pred == c) & (y == c))
+        fp, fn = np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn)
+        f1s.append(2 * p * r / (p + r) if p + r else 0.0)
+        recalls.append(r)
+    return np.mean(f1s), np.mean(recalls)
+
+
+def test_macro_figures_average_the_classes_present_in_y_true():
+    # A small fold that holds two of seven classes, one of them mispredicted as a third.
+    y = np.array([0, 0, 0, 1, 1, 1, 1])
+    pred = np.array([0, 0, 2, 1, 1, 1, 1])
+    m = classification_metrics(y, pred)
+    f1, uar = hand_macro(y, pred)
+    assert m["macro_f1"] == pytest.approx(f1) and m["uar"] == pytest.approx(uar)
+    assert m["macro_f1"] > 0.8  # over all seven classes it would be 0.25
+    assert m["accuracy"] == pytest.approx(6 / 7)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y, pred = rng.integers(0, 5, 40), rng.integers(0, 6, 40)
+        m = classification_metrics(y, pred)
+        f1, uar = hand_macro(y, pred)
+        assert m["macro_f1"] == pytest.approx(f1) and m["uar"] == pytest.approx(uar)
+
+
+def test_logits_metrics_loss_is_the_mean_cross_entropy():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1000.0, 0.0]])
+    y = np.array([0, 0, 0])
+    p = np.exp(logits[:2]) / np.exp(logits[:2]).sum(1, keepdims=True)
+    want = -(np.log(p[0, 0]) + np.log(p[1, 0]) + np.log(1.0)) / 3
+    assert logits_metrics(y, logits)["loss"] == pytest.approx(want)
+
+
+def test_fold_summary_is_mean_and_population_std():
+    folds = [{"accuracy": 0.5, "kept": "final"}, {"accuracy": 0.7}, {"accuracy": 0.9}]
+    s = fold_summary(folds)
+    assert set(s) == {"accuracy"}
+    assert s["accuracy"]["mean"] == pytest.approx(0.7)
+    assert s["accuracy"]["std"] == pytest.approx(np.std([0.5, 0.7, 0.9]))
+    assert s["accuracy"]["n"] == 3
+
+
+def test_a_base_models_fold_figures_in_its_run_equal_its_cv_figures_in_a_stack(
+    kobert_run, manifest_path, tmp_path
+):
+    """Fine-tuning scores each fold model on its held-out fold; the stack report scores the
+    store's out-of-fold train rows per fold. Same rows, same models, one metrics module: the
+    same figures."""
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+    from emofeat.stack.ensemble import stack
+
+    store = extract(manifest_path, tmp_path / "kb.h5", ExtractConfig(run=str(kobert_run)))
+    stack([store], "softvote", tmp_path / "stack")
+    cv = json.loads((tmp_path / "stack" / "metrics.json").read_text())["models_cv"]["kb"]
+    folds = sorted(kobert_run.glob("fold-[0-9]*"))
+    assert len(folds) >= 2
+    run = [json.loads((f / "metrics.json").read_text()) for f in folds]
+    want = fold_summary(run, ("accuracy", "macro_f1", "uar"))
+    for key in ("accuracy", "macro_f1", "uar"):
+        assert cv[key]["mean"] == pytest.approx(want[key]["mean"], abs=1e-9), key
+        assert cv[key]["std"] == pytest.approx(want[key]["std"], abs=1e-9), key
