@@ -30,6 +30,8 @@ import yaml
 
 from emofeat.atomic import foreign_entries, write_text
 from emofeat.errors import EmofeatError
+from emofeat.metrics import FOLD_KEYS
+from emofeat.metrics import fold_summary as summarise
 from emofeat.outputs import is_output, register_record_kind
 from emofeat.records import dump_yaml, provenance
 
@@ -359,7 +361,4 @@ def _read_json(path: Path, kind: type) -> Any:
 
 def fold_summary(results: dict[int, dict]) -> dict[str, dict[str, float]]:
     """Mean and standard deviation over folds of each held-out figure (:mod:`emofeat.metrics`)."""
-    from emofeat.metrics import FOLD_KEYS
-    from emofeat.metrics import fold_summary as summarise
-
     return summarise(results.values(), FOLD_KEYS)

@@ -189,7 +189,6 @@ def write_manifest(
 
     The sidecar records the CSV's sha256 and is written first: a kill between the two leaves the
     old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects."""
-
     path = Path(path)
     frame = validate(frame, str(path))
     check_output(path, kind="manifest")

@@ -258,7 +258,6 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     device = pick_device(cfg.device)
     _check_options(cfg, device)
     # The store and its record are never an input, and replace only what emofeat made as such.
-
     sources = [
         m.path,
         cfg.run,

@@ -33,6 +33,7 @@ from emofeat.encoders.source import loading, local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
+from emofeat.metrics import classification_metrics
 from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,6 @@ def build_model(
 
 def _metrics(pred) -> dict[str, float]:
     """Trainer's compute_metrics: the figures of :mod:`emofeat.metrics` (Trainer adds the loss)."""
-    from emofeat.metrics import classification_metrics
-
     logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
     return classification_metrics(pred.label_ids, np.asarray(logits).argmax(-1))
 

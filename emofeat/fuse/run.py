@@ -32,6 +32,7 @@ import numpy as np
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import FuseConfig, MMMConfig
+from emofeat.metrics import logits_metrics
 from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Provenance, StoreLayout, aligned, create_store
@@ -155,7 +156,7 @@ def fuse(
             net = mmm.new_model(dims, n_classes, cfg)
             history = _train_with_progress(net, dataset(fit), cfg, n_classes, device, header)
             metrics = (
-                _held_out_metrics(mmm.predict(net, dataset(held), device), labels[held], n_classes)
+                logits_metrics(labels[held], mmm.predict(net, dataset(held), device))
                 if len(held)
                 else {}
             )
@@ -221,13 +222,6 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
         return mmm.train(net, dataset, cfg, n_classes=n_classes, device=device, progress=progress)
     finally:
         bar.close()
-
-
-def _held_out_metrics(logits: np.ndarray, y: np.ndarray, n_classes: int) -> dict[str, float]:
-    """The held-out fold's figures, as a fine-tuned fold model records them."""
-    from emofeat.metrics import logits_metrics
-
-    return logits_metrics(y, logits)
 
 
 def _write_store(

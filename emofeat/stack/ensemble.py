@@ -311,7 +311,6 @@ STACK_ENTRIES = (
 def check_stack_folder(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
     """A stack is written only where nothing else lives: a new or empty folder, or an earlier
     stack (its config.yaml says so), never over one of its input stores."""
-
     if out.exists() and not out.is_dir():
         raise EmofeatError(f"{out} is a file; give a folder for the stack")
     if out.is_dir() and any(out.iterdir()):
@@ -479,7 +478,6 @@ def predict(
         out_csv: the predictions CSV to write.
         options: the options of :class:`~emofeat.stack.config.PredictConfig`.
     """
-
     allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")
     model = load_stack_model(stack_dir)
