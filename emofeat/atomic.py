@@ -1,9 +1,17 @@
-"""Write files under a temporary name and rename, so that nothing half-written is left behind."""
+"""Write files and folders under a temporary name and rename, so that nothing half-written is
+left behind: the one owner of "write whole, then rename" (every artifact emofeat writes goes
+through :func:`atomic_path` or :func:`atomic_folder`).
+
+The new content is flushed to disk (fsync) before the rename and the folder after it, so after a
+power cut the path holds the old content or the new, whole: a rename alone can reach the disk
+before the data it points to.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,11 +34,63 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         # mkstemp makes 0600 files; results are for colleagues too: honour the umask.
         os.chmod(tmp, 0o666 & ~umask())
+        fsync_tree(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         _remove_stale(path, keep=tmp)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``path``; on success put it, whole and on disk, in
+    the place of ``path`` (absent, or a folder emofeat made: see :func:`replace_folder`).
+
+    On an exception the temporary folder is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = temp_folder(path)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700 folders
+        fsync_tree(tmp)
+        replace_folder(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a file, or every file of a folder and the folders themselves, to disk."""
+    if path.is_dir():
+        for sub in sorted(path.rglob("*")):
+            if sub.is_file() and not sub.is_symlink():
+                _fsync_file(sub)
+        for folder in [path, *(d for d in path.rglob("*") if d.is_dir())]:
+            _fsync_dir(folder)
+    elif path.exists():
+        _fsync_file(path)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename stands
+    finally:
+        os.close(fd)
 
 
 def umask() -> int:
@@ -43,8 +103,6 @@ def umask() -> int:
 def _remove_stale(path: Path, keep: Path) -> None:
     """Temporary files or folders of ``path`` left by a killed writer: their names carry the
     writer's pid, and a live writer's are spared."""
-    import shutil
-
     for stale in path.parent.glob(f".{path.name}.*.tmp"):
         pid = stale.name[len(path.name) + 2 :].split("-", 1)[0]
         if stale != keep and pid.isdigit() and not _alive(int(pid)):
@@ -83,12 +141,11 @@ def foreign_entries(folder: Path, patterns: Iterable[str]) -> list[str]:
 def replace_folder(new: Path, out: Path) -> None:
     """Put a fully written folder ``new`` in the place of ``out`` (absent, or one emofeat made):
     the old one is moved aside first, so ``out`` is either the old or the new folder, whole."""
-    import shutil
-
     old = out.with_name(f".{out.name}.{os.getpid()}-old.tmp")
     if out.exists():
         os.replace(out, old)
     os.replace(new, out)
+    _fsync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
     _remove_stale(out, keep=out)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from emofeat.atomic import foreign_entries, write_text
+from emofeat.atomic import atomic_folder, foreign_entries, write_text
 from emofeat.errors import EmofeatError
 from emofeat.metrics import FOLD_KEYS
 from emofeat.metrics import fold_summary as summarise
@@ -243,18 +243,15 @@ class RunFolder:
     ) -> None:
         """Write a finished fold folder under a temporary name, then rename it into place, so a
         fold folder is either whole (with its done marker) or absent."""
-        out = self.fold_dir(fold)
-        tmp = out.with_name(out.name + ".saving")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(tmp)
-        (tmp / "log_history.json").write_text(json.dumps(log_history, indent=1))
-        (tmp / ROWS).write_text(
-            json.dumps({"train": list(map(str, train_ids)), "select": list(map(str, select_ids))})
-        )
-        (tmp / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        with atomic_folder(self.fold_dir(fold)) as tmp:
+            save_model(tmp)
+            (tmp / "log_history.json").write_text(json.dumps(log_history, indent=1))
+            (tmp / ROWS).write_text(
+                json.dumps(
+                    {"train": list(map(str, train_ids)), "select": list(map(str, select_ids))}
+                )
+            )
+            (tmp / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
 
     def fold_rows(self, fold: int) -> dict[str, list[str]]:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat

@@ -395,7 +395,7 @@ def test_bad_input_is_a_clear_error(
                     "virtual-dataset",
                 }
     assert not (tmp_path / "ran").exists()
-    assert not list(tmp_path.glob(".*.creating"))
+    assert not list(tmp_path.glob(".*.tmp"))
     if (tmp_path / "victim.txt").exists():
         assert (tmp_path / "victim.txt").read_text() == "do not touch"
 

@@ -171,3 +171,65 @@ def test_merge_export_and_stack_fail_whole_on_a_write_fault(tmp_path):
         assert not out.exists(), args  # nothing half-made under the output's name
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert not [n for n in leftovers if not n.endswith(".tmp")], leftovers
+
+
+# ------------------------------------------------------------------- the one atomic write
+def _record_syscalls(monkeypatch):
+    """Log fsync (of what) and replace calls in order."""
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", str(b)))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_atomic_writes_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+    from emofeat.atomic import atomic_folder, atomic_path
+
+    events = _record_syscalls(monkeypatch)
+    with atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("new")
+    kinds = [k for k, _ in events]
+    # The data first, then the rename, then the folder that holds the rename.
+    assert kinds == ["fsync", "replace", "fsync"]
+    assert events[0][1] != str(tmp_path / "a.txt") and events[2][1] == str(tmp_path)
+    assert (tmp_path / "a.txt").read_text() == "new"
+
+    events.clear()
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "old").write_text("old")
+    with atomic_folder(tmp_path / "f") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "x").write_text("x")
+    first_replace = next(i for i, (k, _) in enumerate(events) if k == "replace")
+    synced = {p for k, p in events[:first_replace] if k == "fsync"}
+    assert any(p.endswith("/sub/x") for p in synced)  # every file of the new folder
+    assert sorted(p.name for p in (tmp_path / "f").rglob("*")) == ["sub", "x"]
+
+
+def test_a_failed_atomic_write_leaves_the_old_content_and_no_temporary(tmp_path):
+    from emofeat.atomic import atomic_folder, atomic_path
+
+    (tmp_path / "a.txt").write_text("old")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "keep").write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_folder(tmp_path / "f") as tmp:
+        (tmp / "half").write_text("half")
+        raise RuntimeError("killed")
+    assert (tmp_path / "a.txt").read_text() == "old"
+    assert [p.name for p in (tmp_path / "f").iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "f"]

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from emofeat.atomic import atomic_path
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import FuseConfig, MMMConfig
@@ -234,10 +235,7 @@ def _write_store(
     config: dict[str, Any],
 ) -> None:
     """The fused store, built under a temporary name and renamed into place."""
-    from emofeat.atomic import temp_folder
-
-    tmp = temp_folder(path) / path.name
-    try:
+    with atomic_path(path, suffix=".h5") as tmp:
         layout = StoreLayout(
             ids=ref.ids,
             labels=ref.labels,
@@ -254,8 +252,3 @@ def _write_store(
             missing = np.setdiff1d(np.arange(len(ref)), rows)
             writer.skip(missing, "not done in every input store")
         writer.finalize()
-        os.replace(tmp, path)
-    finally:
-        import shutil
-
-        shutil.rmtree(tmp.parent, ignore_errors=True)

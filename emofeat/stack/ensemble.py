@@ -19,7 +19,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,9 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from emofeat.atomic import (
+    atomic_folder,
     atomic_path,
     foreign_entries,
-    replace_folder,
-    temp_folder,
-    umask,
     write_text,
 )
 from emofeat.crossfit import FoldPlan, combine_evidence
@@ -328,13 +325,8 @@ def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict
     written into a temporary folder that then takes the place of ``out``, so a stack folder
     is always whole (a kill leaves the previous one, or none)."""
     check_stack_folder(out)
-    tmp = temp_folder(out)
-    try:
+    with atomic_folder(out) as tmp:
         _write_stack_files(tmp, fitted, level1, metrics)
-        os.chmod(tmp, 0o777 & ~umask())
-        replace_folder(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_stack_files(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from emofeat import __version__
+from emofeat.atomic import atomic_path
 from emofeat.errors import StoreError
 from emofeat.outputs import check_output, register_kind
 from emofeat.store.layout import SPLITS, printable
@@ -259,10 +260,7 @@ def merge_stores(
             for k, v in first.attrs.items()
             if k not in ("complete", "schema_version", "label_names", "emofeat_version", "config")
         }
-        tmp = out.with_name(f".{out.name}.merging")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        try:
+        with atomic_path(out, suffix=".h5") as tmp:
             writer = _create(tmp, layout, attrs)
             with writer:
                 for i, s in enumerate(stores):
@@ -285,12 +283,7 @@ def merge_stores(
                         if len(skipped):
                             writer.skip(skipped, reason)
             writer.finalize()
-            os.replace(tmp, out)
-            return out
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()  # a failed merge leaves nothing half-made
-            raise
+        return out
     finally:
         for s in stores:
             s.close()

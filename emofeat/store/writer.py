@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from emofeat import __version__
+from emofeat.atomic import atomic_path
 from emofeat.errors import StoreError
 from emofeat.store.recover import clear_status_flags, extend_to_stored_eof, status_flags
 from emofeat.store.layout import (
@@ -329,13 +330,12 @@ def _create(
     if layout.in_sample is not None and layout.in_sample.shape != (n,):
         raise StoreError(f"{path}: in_sample has shape {layout.in_sample.shape}, expected ({n},)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.creating")
     rows = max(1, min(chunk_rows, n))
     meta_chunk = max(1, min(4096, n))
     # The skeleton is built in memory and written to disk as one plain file write: HDF5 never
     # writes this file itself, so a full disk here is an ordinary OSError with nothing left
     # behind (HDF5 that fails mid-write retries on close and at exit, and crashed the process).
-    f = h5py.File(f"{tmp}.image", "w", driver="core", backing_store=False, libver="latest")
+    f = h5py.File(f"{path}.image", "w", driver="core", backing_store=False, libver="latest")
     try:
         f.create_dataset("ids", data=layout.ids, dtype=_STR)
         f.create_dataset("labels", data=layout.labels)
@@ -389,15 +389,10 @@ def _create(
     finally:
         f.close()
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(image)
-            fh.flush()
-            os.fsync(fh.fileno())
+        with atomic_path(path) as tmp:  # a store is created whole or not at all
+            tmp.write_bytes(image)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # a store is created whole or not at all
         raise StoreError(f"{path}: creating the store failed ({err.strerror or err})") from err
-    os.replace(tmp, path)
     return StoreWriter(path)
 
 
