@@ -162,9 +162,9 @@ def prepared_batches(manifest, model_dir, device, batch_seconds):
     from emofeat.corpus.manifest import read_manifest
     from emofeat.encoders.base import InputOptions
     from emofeat.encoders.speech import SpeechEncoder, equal_length_runs
+    from emofeat.extract.compute import window_rows
     from emofeat.extract.config import ExtractConfig
     from emofeat.extract.inputs import plan_batches
-    from emofeat.extract.run import window_rows
 
     m = read_manifest(manifest)
     enc = SpeechEncoder.from_folder(str(model_dir), InputOptions(max_seconds=20.0))

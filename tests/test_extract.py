@@ -689,8 +689,8 @@ def test_an_all_layer_store_answers_to_last_with_plain_h5py(frozen_store, tmp_pa
 
 
 def test_write_behind_writes_few_large_blocks_and_keeps_done_rows_exact(tmp_path):
-    from emofeat.extract.run import WriteBehind
     from emofeat.store import create_store
+    from emofeat.store.buffer import WriteBehind
 
     n = 40
     writer = create_store(

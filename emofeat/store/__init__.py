@@ -19,10 +19,12 @@ store while a writer appends to it (SWMR read).
 
 The package: :mod:`~emofeat.store.layout` (what a store holds, one validation for creating and
 loading), :mod:`~emofeat.store.writer`, :mod:`~emofeat.store.reader` and
-:mod:`~emofeat.store.tools` (validate, align by id, export, merge, describe).
+:mod:`~emofeat.store.tools` (validate, align by id, export, merge, describe), and
+:mod:`~emofeat.store.buffer` (the write buffer: rows written in few large blocks).
 ``import emofeat.store`` imports neither torch nor transformers (nor pandas).
 """
 
+from emofeat.store.buffer import WriteBehind
 from emofeat.store.layout import SPLITS, Provenance, StoreLayout, printable
 from emofeat.store.reader import Store, open_store
 from emofeat.store.tools import (
@@ -63,6 +65,7 @@ __all__ = [
     "open_writer",
     "remove_store",
     "printable",
+    "WriteBehind",
     "validate_store",
     "writer_alive",
 ]

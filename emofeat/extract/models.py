@@ -1,0 +1,164 @@
+"""What an extraction runs and on which rows: the fold models of a fine-tuned run (or one
+pretrained encoder), loaded with the run's input options, and the routing of every row to the
+models that may compute it (the cross-fitting rule of :class:`emofeat.crossfit.FoldPlan`)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from emofeat.corpus.labels import LABEL_NAMES
+from emofeat.corpus.manifest import Manifest
+from emofeat.crossfit import FoldPlan
+from emofeat.encoders import families, resolve
+from emofeat.encoders.base import Encoder, InputOptions
+from emofeat.encoders.source import local_source
+from emofeat.errors import EmofeatError
+from emofeat.extract.config import ExtractConfig
+from emofeat.records import weights_digests
+from emofeat.runs import RunFolder, RunInfo, trained_rows
+
+
+@dataclass
+class Models:
+    """What an extraction runs: the encoder family (with its processor and input options), one
+    model per fold (one pretrained encoder for a frozen store), and where they came from."""
+
+    encoder: Encoder
+    models: list[torch.nn.Module]
+    label_names: list[str]
+    model_id: str
+    # The weights' sha256 (whole, per folder), hashed in a thread while the models load.
+    digests: Future[tuple[str, list[str]]]
+    run: RunInfo | None = None
+    run_path: str = ""
+    # The run's folds the loaded models hold out, in order (-1: the model on all train rows).
+    model_folds: list[int] = field(default_factory=list)
+    # A single model folder that emofeat fine-tuned, loaded with --model: the ids it trained or
+    # chose on (its rows.json). None: a pretrained encoder, which saw no row of the corpus.
+    trained_on: set[str] | None = None
+
+    @property
+    def out_of_fold(self) -> bool:
+        """Whether train rows get predictions from the fold model that did not see them."""
+        return self.run is not None and self.run.folds > 0
+
+
+def load_models(cfg: ExtractConfig) -> Models:
+    """The fold models of ``cfg.run`` (with the run's input options), or the pretrained encoder
+    ``cfg.model`` for frozen embeddings."""
+    if cfg.run:
+        run = RunFolder(cfg.run)
+        info = run.info()
+        folds = run.fold_ids()
+        if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
+            folds = [k for k in folds if k >= 0]
+        dirs = [str(d) for d in run.finished_fold_dirs(folds)]
+        digests = _hash_weights(dirs)
+        options = InputOptions(
+            max_len=cfg.max_len or info.max_len,
+            sample_rate=info.sample_rate,
+            reverse=info.reverse if cfg.reverse is None else cfg.reverse,
+            max_seconds=cfg.max_seconds,
+            text_filter=cfg.text_filter,
+            sequence_padding=cfg.sequence_padding,
+        )
+        # The fold folders hold the tokenizer or feature extractor the run was trained with.
+        encoder = families()[info.family].from_folder(dirs[0], options)
+        models = [encoder.load_classifier(d) for d in dirs]
+        return Models(
+            encoder,
+            models,
+            info.label_names,
+            info.source,
+            digests,
+            run=info,
+            run_path=str(cfg.run),
+            model_folds=folds,
+        )
+    if not cfg.model:
+        raise EmofeatError("give --model (frozen encoder) or --run (fine-tuned run)")
+    spec = resolve(cfg.model, cfg.model_path)
+    source = local_source(spec.source)
+    digests = _hash_weights([source])
+    cls = spec.encoder_class
+    processor = cls.load_processor(source)
+    options = InputOptions(
+        max_len=cfg.max_len or cls.own_limit(processor, source) or 64,
+        sample_rate=int(getattr(processor, "sampling_rate", 0) or 16000),
+        reverse=bool(cfg.reverse),
+        max_seconds=cfg.max_seconds,
+        text_filter=cfg.text_filter,
+        sequence_padding=cfg.sequence_padding,
+    )
+    encoder = cls(processor, options)
+    return Models(
+        encoder,
+        [encoder.load_pretrained(source)],
+        list(LABEL_NAMES),
+        spec.source,
+        digests,
+        trained_on=trained_rows(source),
+    )
+
+
+def _hash_weights(folders: list[str]) -> Future[tuple[str, list[str]]]:
+    """:func:`weights_digests` of ``folders`` in a thread (hashlib releases the GIL): ~0.7 s
+    per GB of weights (this 2-core AMD EPYC) that would otherwise come on top of loading them."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    digests = pool.submit(weights_digests, folders)
+    pool.shutdown(wait=False)
+    return digests
+
+
+@dataclass
+class Routing:
+    """Which fold models compute each row, and the row's out-of-fold evidence."""
+
+    groups: list[tuple[list[int], np.ndarray]]  # (fold models, rows): values are their mean
+    in_sample: np.ndarray  # per row: a model that produced it trained on it or chose on it
+    plan: FoldPlan  # the rule the groups come from
+
+
+def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Routing:
+    """Route rows to models by the cross-fitting rule (:class:`emofeat.crossfit.FoldPlan`): a
+    held-out train row → the fold model that held it out; every other row → the mean over the
+    fold models.
+
+    With a cross-fitted run the manifest's fold assignment is checked against the rows each fold
+    model recorded (``rows.json``): a labelled train row whose fold differs from the run's, a
+    labelled train row the run never saw, or a test row some fold model trained on is refused,
+    with the first differences. The run's records also give each row's ``in_sample`` flag."""
+    plan = FoldPlan.from_manifest(m)
+    if loaded_models.run is None:  # one model for every row
+        everyone = list(range(len(loaded_models.models)))
+        groups = [(everyone, np.arange(len(m)))]
+        # A pretrained encoder never saw these rows; a folder emofeat fine-tuned says which it
+        # trained on, whichever option loaded it.
+        used = [loaded_models.trained_on or set()]
+        return Routing(groups, plan.in_sample(groups, used), plan)
+    run = RunFolder(loaded_models.run_path)
+    model_folds = loaded_models.model_folds
+    used = [u for k, u in zip(run.fold_ids(), run.fold_usage()) if k in model_folds]
+    skipped = run.skipped_ids()
+    plan = plan.excluding(i for i, u in enumerate(plan.ids) if u in skipped)
+    if loaded_models.out_of_fold:
+        count, problems = plan.check_models(model_folds, used)
+        if count:
+            listing = "\n  ".join(problems)
+            raise EmofeatError(
+                f"{run.path} was trained with another fold assignment than {m.path or m.root} "
+                f"({count} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
+                f"Extract with the manifest the run was made from ({loaded_models.run.manifest}), or fine-tune "
+                "a new run on this manifest."
+            )
+    if refit and -1 not in model_folds:
+        raise EmofeatError(
+            f"--test-rows refit: {run.path} has no model refit on all train rows; fine-tune it "
+            "with --refit (the fold models are kept), or extract with --test-rows mean"
+        )
+    groups = plan.model_groups(model_folds, refit=refit)
+    return Routing(groups, plan.in_sample(groups, used), plan)
