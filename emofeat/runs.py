@@ -27,8 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
+from emofeat import distributed
 from emofeat.atomic import atomic_folder, foreign_entries, write_text
+from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.metrics import FOLD_KEYS
 from emofeat.metrics import fold_summary as summarise
@@ -54,6 +57,15 @@ RESUMABLE_KEYS = ("device",)
 
 
 register_record_kind("run", legacy_key="family", folder=True)  # runs/NAME/config.yaml
+
+
+@dataclass
+class FoldModels:
+    """What :meth:`RunFolder.train_folds` gives back: per fold id, its held-out metrics and
+    its model (None where the caller keeps no model)."""
+
+    metrics: dict[int, dict[str, Any]] = field(default_factory=dict)
+    models: dict[int, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -252,6 +264,46 @@ class RunFolder:
                 )
             )
             (tmp / FOLD_DONE).write_text(json.dumps(metrics, indent=2))
+
+    def train_folds(
+        self,
+        plan: FoldPlan,
+        folds: Sequence[int],
+        train: Callable[[int, str], tuple[dict[str, Any], Any]],
+        *,
+        load: Callable[[Path], Any] | None = None,
+    ) -> FoldModels:
+        """The one fold-training driver of every cross-fitted base model (fine-tuning, fusion):
+        each fold of ``folds`` in order, a finished fold kept (never retrained), the others
+        trained by ``train``.
+
+        Args:
+            plan: the fold plan (which rows fit and which are held out, for the log line).
+            folds: the fold ids to train (-1: one model on all train rows).
+            train: ``train(fold, label)`` trains and saves one fold model (through
+                :meth:`save_fold`) and returns its held-out metrics and the model; ``label``
+                names the run and fold for its progress bar.
+            load: a finished fold's model from its folder, for callers that predict with
+                every fold model (None: finished folds give their metrics only).
+
+        Returns:
+            Each fold's metrics and (trained, or loaded with ``load``) model.
+        """
+        say = tqdm.write if distributed.is_main() else (lambda _: None)
+        world = distributed.world_size()
+        on = f" on {world} processes (DDP)" if world > 1 else ""
+        done = FoldModels()
+        for n, k in enumerate(folds, 1):
+            label = f"[{self.path.name}] fold {n}/{len(folds)} ({self.fold_name(k)})"
+            if self.is_finished(k):
+                say(f"{label}: already trained, kept")
+                done.metrics[k] = self.fold_metrics(k)
+                done.models[k] = load(self.fold_dir(k)) if load else None
+                continue
+            fit, held = len(plan.fit_rows(k)), len(plan.held_rows(k))
+            say(f"{label}: training on {fit} rows{on}, {held} held out")
+            done.metrics[k], done.models[k] = train(k, label)
+        return done
 
     def fold_rows(self, fold: int) -> dict[str, list[str]]:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat

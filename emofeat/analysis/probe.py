@@ -32,6 +32,22 @@ from emofeat.metrics import classification_metrics, fold_summary
 LAYER = re.compile(r"^layer_(\d+)$")
 
 
+def _weighted_layers(n_layers: int, width: int, n_classes: int):
+    """``softmax(w) · layers`` → Linear: the probe's network (torch imported when it is fitted)."""
+    import torch
+
+    class WeightedLayers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = torch.nn.Parameter(torch.zeros(n_layers))
+            self.head = torch.nn.Linear(width, n_classes)
+
+        def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+            return self.head((torch.softmax(self.weights, 0)[None, :, None] * blocks).sum(1))
+
+    return WeightedLayers()
+
+
 class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
     """SUPERB-style probe: ``softmax(w) · layers`` (one weight per layer, learned) → LayerNorm-free
     linear classifier, trained jointly with AdamW on cross-entropy. ``X`` is the layers side by
@@ -67,21 +83,22 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"X has {X.shape[1]} features, not {self.n_layers} equal layer blocks")
         self.classes_, yi = np.unique(y, return_inverse=True)
         self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
+        from emofeat.training import train_head
+
         torch.manual_seed(self.seed)
         xb = self._blocks(X)
-        weights = torch.zeros(self.n_layers, requires_grad=True)
-        head = torch.nn.Linear(xb.shape[2], len(self.classes_))
-        opt = torch.optim.AdamW(
-            [weights, *head.parameters()], lr=self.lr, weight_decay=self.weight_decay
-        )
+        net = _weighted_layers(self.n_layers, xb.shape[2], len(self.classes_))
         target = torch.tensor(yi)
-        for _ in range(self.epochs):  # full batch: probes are small
-            opt.zero_grad()
-            mixed = (torch.softmax(weights, 0)[None, :, None] * xb).sum(1)
-            torch.nn.functional.cross_entropy(head(mixed), target).backward()
-            opt.step()
-        self.layer_weights_ = torch.softmax(weights, 0).detach().numpy().astype(np.float64)
-        self.head_ = head.eval()
+        train_head(  # full batch: probes are small
+            net,
+            lambda epoch: [(xb, target)],
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            name="the layer-weighted probe",
+        )
+        self.layer_weights_ = torch.softmax(net.weights, 0).detach().numpy().astype(np.float64)
+        self.head_ = net.head
         return self
 
     def predict_proba(self, X) -> np.ndarray:

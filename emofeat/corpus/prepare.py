@@ -63,7 +63,6 @@ def prepare(
         CorpusError: nothing to read, or the corpora hold no utterances.
     """
     cfg = PrepareConfig(**options)
-    text, multilabel, skip_missing = cfg.text, cfg.multilabel, cfg.skip_missing
     if not (kemdy20 or aihub or csv):
         raise CorpusError("nothing to read: give at least one of --kemdy20, --aihub, --csv")
     from emofeat.corpus.manifest import sidecar_path
@@ -71,22 +70,7 @@ def prepare(
     # Before anything is read: the manifest and its sidecar are never an input.
     check_output(out, kind="manifest", inputs=[kemdy20, aihub, csv])
     check_output(sidecar_path(out), kind="manifest-sidecar", inputs=[kemdy20, aihub, csv])
-    frames, report = [], {}
-    if kemdy20:
-        frame, report["kemdy20"] = read_kemdy20(
-            kemdy20, text_mode=text, multilabel=multilabel, skip_missing=skip_missing
-        )
-        frames.append(frame)
-    if aihub:
-        frame, report["aihub"] = read_aihub(aihub, text, skip_missing)
-        frames.append(frame)
-    if csv:
-        frame, report["csv"] = read_csv_corpus(csv, text, skip_missing)
-        frames.append(frame)
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        raise CorpusError("the corpora hold no utterances")
-    frame = build_frame(pd.concat(frames, ignore_index=True).to_dict("records"))
+    frame, report = _read_corpora(cfg, kemdy20=kemdy20, aihub=aihub, csv=csv)
     frame = apply_split(frame, cfg.split, k=cfg.folds, seed=cfg.seed)
     frame["duration"] = audio_durations(frame["audio_path"])
     out = Path(out)
@@ -101,3 +85,30 @@ def prepare(
     write_manifest(frame, out, config=config, seed=cfg.seed)
     log.info("wrote %s (%d utterances)", out, len(frame))
     return read_manifest(out), report
+
+
+def _read_corpora(
+    cfg: PrepareConfig,
+    *,
+    kemdy20: str | Path | None,
+    aihub: str | Path | None,
+    csv: str | Path | None,
+) -> tuple[pd.DataFrame, dict]:
+    """The utterances of every given corpus in one frame, and each reader's report."""
+    text, skip_missing = cfg.text, cfg.skip_missing
+    frames, report = [], {}
+    if kemdy20:
+        frame, report["kemdy20"] = read_kemdy20(
+            kemdy20, text_mode=text, multilabel=cfg.multilabel, skip_missing=skip_missing
+        )
+        frames.append(frame)
+    if aihub:
+        frame, report["aihub"] = read_aihub(aihub, text, skip_missing)
+        frames.append(frame)
+    if csv:
+        frame, report["csv"] = read_csv_corpus(csv, text, skip_missing)
+        frames.append(frame)
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise CorpusError("the corpora hold no utterances")
+    return build_frame(pd.concat(frames, ignore_index=True).to_dict("records")), report

@@ -58,14 +58,11 @@ def compute(
     """Compute the pending rows ``todo`` into ``writer``.
 
     Args:
-        m: the manifest the store's rows come from.
-        loaded: the encoder and its fold models (on ``device``).
+        m, loaded: the manifest the store's rows come from; the encoder and its fold models.
         writer: the open :class:`emofeat.store.StoreWriter`.
         todo: groups of fold models, their pending rows and the rows' lengths.
-        names: the stored layers (name, hidden-state index).
-        cfg: the extraction options as applied.
-        device: where the models are.
-        min_len: the shortest input the encoder takes.
+        names, cfg: the stored layers (name, hidden-state index); the options as applied.
+        device, min_len: where the models are; the shortest input the encoder takes.
 
     Returns:
         Where the time went (recorded in the store), or None when nothing was pending.

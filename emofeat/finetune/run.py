@@ -17,6 +17,7 @@ import logging
 import shutil
 import warnings
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, resolve
-from emofeat.encoders.base import Encoder, InputOptions
+from emofeat.encoders.base import Encoder, InputOptions, RowCheck
 from emofeat.encoders.source import loading, local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
@@ -160,6 +161,33 @@ def _trainer_class():
     return EmofeatTrainer
 
 
+@dataclass
+class FoldRows:
+    """The rows of one fold model: those it fits, those that choose its checkpoint (``select
+    inner``) and those it holds out (evaluated afterwards, for the record only)."""
+
+    fit: np.ndarray
+    select: np.ndarray
+    held: np.ndarray
+
+
+def fold_rows(plan: FoldPlan, fold: int, cfg: FinetuneConfig) -> FoldRows:
+    """The rows of fold model ``fold`` by the cross-fitting rule (:mod:`emofeat.crossfit`),
+    with ``train_fraction`` (a random share of the fit rows, the rest never used) and the inner
+    split of ``select="inner"`` (group-aware, from the fit rows alone)."""
+    fit, held = plan.fit_rows(fold), plan.held_rows(fold)
+    if cfg.train_fraction < 1:
+        from sklearn.model_selection import train_test_split
+
+        fit = np.sort(
+            train_test_split(fit, train_size=cfg.train_fraction, random_state=cfg.seed)[0]
+        )
+    select = fit[:0]
+    if cfg.select == "inner":
+        fit, select = plan.inner_split(fit, cfg.inner_fraction, cfg.seed)
+    return FoldRows(fit, select, held)
+
+
 def train_fold(
     manifest: Manifest,
     plan: FoldPlan,
@@ -173,37 +201,94 @@ def train_fold(
 ) -> dict:
     """Train fold model ``fold`` (-1: one model on all train rows) into the run.
 
-    The rows it fits and holds out come from ``plan`` (:mod:`emofeat.crossfit`); it makes no
-    decision on its held-out rows: with ``select="none"`` it keeps its final weights; with
-    ``"inner"`` the best checkpoint and early stopping are chosen on a group-aware split of its
-    training rows. The held-out rows are evaluated afterwards, for the record only.
-    ``length_of`` maps row index → input length (for length grouping)."""
-    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
+    The rows it fits and holds out come from ``plan`` (:func:`fold_rows`); it makes no decision
+    on its held-out rows: with ``select="none"`` it keeps its final weights; with ``"inner"``
+    the best checkpoint and early stopping are chosen on a group-aware split of its training
+    rows. The held-out rows are evaluated afterwards, for the record only.
+
+    ``length_of`` maps row index → input length (length grouping); ``encoder`` is one already
+    loaded (its tokenizer or feature extractor is reused). Returns the fold's held-out metrics
+    and how it was trained (as saved in its ``metrics.json``).
+    """
+    from transformers import set_seed
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
     model, encoder, min_len = build_model(spec, cfg, encoder)
-    fit_rows, held_rows = plan.fit_rows(fold), plan.held_rows(fold)
-    if cfg.train_fraction < 1:  # a random share, the rest never used (rows.json says which)
-        from sklearn.model_selection import train_test_split
-
-        fit_rows = np.sort(
-            train_test_split(fit_rows, train_size=cfg.train_fraction, random_state=cfg.seed)[0]
-        )
-    select_rows = fit_rows[:0]
-    if cfg.select == "inner":
-        fit_rows, select_rows = plan.inner_split(fit_rows, cfg.inner_fraction, cfg.seed)
+    rows = fold_rows(plan, fold, cfg)
 
     def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
         lens = np.array([length_of[r] for r in part.tolist()]) if with_lengths else None
         return UtteranceDataset(manifest, part, encoder, min_len=min_len, lengths=lens)
 
-    train = dataset(fit_rows, with_lengths=True)
-    select = dataset(select_rows) if len(select_rows) else None
+    select = dataset(rows.select) if len(rows.select) else None
+    trainer = _trainer(
+        model,
+        cfg=cfg,
+        args=_training_arguments(
+            cfg, run=run, fold=fold, device=device, encoder=encoder, selects=select is not None
+        ),
+        train=dataset(rows.fit, with_lengths=True),
+        select=select,
+        encoder=encoder,
+        label=f"{run.path.name} {run.fold_name(fold)}",
+    )
     ckpt = run.checkpoints(fold)
+    resume = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
+    if resume:
+        log.info("fold %d: resuming from %s", fold, ckpt)
+    trainer.train(resume_from_checkpoint=resume or None)
+    metrics: dict[str, Any] = {}  # (evaluation is collective: every process takes part)
+    if len(rows.held):  # the held-out fold, evaluated after all decisions were made
+        metrics = trainer.evaluate(eval_dataset=dataset(rows.held), metric_key_prefix="heldout")
+        metrics = {k.removeprefix("heldout_"): v for k, v in metrics.items()}
+    metrics.update(_how_trained(trainer, fold=fold, rows=rows, cfg=cfg))
+    _save_fold(
+        run, fold, trainer=trainer, encoder=encoder, metrics=metrics, rows=rows, ids=manifest.ids
+    )
+    distributed.barrier()
+    return metrics
+
+
+def _save_fold(
+    run: RunFolder,
+    fold: int,
+    *,
+    trainer,
+    encoder: Encoder,
+    metrics: dict[str, Any],
+    rows: FoldRows,
+    ids: np.ndarray,
+) -> None:
+    """The main process saves the fold (whole or not at all) and drops its checkpoints; the
+    others wait for it."""
+    if distributed.is_main():
+        run.save_fold(
+            fold,
+            lambda folder: encoder.save(trainer.model, str(folder)),
+            metrics=metrics,
+            log_history=trainer.state.log_history,
+            train_ids=ids[rows.fit],
+            select_ids=ids[rows.select],
+        )
+        shutil.rmtree(run.checkpoints(fold), ignore_errors=True)
+
+
+def _training_arguments(
+    cfg: FinetuneConfig,
+    *,
+    run: RunFolder,
+    fold: int,
+    device: str,
+    encoder: Encoder,
+    selects: bool,
+):
+    """Trainer's arguments for one fold (``selects``: a checkpoint is chosen on inner rows)."""
+    from transformers import TrainingArguments
+
     workers = default_workers(device)
-    args = TrainingArguments(
-        output_dir=str(ckpt),
+    return TrainingArguments(
+        output_dir=str(run.checkpoints(fold)),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
@@ -214,10 +299,10 @@ def train_fold(
         lr_scheduler_type=cfg.scheduler,
         warmup_ratio=cfg.warmup_ratio,
         max_grad_norm=cfg.max_grad_norm,
-        eval_strategy="epoch" if select is not None else "no",
+        eval_strategy="epoch" if selects else "no",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=select is not None,
+        load_best_model_at_end=selects,
         metric_for_best_model=cfg.metric_for_best,
         greater_is_better=True,
         logging_strategy="epoch",
@@ -243,6 +328,14 @@ def train_fold(
         # (wav2vec2's masked_spec_embed); text classifiers use all of theirs.
         ddp_find_unused_parameters=encoder.modality == "speech",
     )
+
+
+def _trainer(model, *, cfg: FinetuneConfig, args, train, select, encoder: Encoder, label: str):
+    """emofeat's Trainer for one fold: early stopping on the inner rows (when they choose),
+    a progress bar labelled with the run and fold."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_callback import ProgressCallback
+
     callbacks = (
         [EarlyStoppingCallback(cfg.early_stopping_patience)]
         if select is not None and cfg.early_stopping_patience > 0
@@ -257,43 +350,26 @@ def train_fold(
         compute_metrics=_metrics,
         callbacks=callbacks,
     )
-    from transformers.trainer_callback import ProgressCallback
-
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(_labelled_progress(f"{run.path.name} {run.fold_name(fold)}"))
-    resume = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
-    if resume:
-        log.info("fold %d: resuming from %s", fold, ckpt)
-    trainer.train(resume_from_checkpoint=resume or None)
-    metrics: dict[str, Any] = {}  # (evaluation is collective: every process takes part)
-    if len(held_rows):  # the held-out fold, evaluated after all decisions were made
-        metrics = trainer.evaluate(eval_dataset=dataset(held_rows), metric_key_prefix="heldout")
-        metrics = {k.removeprefix("heldout_"): v for k, v in metrics.items()}
-    metrics.update(
+    trainer.add_callback(_labelled_progress(label))
+    return trainer
+
+
+def _how_trained(trainer, *, fold: int, rows: FoldRows, cfg: FinetuneConfig) -> dict[str, Any]:
+    """What a fold's record says of its training beside its held-out metrics."""
+    selects = len(rows.select) > 0
+    return dict(
         fold=fold,
-        train_rows=len(train),
-        select_rows=len(select_rows),
-        heldout_rows=len(held_rows),
+        train_rows=len(rows.fit),
+        select_rows=len(rows.select),
+        heldout_rows=len(rows.held),
         select=cfg.select,
-        kept=trainer.state.best_model_checkpoint if select is not None else "final",
-        kept_epoch=_kept_epoch(trainer.state) if select is not None else trainer.state.epoch,
+        kept=trainer.state.best_model_checkpoint if selects else "final",
+        kept_epoch=_kept_epoch(trainer.state) if selects else trainer.state.epoch,
         # What trained it: processes (DDP under torchrun) and optimizer steps.
         world_size=int(trainer.args.world_size),
         optimizer_steps=int(trainer.state.global_step),
     )
-    ids = manifest.ids
-    if distributed.is_main():  # one writer; the others wait for the fold to be saved
-        run.save_fold(
-            fold,
-            lambda folder: encoder.save(trainer.model, str(folder)),
-            metrics=metrics,
-            log_history=trainer.state.log_history,
-            train_ids=ids[fit_rows],
-            select_ids=ids[select_rows],
-        )
-        shutil.rmtree(ckpt, ignore_errors=True)
-    distributed.barrier()
-    return metrics
 
 
 def _labelled_progress(label: str):
@@ -341,14 +417,54 @@ def finetune(
     refused unless ``overwrite``. ``only_folds`` trains those folds alone (``--fold K``): each
     fold is its own folder, checkpoints and logs, so processes training different folds of one
     run can run at once (one per GPU, a SLURM array); the run is complete when every fold is.
+
+    Everything is checked before anything is written or deleted: a model that cannot be found
+    or a bad row leaves no run folder behind, and ``overwrite`` never runs on a failing command.
+
+    Raises:
+        EmofeatError: no labelled train rows, ``folds`` other than the manifest's, a row that
+            cannot be read (without ``skip_bad``), a run folder made with other options.
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     spec = resolve(cfg.model, cfg.model_path)
     run = RunFolder(out)
     plan = FoldPlan.from_manifest(m)
+    cfg = cfg.replace(folds=_fold_count(m, plan, cfg))
+    encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
+    checked = _check_rows(m, plan, spec=spec, encoder=encoder, cfg=cfg)
+    fold_ids = _selected_folds(run.fold_ids(cfg.folds, cfg.refit), only_folds, overwrite=overwrite)
+    # Under torchrun every process runs this command and trains each fold together (DDP); the
+    # main process writes the run's files, the others wait for it.
+    distributed.init(pick_device(cfg.device))
+    if distributed.is_main():
+        run.start(_run_record(m, plan, spec=spec, cfg=cfg), cfg.seed, overwrite)
+    distributed.barrier()
     unknown_train = int(((plan.split == "train") & ~plan.labelled).sum())
-    rows = plan.train_rows
-    if not len(rows):
+    if unknown_train:
+        log.warning("%d train row(s) without a label are not used for training", unknown_train)
+    # Rows that cannot be read are left out of every fold model's training.
+    plan = plan.excluding(checked.bad_rows)
+    length_of = dict(zip(checked.good.tolist(), np.asarray(checked.lengths).tolist()))
+
+    def train(fold: int, label: str) -> tuple[dict, None]:
+        got = train_fold(
+            m, plan, spec=spec, cfg=cfg, fold=fold, run=run, length_of=length_of, encoder=encoder
+        )
+        return got, None
+
+    with quiet_repeats():
+        results = run.train_folds(plan, fold_ids, train).metrics
+    # The run's summary covers every fold finished so far (other processes' too).
+    every = run.fold_ids(cfg.folds, cfg.refit)
+    done = {f: run.fold_metrics(f) for f in every if run.is_finished(f)}
+    if distributed.is_main():
+        run.write_summary(done, checked.bad)
+    return results
+
+
+def _fold_count(m: Manifest, plan: FoldPlan, cfg: FinetuneConfig) -> int:
+    """The run's folds: the manifest's (or 0, one model); a warning when groups span folds."""
+    if not len(plan.train_rows):
         raise EmofeatError(f"{m.root}: the manifest has no labelled train rows")
     k = m.num_folds if cfg.folds is None else cfg.folds
     if k not in (0, m.num_folds):
@@ -358,7 +474,6 @@ def finetune(
             f"--folds {k}, but the manifest has {m.num_folds} folds; use --folds {m.num_folds} "
             f"(or 0 for one model), or prepare the manifest with --folds {k}"
         )
-    cfg = cfg.replace(folds=k)
     spanning = plan.spanning_groups()
     if k and spanning:
         group, folds = next(iter(spanning.items()))
@@ -369,7 +484,49 @@ def finetune(
             group,
             folds,
         )
-    config = {
+    return k
+
+
+def _check_rows(
+    m: Manifest, plan: FoldPlan, *, spec: ModelSpec, encoder: Encoder, cfg: FinetuneConfig
+) -> RowCheck:
+    """The train rows checked for the model's minimum input (before anything is written)."""
+    from transformers import AutoConfig
+
+    with loading(spec.source):
+        model_config = AutoConfig.from_pretrained(
+            local_source(spec.source), trust_remote_code=False
+        )
+    return encoder.check_rows(
+        m,
+        plan.train_rows,
+        skip_bad=cfg.skip_bad,
+        min_length=encoder.min_input_length(model_config),
+    )
+
+
+def _selected_folds(
+    fold_ids: list[int], only_folds: Sequence[int] | None, *, overwrite: bool
+) -> list[int]:
+    """The folds this process trains: every fold of the run, or ``only_folds`` (``--fold``)."""
+    if only_folds is None:
+        return fold_ids
+    unknown = sorted(set(only_folds) - set(fold_ids))
+    if unknown or overwrite:
+        raise EmofeatError(
+            f"--fold {unknown or list(only_folds)}: "
+            + (
+                f"the run has folds {fold_ids}"
+                if unknown
+                else "not with --overwrite, which would delete the folds other processes train"
+            )
+        )
+    return [f for f in fold_ids if f in set(only_folds)]
+
+
+def _run_record(m: Manifest, plan: FoldPlan, *, spec: ModelSpec, cfg: FinetuneConfig) -> dict:
+    """The run's ``config.yaml``: the options, the model and the manifest it was made from."""
+    return {
         **cfg.to_dict(),
         "family": spec.family,
         "modality": spec.modality,
@@ -378,50 +535,6 @@ def finetune(
         "split_scheme": m.split_scheme,
         "assignment_sha256": plan.assignment_sha256(),
     }
-    # Everything is checked before anything is written or deleted: a model that cannot be found
-    # or a bad row leaves no run folder behind, and --overwrite never runs on a failing command.
-    encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
-    from transformers import AutoConfig
-
-    with loading(spec.source):
-        model_config = AutoConfig.from_pretrained(
-            local_source(spec.source), trust_remote_code=False
-        )
-    checked = encoder.check_rows(
-        m, rows, skip_bad=cfg.skip_bad, min_length=encoder.min_input_length(model_config)
-    )
-    fold_ids = run.fold_ids(k, cfg.refit)
-    if only_folds is not None:  # checked before anything is written or deleted
-        unknown = sorted(set(only_folds) - set(fold_ids))
-        if unknown or overwrite:
-            raise EmofeatError(
-                f"--fold {unknown or list(only_folds)}: "
-                + (
-                    f"the run has folds {fold_ids}"
-                    if unknown
-                    else "not with --overwrite, which would delete the folds other processes train"
-                )
-            )
-        fold_ids = [f for f in fold_ids if f in set(only_folds)]
-    # Under torchrun every process runs this command and trains each fold together (DDP); the
-    # main process writes the run's files, the others wait for it.
-    distributed.init(pick_device(cfg.device))
-    if distributed.is_main():
-        run.start(config, cfg.seed, overwrite)
-    distributed.barrier()
-    if unknown_train:
-        log.warning("%d train row(s) without a label are not used for training", unknown_train)
-    # Rows that cannot be read are left out of every fold model's training.
-    plan = plan.excluding(checked.bad_rows)
-    length_of = dict(zip(checked.good.tolist(), np.asarray(checked.lengths).tolist()))
-    results: dict[int, dict] = {}
-    with quiet_repeats():
-        _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results)
-    # The run's summary covers every fold finished so far (other processes' too).
-    done = {f: run.fold_metrics(f) for f in run.fold_ids(k, cfg.refit) if run.is_finished(f)}
-    if distributed.is_main():
-        run.write_summary(done, checked.bad)
-    return results
 
 
 @contextlib.contextmanager
@@ -467,22 +580,3 @@ def quiet_repeats() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(first_time)
-
-
-def _train_folds(m, plan, spec, cfg, run, fold_ids, length_of, encoder, results) -> None:
-    from tqdm.auto import tqdm
-
-    for n, fold in enumerate(fold_ids, 1):
-        header = f"[{run.path.name}] fold {n}/{len(fold_ids)} ({run.fold_name(fold)})"
-        say = tqdm.write if distributed.is_main() else (lambda _: None)
-        if run.is_finished(fold):
-            results[fold] = run.fold_metrics(fold)
-            say(f"{header}: already trained, kept")
-            continue
-        fit, held = len(plan.fit_rows(fold)), len(plan.held_rows(fold))
-        world = distributed.world_size()
-        on = f" on {world} processes (DDP)" if world > 1 else ""
-        say(f"{header}: training on {fit} rows{on}, {held} held out")
-        results[fold] = train_fold(
-            m, plan, spec=spec, cfg=cfg, fold=fold, run=run, length_of=length_of, encoder=encoder
-        )

@@ -186,40 +186,24 @@ def train(
     device: str,
     progress: Callable[[int, int, float], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``model`` in place on ``dataset``; ``progress(epoch, rows, loss)`` is called after
-    each batch. Returns the log history (mean training loss per epoch)."""
+    """Train ``model`` in place on ``dataset`` (:func:`emofeat.training.train_head`: the
+    published accumulation, weights N/count_c with ``class_weights``); ``progress(epoch, rows,
+    loss)`` is called after each batch. Returns the log history (mean training loss per epoch)."""
+    from emofeat.training import inverse_frequency, train_head
+
     torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    weight = None
-    if cfg.class_weights:
-        counts = np.bincount(dataset.y, minlength=n_classes).astype(np.float64)
-        weight = torch.tensor(
-            np.where(counts > 0, counts.sum() / np.maximum(counts, 1), 0.0), dtype=torch.float32
-        ).to(device)
-    model.to(device).train()
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        opt.zero_grad()  # (published: what the last step of an epoch left is dropped here)
-        total, seen = 0.0, 0
-        batches = _batches(dataset, cfg.batch_size, cfg.shuffle, cfg.seed + epoch)
-        for step, (t, a, tl, al, y) in enumerate(batches):
-            logits = model(t.to(device), a.to(device), tl.to(device), al.to(device))
-            loss = nn.functional.cross_entropy(logits, y.to(device), weight=weight)
-            if not torch.isfinite(loss):
-                raise EmofeatError(
-                    f"MMM: non-finite training loss at epoch {epoch}, step {step + 1}; check the sequence stores"
-                )
-            (loss / cfg.grad_accum).backward()
-            if steps_after(step, len(batches), cfg.grad_accum, cfg.accumulation):
-                opt.step()
-                opt.zero_grad()
-            total += loss.item() * len(y)
-            seen += len(y)
-            if progress is not None:
-                progress(epoch, len(y), loss.item())
-        history.append({"epoch": float(epoch), "loss": total / max(seen, 1)})
-    model.eval()
-    return history
+    return train_head(
+        model,
+        lambda epoch: _batches(dataset, cfg.batch_size, cfg.shuffle, cfg.seed + epoch),
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        class_weight=inverse_frequency(dataset.y, n_classes) if cfg.class_weights else None,
+        grad_accum=cfg.grad_accum,
+        steps_after=lambda batch, n: steps_after(batch, n, cfg.grad_accum, cfg.accumulation),
+        device=device,
+        progress=progress,
+        name="MMM",
+    )
 
 
 @torch.no_grad()

@@ -24,6 +24,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ from emofeat.fuse.config import FuseConfig, MMMConfig
 from emofeat.metrics import logits_metrics
 from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
-from emofeat.store import Provenance, StoreLayout, aligned, create_store
+from emofeat.store import Aligned, Provenance, Store, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
 
 log = logging.getLogger(__name__)
@@ -65,14 +67,13 @@ def fuse(
 
     Raises:
         OptionError: an option's value is refused (before anything is read or written).
+        EmofeatError: not two stores, folds that do not fit the stores, in-sample inputs
+            (without ``allow_in_sample``), a run made with other options (without ``overwrite``).
     """
-    from tqdm.auto import tqdm
-
     from emofeat.device import pick_device
     from emofeat.fuse import mmm
 
     run_cfg = FuseConfig(**options)
-    model, folds = run_cfg.model, run_cfg.folds
     cfg = config or MMMConfig()
     if len(stores) != 2:
         raise EmofeatError(
@@ -81,133 +82,174 @@ def fuse(
     run = RunFolder(out)
     device = pick_device(cfg.device)
     with aligned(stores, allow_incomplete=run_cfg.allow_incomplete) as inputs:
-        opened, positions = inputs.stores, inputs.positions
-        text, audio = opened
-        for s in opened:
+        pairs = FusionInputs.of(inputs)
+        model_folds = _model_folds(pairs.plan, run_cfg)
+        evidence = _evidence(pairs, allow_in_sample=run_cfg.allow_in_sample)
+        options = {**run_cfg.to_dict(), **cfg.to_dict()}
+        run.start(
+            _run_record(pairs, stores, run_cfg, options, len(model_folds)), cfg.seed, overwrite
+        )
+        train = partial(_train_fold, pairs, run=run, cfg=cfg, device=device)
+        trained = run.train_folds(pairs.plan, model_folds, train, load=mmm.load)
+        _write_fused(
+            run,
+            pairs,
+            [trained.models[k] for k in model_folds],
+            model_folds=model_folds,
+            evidence=evidence,
+            keep=inputs.keep,
+            run_cfg=run_cfg,
+            options=options,
+            device=device,
+        )
+    run.write_summary(trained.metrics, [])
+    return trained.metrics
+
+
+@dataclass
+class FusionInputs:
+    """A text and an audio sequence store aligned by id, and the fold plan of their common
+    rows."""
+
+    text: Store
+    audio: Store
+    positions: list[np.ndarray]  # each store's row of every id of the text store
+    plan: FoldPlan
+
+    @classmethod
+    def of(cls, inputs: Aligned) -> FusionInputs:
+        """The pair in ``inputs`` (refused without sequences)."""
+        for s in inputs.stores:
             if "last" not in s.sequence_names:
                 raise StoreError(f"{s.path}: no sequences; extract it with --sequence")
+        text, audio = inputs.stores
         usable = np.zeros(len(text), bool)
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
-        if folds not in (None, 0, len(plan.folds)):
-            raise EmofeatError(
-                f"--folds must be 0 (one model) or the stores' {len(plan.folds)} folds (the "
-                f"default), got {folds!r}"
-            )
-        if folds == 0:
-            model_folds = [-1]
-        elif not plan.cross_fitted:
-            raise EmofeatError(
-                f"{model} is cross-fitted: the stores' labelled train rows need 2 or more folds "
-                "(prepare the manifest with --folds K), or pass --folds 0 for one model"
-            )
-        else:
-            model_folds = plan.folds
-        if folds is None and model_folds != list(range(len(model_folds))):
-            raise EmofeatError(f"the stores' folds must be 0..K-1, got {model_folds}")
-        names = [s.name for s in opened]
-        evidence = combine_evidence(
-            names,
-            [
-                s.in_sample[p] if s.in_sample is not None else None
-                for s, p in zip(opened, positions)
-            ],
-            plan.train_rows,
-        )
-        if evidence.problems and not run_cfg.allow_in_sample:
-            raise EmofeatError(
-                f"refusing to fuse: {'; '.join(evidence.problems)}. A fused store is out-of-fold only "
-                "when its inputs are. Pass --allow-in-sample to go on; the fused store records "
-                "those rows as in-sample (or its evidence as unknown)."
-            )
-        (tl, th), (al, ah) = text.layout.sequences["last"], audio.layout.sequences["last"]
-        dims = {"text_dim": th, "audio_dim": ah, "text_len": tl, "audio_len": al}
-        n_classes = len(text.label_names)
-        options = {**run_cfg.to_dict(), **cfg.to_dict()}
-        record = {
-            **options,
-            "family": model,
-            "modality": "text+speech",
-            "source": model,
-            "folds": 0 if folds == 0 else len(model_folds),
-            "label_names": list(text.label_names),
-            "stores": [str(Path(p).resolve()) for p in stores],
-            "store_identities": [s.identity for s in opened],
-            "split_scheme": text.provenance.split_scheme,
-            "assignment_sha256": plan.assignment_sha256(),
-        }
-        run.start(record, record.get("seed"), overwrite)
-        labels = text.labels.astype(int)
+        return cls(text, audio, inputs.positions, plan)
 
-        def dataset(rows: np.ndarray) -> mmm.SequencePairs:
-            return mmm.SequencePairs(
-                text, audio, rows_t=positions[0][rows], rows_a=positions[1][rows], y=labels[rows]
-            )
+    @property
+    def n_classes(self) -> int:
+        return len(self.text.label_names)
 
-        models, results = [], {}
-        for n, k in enumerate(model_folds, 1):
-            fit, held = plan.fit_rows(k), plan.held_rows(k)
-            header = f"[{run.path.name}] fold {n}/{len(model_folds)} ({run.fold_name(k)})"
-            if run.is_finished(k):
-                tqdm.write(f"{header}: already trained, kept")
-                models.append(mmm.load(run.fold_dir(k)))
-                results[k] = run.fold_metrics(k)
-                continue
-            tqdm.write(f"{header}: training on {len(fit)} rows, {len(held)} held out")
-            net = mmm.new_model(dims, n_classes, cfg)
-            history = _train_with_progress(net, dataset(fit), cfg, n_classes, device, header)
-            metrics = (
-                logits_metrics(labels[held], mmm.predict(net, dataset(held), device))
-                if len(held)
-                else {}
-            )
-            metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
-            run.save_fold(
-                k,
-                lambda folder, net=net: mmm.save(
-                    net, folder, dims=dims, n_classes=n_classes, cfg=cfg
-                ),
-                metrics=metrics,
-                log_history=history,
-                train_ids=plan.ids[fit],
-                select_ids=[],
-            )
-            models.append(net)
-            results[k] = metrics
-        groups = plan.model_groups(model_folds)
-        logits = np.full((len(text), n_classes), np.nan, np.float32)
-        for members, rows in groups:
-            logits[rows] = np.mean(
-                [mmm.predict(models[i], dataset(rows), device) for i in members], axis=0
-            )
-        # Evidence from what trained each fold model (its rows.json) and from the inputs.
-        used = run.fold_usage()
-        in_sample = (
-            plan.in_sample(groups, used, evidence.in_sample)
-            if evidence.in_sample is not None
-            else None
+    @property
+    def labels(self) -> np.ndarray:
+        return self.text.labels.astype(int)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """The sequences' widths and lengths (what MMM's architecture follows)."""
+        (tl, th), (al, ah) = (s.layout.sequences["last"] for s in (self.text, self.audio))
+        return {"text_dim": th, "audio_dim": ah, "text_len": tl, "audio_len": al}
+
+    def dataset(self, rows: np.ndarray):
+        """The rows (of the text store) as MMM's training pairs."""
+        from emofeat.fuse import mmm
+
+        return mmm.SequencePairs(
+            self.text,
+            self.audio,
+            rows_t=self.positions[0][rows],
+            rows_a=self.positions[1][rows],
+            y=self.labels[rows],
         )
-        provenance = Provenance(
-            model_id=model,
-            checkpoint_sha256=sha256_of_weights([str(d) for d in run.finished_fold_dirs()]),
-            family=model,
-            modality="text+speech",
-            layers=[],
-            split_scheme=text.provenance.split_scheme,
-            run=str(run.path),
-            out_of_fold=plan.cross_fitted and folds != 0,
-        )
-        # What predicted the test rows, from the groups (stack reports and compare name it).
-        tested = describe_test_predictions(len(plan.other_models(groups)))
-        config = {**options, "test_predictions": tested}
-        _write_store(
-            run.path / f"{model}.h5", text, inputs.keep, logits, in_sample, provenance, config
-        )
-    run.write_summary(results, [])
-    return results
 
 
-def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: str, label: str):
+def _model_folds(plan: FoldPlan, run_cfg: FuseConfig) -> list[int]:
+    """The fold models to train: the stores' folds, or one model on all train rows (-1)."""
+    folds = run_cfg.folds
+    if folds not in (None, 0, len(plan.folds)):
+        raise EmofeatError(
+            f"--folds must be 0 (one model) or the stores' {len(plan.folds)} folds (the "
+            f"default), got {folds!r}"
+        )
+    if folds == 0:
+        return [-1]
+    if not plan.cross_fitted:
+        raise EmofeatError(
+            f"{run_cfg.model} is cross-fitted: the stores' labelled train rows need 2 or more "
+            "folds (prepare the manifest with --folds K), or pass --folds 0 for one model"
+        )
+    if folds is None and plan.folds != list(range(len(plan.folds))):
+        raise EmofeatError(f"the stores' folds must be 0..K-1, got {plan.folds}")
+    return plan.folds
+
+
+def _evidence(pairs: FusionInputs, *, allow_in_sample: bool):
+    """The inputs' combined evidence per row; in-sample or unknown inputs are refused unless
+    ``allow_in_sample``."""
+    opened = (pairs.text, pairs.audio)
+    evidence = combine_evidence(
+        [s.name for s in opened],
+        [
+            s.in_sample[p] if s.in_sample is not None else None
+            for s, p in zip(opened, pairs.positions)
+        ],
+        pairs.plan.train_rows,
+    )
+    if evidence.problems and not allow_in_sample:
+        raise EmofeatError(
+            f"refusing to fuse: {'; '.join(evidence.problems)}. A fused store is out-of-fold only "
+            "when its inputs are. Pass --allow-in-sample to go on; the fused store records "
+            "those rows as in-sample (or its evidence as unknown)."
+        )
+    return evidence
+
+
+def _run_record(
+    pairs: FusionInputs,
+    stores: Sequence[str | os.PathLike],
+    run_cfg: FuseConfig,
+    options: dict[str, Any],
+    n_models: int,
+) -> dict[str, Any]:
+    """The run's ``config.yaml``: the options, the inputs' identities and the fold assignment."""
+    return {
+        **options,
+        "family": run_cfg.model,
+        "modality": "text+speech",
+        "source": run_cfg.model,
+        "folds": 0 if run_cfg.folds == 0 else n_models,
+        "label_names": list(pairs.text.label_names),
+        "stores": [str(Path(p).resolve()) for p in stores],
+        "store_identities": [s.identity for s in (pairs.text, pairs.audio)],
+        "split_scheme": pairs.text.provenance.split_scheme,
+        "assignment_sha256": pairs.plan.assignment_sha256(),
+    }
+
+
+def _train_fold(
+    pairs: FusionInputs, k: int, label: str, *, run: RunFolder, cfg: MMMConfig, device: str
+):
+    """Train, evaluate on its held-out rows and save fold model ``k``; (metrics, model)."""
+    from emofeat.fuse import mmm
+
+    fit, held = pairs.plan.fit_rows(k), pairs.plan.held_rows(k)
+    dims, n_classes = pairs.dims, pairs.n_classes
+    net = mmm.new_model(dims, n_classes, cfg)
+    history = _train_with_progress(
+        net, pairs.dataset(fit), cfg=cfg, n_classes=n_classes, device=device, label=label
+    )
+    metrics = (
+        logits_metrics(pairs.labels[held], mmm.predict(net, pairs.dataset(held), device))
+        if len(held)
+        else {}
+    )
+    metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
+    run.save_fold(
+        k,
+        lambda folder: mmm.save(net, folder, dims=dims, n_classes=n_classes, cfg=cfg),
+        metrics=metrics,
+        log_history=history,
+        train_ids=pairs.plan.ids[fit],
+        select_ids=[],
+    )
+    return metrics, net
+
+
+def _train_with_progress(
+    net, dataset, *, cfg: MMMConfig, n_classes: int, device: str, label: str
+) -> list[dict[str, float]]:
     """Train one fold model with a progress bar in rows (rows/s), epoch and loss."""
     from tqdm.auto import tqdm
 
@@ -223,6 +265,60 @@ def _train_with_progress(net, dataset, cfg: MMMConfig, n_classes: int, device: s
         return mmm.train(net, dataset, cfg, n_classes=n_classes, device=device, progress=progress)
     finally:
         bar.close()
+
+
+def _provenance(run: RunFolder, pairs: FusionInputs, run_cfg: FuseConfig) -> Provenance:
+    return Provenance(
+        model_id=run_cfg.model,
+        checkpoint_sha256=sha256_of_weights([str(d) for d in run.finished_fold_dirs()]),
+        family=run_cfg.model,
+        modality="text+speech",
+        layers=[],
+        split_scheme=pairs.text.provenance.split_scheme,
+        run=str(run.path),
+        out_of_fold=pairs.plan.cross_fitted and run_cfg.folds != 0,
+    )
+
+
+def _write_fused(
+    run: RunFolder,
+    pairs: FusionInputs,
+    models: list,
+    *,
+    model_folds: list[int],
+    evidence,
+    keep: np.ndarray,
+    run_cfg: FuseConfig,
+    options: dict[str, Any],
+    device: str,
+) -> None:
+    """The fused store ``run/<model>.h5``: each row's logits from the fold models the
+    cross-fitting rule routes it to, its evidence, and what predicted the test rows."""
+    from emofeat.fuse import mmm
+
+    groups = pairs.plan.model_groups(model_folds)
+    logits = np.full((len(pairs.text), pairs.n_classes), np.nan, np.float32)
+    for members, rows in groups:
+        logits[rows] = np.mean(
+            [mmm.predict(models[i], pairs.dataset(rows), device) for i in members], axis=0
+        )
+    # Evidence from what trained each fold model (its rows.json) and from the inputs.
+    in_sample = (
+        pairs.plan.in_sample(groups, run.fold_usage(), evidence.in_sample)
+        if evidence.in_sample is not None
+        else None
+    )
+    # What predicted the test rows, from the groups (stack reports and compare name it).
+    tested = describe_test_predictions(len(pairs.plan.other_models(groups)))
+    _write_store(
+        run.path / f"{run_cfg.model}.h5",
+        pairs.text,
+        keep,
+        logits,
+        in_sample,
+        _provenance(run, pairs, run_cfg),
+        {**options, "test_predictions": tested},
+    )
 
 
 def _write_store(

@@ -171,18 +171,27 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
         torch.manual_seed(self.seed)
         g = torch.Generator().manual_seed(self.seed)
         from emofeat.stack.mixer import Mixer
+        from emofeat.training import train_head
 
         net = Mixer(groups, len(self.classes_), d=self.d_model, dropout=self.dropout)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         xt = torch.tensor((X - self.mean_) / self.scale_, dtype=torch.float32)
         yt = torch.tensor(yi, dtype=torch.long)
-        net.train()
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(xt), generator=g).split(self.batch_size):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-                opt.step()
-        self.net_ = net.eval()
+
+        def batches(epoch: int):
+            return [
+                (xt[idx], yt[idx])
+                for idx in torch.randperm(len(xt), generator=g).split(self.batch_size)
+            ]
+
+        train_head(
+            net,
+            batches,
+            epochs=self.epochs,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            name="the mixer meta-learner",
+        )
+        self.net_ = net
         return self
 
     def predict_proba(self, X) -> np.ndarray:
