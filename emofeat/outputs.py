@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from emofeat.errors import EmofeatError
+from emofeat.records import FOLDER_RECORD
 
 # The key of a YAML record that names the output it describes (written by provenance()).
 MARK = "output"
@@ -47,7 +48,7 @@ def register_record_kind(kind: str, *, legacy_key: str, folder: bool = False) ->
     output is a folder holding the record as ``config.yaml`` (runs, stacks)."""
     _LEGACY_KEYS[kind] = legacy_key
     if folder:
-        register_kind(kind, lambda p: is_record(Path(p) / "config.yaml", kind))
+        register_kind(kind, lambda p: is_record(Path(p) / FOLDER_RECORD, kind))
     else:
         register_kind(kind, lambda p: is_record(Path(p), kind))
 

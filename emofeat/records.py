@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -22,6 +23,17 @@ import yaml
 
 from emofeat import __version__
 from emofeat.errors import EmofeatError
+
+# The record of an artifact that is a folder (a run, a stack, a fusion run) is this file in it.
+FOLDER_RECORD = "config.yaml"
+
+
+def record_folder(config_file: str | os.PathLike | None) -> Path | None:
+    """The folder whose record ``config_file`` is (``--config runs/X/config.yaml`` → ``runs/X``,
+    where the command re-runs), or None for any other file."""
+    if config_file is None or Path(config_file).name != FOLDER_RECORD:
+        return None
+    return Path(config_file).parent
 
 
 def provenance(
@@ -61,6 +73,50 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], bool]:
     if is_record:
         data = data["config"]
     return {str(k).replace("-", "_"): v for k, v in data.items()}, is_record
+
+
+def read_record(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
+    """An artifact's record as written by :func:`provenance` (``config``, ``seed``, ``output``,
+    versions): the one reader of the records inside run and stack folders.
+
+    Args:
+        path: the record (``config.yaml`` of a run or stack folder).
+        what: the command that writes such records, for the message (``emofeat stack``).
+
+    Raises:
+        EmofeatError: the file is missing, not YAML, or has no ``config`` mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmofeatError(f"{path.parent}: no {path.name}; not a folder written by `{what}`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise EmofeatError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise EmofeatError(f"{path}: no `config` mapping; not written by `{what}`")
+    return data
+
+
+def read_json(path: str | os.PathLike, kind: type) -> Any:
+    """A JSON record of an artifact (a run's or stack's ``metrics.json``); a malformed one is a
+    message naming the file, not a traceback.
+
+    Raises:
+        EmofeatError: the file is missing, not JSON, or not of ``kind``.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EmofeatError(f"{path}: missing; re-run the command that writes it") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise EmofeatError(
+            f"{path}: not valid JSON ({err}); re-run the command that wrote it"
+        ) from None
+    if not isinstance(data, kind):
+        raise EmofeatError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
+    return data
 
 
 def environment() -> dict[str, Any]:

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm.auto import tqdm
 
 from emofeat import distributed
@@ -36,17 +35,21 @@ from emofeat.errors import EmofeatError
 from emofeat.metrics import FOLD_KEYS
 from emofeat.metrics import fold_summary as summarise
 from emofeat.outputs import is_output, register_record_kind
-from emofeat.records import dump_yaml, provenance
+from emofeat.records import FOLDER_RECORD, dump_yaml, provenance, read_json, read_record
 
-CONFIG = "config.yaml"
+CONFIG = FOLDER_RECORD
 FOLD_DONE = "metrics.json"
+RUN_METRICS = "metrics.json"
+LOG_HISTORY = "log_history.json"
+SKIPPED = "skipped.csv"
+CURVES = "training_curves.png"
 ROWS = "rows.json"
 # What a run folder holds (fold folders being saved, the atomic writer's temporary files).
 RUN_ENTRIES = (
     CONFIG,
-    "metrics.json",
-    "skipped.csv",
-    "training_curves.png",
+    RUN_METRICS,
+    SKIPPED,
+    CURVES,
     "logs",
     "fold-*",
     ".*.tmp",
@@ -137,19 +140,23 @@ class RunFolder:
     def exists(self) -> bool:
         return self.config_path.is_file()
 
+    def read_record(self) -> dict[str, Any]:
+        """The run's record (``config``: the resolved options; ``seed``; versions)."""
+        return read_record(self.config_path, what="emofeat finetune")
+
     def read_config(self) -> dict[str, Any]:
         """The resolved options the run was made with."""
-        if not self.exists():
-            raise EmofeatError(
-                f"{self.path}: no {CONFIG}; not a run folder written by `emofeat finetune`"
-            )
-        try:
-            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise EmofeatError(f"{self.config_path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-            raise EmofeatError(f"{self.config_path}: no `config` mapping; not an emofeat run")
-        return data["config"]
+        return self.read_record()["config"]
+
+    @property
+    def metrics_path(self) -> Path:
+        """The run-level ``metrics.json`` (written by :meth:`write_summary`)."""
+        return self.path / RUN_METRICS
+
+    def summary(self) -> dict[str, Any]:
+        """The run-level ``metrics.json``: ``folds`` (each fold's metrics) and ``summary``
+        (mean ± std over folds)."""
+        return read_json(self.metrics_path, dict)
 
     def info(self) -> RunInfo:
         return RunInfo.from_config(self.read_config(), str(self.config_path))
@@ -237,7 +244,7 @@ class RunFolder:
         return (self.fold_dir(fold) / FOLD_DONE).is_file()
 
     def fold_metrics(self, fold: int) -> dict[str, Any]:
-        return _read_json(self.fold_dir(fold) / FOLD_DONE, dict)
+        return read_json(self.fold_dir(fold) / FOLD_DONE, dict)
 
     def checkpoints(self, fold: int) -> Path:
         """Trainer's checkpoint folder of an unfinished fold (removed once the fold is saved)."""
@@ -257,7 +264,7 @@ class RunFolder:
         fold folder is either whole (with its done marker) or absent."""
         with atomic_folder(self.fold_dir(fold)) as tmp:
             save_model(tmp)
-            (tmp / "log_history.json").write_text(json.dumps(log_history, indent=1))
+            (tmp / LOG_HISTORY).write_text(json.dumps(log_history, indent=1))
             (tmp / ROWS).write_text(
                 json.dumps(
                     {"train": list(map(str, train_ids)), "select": list(map(str, select_ids))}
@@ -327,7 +334,7 @@ class RunFolder:
 
     def skipped_ids(self) -> set[str]:
         """Rows left out of training with ``--skip-bad``."""
-        path = self.path / "skipped.csv"
+        path = self.path / SKIPPED
         if not path.is_file():
             return set()
         with path.open(encoding="utf-8", newline="") as fh:
@@ -354,7 +361,7 @@ class RunFolder:
         Returns the summary."""
         summary = fold_summary(results)
         write_text(
-            self.path / "metrics.json",
+            self.metrics_path,
             json.dumps(
                 {"folds": {str(k): v for k, v in results.items()}, "summary": summary}, indent=2
             ),
@@ -362,16 +369,16 @@ class RunFolder:
         from emofeat.analysis.plots import plot_training_curves
 
         histories = {
-            self.fold_name(k): json.loads((self.fold_dir(k) / "log_history.json").read_text())
+            self.fold_name(k): json.loads((self.fold_dir(k) / LOG_HISTORY).read_text())
             for k in results
-            if (self.fold_dir(k) / "log_history.json").is_file()
+            if (self.fold_dir(k) / LOG_HISTORY).is_file()
         }
         if histories:
-            plot_training_curves(histories, self.path / "training_curves.png", self.path.name)
+            plot_training_curves(histories, self.path / CURVES, self.path.name)
         if skipped:
             buf = io.StringIO()
             csv.writer(buf).writerows([("id", "reason"), *skipped])
-            write_text(self.path / "skipped.csv", buf.getvalue())
+            write_text(self.path / SKIPPED, buf.getvalue())
         return summary
 
 
@@ -389,23 +396,10 @@ def _rows_record(folder: str | os.PathLike) -> dict[str, list[str]] | None:
     path = Path(folder) / ROWS
     if not path.is_file():
         return None
-    rows = _read_json(path, dict)
+    rows = read_json(path, dict)
     if not all(isinstance(rows.get(k, []), list) for k in ("train", "select")):
         raise EmofeatError(f"{path}: malformed (train and select must be lists of ids)")
     return rows
-
-
-def _read_json(path: Path, kind: type) -> Any:
-    """A JSON record of a run; a malformed one is a message naming the file, not a traceback."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise EmofeatError(
-            f"{path}: not valid JSON ({err}); re-run the command that wrote it"
-        ) from None
-    if not isinstance(data, kind):
-        raise EmofeatError(f"{path}: expected a JSON {kind.__name__}, got {type(data).__name__}")
-    return data
 
 
 def fold_summary(results: dict[int, dict]) -> dict[str, dict[str, float]]:

@@ -85,3 +85,120 @@ def test_the_graph_sees_function_level_imports():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+# ----------------------------------------------------------- one owner per folder layout
+# The files inside run and stack folders: named by their owners alone (RunFolder, StackFolder,
+# and the records module for the record's own name), so no other module reads such a folder
+# behind their back.
+FOLDER_FILES = (
+    "config.yaml",
+    "metrics.json",
+    "rows.json",
+    "log_history.json",
+    "skipped.csv",
+    "training_curves.png",
+    "model.joblib",
+    "confusion.png",
+)
+OWNERS = {"emofeat.runs", "emofeat.stack.folder", "emofeat.records"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    kinds = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, kinds)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+
+
+def folder_file_names(path: Path) -> list[str]:
+    """String constants in ``path``'s code that name a folder's file as a path would (not its
+    docstrings, not prose such as help texts: a path holds no space)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = _docstrings(tree)
+    return [
+        f"line {node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docs
+        and " " not in node.value
+        and any(name in node.value for name in FOLDER_FILES)
+    ]
+
+
+def test_only_the_folder_owners_name_the_files_of_run_and_stack_folders():
+    found = {
+        module_name(p): hits
+        for p in ROOT.rglob("*.py")
+        if module_name(p) not in OWNERS and (hits := folder_file_names(p))
+    }
+    assert found == {}
+
+
+def test_the_folder_file_check_sees_a_path_in_code(tmp_path):
+    sneaky = tmp_path / "sneaky.py"
+    sneaky.write_text(
+        '"""Reads metrics.json (a docstring may say so)."""\n'
+        'HELP = "the run\'s metrics.json (prose)"\n'
+        'P = "runs/x/metrics.json"\n'
+    )
+    assert folder_file_names(sneaky) == ["line 3: 'runs/x/metrics.json'"]
+
+
+# ------------------------------------------------- every output kind registers on import
+def output_kinds_used() -> dict[str, set[str]]:
+    """Module → the output kinds it checks or recognises by name (check_output(kind=...),
+    is_output(path, "kind"))."""
+    used: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            kinds = []
+            if name == "check_output":
+                kinds = [k.value for k in node.keywords if k.arg == "kind"]
+            elif name == "is_output" and len(node.args) > 1:
+                kinds = [node.args[1]]
+            for kind in kinds:
+                if isinstance(kind, ast.Constant) and isinstance(kind.value, str):
+                    used.setdefault(module_name(path), set()).add(kind.value)
+    return used
+
+
+def test_each_module_that_checks_an_output_kind_registers_it_when_imported_alone():
+    """A kind is registered by the module that writes it; a module that checks a kind must
+    import that owner, or the check raises KeyError in a process that imported nothing else."""
+    import subprocess
+    import sys
+
+    used = output_kinds_used()
+    assert {"store", "stack", "run", "manifest"} <= set().union(*used.values())
+    script = (
+        "import importlib, json, sys\n"
+        "from emofeat.outputs import KINDS\n"
+        "out = {}\n"
+        "for module, kinds in json.loads(sys.argv[1]).items():\n"
+        "    importlib.import_module(module)\n"
+        "    out[module] = sorted(set(kinds) - set(KINDS))\n"
+        "print(json.dumps(out))\n"
+    )
+    import json
+
+    missing = {}
+    for module, kinds in sorted(used.items()):  # one fresh process per module: imported alone
+        got = subprocess.run(
+            [sys.executable, "-c", script, json.dumps({module: sorted(kinds)})],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        if lacking := json.loads(got.stdout)[module]:
+            missing[module] = lacking
+    assert missing == {}

@@ -16,40 +16,53 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from emofeat.errors import EmofeatError
+from emofeat.outputs import is_output
+from emofeat.records import FOLDER_RECORD
+from emofeat.runs import RunFolder
+from emofeat.stack.folder import StackFolder
 
 FIGURES = ("accuracy", "weighted_f1", "macro_f1", "uar")
 
 
-def find_artifacts(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Stack and run folders among ``paths`` (or below them)."""
-    found = []
+def find_artifacts(paths: Sequence[str | os.PathLike]) -> list[StackFolder | RunFolder]:
+    """Stack and run folders among ``paths`` (or below them): folders whose ``config.yaml`` is
+    a stack's or a run's record and that hold their ``metrics.json``."""
+    found: dict[Path, StackFolder | RunFolder] = {}
     for path in map(Path, paths):
         if not path.exists():
             raise EmofeatError(f"{path}: no such folder")
         candidates = (
             [path]
-            if (path / "metrics.json").is_file()
-            else sorted(
-                p.parent
-                for p in path.glob("**/metrics.json")
-                if (p.parent / "config.yaml").is_file()
-            )
+            if (path / FOLDER_RECORD).is_file()
+            else sorted(p.parent for p in path.glob(f"**/{FOLDER_RECORD}"))
         )
-        found += [c for c in candidates if (c / "config.yaml").is_file()]
+        for folder in candidates:
+            artifact = _artifact(folder)
+            if artifact is not None:
+                found[folder] = artifact
     if not found:
-        raise EmofeatError(f"no stack or run folders (metrics.json + config.yaml) in {list(paths)}")
-    return sorted(set(found))
+        raise EmofeatError(f"no stack or run folders with their metrics in {list(paths)}")
+    return [found[p] for p in sorted(found)]
 
 
-def _row(folder: Path) -> dict[str, Any]:
-    metrics = json.loads((folder / "metrics.json").read_text())
-    record = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
-    config = record.get("config") or {}
+def _artifact(folder: Path) -> StackFolder | RunFolder | None:
+    """The stack or run folder at ``folder`` (by its record's kind), once it has metrics."""
+    for kind, artifact in (("stack", StackFolder(folder)), ("run", RunFolder(folder))):
+        # (a run without metrics is still training its first fold)
+        if is_output(folder, kind) and artifact.metrics_path.is_file():
+            return artifact
+    return None
+
+
+def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
+    folder = artifact.path
+    record = artifact.read_record()
+    config = record["config"]
     seed = record.get("seed", config.get("seed"))
-    if "meta" in metrics:  # a stack
+    if isinstance(artifact, StackFolder):
+        metrics = artifact.metrics()
         stores = ",".join(Path(s).stem for s in config.get("stores", []))
         key = f"stack {metrics['meta']} over {stores}"
         row = {"path": str(folder), "kind": "stack", "configuration": key, "seed": seed}
@@ -62,7 +75,7 @@ def _row(folder: Path) -> dict[str, Any]:
         sources = sorted(set((metrics.get("test_predictions") or {}).values()))
         row["base_test_rows"] = "; ".join(sources) or None
         return row
-    summary = metrics.get("summary", {})
+    summary = artifact.summary().get("summary", {})
     options = {k: v for k, v in config.items() if k not in ("seed", "device", "manifest")}
     key = f"run {options.get('model')} " + json.dumps(
         {k: options[k] for k in sorted(options) if k in ("preset", "dropout", "reverse", "select")}

@@ -18,6 +18,7 @@ from emofeat.cli.common import (
 )
 from emofeat.fuse.config import INPUTS, FuseConfig, MMMConfig
 from emofeat.options import option_names
+from emofeat.records import record_folder
 
 
 @click.command()
@@ -48,8 +49,8 @@ def fuse(stores, out, config_file, overwrite, print_config, **params):
         return show_config(cfg)
     stores = stores or [Path(p) for p in inputs.get("stores", [])]
     out = out or inputs.get("out")
-    if not out and config_file and config_file.name == "config.yaml" and inputs.get("stores"):
-        out = config_file.parent
+    if not out and inputs.get("stores"):
+        out = record_folder(config_file)
     need({"stores": stores, "out": out}, "stores", "out")
     from emofeat.fuse.run import fuse as fuse_stores
     from emofeat.runs import fold_summary

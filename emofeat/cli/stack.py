@@ -15,6 +15,7 @@ from emofeat.cli.common import (
     resolve_declared,
     show_config,
 )
+from emofeat.records import record_folder
 from emofeat.stack.config import INPUTS, StackConfig
 
 
@@ -51,8 +52,8 @@ def stack(stores, out, config_file, print_config, list_meta, **params):
         return show_config(cfg)
     stores = stores or [Path(p) for p in inputs.get("stores", [])]
     out = out or inputs.get("out")
-    if not out and config_file and config_file.name == "config.yaml" and inputs.get("stores"):
-        out = config_file.parent
+    if not out and inputs.get("stores"):
+        out = record_folder(config_file)
     need({"stores": stores, "out": out}, "stores", "out")
     from emofeat.stack.ensemble import stack as fit_and_report
     from emofeat.stack.report import render_table, table_rows

@@ -11,7 +11,7 @@ from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.errors import EmofeatError
 from emofeat.options import OptionError, Options, device_option, option, resolve, seed_option
 from emofeat.recipes.presets import PRESETS
-from emofeat.records import read_config
+from emofeat.records import read_config, record_folder
 
 FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
 # transformers' SchedulerType values that need no extra arguments
@@ -169,8 +169,8 @@ def resolve_command(
     ``--config runs/X/config.yaml`` re-runs (resumes) that run."""
     cfg, recorded, is_record = _resolve(overrides.pop("preset", None), config_file, overrides)
     manifest = manifest or recorded.get("manifest")
-    if not out and is_record and Path(config_file).name == "config.yaml":
-        out = Path(config_file).parent
+    if not out and is_record:
+        out = record_folder(config_file)
     return cfg, manifest, out
 
 

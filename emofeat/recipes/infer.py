@@ -28,8 +28,9 @@ from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
 from emofeat.outputs import check_output
-from emofeat.records import read_config
+from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import load_stack_model, write_predictions
+from emofeat.stack.folder import StackFolder
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
 
@@ -38,13 +39,7 @@ log = logging.getLogger(__name__)
 
 def stack_stores(stack_dir: str | os.PathLike) -> list[Path]:
     """The stores a stack was fitted on, from its ``config.yaml``."""
-    path = Path(stack_dir) / "config.yaml"
-    if not path.is_file():
-        raise EmofeatError(f"{stack_dir}: no config.yaml; not a folder written by `emofeat stack`")
-    stores = read_config(path)[0].get("stores")
-    if not stores:
-        raise EmofeatError(f"{path}: lists no stores; re-run `emofeat stack`")
-    return [Path(s) for s in stores]
+    return StackFolder(stack_dir).stores()
 
 
 def extraction_plan(
@@ -68,7 +63,7 @@ def extraction_plan(
         run = runs.pop(name, run)
         if run:
             values.update(run=str(run), model=None, model_path=None)
-            if not (Path(run) / "config.yaml").is_file():
+            if not RunFolder(run).exists():
                 raise EmofeatError(
                     f"store {name} was extracted from run {run}, which is not here; "
                     f"pass --run {name}=DIR with the run folder"

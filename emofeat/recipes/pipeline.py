@@ -7,7 +7,6 @@ Every step is resumable, so re-running a plan continues where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -303,14 +302,15 @@ def _test_metrics(path: Path) -> dict:
 
 def comparison(out: Path) -> tuple[str, list[tuple[str, dict]]]:
     """One table of every base model, MMM and every ensemble (test set, reference layout)."""
+    from emofeat.stack.folder import StackFolder
     from emofeat.stack.meta import META_LEARNERS
     from emofeat.stack.report import render_table
 
     stacks = {}
     for meta in META_LEARNERS:
-        path = out / "runs" / f"stack-{meta}" / "metrics.json"
-        if path.is_file():
-            stacks[meta] = json.loads(path.read_text())
+        folder = StackFolder(out / "runs" / f"stack-{meta}")
+        if folder.exists():
+            stacks[meta] = folder.metrics()
     rows: list[tuple[str, dict]] = []
     if stacks:  # base models from the stack over the most stores (MMM's store included)
         widest = max(stacks.values(), key=lambda m: len(m["test"]["models"]))

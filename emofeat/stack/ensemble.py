@@ -34,16 +34,24 @@ from sklearn.pipeline import Pipeline
 from emofeat.atomic import (
     atomic_folder,
     atomic_path,
-    foreign_entries,
     write_text,
 )
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
-from emofeat.outputs import check_output, register_kind, register_record_kind
+from emofeat.outputs import check_output, register_kind
 from emofeat.records import dump_yaml, provenance
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.features import StoreFeatures
+from emofeat.stack.folder import (
+    CONFIG,
+    CONFUSION,
+    METRICS,
+    MODEL,
+    PREDICTIONS,
+    REPORT,
+    StackFolder,
+)
 from emofeat.stack.level1 import Level1, load_level1
 from emofeat.stack.meta import MetaContext, get_meta
 from emofeat.stack.report import render_report
@@ -295,29 +303,9 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
     }
 
 
-STACK_ENTRIES = (
-    "model.joblib",
-    "config.yaml",
-    "metrics.json",
-    "report.md",
-    "confusion.png",
-    "predictions.csv",
-)
-
-
 def check_stack_folder(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
-    """A stack is written only where nothing else lives: a new or empty folder, or an earlier
-    stack (its config.yaml says so), never over one of its input stores."""
-    if out.exists() and not out.is_dir():
-        raise EmofeatError(f"{out} is a file; give a folder for the stack")
-    if out.is_dir() and any(out.iterdir()):
-        check_output(out, kind="stack", inputs=inputs)
-    foreign = foreign_entries(out, STACK_ENTRIES) if out.is_dir() else []
-    if foreign:
-        raise EmofeatError(
-            f"{out} holds {', '.join(foreign[:5])}, which emofeat did not write; refusing to "
-            "replace it. Choose another --out."
-        )
+    """:meth:`StackFolder.check_writable` of ``out``."""
+    StackFolder(out).check_writable(inputs)
 
 
 def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict[str, Any]) -> None:
@@ -336,13 +324,13 @@ def _write_stack_files(
 
     from emofeat.analysis.plots import plot_confusions
 
-    with atomic_path(out / "model.joblib") as tmp:
+    folder = StackFolder(out)
+    with atomic_path(folder.file(MODEL)) as tmp:
         joblib.dump(fitted.model, tmp)
     config = {**fitted.config.record(), "stores": [str(p.resolve()) for p in level1.paths]}
-    write_text(
-        out / "config.yaml", dump_yaml(provenance(config, fitted.config.seed, output="stack"))
-    )
-    write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    record = provenance(config, fitted.config.seed, output="stack")
+    write_text(folder.file(CONFIG), dump_yaml(record))
+    write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
     proba = fitted.model.predict_proba(level1)
@@ -354,13 +342,13 @@ def _write_stack_files(
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
         origin[fitted.train] = np.where(tainted[fitted.train], "in-sample", "cross-validated")
-    write_predictions(out / "predictions.csv", level1, proba, origin=origin)
+    write_predictions(folder.file(PREDICTIONS), level1, proba, origin=origin)
     test = metrics["test"]
     if "confusion" in test:
         panels = {f"ensemble ({metrics['meta']})": test["confusion"]}
         panels.update({name: r["confusion"] for name, r in test.get("model_reports", {}).items()})
-        plot_confusions(panels, level1.label_names, out / "confusion.png", title="Test set")
-    write_text(out / "report.md", render_report(metrics, level1.label_names))
+        plot_confusions(panels, level1.label_names, folder.file(CONFUSION), title="Test set")
+    write_text(folder.file(REPORT), render_report(metrics, level1.label_names))
 
 
 def stack(
@@ -433,7 +421,6 @@ def is_predictions(path: Path) -> bool:
 
 
 register_kind("predictions", is_predictions)
-register_record_kind("stack", legacy_key="meta", folder=True)  # runs/stack-NAME/config.yaml
 
 
 def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:
@@ -484,14 +471,6 @@ def predict(
 
 
 def load_stack_model(stack_dir: str | os.PathLike) -> Pipeline:
-    """The fitted pipeline of a stack folder. Loading a joblib file runs code: call this only on
-    stack folders you trust."""
-    import joblib
-
-    path = Path(stack_dir) / "model.joblib"
-    if not path.is_file():
-        raise EmofeatError(f"{stack_dir}: no model.joblib; not a folder written by `emofeat stack`")
-    model = joblib.load(path)
-    if not isinstance(model, Pipeline) or "features" not in model.named_steps:
-        raise EmofeatError(f"{path}: not a stack written by this emofeat; re-run `emofeat stack`")
-    return model
+    """The fitted pipeline of a stack folder (:meth:`StackFolder.load_model`). Loading a joblib
+    file runs code: call this only on stack folders you trust."""
+    return StackFolder(stack_dir).load_model()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from emofeat.stack.folder import CONFUSION
+
 
 def table_rows(metrics: dict) -> list[tuple[str, dict]]:
     """(method, test metrics) rows: each base model, then the ensemble."""
@@ -127,7 +129,7 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
     if "report" in test:
         parts.append("\n## Per class (test): ensemble\n")
         parts += per_class_table(test["report"], test["confusion"], label_names)
-        parts.append("\n![confusion](confusion.png)")
+        parts.append(f"\n![confusion]({CONFUSION})")
         for name, block in test.get("model_reports", {}).items():
             parts.append(f"\n## Per class (test): {name}\n")
             parts += per_class_table(block["report"], block["confusion"], label_names)
