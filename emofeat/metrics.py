@@ -96,10 +96,34 @@ def _number(value: object) -> bool:
 def bootstrap_accuracy(
     y: np.ndarray, pred: np.ndarray, *, n: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of accuracy over utterances."""
-    rng = np.random.default_rng(seed)
+    """Percentile bootstrap interval of accuracy over utterances (``scipy.stats.bootstrap``).
+
+    Percentile rather than scipy's default BCa: BCa is undefined when every resample agrees
+    (a perfect or all-wrong prediction), and the two differ little for a mean of 0/1 values.
+
+    Args:
+        y, pred: true and predicted classes per utterance.
+        n: bootstrap resamples.
+        seed: the resampling seed (the interval is reproducible).
+        level: the confidence level.
+
+    Returns:
+        (low, high).
+    """
+    from scipy.stats import bootstrap
+
     correct = (np.asarray(y) == np.asarray(pred)).astype(float)
-    idx = rng.integers(0, len(correct), size=(n, len(correct)))
-    means = correct[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    if len(correct) == 0:
+        raise ValueError("no utterances to bootstrap")
+    if correct.min() == correct.max():  # every resample has the same accuracy
+        return float(correct[0]), float(correct[0])
+    result = bootstrap(
+        (correct,),
+        np.mean,
+        n_resamples=n,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -76,3 +76,18 @@ def test_a_base_models_fold_figures_in_its_run_equal_its_cv_figures_in_a_stack(
     for key in ("accuracy", "macro_f1", "uar"):
         assert cv[key]["mean"] == pytest.approx(want[key]["mean"], abs=1e-9), key
         assert cv[key]["std"] == pytest.approx(want[key]["std"], abs=1e-9), key
+
+
+def test_the_bootstrap_interval_of_accuracy_agrees_with_the_normal_approximation():
+    from emofeat.metrics import bootstrap_accuracy
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 600)
+    pred = np.where(rng.random(600) < 0.7, y, (y + 1) % 4)
+    acc = (y == pred).mean()
+    lo, hi = bootstrap_accuracy(y, pred, n=4000, seed=1)
+    half = 1.96 * np.sqrt(acc * (1 - acc) / len(y))  # independent: the Wald interval
+    assert lo < acc < hi
+    assert abs(lo - (acc - half)) < 0.01 and abs(hi - (acc + half)) < 0.01
+    assert bootstrap_accuracy(y, pred, n=4000, seed=1) == (lo, hi)  # reproducible
+    assert bootstrap_accuracy(y, y) == (1.0, 1.0)  # every resample agrees

@@ -65,6 +65,20 @@ def need(params: dict, *names: str) -> None:
         )
 
 
+def stores_and_out(stores, out, inputs: dict, config_file) -> tuple[list[Path], Path]:
+    """The input stores and the output folder of a command over stores (stack, fuse): from the
+    flags, else from ``--config``; re-running a folder's own record (``--config
+    FOLDER/config.yaml``) writes into that folder."""
+    from emofeat.records import record_folder
+
+    stores = stores or [Path(p) for p in inputs.get("stores", [])]
+    out = out or inputs.get("out")
+    if not out and inputs.get("stores"):
+        out = record_folder(config_file)
+    need({"stores": stores, "out": out}, "stores", "out")
+    return list(stores), Path(out)
+
+
 def friendly(fn):
     """Print user-caused failures as one clear message and exit 2, not a traceback: emofeat's
     own errors, and what the system says about files (missing, permissions, disk full). With

@@ -10,15 +10,14 @@ from emofeat.cli.common import (
     config_option,
     declared_options,
     friendly,
-    need,
     print_config_option,
     print_folds,
     resolve_declared,
     show_config,
+    stores_and_out,
 )
 from emofeat.fuse.config import INPUTS, FuseConfig, MMMConfig
 from emofeat.options import option_names
-from emofeat.records import record_folder
 
 
 @click.command()
@@ -47,15 +46,10 @@ def fuse(stores, out, config_file, overwrite, print_config, **params):
     if print_config:
         show_config(run_cfg)
         return show_config(cfg)
-    stores = stores or [Path(p) for p in inputs.get("stores", [])]
-    out = out or inputs.get("out")
-    if not out and inputs.get("stores"):
-        out = record_folder(config_file)
-    need({"stores": stores, "out": out}, "stores", "out")
+    stores, out = stores_and_out(stores, out, inputs, config_file)
     from emofeat.fuse.run import fuse as fuse_stores
     from emofeat.runs import fold_summary
 
-    out = Path(out)
     results = fuse_stores(stores, out, config=cfg, overwrite=overwrite, **run_cfg.to_dict())
     print_folds(results, fold_summary(results))
     click.echo(f"run written to {out}; its store: {out / (run_cfg.model + '.h5')}")

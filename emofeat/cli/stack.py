@@ -10,12 +10,11 @@ from emofeat.cli.common import (
     config_option,
     declared_options,
     friendly,
-    need,
     print_config_option,
     resolve_declared,
     show_config,
+    stores_and_out,
 )
-from emofeat.records import record_folder
 from emofeat.stack.config import INPUTS, StackConfig
 
 
@@ -50,15 +49,10 @@ def stack(stores, out, config_file, print_config, list_meta, **params):
     cfg, inputs = resolve_declared(StackConfig, params, config_file, inputs=INPUTS)
     if print_config:
         return show_config(cfg)
-    stores = stores or [Path(p) for p in inputs.get("stores", [])]
-    out = out or inputs.get("out")
-    if not out and inputs.get("stores"):
-        out = record_folder(config_file)
-    need({"stores": stores, "out": out}, "stores", "out")
+    stores, out = stores_and_out(stores, out, inputs, config_file)
     from emofeat.stack.ensemble import stack as fit_and_report
     from emofeat.stack.report import render_table, table_rows
 
-    out = Path(out)
     options = cfg.to_dict()
     result = fit_and_report(stores, options.pop("meta"), out, **options)
     if result.metrics.get("in_sample_warning"):
