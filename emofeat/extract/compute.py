@@ -89,7 +89,9 @@ def compute(
     start = time.perf_counter()
     try:
         with inference_context(device, loop.autocast):
-            for batch in _timed(to_device(inputs_iter, device), loop.clock, workers, loaded):
+            for batch in _timed(
+                to_device(inputs_iter, device), clock=loop.clock, workers=workers, loaded=loaded
+            ):
                 loop.step(batch)
             loop.collect()
     except BaseException:
@@ -105,7 +107,7 @@ def compute(
     return _report(loop, seconds=time.perf_counter() - start, workers=workers)
 
 
-def _timed(batches: Iterator[Batch], clock: Timings, workers: int, loaded: Models):
+def _timed(batches: Iterator[Batch], *, clock: Timings, workers: int, loaded: Models):
     """The batches, with the time spent encoding them and waiting for them on ``clock``."""
     stage = loaded.encoder.input_stage
     while True:

@@ -87,7 +87,9 @@ def fuse(
         evidence = _evidence(pairs, allow_in_sample=run_cfg.allow_in_sample)
         options = {**run_cfg.to_dict(), **cfg.to_dict()}
         run.start(
-            _run_record(pairs, stores, run_cfg, options, len(model_folds)), cfg.seed, overwrite
+            _run_record(pairs, stores, run_cfg, options=options, n_models=len(model_folds)),
+            cfg.seed,
+            overwrite,
         )
         train = partial(_train_fold, pairs, run=run, cfg=cfg, device=device)
         trained = run.train_folds(pairs.plan, model_folds, train, load=mmm.load)
@@ -200,6 +202,7 @@ def _run_record(
     pairs: FusionInputs,
     stores: Sequence[str | os.PathLike],
     run_cfg: FuseConfig,
+    *,
     options: dict[str, Any],
     n_models: int,
 ) -> dict[str, Any]:
@@ -312,18 +315,19 @@ def _write_fused(
     tested = describe_test_predictions(len(pairs.plan.other_models(groups)))
     _write_store(
         run.path / f"{run_cfg.model}.h5",
-        pairs.text,
-        keep,
-        logits,
-        in_sample,
-        _provenance(run, pairs, run_cfg),
-        {**options, "test_predictions": tested},
+        ref=pairs.text,
+        rows=keep,
+        logits=logits,
+        in_sample=in_sample,
+        provenance=_provenance(run, pairs, run_cfg),
+        config={**options, "test_predictions": tested},
     )
 
 
 def _write_store(
     path: Path,
-    ref,
+    *,
+    ref: Store,
     rows: np.ndarray,
     logits: np.ndarray,
     in_sample: np.ndarray | None,

@@ -314,11 +314,11 @@ def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict
     is always whole (a kill leaves the previous one, or none)."""
     check_stack_folder(out)
     with atomic_folder(out) as tmp:
-        _write_stack_files(tmp, fitted, level1, metrics)
+        _write_stack_files(tmp, fitted=fitted, level1=level1, metrics=metrics)
 
 
 def _write_stack_files(
-    out: Path, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]
+    out: Path, *, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]
 ) -> None:
     import joblib
 
