@@ -1,6 +1,7 @@
 """Write files and folders under a temporary name and rename, so that nothing half-written is
-left behind: the one owner of "write whole, then rename" (every artifact emofeat writes goes
-through :func:`atomic_path` or :func:`atomic_folder`).
+left behind: the one owner of "write whole, then rename" (every artifact emofeat writes whole
+goes through :func:`atomic_path` or :func:`atomic_folder`; a store is created so, then filled
+in place by its writer, whose done flags make a half-filled store safe to resume).
 
 The new content is flushed to disk (fsync) before the rename and the folder after it, so after a
 power cut the path holds the old content or the new, whole: a rename alone can reach the disk

@@ -378,6 +378,12 @@ class Options:
             d.name: _plain(getattr(self, d.name)) for d in declared(type(self)) if d.spec.identity
         }
 
+    def changed(self, *names: str) -> list[str]:
+        """The flags of the options among ``names`` whose value is not their declared default
+        (for a message that names what the user gave)."""
+        defaults = {d.name: d.default for d in declared(type(self))}
+        return [flag_name(n) for n in names if getattr(self, n) != defaults[n]]
+
     def replace(self, **changes: Any):
         """A copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)

@@ -90,7 +90,10 @@ def compute(
     try:
         with inference_context(device, loop.autocast):
             for batch in _timed(
-                to_device(inputs_iter, device), clock=loop.clock, workers=workers, loaded=loaded
+                to_device(inputs_iter, device),
+                clock=loop.clock,
+                workers=workers,
+                stage=loaded.encoder.input_stage,
             ):
                 loop.step(batch)
             loop.collect()
@@ -107,9 +110,9 @@ def compute(
     return _report(loop, seconds=time.perf_counter() - start, workers=workers)
 
 
-def _timed(batches: Iterator[Batch], *, clock: Timings, workers: int, loaded: Models):
-    """The batches, with the time spent encoding them and waiting for them on ``clock``."""
-    stage = loaded.encoder.input_stage
+def _timed(batches: Iterator[Batch], *, clock: Timings, workers: int, stage: str):
+    """The batches, with the time spent encoding them (``stage``: decode, tokenise) and waiting
+    for them on ``clock``."""
     while True:
         start = time.perf_counter()
         batch = next(batches, None)

@@ -83,6 +83,8 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     _check_outputs(out, m=m, cfg=cfg)
     loaded = load_models(cfg)
     applied = _applied_options(cfg, loaded=loaded, device=device)
+    for model in loaded.models:
+        model.to(device).eval()
     plan = plan_store(m, loaded, applied)
     rank, world = distributed.rank(), distributed.world_size()
     earlier = _earlier_shards(out, plan, world=world, overwrite=cfg.overwrite)
@@ -116,19 +118,13 @@ def _check_outputs(out: Path, *, m: Manifest, cfg: ExtractConfig) -> None:
 
 def _applied_options(cfg: ExtractConfig, *, loaded: Models, device: str) -> ExtractConfig:
     """The options as applied: the device's batch size, the run's reverse and max_len when not
-    given, the model's sequence length; the models are moved to ``device``."""
+    given, the model's sequence length."""
     encoder = loaded.encoder
-    text_only = {
-        "text-filter": cfg.text_filter != "none",
-        "sequence-padding": cfg.sequence_padding != "valid",
-    }
-    if encoder.modality != "text" and any(text_only.values()):
-        given = ", ".join(f"--{k}" for k, v in text_only.items() if v)
+    text_only = cfg.changed("text_filter", "sequence_padding")
+    if encoder.modality != "text" and text_only:
         raise EmofeatError(
-            f"{given} apply to text models; {cfg.run or cfg.model} is a speech model"
+            f"{', '.join(text_only)} apply to text models; {cfg.run or cfg.model} is a speech model"
         )
-    for model in loaded.models:
-        model.to(device).eval()
     batch_seconds = cfg.batch_seconds
     if batch_seconds is None:
         # Measured on 2 CPU cores (wav2vec2-base, clips 1-12 s): batching gains nothing on a CPU

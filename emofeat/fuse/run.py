@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ class FusionInputs:
     def n_classes(self) -> int:
         return len(self.text.label_names)
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
         return self.text.labels.astype(int)
 

@@ -29,7 +29,7 @@ from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
 from emofeat.outputs import check_output
 from emofeat.runs import RunFolder
-from emofeat.stack.ensemble import load_stack_model, write_predictions
+from emofeat.stack.ensemble import write_predictions
 from emofeat.stack.folder import StackFolder
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
@@ -110,7 +110,7 @@ def infer(
     work = Path(work) if work else out.with_name(out.name + ".stores")
     check_output(out, kind="predictions", inputs=[csv, stack_dir, work])
     plan = extraction_plan(stack_dir, runs)
-    model = load_stack_model(stack_dir)
+    model = StackFolder(stack_dir).load_model()
     frame, _ = read_csv_corpus(csv)
     if not len(frame):
         raise EmofeatError(f"{csv}: no rows to predict")

@@ -303,16 +303,11 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
     }
 
 
-def check_stack_folder(out: Path, inputs: Sequence[str | os.PathLike] = ()) -> None:
-    """:meth:`StackFolder.check_writable` of ``out``."""
-    StackFolder(out).check_writable(inputs)
-
-
 def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict[str, Any]) -> None:
     """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md —
     written into a temporary folder that then takes the place of ``out``, so a stack folder
     is always whole (a kill leaves the previous one, or none)."""
-    check_stack_folder(out)
+    StackFolder(out).check_writable()
     with atomic_folder(out) as tmp:
         _write_stack_files(tmp, fitted=fitted, level1=level1, metrics=metrics)
 
@@ -370,7 +365,7 @@ def stack(
         OptionError: an option's value is refused (before any store is opened).
     """
     cfg = StackConfig(meta=meta, **options)
-    check_stack_folder(Path(out), stores)
+    StackFolder(out).check_writable(stores)
     with load_level1(stores, allow_incomplete=cfg.allow_incomplete) as level1:
         choice = None
         if meta == AUTO:
@@ -459,7 +454,7 @@ def predict(
     """
     allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")
-    model = load_stack_model(stack_dir)
+    model = StackFolder(stack_dir).load_model()
     fitted_on = set(model.named_steps["features"].fitted_ids_)
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         out_csv = Path(out_csv)
@@ -468,9 +463,3 @@ def predict(
         )
         write_predictions(out_csv, level1, model.predict_proba(level1), origin=origin)
     return out_csv
-
-
-def load_stack_model(stack_dir: str | os.PathLike) -> Pipeline:
-    """The fitted pipeline of a stack folder (:meth:`StackFolder.load_model`). Loading a joblib
-    file runs code: call this only on stack folders you trust."""
-    return StackFolder(stack_dir).load_model()
