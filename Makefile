@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint docs bench clean
 
 install: $(STAMP)
 
@@ -23,10 +23,15 @@ demo: install
 	$(BIN)/emofeat demo --out demo-out
 
 lint: install
-	$(BIN)/ruff check emofeat tests benchmarks
-	$(BIN)/ruff format --check emofeat tests benchmarks
+	$(BIN)/ruff check emofeat tests benchmarks examples docs/hooks.py
+	$(BIN)/ruff format --check emofeat tests benchmarks examples docs/hooks.py
 
-test: lint
+# The documentation site, into site/; every warning (a broken link, a missing page, a docstring
+# that does not render) is an error, so `make test` fails when the docs break.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	$(BIN)/python -m pytest -q tests
 
 bench: install
@@ -36,4 +41,4 @@ bench: install
 	$(BIN)/python benchmarks/family_bench.py --out bench-out/families
 
 clean:
-	rm -rf demo-out bench-out .pytest_cache
+	rm -rf demo-out bench-out site .pytest_cache

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU check (issue 11), for a lent GPU machine whose image has CUDA torch but not
-# emofeat's pins (see ../shared/gpu/README.md). Once, on the development machine:
-#     echo /.whl/ >> .git/info/exclude; ../shared/gpu/fetch-wheels.sh .whl
-# then run this with `.whl` carried along. It writes everything under ${OUT:-gpu-out}:
+# The prepared GPU check, for a GPU machine whose image has CUDA torch but not emofeat's other
+# pins and no registry access (docs/how-to/gpu.md). Once, on a machine that reaches PyPI:
+#     echo /.whl/ >> .git/info/exclude; benchmarks/gpu_wheels.sh .whl
+# then run this with `.whl` brought along. It writes everything under ${OUT:-gpu-out}:
 #   cuda-tests.txt   - tests/test_cuda.py alone, first (they never ran before a GPU was lent)
 #   tests.txt        - the whole suite on the GPU machine (CUDA tests included)
 #   bench-large.json - extract_bench --device cuda --size large (XLSR large, random weights)

@@ -22,11 +22,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emofeat.errors import printable
+
+if TYPE_CHECKING:
+    from sklearn.model_selection import PredefinedSplit
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,7 +73,14 @@ class FoldPlan:
 
     @classmethod
     def from_manifest(cls, manifest: Any) -> FoldPlan:
-        """A manifest's plan; groups are ``corpus/session``, else ``corpus/speaker``, else the id."""
+        """The plan of a manifest's rows.
+
+        Args:
+            manifest: A :class:`~emofeat.corpus.manifest.Manifest`.
+
+        Returns:
+            The plan; a row's group is ``corpus/session``, else ``corpus/speaker``, else its id.
+        """
         frame = manifest.frame
         groups = [
             f"{c}/{s or sp or i}"
@@ -91,8 +101,15 @@ class FoldPlan:
 
     @classmethod
     def from_store(cls, store: Any) -> FoldPlan:
-        """The plan of a store's rows (or of anything with ``ids``, ``split``, ``fold`` and
-        ``labels``, such as level-1 data)."""
+        """The plan of a store's rows.
+
+        Args:
+            store: A :class:`~emofeat.store.Store`, or anything with ``ids``, ``split``, ``fold`` and
+                ``labels`` (such as level-1 data).
+
+        Returns:
+            The plan; each row is its own group.
+        """
         return cls.from_arrays(
             ids=store.ids, split=store.split, fold=store.fold, labels=store.labels
         )
@@ -142,12 +159,26 @@ class FoldPlan:
         return bool(train.any()) and bool((self.fold[train] >= 0).all()) and len(self.folds) >= 2
 
     def fit_rows(self, k: int) -> np.ndarray:
-        """The rows fold model ``k`` fits (-1: every labelled train row)."""
+        """The rows fold model ``k`` is trained on.
+
+        Args:
+            k: A fold, or -1 for a model of every labelled train row.
+
+        Returns:
+            Row indices: the labelled train rows of the other folds (every labelled train row for -1).
+        """
         mask = self.labelled_train if k < 0 else self.labelled_train & (self.fold != k)
         return np.flatnonzero(mask)
 
     def held_rows(self, k: int) -> np.ndarray:
-        """The rows fold model ``k`` holds out (none for -1)."""
+        """The rows fold model ``k`` holds out, and alone predicts.
+
+        Args:
+            k: A fold, or -1 (a model that holds out nothing).
+
+        Returns:
+            Row indices: the labelled train rows of fold ``k`` (none for -1).
+        """
         if k < 0:
             return np.array([], dtype=np.int64)
         return np.flatnonzero(self.labelled_train & (self.fold == k))
@@ -188,8 +219,17 @@ class FoldPlan:
         used: Sequence[Iterable[str]],
         inputs: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Per row: did a model that produced it train (or choose) on it — ``used[i]``: the ids
-        model ``i`` trained or chose on — or were its ``inputs`` in-sample already?"""
+        """Each row's evidence: did a model that produced its values learn from it?
+
+        Args:
+            groups: Which models produced which rows, from :meth:`model_groups`.
+            used: Per model, the ids it trained on or chose its checkpoint on (a fold's ``rows.json``).
+            inputs: Per row, whether its inputs were in-sample already (for models over stores);
+                None when the model reads no store.
+
+        Returns:
+            (N,) bool: true where the row is in-sample.
+        """
         used_sets = [set(map(str, u)) for u in used]
         out = np.zeros(len(self), bool) if inputs is None else np.asarray(inputs, bool).copy()
         for models, rows in groups:
@@ -201,11 +241,20 @@ class FoldPlan:
     def check_models(
         self, model_folds: Sequence[int], used: Sequence[Iterable[str]], limit: int = 5
     ) -> tuple[int, list[str]]:
-        """Compare the plan with what fold models recorded (``used[i]``: ids model ``i`` trained
-        or chose on; ``model_folds[i]``: the fold it held out). Returns the number of rows that
-        disagree and the first ``limit`` as messages: a labelled train row no model saw, one
-        held out by other models than its fold's, a row outside the labelled train rows that a
-        model learned from. Rows left out of the plan (:meth:`excluding`) may be unseen."""
+        """Compare the plan with what fold models recorded they trained on.
+
+        Rows left out of the plan (:meth:`excluding`) may be unseen by every model.
+
+        Args:
+            model_folds: Per model, the fold it held out (-1 for a model of all train rows).
+            used: Per model, the ids it trained on or chose its checkpoint on.
+            limit: How many disagreements to describe.
+
+        Returns:
+            ``(count, messages)``: the number of rows that disagree — a labelled train row no model
+            saw, one held out by other models than its fold's, a row outside the labelled train rows
+            that a model learned from — and the first ``limit`` of them in words.
+        """
         used_sets = [set(map(str, u)) for u in used]
         seen = set().union(*used_sets) if used_sets else set()
         train = self.labelled_train
@@ -252,8 +301,19 @@ class FoldPlan:
     def inner_split(
         self, rows: np.ndarray, fraction: float, seed: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(fit rows, validation rows): a group-aware split of ``rows`` (a model's own training
-        rows), so a session or speaker never lands on both sides."""
+        """A group-aware validation split of a model's own training rows.
+
+        A session or speaker never lands on both sides, so checkpoint selection never peeks at a group
+        the model trained on.
+
+        Args:
+            rows: The model's training rows.
+            fraction: The share of rows (by group) to hold out for validation.
+            seed: The random seed of the split.
+
+        Returns:
+            ``(fit rows, validation rows)``.
+        """
         from sklearn.model_selection import GroupShuffleSplit
 
         rows = np.asarray(rows)
@@ -261,9 +321,15 @@ class FoldPlan:
         fit, val = next(split.split(rows, groups=self.groups[rows]))
         return rows[np.sort(fit)], rows[np.sort(val)]
 
-    def splitter(self, rows: np.ndarray | None = None):
-        """scikit-learn's CV splitter over ``rows`` (default: the labelled train rows) that
-        holds out one fold at a time, for meta-learner hyperparameter search."""
+    def splitter(self, rows: np.ndarray | None = None) -> PredefinedSplit:
+        """A scikit-learn CV splitter that holds out one fold at a time.
+
+        Args:
+            rows: The rows to split (indices into the plan); None for the train rows.
+
+        Returns:
+            A ``PredefinedSplit`` over ``rows``, for meta-learner hyperparameter search.
+        """
         from sklearn.model_selection import PredefinedSplit
 
         rows = self.train_rows if rows is None else np.asarray(rows)

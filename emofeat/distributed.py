@@ -29,6 +29,27 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def process_device(device: str) -> str:
+    """The device this process computes on: under ``torchrun``, ``cuda`` means the GPU of the
+    process's local rank (``cuda:LOCAL_RANK``), so the processes of one machine do not all
+    share the first GPU; any other device is returned as given.
+
+    Args:
+        device: A resolved device (``cpu``, ``cuda`` or ``cuda:N``).
+
+    Returns:
+        The device string to move models and batches to.
+    """
+    if device != "cuda" or world_size() == 1:
+        return device
+    import torch
+
+    local = int(os.environ.get("LOCAL_RANK", rank()))
+    chosen = f"cuda:{local % max(torch.cuda.device_count(), 1)}"
+    torch.cuda.set_device(chosen)  # side streams and memory figures follow the current device
+    return chosen
+
+
 def init(device: str = "cpu") -> None:
     """Join the job's process group (gloo on a CPU, NCCL on CUDA) if there are several processes
     and it is not joined yet; Trainer and accelerate then use this group."""

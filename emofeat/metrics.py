@@ -47,7 +47,15 @@ def classification_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 
 def logits_metrics(y: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """:func:`classification_metrics` of the arg-max, and the mean cross-entropy (``loss``)."""
+    """Classification figures of the arg-max of logits, and the mean cross-entropy.
+
+    Args:
+        y: True class indices, (n,).
+        logits: (n, C) logits.
+
+    Returns:
+        :func:`classification_metrics` plus ``loss``, the mean cross-entropy.
+    """
     y = np.asarray(y).astype(int)
     metrics = classification_metrics(y, np.asarray(logits).argmax(1))
     p = softmax(np.asarray(logits, np.float64))
@@ -102,13 +110,17 @@ def bootstrap_accuracy(
     (a perfect or all-wrong prediction), and the two differ little for a mean of 0/1 values.
 
     Args:
-        y, pred: true and predicted classes per utterance.
-        n: bootstrap resamples.
-        seed: the resampling seed (the interval is reproducible).
-        level: the confidence level.
+        y: True classes per utterance.
+        pred: Predicted classes per utterance.
+        n: Bootstrap resamples.
+        seed: The resampling seed (the interval is reproducible).
+        level: The confidence level.
 
     Returns:
-        (low, high).
+        ``(low, high)``.
+
+    Raises:
+        ValueError: no utterances.
     """
     from scipy.stats import bootstrap
 

@@ -404,6 +404,7 @@ def test_two_processes_equal_one(frozen_store, manifest_path, tiny_wav2vec2, tmp
         "--nproc_per_node",
         "2",
         "-m",
+        "--",  # the documented form: without it torchrun reads emofeat's --run as its --run-path
         "emofeat.cli",
     ]
     args = extract_args(tiny_wav2vec2, manifest_path, out, "--device", "cpu")
@@ -438,6 +439,24 @@ def test_process_shares_are_contiguous_cover_every_row_once_and_balance_the_work
     # Without work, a cut by count.
     for r, rows in enumerate(np.array_split(np.arange(7), 3)):
         assert list(np.flatnonzero(share(np.zeros(7), processes=3, process=r))) == list(rows)
+
+
+def test_each_process_of_a_job_computes_on_the_gpu_of_its_local_rank(monkeypatch):
+    import torch
+
+    from emofeat import distributed
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "6")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert distributed.process_device("cuda") == "cuda:2" and chosen == ["cuda:2"]
+    assert distributed.process_device("cpu") == "cpu"
+    assert distributed.process_device("cuda:3") == "cuda:3"  # a device the user named stays
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.process_device("cuda") == "cuda"  # one process: the current device
 
 
 def test_a_job_resumed_with_fewer_processes_takes_every_shard(

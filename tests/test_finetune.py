@@ -442,7 +442,16 @@ def test_ddp_inside_a_fold_under_torchrun_equals_one_process_with_the_global_bat
     opts = dict(model="kobert", model_path=str(model), max_steps=1, warmup_ratio=0.0, dropout=0.0)
     (tmp_path / "opts.yaml").write_text(yaml.safe_dump({**opts, "preset": "kobert-tiny"}))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    cmd = [*torchrun, "2", "-m", "emofeat.cli", "finetune", "--config", str(tmp_path / "opts.yaml")]
+    cmd = [
+        *torchrun,
+        "2",
+        "-m",
+        "--",
+        "emofeat.cli",
+        "finetune",
+        "--config",
+        str(tmp_path / "opts.yaml"),
+    ]
     cmd += ["--manifest", str(manifest_path), "--out", str(tmp_path / "ddp"), "--batch-size", "16"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -91,8 +91,18 @@ def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
 def compare(
     paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
 ) -> pd.DataFrame:
-    """The comparison table (one row per stack or run, then one per configuration run with
-    several seeds: mean ± std); with ``out``, also ``compare.md`` and ``compare.csv`` there."""
+    """One table across stack and run folders (``emofeat compare``).
+
+    Args:
+        paths: Stack or run folders, or folders holding them (searched recursively).
+        out: A folder to write ``compare.md`` and ``compare.csv`` into; None to write nothing.
+
+    Returns:
+        One row per stack or run, then one per configuration run with several seeds (mean ± std).
+
+    Raises:
+        EmofeatError: no stack or run folder under ``paths``, or an output that is an input.
+    """
     rows = pd.DataFrame([_row(f) for f in find_artifacts(paths)])
     labels = ("path", "kind", "configuration", "seed", "base_test_rows")
     numeric = [c for c in rows.columns if c not in labels]

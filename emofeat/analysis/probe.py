@@ -49,9 +49,20 @@ def _weighted_layers(n_layers: int, width: int, n_classes: int):
 
 
 class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
-    """SUPERB-style probe: ``softmax(w) · layers`` (one weight per layer, learned) → LayerNorm-free
-    linear classifier, trained jointly with AdamW on cross-entropy. ``X`` is the layers side by
-    side, ``n_layers`` blocks of equal width; features are standardised per column first."""
+    """SUPERB-style probe: a softmax-weighted sum of layers, then a linear classifier.
+
+    One weight per layer and the classifier are learned jointly with AdamW on cross-entropy. ``X``
+    holds the layers side by side, ``n_layers`` blocks of equal width; features are standardised
+    per column first. After :meth:`fit`, ``layer_weights_`` holds the softmax weights (they sum
+    to 1).
+
+    Args:
+        n_layers: The number of equal-width layer blocks in ``X``.
+        epochs: Full-batch training epochs.
+        lr: AdamW's learning rate.
+        weight_decay: AdamW's weight decay.
+        seed: The seed of the initial weights.
+    """
 
     def __init__(
         self,
@@ -74,7 +85,19 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         z = (X - self.mean_) / self.scale_
         return torch.tensor(z.reshape(len(X), self.n_layers, -1), dtype=torch.float32)
 
-    def fit(self, X, y):
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LayerWeightedProbe:
+        """Learn the layer weights and the classifier.
+
+        Args:
+            X: (n, n_layers × D) features, the layers side by side.
+            y: Class labels.
+
+        Returns:
+            The fitted probe.
+
+        Raises:
+            ValueError: ``X``'s width is not ``n_layers`` equal blocks.
+        """
         import torch
 
         X, y = validate_data(self, X, y, reset=True)
@@ -101,7 +124,15 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         self.head_ = net.head
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities.
+
+        Args:
+            X: (n, n_layers × D) features, as in :meth:`fit`.
+
+        Returns:
+            (n, classes) probabilities, columns in ``classes_`` order.
+        """
         import torch
 
         check_is_fitted(self, "head_")
@@ -111,7 +142,15 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
             mixed = (w[None, :, None] * self._blocks(X)).sum(1)
             return torch.softmax(self.head_(mixed), 1).numpy().astype(np.float64)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The most probable class of each row.
+
+        Args:
+            X: (n, n_layers × D) features, as in :meth:`fit`.
+
+        Returns:
+            (n,) labels from ``classes_``.
+        """
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
@@ -130,6 +169,9 @@ def probe_layers(
         stores: one store or several (models to compare), each extracted with ``--layers``.
         out: the folder for the table and figure.
         options: the options of :class:`~emofeat.analysis.config.ProbeConfig`.
+
+    Returns:
+        The table written to ``probe.csv``: one row per model, layer and metric (mean, std).
 
     Raises:
         OptionError: an option's value is refused.

@@ -61,6 +61,7 @@ class Manifest:
 
     @property
     def ids(self) -> np.ndarray:
+        """Utterance ids, in row order."""
         return self.frame["id"].to_numpy(dtype=object)
 
     @property
@@ -70,14 +71,17 @@ class Manifest:
 
     @property
     def split(self) -> np.ndarray:
+        """``train`` or ``test`` per row."""
         return self.frame["split"].to_numpy(dtype=object)
 
     @property
     def fold(self) -> np.ndarray:
+        """Cross-fitting fold per row (-1 for test rows)."""
         return self.frame["fold"].to_numpy(dtype=np.int16)
 
     @property
     def num_folds(self) -> int:
+        """The number of cross-fitting folds of the train rows (0 when none)."""
         folds = self.frame.loc[self.frame["split"] == "train", "fold"]
         return int(folds.max()) + 1 if len(folds) else 0
 
@@ -91,7 +95,14 @@ class Manifest:
         return pd.to_numeric(self.frame["duration"], errors="coerce").to_numpy(dtype=np.float64)
 
     def audio_path(self, i: int) -> Path:
-        """Absolute path of row ``i``'s audio file."""
+        """The absolute path of a row's audio file.
+
+        Args:
+            i: The row index.
+
+        Returns:
+            The path (audio paths are stored relative to the manifest's folder where possible).
+        """
         p = Path(self.frame["audio_path"].iat[i])
         return p if p.is_absolute() else self.root / p
 
@@ -101,9 +112,14 @@ class Manifest:
         return str(self.prepared_config.get("split", ""))
 
     def soft_labels(self) -> np.ndarray | None:
-        """Per-class annotator vote fractions (N, C) of a manifest prepared with
-        ``--multilabel soft``, else ``None``. Rows without votes (other corpora) get the one-hot
-        of their label; unlabelled rows zeros. A target for soft-label training or calibration."""
+        """Per-class annotator vote fractions of a ``--multilabel soft`` manifest.
+
+        Rows without votes (other corpora) get the one-hot of their label, unlabelled rows zeros: a
+        target for soft-label training or calibration.
+
+        Returns:
+            (N, C) fractions, or None for a manifest prepared without them.
+        """
         cols = [SOFT_PREFIX + n for n in label_set.LABEL_NAMES]
         if not all(c in self.frame.columns for c in cols):
             return None
@@ -208,7 +224,18 @@ def _sha256(path: Path) -> str:
 
 
 def read_manifest(path: str | os.PathLike) -> Manifest:
-    """Read and validate a manifest CSV."""
+    """Read and validate a manifest CSV (and its sidecar, when present).
+
+    Args:
+        path: The manifest written by ``emofeat data prepare``.
+
+    Returns:
+        The validated :class:`Manifest`.
+
+    Raises:
+        ManifestError: no such file, not UTF-8, not a readable CSV, or rows that break the
+            manifest's rules (duplicate ids, unknown labels or splits, folds out of range).
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest; create one with `emofeat data prepare`")

@@ -51,16 +51,19 @@ def prepare(
     """Read the given corpora, apply a split recipe and write the manifest atomically.
 
     Args:
-        out: the manifest CSV to write (its sidecar records how it was made).
-        kemdy20, aihub, csv: the corpora to read (at least one).
-        options: the options of :class:`~emofeat.corpus.config.PrepareConfig`.
+        out: The manifest CSV to write (its sidecar records how it was made).
+        kemdy20: A KEMDy20 v1_1 folder.
+        aihub: An AI Hub (5차년도_2차) folder.
+        csv: A generic corpus CSV.
+        **options: The options of :class:`~emofeat.corpus.config.PrepareConfig`.
 
     Returns:
         The manifest and a report of what each reader did.
 
     Raises:
         OptionError: an option's value is refused (before anything is read).
-        CorpusError: nothing to read, or the corpora hold no utterances.
+        CorpusError: nothing to read, files missing (without ``skip_missing``), unknown labels,
+            or a split that leaves no train rows.
     """
     cfg = PrepareConfig(**options)
     if not (kemdy20 or aihub or csv):

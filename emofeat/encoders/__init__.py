@@ -98,10 +98,21 @@ def family_of(model_type: str, source: str) -> str:
 
 
 def resolve(model: str, model_path: str | os.PathLike | None = None) -> ModelSpec:
-    """Resolve a model name (``kobert``, ``wav2vec2``), hub id or folder into a ModelSpec.
+    """Resolve a model name, hub id or folder into the family and source to load.
 
-    ``model_path`` is a local copy of the named model (the hub cannot be reached offline); its
-    ``config.json`` must be of the short name's family."""
+    Args:
+        model: A short name (``kobert``, ``wav2vec2``, ...; :data:`MODELS`), a hub id, or a local
+            folder in the Hugging Face format.
+        model_path: A local copy of the named model (the hub cannot be reached offline); its
+            ``config.json`` must be of the short name's family.
+
+    Returns:
+        A :class:`ModelSpec`: the name given, the encoder family and the hub id or folder to load.
+
+    Raises:
+        ModelError: ``model_path`` is not a folder or holds another family's model, or the folder's
+            ``model_type`` is handled by no family (the message lists the supported types).
+    """
     if model in MODELS:
         family, hub_id = MODELS[model]
         if not model_path:

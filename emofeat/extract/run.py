@@ -78,7 +78,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     out = Path(out)
-    device = pick_device(cfg.device)
+    device = distributed.process_device(pick_device(cfg.device))
     check_precision(cfg.precision, device)
     _check_outputs(out, m=m, cfg=cfg)
     loaded = load_models(cfg)

@@ -147,12 +147,19 @@ INPUTS = ("manifest", "out")
 def resolve_config(
     preset: str | None = None, config_file: str | os.PathLike | None = None, **overrides: Any
 ) -> FinetuneConfig:
-    """A preset's values, then a config file's (a mapping of options, or a run's own
-    ``config.yaml``; a preset it names applies under it), then ``overrides`` (``None``: not
-    given).
+    """Fine-tuning options from a preset, a config file and overrides, in that order.
+
+    Args:
+        preset: A preset name (``emofeat.recipes.presets.PRESETS``); None for none.
+        config_file: A YAML mapping of options, or a run's own ``config.yaml``; a preset it names
+            applies under it.
+        **overrides: Options given explicitly; None means not given.
+
+    Returns:
+        The validated :class:`FinetuneConfig`.
 
     Raises:
-        OptionError: a value is refused, or an option is unknown.
+        OptionError: a value is refused, an option or a preset is unknown.
     """
     return _resolve(preset, config_file, overrides)[0]
 

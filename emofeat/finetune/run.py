@@ -410,20 +410,30 @@ def finetune(
     overwrite: bool = False,
     only_folds: Sequence[int] | None = None,
 ) -> dict:
-    """Fine-tune with cross-fitting into ``out``; returns per-fold validation metrics.
+    """Fine-tune an encoder with cross-fitting into the run folder ``out``.
 
     Re-running the same command continues an interrupted run: finished folds are kept, an
-    unfinished one resumes from its last checkpoint. A run folder made with another config is
-    refused unless ``overwrite``. ``only_folds`` trains those folds alone (``--fold K``): each
-    fold is its own folder, checkpoints and logs, so processes training different folds of one
-    run can run at once (one per GPU, a SLURM array); the run is complete when every fold is.
+    unfinished one resumes from its last checkpoint. Each fold is its own folder, checkpoints and
+    logs, so processes training different folds of one run can run at once (one per GPU, a SLURM
+    array); the run is complete when every fold is. Everything is checked before anything is
+    written or deleted: a model that cannot be found or a bad row leaves no run folder behind, and
+    ``overwrite`` never runs on a failing command.
 
-    Everything is checked before anything is written or deleted: a model that cannot be found
-    or a bad row leaves no run folder behind, and ``overwrite`` never runs on a failing command.
+    Args:
+        manifest: The manifest (a path or a read :class:`~emofeat.corpus.manifest.Manifest`).
+        out: The run folder.
+        cfg: The options (:func:`~emofeat.finetune.config.resolve_config` builds them from a
+            preset, a config file and overrides).
+        overwrite: Replace a run folder made with other options.
+        only_folds: Train these folds alone (``--fold K``); None for every fold.
+
+    Returns:
+        ``{fold: held-out metrics}`` of the folds this call trained (or found finished).
 
     Raises:
-        EmofeatError: no labelled train rows, ``folds`` other than the manifest's, a row that
-            cannot be read (without ``skip_bad``), a run folder made with other options.
+        EmofeatError: no labelled train rows, ``folds`` other than the manifest's, a model that
+            cannot be found, a row that cannot be read (without ``skip_bad``), a run folder made
+            with other options (without ``overwrite``).
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     spec = resolve(cfg.model, cfg.model_path)

@@ -1,6 +1,6 @@
 """MMM (MLP-Mixer multimodal fusion) over a text and an audio sequence store: the model.
 
-The published model (``../shared/reference.md``): text token states (frozen KcELECTRA, 128
+The published model (docs/explanation/reference-pipeline.md): text token states (frozen KcELECTRA, 128
 positions) → Linear(768→256), audio frames (frozen wav2vec2, cut or zero-padded to 512) →
 Linear(1024→256), concatenated to (B, 640, 256); one Mixer block — LayerNorm → token-mixing MLP
 over the 640 positions (Linear, GELU, Linear, Dropout) → residual; LayerNorm → channel MLP over

@@ -65,6 +65,9 @@ def fuse(
         overwrite: replace a run made with other options or inputs.
         options: the options of :class:`~emofeat.fuse.config.FuseConfig`.
 
+    Returns:
+        ``{fold: held-out metrics}`` of each fold model (``{-1: ...}`` with ``folds=0``).
+
     Raises:
         OptionError: an option's value is refused (before anything is read or written).
         EmofeatError: not two stores, folds that do not fit the stores, in-sample inputs

@@ -22,11 +22,18 @@ from emofeat.recipes.pipeline import comparison, ensemble_plan, run_plan
 
 
 def demo(out: str | Path = "demo-out", **options: Any) -> Path:
-    """Run the demo into ``out`` and return the path of its report.
+    """Run the whole pipeline on a synthetic corpus into ``out``.
+
+    Synthesise a corpus → manifest → tiny KoBERT, KcELECTRA and wav2vec2 → five cross-fitted
+    fine-tuned models → their stores → MMM over two frozen sequence stores → the soft vote, caruana,
+    logreg and lgbm stacks → one comparison report. Re-running it continues where it stopped.
 
     Args:
-        out: the demo's folder (re-running continues where it stopped).
-        options: the options of :class:`~emofeat.recipes.config.DemoConfig`.
+        out: The demo's folder.
+        **options: The options of :class:`~emofeat.recipes.config.DemoConfig`.
+
+    Returns:
+        The path of the report (``OUT/report.md``).
 
     Raises:
         OptionError: an option's value is refused.

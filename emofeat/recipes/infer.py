@@ -90,17 +90,26 @@ def infer(
 ) -> Path:
     """Predict every row of ``csv`` with the stack at ``stack_dir``.
 
+    Extracts a store with every base run the stack's stores came from (each with the options its
+    store was extracted with), then applies the meta-learner; equal to ``extract --run`` per run
+    followed by :func:`~emofeat.stack.ensemble.predict`.
+
     Args:
-        stack_dir: a folder written by ``emofeat stack`` (its model.joblib is loaded: trusted
+        stack_dir: A folder written by ``emofeat stack`` (its model.joblib is loaded: trusted
             folders only, loading it runs code).
-        csv: the recordings (id, audio_path, text[, label]).
-        out: the predictions CSV (``id, split, label, predicted, provenance, p_<class>...``).
-        runs: store name → run folder, for runs that moved since the stack was fitted.
-        work: where the new stores go (default ``OUT.stores/``); re-running resumes.
-        options: the options of :class:`~emofeat.recipes.config.InferConfig`.
+        csv: The recordings (id, audio_path, text[, label]).
+        out: The predictions CSV (``id, split, label, predicted, provenance, p_<class>...``).
+        runs: Store name → run folder, for runs that moved since the stack was fitted.
+        work: Where the new stores go (default ``OUT.stores/``); re-running resumes.
+        **options: The options of :class:`~emofeat.recipes.config.InferConfig`.
 
     Returns:
         The predictions CSV.
+
+    Raises:
+        OptionError: an option's value is refused.
+        EmofeatError: no rows to predict, a base run that cannot be found, unreadable rows
+            (without ``skip_bad``), a stack built on stores ``infer`` cannot rebuild (fused stores).
     """
     from emofeat.recipes.config import InferConfig
 

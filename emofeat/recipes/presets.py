@@ -88,3 +88,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         freeze_feature_encoder=False,
     ),
 }
+
+# One line per preset for the reference docs (emofeat.docs.presets_page).
+SUMMARIES: dict[str, str] = {
+    "kobert-ref": "The reference's KoBERT runs: AdamW, cosine decay after 10 % warmup, batch 64, "
+    "7 epochs; the final weights are the model.",
+    "wav2vec2-ref": "The reference's wav2vec2 runs: lr 2e-4, 1 epoch, fp16 on a GPU, gradient "
+    "checkpointing, effective batch 4 (2 per device x 2 accumulation), no weight decay or warmup, "
+    "linear decay; the final weights are the model.",
+    "wav2vec2-ref-rev": "The reference's reverse-audio wav2vec2 run: as wav2vec2-ref on "
+    "time-reversed audio at effective batch 16 (1 x 16).",
+    "kobert-fast": "kobert-ref for a GPU: batch 128 with lr x sqrt(2), bf16 autocast, SDPA "
+    "attention, length-grouped batches, no gradient checkpointing.",
+    "wav2vec2-fast": "wav2vec2-ref for a GPU: batch 8 with lr x sqrt(2), bf16 autocast, SDPA "
+    "attention, length-grouped batches, no gradient checkpointing, CNN frozen.",
+    "kobert-tiny": "Tiny text models trained from scratch on the synthetic corpus (demo, tests): "
+    "15 epochs at lr 2e-3, no early stopping.",
+    "wav2vec2-tiny": "Tiny speech models trained from scratch on the synthetic corpus (demo, "
+    "tests): 10 epochs at lr 1e-3, trained end to end (a random CNN is no feature encoder).",
+}

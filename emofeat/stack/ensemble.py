@@ -352,17 +352,25 @@ def stack(
     out: str | os.PathLike,
     **options: Any,
 ) -> StackResult:
-    """Fit a meta-learner on the stores' train rows, evaluate it by CV and on test, write a report.
+    """Fit a meta-learner on the stores' out-of-fold train rows, evaluate it, write a stack folder.
+
+    Hyperparameters are chosen by cross-validation over the stores' folds; the CV figures are
+    nested with 3 or more folds; test rows are used once. The folder holds ``model.joblib``,
+    ``config.yaml``, ``metrics.json``, ``report.md``, ``confusion.png`` and ``predictions.csv``.
 
     Args:
-        stores: the base models' feature stores (any order).
-        meta: the meta-learner; ``"auto"`` chooses it by nested CV over the train folds
-            (:func:`choose_meta`).
-        out: the stack folder.
-        options: the other options of :class:`~emofeat.stack.config.StackConfig`.
+        stores: The base models' feature stores (any order).
+        meta: The meta-learner; ``"auto"`` chooses it by nested CV over the train folds.
+        out: The stack folder.
+        **options: The other options of :class:`~emofeat.stack.config.StackConfig`.
+
+    Returns:
+        The folder and its metrics.
 
     Raises:
         OptionError: an option's value is refused (before any store is opened).
+        EmofeatError: in-sample or unknown evidence in the train rows (without
+            ``allow_in_sample``), stores that disagree, an output that is an input.
     """
     cfg = StackConfig(meta=meta, **options)
     StackFolder(out).check_writable(stores)
@@ -443,14 +451,24 @@ def predict(
     out_csv: str | os.PathLike,
     **options: Any,
 ) -> Path:
-    """Apply a fitted stack to stores of the same models (in any order). Loads ``model.joblib``:
-    only do this with stack folders you trust, since loading a joblib file runs code.
+    """Apply a fitted stack to stores of the same models, in any order.
+
+    Loads ``model.joblib``, a pickle: only do this with stack folders you trust, since loading it
+    runs code. Stores are matched to those the stack was fitted on by identity.
 
     Args:
-        stack_dir: a folder written by :func:`stack`.
-        stores: the base models' stores (any order).
-        out_csv: the predictions CSV to write.
-        options: the options of :class:`~emofeat.stack.config.PredictConfig`.
+        stack_dir: A folder written by :func:`stack`.
+        stores: The base models' stores (any order).
+        out_csv: The predictions CSV to write (id, predicted class, probabilities, provenance).
+        **options: The options of :class:`~emofeat.stack.config.PredictConfig`.
+
+    Returns:
+        The path of the written CSV.
+
+    Raises:
+        OptionError: an option's value is refused.
+        EmofeatError: a store missing, duplicated or foreign to the stack, or an output that is
+            an input.
     """
     allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")

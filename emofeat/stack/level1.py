@@ -20,8 +20,13 @@ from emofeat.store import Provenance, Store, aligned
 
 @dataclass
 class Level1:
-    """Aligned stores over the rows done in every one of them: ``ids``, ``labels``, ``split``,
-    ``fold`` (in the first store's order) and, per store, its logits in that order."""
+    """Aligned stores over the rows done in every one of them.
+
+    ``ids``, ``labels``, ``split`` and ``fold`` are in the first store's order; ``logits`` and
+    ``in_sample`` hold each store's values in that order (None where a store has no logits or does
+    not record its evidence). ``names`` and ``keys`` name each store (``keys``: its identity, which
+    a fitted stack matches stores by).
+    """
 
     names: list[str]
     keys: list[str]
@@ -43,11 +48,22 @@ class Level1:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes (the stores' label names)."""
         return len(self.label_names)
 
     def features(self, kind: str = "proba", order: Sequence[int] | None = None) -> np.ndarray:
-        """(n, M*C) level-1 features: each store's probabilities (or logits), store by store
-        (in ``order``, store indices; default all stores as given)."""
+        """Level-1 features: each store's class probabilities (or logits), side by side.
+
+        Args:
+            kind: ``proba`` (softmax of the logits) or ``logits``.
+            order: Store indices in the order to lay them out; None for all stores as given.
+
+        Returns:
+            (n, M*C) features: store by store, C columns each.
+
+        Raises:
+            StoreError: a store has no logits (a frozen-encoder store).
+        """
         blocks = []
         for k in range(len(self.names)) if order is None else order:
             lg = self.logits[k]
@@ -62,8 +78,18 @@ class Level1:
     def embeddings(
         self, name: str, order: Sequence[int] | None = None
     ) -> tuple[np.ndarray, list[int]]:
-        """Embedding ``name`` of each store (in ``order``), side by side, and their widths.
-        A store without it is an error naming the store."""
+        """One embedding of each store, side by side.
+
+        Args:
+            name: The embedding (``last``, ``layer_07``, ...).
+            order: Store indices in the order to lay them out; None for all stores as given.
+
+        Returns:
+            ``(X, widths)``: the (n, sum of D) features and each store's width.
+
+        Raises:
+            StoreError: a store has no embedding ``name`` (the message names the store).
+        """
         parts = []
         for k in range(len(self.names)) if order is None else order:
             s = self.stores[k]
@@ -75,6 +101,7 @@ class Level1:
         return np.hstack(parts), [p.shape[1] for p in parts]
 
     def close(self) -> None:
+        """Close the stores (a context manager closes them on exit)."""
         for s in self.stores:
             s.close()
 
@@ -91,8 +118,21 @@ def load_level1(
     allow_incomplete: bool = False,
     flag: str = "--allow-incomplete",
 ) -> Level1:
-    """Open stores and align them by id (:func:`emofeat.store.aligned`); refuse differing ids,
-    labels, label names, splits or folds, and incomplete stores unless ``allow_incomplete``."""
+    """Open stores and align them by utterance id, as a stack's input.
+
+    Args:
+        paths: The stores, in the order their features are laid side by side.
+        allow_incomplete: Accept stores whose ``complete`` attribute is false.
+        flag: The option named in the error that refuses an incomplete store.
+
+    Returns:
+        A :class:`Level1` over the rows done in every store; close it (or use it as a context
+        manager) to close the stores.
+
+    Raises:
+        StoreError: a store is missing or incomplete (without ``allow_incomplete``), or the stores
+            disagree on ids, labels, label names, splits or folds.
+    """
     a = aligned(paths, allow_incomplete=allow_incomplete, flag=flag)
     try:
         stores, first, keep = a.stores, a.first, a.keep

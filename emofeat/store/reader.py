@@ -3,6 +3,8 @@ fast row reads. h5py + numpy only (pandas and torch only for the exports that as
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +28,10 @@ from emofeat.store.layout import (
     embedding_datasets,
     sequence_shapes,
 )
+
+if TYPE_CHECKING:  # for annotations only: reading a store needs neither
+    import pandas as pd
+    from torch.utils.data import TensorDataset
 
 
 class Store:
@@ -125,18 +131,22 @@ class Store:
 
     @property
     def name(self) -> str:
+        """The store's name: its file name without the suffix."""
         return self.path.stem
 
     @property
     def complete(self) -> bool:
+        """Whether every row is done or skipped (the ``complete`` attribute)."""
         return bool(self.attrs.get("complete", False))
 
     @property
     def has_logits(self) -> bool:
+        """Whether the store holds ``/logits`` (frozen-encoder stores do not)."""
         return "logits" in self._f
 
     @property
     def embedding_names(self) -> list[str]:
+        """The names of the stored embeddings (``last``, ``layer_07``, ``pooler``, ...), sorted."""
         return sorted(self._embedding_group().keys())
 
     @property
@@ -199,10 +209,23 @@ class Store:
 
     @property
     def sequence_names(self) -> list[str]:
+        """The names of the stored sequences (``last`` with ``extract --sequence``), sorted."""
         return sorted(sequence_shapes(self._f))
 
     def sequences(self, name: str, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(states (n, T, H) float16 zero-padded, valid lengths (n,)) of sequence ``name``."""
+        """One stored sequence of every row, or of the given rows.
+
+        Args:
+            name: The sequence's name (see :attr:`sequence_names`).
+            rows: Row indices, in any order; None for every row.
+
+        Returns:
+            ``(states, lengths)``: the states, (n, T, H) float16 zero-padded beyond each row's valid
+            length, and the valid lengths, (n,).
+
+        Raises:
+            StoreError: the store has no sequence ``name``.
+        """
         if name not in self.sequence_names:
             raise StoreError(
                 f"{self.path}: no sequence {name!r}; available: {self.sequence_names} "
@@ -233,7 +256,11 @@ class Store:
         return out, self._lengths[name][rows]
 
     def skip_reasons(self) -> dict[str, str]:
-        """id → reason of every skipped row."""
+        """Why each skipped row was skipped.
+
+        Returns:
+            ``{id: reason}`` for every skipped row (empty when none was skipped).
+        """
         rows = np.flatnonzero(self.skipped)
         if not len(rows):
             return {}
@@ -255,13 +282,34 @@ class Store:
         return _read_rows(ds, rows)
 
     def logits(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """(N, C) float32 logits, or the given rows (any order)."""
+        """The logits of every row, or of the given rows.
+
+        Args:
+            rows: Row indices, in any order; None for every row.
+
+        Returns:
+            (n, C) float32 logits; rows not done hold NaN.
+
+        Raises:
+            StoreError: the store has no logits (a frozen-encoder store).
+        """
         if not self.has_logits:
             raise StoreError(f"{self.path}: this store has no logits (a frozen-encoder store?)")
         return self._read(self._f["logits"], rows)
 
     def embeddings(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
-        """(N, D) embedding ``name`` (e.g. ``last``, ``layer_07``), or the given rows."""
+        """One pooled embedding of every row, or of the given rows.
+
+        Args:
+            name: The embedding (``last``, ``layer_07``, ``pooler``; see :attr:`embedding_names`).
+            rows: Row indices, in any order; None for every row.
+
+        Returns:
+            (n, D) array in the stored dtype (float16 or float32).
+
+        Raises:
+            StoreError: the store has no embedding ``name``.
+        """
         group = self._embedding_group()
         if name not in group:
             raise StoreError(
@@ -272,7 +320,16 @@ class Store:
     def select(
         self, split: str | None = None, fold: int | None = None, done: bool = True
     ) -> np.ndarray:
-        """Row indices with the given split and fold (only done rows unless ``done=False``)."""
+        """Row indices by split and fold.
+
+        Args:
+            split: ``train`` or ``test``; None for both.
+            fold: A cross-fitting fold (test rows have -1); None for all.
+            done: Keep only rows whose values are written.
+
+        Returns:
+            The matching row indices, ascending.
+        """
         mask = np.ones(len(self), bool)
         if split is not None:
             mask &= self.split == split
@@ -288,16 +345,35 @@ class Store:
         rows: np.ndarray | None = None,
         return_ids: bool = False,
     ) -> tuple[np.ndarray, ...]:
-        """(X, y), or (X, y, ids) with ``return_ids``: an embedding (or the logits when
-        ``embedding`` is None), the labels and the utterance ids of the rows."""
+        """Features and labels of rows as arrays.
+
+        Args:
+            embedding: The embedding to return; None for the logits.
+            rows: Row indices (e.g. from :meth:`select`); None for every row.
+            return_ids: Also return the utterance ids.
+
+        Returns:
+            ``(X, y)``, or ``(X, y, ids)`` with ``return_ids``.
+        """
         x = self.logits(rows) if embedding is None else self.embeddings(embedding, rows)
         idx = slice(None) if rows is None else np.asarray(rows)
         return (x, self.labels[idx], self.ids[idx]) if return_ids else (x, self.labels[idx])
 
-    def to_pandas(self, embedding: str | None = None, array_columns: bool = False):
-        """A DataFrame indexed by id: label, split, fold, done, logits, and an embedding — one
-        column per dimension, or with ``array_columns`` one column ``<embedding>`` holding each
-        row's vector (and ``logits`` likewise), which stays small for 2,048-wide embeddings."""
+    def to_pandas(self, embedding: str | None = None, array_columns: bool = False) -> pd.DataFrame:
+        """The store as a DataFrame indexed by utterance id.
+
+        Columns: ``label``, ``label_name``, ``split``, ``fold``, ``done``, the logits (one column per
+        class, ``logit_<class>``) and, when asked, an embedding (one column per dimension,
+        ``<embedding>_<j>``). With ``array_columns``, the logits and the embedding are one column each
+        holding every row's vector, which stays small for 2,048-wide embeddings.
+
+        Args:
+            embedding: The embedding to add; None for none.
+            array_columns: One column per array instead of one per dimension.
+
+        Returns:
+            A ``pandas.DataFrame`` with one row per utterance.
+        """
         import pandas as pd
 
         frame = pd.DataFrame(
@@ -334,8 +410,16 @@ class Store:
             )
         return frame
 
-    def torch_dataset(self, embedding: str, split: str | None = None):
-        """A torch ``Dataset`` of (embedding float32 tensor, label) over done rows (imports torch)."""
+    def torch_dataset(self, embedding: str, split: str | None = None) -> TensorDataset:
+        """A torch dataset of one embedding over the done rows (imports torch).
+
+        Args:
+            embedding: The embedding to serve.
+            split: ``train`` or ``test``; None for both.
+
+        Returns:
+            A ``torch.utils.data.TensorDataset`` of (float32 embedding, int64 label) pairs.
+        """
         import torch
 
         rows = self.select(split=split)
@@ -344,6 +428,7 @@ class Store:
         return torch.utils.data.TensorDataset(x, y)
 
     def close(self) -> None:
+        """Close the file (a context manager closes it on exit)."""
         if self._f.id.valid:
             self._f.close()
 
@@ -395,7 +480,20 @@ def unfiltered(ds: h5py.Dataset) -> bool:
 
 
 def open_store(path: str | os.PathLike) -> Store:
-    """Open and validate a store for reading (works while a writer appends to it)."""
+    """Open a store for reading and validate it.
+
+    Readers may open a store while a writer appends to it (HDF5 SWMR).
+
+    Args:
+        path: The store's HDF5 file.
+
+    Returns:
+        The open :class:`Store`; use it as a context manager to close it.
+
+    Raises:
+        StoreError: the file is not a store of this layout, or is crafted to reach outside itself
+            (external links, external storage, virtual datasets).
+    """
     return Store(path)
 
 

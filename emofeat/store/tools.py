@@ -22,7 +22,14 @@ from emofeat.store.writer import _create
 
 
 def validate_store(path: str | os.PathLike) -> list[str]:
-    """Problems of a store as messages; empty when it is valid and complete."""
+    """Check a store against the layout.
+
+    Args:
+        path: The store's HDF5 file.
+
+    Returns:
+        One message per problem; empty when the store is valid and complete.
+    """
     try:
         with open_store(path) as s:
             problems = []
@@ -128,10 +135,24 @@ def load_aligned(
     split: str | None = None,
     allow_incomplete: bool = False,
 ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Several stores aligned by utterance id: ``([X per store], y, ids)`` over the rows done in
-    every store (in the first store's order; ``split`` keeps one split). ``X`` is the logits
-    (``embedding`` None) or that embedding. Stores that disagree on ids, labels, splits, folds
-    or label names are refused, naming what differs."""
+    """Several stores aligned by utterance id, as arrays.
+
+    Rows are those done in every store, in the first store's order. Stores that disagree on ids,
+    labels, splits, folds or label names are refused, naming what differs.
+
+    Args:
+        paths: The stores, in the order their arrays are returned.
+        embedding: The embedding to load; None for the logits.
+        split: ``train`` or ``test`` to keep one split; None for both.
+        allow_incomplete: Accept stores whose ``complete`` attribute is false.
+
+    Returns:
+        ``([X per store], y, ids)``.
+
+    Raises:
+        StoreError: a store is missing, incomplete (without ``allow_incomplete``), or disagrees
+            with the others.
+    """
     with aligned(paths, allow_incomplete=allow_incomplete) as a:
         keep = np.arange(len(a.keep))
         if split is not None:
@@ -168,16 +189,22 @@ def export_store(
     out: str | os.PathLike,
     **options: Any,
 ) -> Path:
-    """Write a store's done rows as ``npz`` (ids, labels, split, fold, logits, every embedding
-    or ``embedding``) or ``parquet`` (one row per utterance, array columns; needs pyarrow).
+    """Write a store's done rows to a file of another format.
+
+    ``npz``: ids, labels, split, fold, logits and every embedding (or ``embedding``); ``parquet``:
+    one row per utterance with array columns (needs pyarrow).
 
     Args:
-        path: the store.
-        out: the file to write.
-        options: the options of :class:`~emofeat.store.config.ExportConfig`.
+        path: The store.
+        out: The file to write.
+        **options: The options of :class:`~emofeat.store.config.ExportConfig`.
+
+    Returns:
+        The path of the written file.
 
     Raises:
         OptionError: an option's value is refused.
+        StoreError: the output is an input, or a file emofeat did not export.
     """
     out = Path(out)
     from emofeat.atomic import atomic_path
@@ -229,10 +256,20 @@ def merge_stores(
 ) -> Path:
     """Merge shards of one store (same rows, disjoint done rows) into ``out``.
 
-    ``shared_rows``: a row held by several shards is taken once, from the first that computed
-    it (a skip only where none did), instead of refused. For the shards of one extraction job
-    (every shard was checked against the job's layout and config, weights included), whose
-    shares of rows move when a resumed job has another number of processes."""
+    Args:
+        inputs: The shards.
+        out: The merged store to write.
+        shared_rows: Take a row held by several shards once, from the first that computed it (a
+            skip only where none did), instead of refusing it. For the shards of one extraction
+            job, whose shares of rows move when a resumed job has another number of processes.
+
+    Returns:
+        The path of the merged store.
+
+    Raises:
+        StoreError: nothing to merge, shards of different stores (rows, options, weights), or a
+            row held by several shards (without ``shared_rows``).
+    """
 
     if not inputs:
         raise StoreError("nothing to merge")
@@ -291,7 +328,14 @@ def merge_stores(
 
 # --------------------------------------------------------------------------------------- inspect
 def describe(path: str | os.PathLike) -> str:
-    """A human-readable summary: rows, done, datasets, provenance, per-split/per-label counts."""
+    """A human-readable summary of a store (``emofeat store inspect``).
+
+    Args:
+        path: The store's HDF5 file.
+
+    Returns:
+        Rows, done rows, datasets, provenance and per-split and per-label counts, as text.
+    """
     with open_store(path) as s:
         lines = [
             f"store      {s.path}",

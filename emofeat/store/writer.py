@@ -104,13 +104,28 @@ class StoreWriter:
     def write(
         self,
         rows: Sequence[int] | np.ndarray,
-        *, logits: np.ndarray | None = None,
+        *,
+        logits: np.ndarray | None = None,
         embeddings: Mapping[str, np.ndarray] | None = None,
         sequences: Mapping[str, Sequence[np.ndarray]] | None = None,
     ) -> None:
-        """Write values of ``rows`` (indices), flush, then mark the rows done. ``sequences``:
-        per name, one (T_row, H) array per row, cut to the dataset's length or zero-padded,
-        with the valid length recorded."""
+        """Write the values of ``rows``, flush, then mark the rows done.
+
+        A row is marked done only after its data was flushed, so a kill leaves done rows that hold
+        exactly what was written.
+
+        Args:
+            rows: Row indices, in any order, each at most once.
+            logits: (n, C) logits of the rows.
+            embeddings: Per embedding name, the (n, D) values of the rows.
+            sequences: Per sequence name, one (T_row, H) array per row, cut to the dataset's length or
+                zero-padded, with the valid length recorded.
+
+        Raises:
+            ValueError: a row index is given twice.
+            StoreError: a value is not finite, a dataset is not in the store, or a write fails (the
+                writer then refuses further writes and never marks the store complete).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
             return
@@ -158,7 +173,12 @@ class StoreWriter:
         self.done[srt] = True
 
     def skip(self, rows: Iterable[int], reason: str) -> None:
-        """Record rows that could not be computed, with the reason."""
+        """Record rows that could not be computed.
+
+        Args:
+            rows: Row indices.
+            reason: Why, in words (stored in ``/skip_reason``).
+        """
         rows = np.sort(np.asarray(list(rows), dtype=np.int64))
         if len(rows) == 0:
             return
@@ -210,8 +230,17 @@ class StoreWriter:
             extend_to_stored_eof(self.path)
 
     def finalize(self, **attrs: Any) -> bool:
-        """Close the SWMR session, set ``complete`` (all rows done or skipped) and extra
-        attributes. Refused after a write failure: such a store is never marked complete."""
+        """Close the writing session and set ``complete`` when every row is done or skipped.
+
+        Args:
+            **attrs: Further root attributes to set (e.g. ``timings``).
+
+        Returns:
+            Whether the store is complete.
+
+        Raises:
+            StoreError: an earlier write failed (such a store is never marked complete).
+        """
         self.close()
         if self._failed:
             raise StoreError(f"{self.path}: not finalised after a failure ({self._failed})")
@@ -302,12 +331,25 @@ def create_store(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     compression: str | None = None,
 ) -> StoreWriter:
-    """Create a store of ``layout`` with every dataset pre-allocated and return a writer on it.
+    """Create a store of ``layout`` with every dataset pre-allocated.
 
-    ``attrs`` are further root attributes (provenance, e.g. ``Provenance(...).to_attrs()``); the
-    layout's ``config`` (the options that decided the values) is written as the ``config``
-    attribute. The file is built under a temporary name and renamed into place, so a
-    half-created store never exists.
+    The file is built under a temporary name and renamed into place, so a half-created store never
+    exists.
+
+    Args:
+        path: The store's HDF5 file.
+        layout: Rows, label names, datasets and the options that decide the values (written as the
+            ``config`` attribute).
+        attrs: Further root attributes, e.g. ``Provenance(...).to_attrs()``.
+        chunk_rows: Rows per HDF5 chunk of the 2-D datasets.
+        compression: An HDF5 compression filter (``gzip``, ``lzf``); None for none.
+
+    Returns:
+        A :class:`StoreWriter` on the new store.
+
+    Raises:
+        ValueError: ``attrs`` holds ``config`` (it belongs in the layout).
+        StoreError: the layout does not fit its rows, or the file cannot be created.
     """
     return _create(Path(path), layout, attrs or {}, chunk_rows, compression)
 
@@ -406,8 +448,20 @@ def open_writer(
 ) -> StoreWriter:
     """Create a store of ``layout``, or resume an existing one made for the same layout.
 
-    An existing store with other ids, labels, splits, label names, datasets, evidence or
-    ``config`` is refused with a message saying what differs, unless ``overwrite``.
+    Args:
+        path: The store's HDF5 file.
+        layout: Rows, label names, datasets and the options that decide the values.
+        attrs: Further root attributes (provenance).
+        overwrite: Replace an existing store made for other rows or options.
+        chunk_rows: Rows per HDF5 chunk of the 2-D datasets.
+
+    Returns:
+        A :class:`StoreWriter`; its :meth:`~StoreWriter.pending` rows are those left to compute.
+
+    Raises:
+        StoreError: an existing store has other ids, labels, splits, label names, datasets,
+            evidence or ``config`` (without ``overwrite``; the message says what differs), or
+            another process is writing it.
     """
     path = Path(path)
     if path.exists() and not overwrite:

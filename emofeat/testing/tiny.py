@@ -352,16 +352,20 @@ def build_tiny(
     manifest: str | Path | None = None,
     **options: Any,
 ) -> Path:
-    """A tiny ``kind`` model in ``out`` (``emofeat models tiny``).
+    """Build a tiny random model in a hub model's on-disk format (``emofeat models tiny``).
 
     Args:
-        kind: the hub model whose on-disk format is built (:data:`emofeat.testing.config.TINY_KINDS`).
-        out: the model folder.
-        manifest: text models: the manifest whose texts make the vocabulary.
-        options: the other options of :class:`~emofeat.testing.config.TinyConfig`.
+        kind: The hub model whose format is built (:data:`emofeat.testing.config.TINY_KINDS`).
+        out: The model folder.
+        manifest: Text models: the manifest whose texts make the vocabulary.
+        **options: The other options of :class:`~emofeat.testing.config.TinyConfig`.
+
+    Returns:
+        The model folder.
 
     Raises:
         OptionError: an option's value is refused.
+        EmofeatError: a text model without ``manifest``.
     """
     from emofeat.errors import EmofeatError
     from emofeat.testing.config import SPEECH_KINDS, TEXT_KINDS, TinyConfig
