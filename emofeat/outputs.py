@@ -57,8 +57,10 @@ def read_yaml(path: Path) -> dict[str, Any] | None:
     """The mapping a YAML file holds, or None when it is unreadable or not a mapping."""
     import yaml
 
+    from emofeat.records import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     return data if isinstance(data, dict) else None

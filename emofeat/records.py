@@ -28,6 +28,36 @@ from emofeat.errors import EmofeatError
 FOLDER_RECORD = "config.yaml"
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a few hundred bytes of nested
+    aliases expand to gigabytes when the data is walked or printed, and no file emofeat reads
+    needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not accepted; write the values out", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as emofeat reads every file it did not compute itself (config files, records,
+    a store's ``config`` attribute): safe types only, and no aliases.
+
+    Args:
+        text: The YAML document.
+
+    Returns:
+        The parsed value (None for an empty document).
+
+    Raises:
+        yaml.YAMLError: the text is not YAML, or it uses an alias.
+    """
+    return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader: safe types only
+
+
 def record_folder(config_file: str | os.PathLike | None) -> Path | None:
     """The folder whose record ``config_file`` is (``--config runs/X/config.yaml`` → ``runs/X``,
     where the command re-runs), or None for any other file."""
@@ -62,9 +92,9 @@ def read_config(path: str | os.PathLike) -> tuple[dict[str, Any], bool]:
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise EmofeatError(f"{path}: not valid YAML ({err})") from None
+        raise EmofeatError(f"{path}: not valid YAML ({_one_line(err)})") from None
     except OSError as err:
         raise EmofeatError(f"{path}: cannot read the config ({err.strerror})") from None
     if not isinstance(data, dict):
@@ -90,12 +120,16 @@ def read_record(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise EmofeatError(f"{path.parent}: no {path.name}; not a folder written by `{what}`")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise EmofeatError(f"{path}: not valid YAML ({err})") from None
+        raise EmofeatError(f"{path}: not valid YAML ({_one_line(err)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise EmofeatError(f"{path}: no `config` mapping; not written by `{what}`")
     return data
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def read_json(path: str | os.PathLike, kind: type) -> Any:

@@ -265,6 +265,12 @@ def fractional_fold(ctx):
     return read_manifest(ctx["tmp"] / "m.csv")
 
 
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefg", "bcdefgh")
+)
+
+
 def yaml_config(text):
     def run(ctx):
         (ctx["tmp"] / "c.yaml").write_text(text)
@@ -317,6 +323,8 @@ CASES = [
         "c.yaml: --epochs must be a finite number > 0, got 'many'",
     ),
     ("yaml-not-mapping", yaml_config("- 1\n- 2\n"), EmofeatError, "expected a mapping"),
+    # 272 bytes of nested aliases expand to ~40 MB of text, one level more to gigabytes.
+    ("yaml-aliases", yaml_config(LAUGHS), EmofeatError, "YAML aliases (*name) are not accepted"),
     ("yaml-unknown-option", yaml_config("learning_rate: 1\n"), EmofeatError, "unknown option"),
     ("select-unknown", yaml_config("select: fold\n"), EmofeatError, "--select must be one of"),
     (

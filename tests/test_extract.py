@@ -912,3 +912,29 @@ def test_refit_test_rows_come_from_one_model_on_all_train_rows_and_reports_say_w
     extract(manifest_path, tmp_path / "again.h5", ExtractConfig(run=str(run)))
     with pytest.raises(EmofeatError, match=r"fold-all not trained yet.*--fold -1$"):
         extract(manifest_path, tmp_path / "r.h5", ExtractConfig(run=str(run), test_rows="refit"))
+
+
+def test_states_beyond_float16_are_refused_in_a_float16_store(manifest_path, tiny_kobert, tmp_path):
+    """A model whose states exceed float16's 65,504 (its last LayerNorm scaled up): a float16
+    store is refused with the fix named and no row marked done; float32 holds them."""
+    from safetensors.numpy import load_file, save_file
+
+    model = tmp_path / "loud"
+    shutil.copytree(tiny_kobert, model)
+    weights = load_file(model / "model.safetensors")
+    prefix = "bert." if any(k.startswith("bert.") for k in weights) else ""
+    layers = [k for k in weights if k.startswith(f"{prefix}encoder.layer.")]
+    last = max(int(k[len(prefix) :].split(".")[2]) for k in layers)
+    key = f"{prefix}encoder.layer.{last}.output.LayerNorm.weight"
+    weights[key] = weights[key] * 1e6
+    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "half.h5"
+    with pytest.raises(StoreError, match=r"exceed float16's range .*--dtype float32"):
+        extract(manifest_path, out, ExtractConfig(model=str(model), dtype="float16"))
+    if out.exists():
+        with open_store(out) as s:
+            assert not s.done.any() and not s.complete
+    full = tmp_path / "full.h5"
+    extract(manifest_path, full, ExtractConfig(model=str(model), dtype="float32"))
+    with open_store(full) as s:
+        assert s.complete and np.abs(s.embeddings("last")).max() > 65504

@@ -1,5 +1,6 @@
 """The HDF5 feature store: round trips, resume, crash safety, concurrent reading, validation."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -447,3 +448,123 @@ def test_a_declared_size_the_file_cannot_hold_is_refused_before_reading(tmp_path
         StoreError, match=r"/ids declares 1099511627776 rows, more than the file can hold"
     ):
         open_store(path)
+
+
+def test_a_config_attribute_of_nested_aliases_is_not_expanded(tmp_path):
+    """A crafted store's ``config`` attribute (a few KB of nested YAML aliases) would expand to
+    gigabytes when its identity is formatted; it is read as no config at all."""
+    path = tmp_path / "s.h5"
+    w = create_store(path, StoreLayout(**meta(), embeddings={"last": 8}, config={"a": 1}))
+    w.write(
+        np.arange(50),
+        logits=row_values(np.arange(50), 3),
+        embeddings={"last": row_values(np.arange(50))},
+    )
+    w.finalize()
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefghi", "bcdefghij")
+    )
+    with h5py.File(path, "r+") as f:
+        f.attrs["config"] = laughs
+    with open_store(path) as s:
+        assert s.config == {}
+        assert len(s.identity) < 200
+
+
+@pytest.mark.parametrize("dataset", ["embeddings", "sequences"])
+def test_values_that_overflow_the_stored_dtype_are_refused_not_marked_done(tmp_path, dataset):
+    """Finite float32 values above 65,504 are inf in float16: the writer checks the values as
+    stored, so such rows are refused (naming the dtype and the fix) and never marked done."""
+    path = tmp_path / "s.h5"
+    layout = StoreLayout(
+        **meta(10),
+        embeddings={"last": 4},
+        embedding_dtype="float16",
+        sequences={"last": (3, 4)},
+        config={"a": 1},
+    )
+    w = create_store(path, layout)
+    fine = np.ones((2, 4), np.float32)
+    big = fine * 1e5
+    values = {"embeddings": {"last": fine}, "sequences": {"last": [fine[:1], fine[:1]]}}
+    values[dataset] = {"last": big} if dataset == "embeddings" else {"last": [big[:1], big[:1]]}
+    with pytest.raises(StoreError, match=r"exceed float16's range .*--dtype float32"):
+        w.write([0, 1], embeddings=values["embeddings"], sequences=values["sequences"])
+    w.write([2, 3], embeddings={"last": fine}, sequences={"last": [fine[:1], fine[:1]]})
+    w.close()
+    with open_store(path) as s:
+        assert list(np.flatnonzero(s.done)) == [2, 3]
+        assert np.isfinite(s.embeddings("last", [2, 3])).all()
+
+
+def _seq_store(path):
+    layout = StoreLayout(**meta(10), embeddings={"last": 4}, sequences={"last": (3, 4)})
+    w = create_store(path, layout)
+    rows = np.arange(10)
+    w.write(
+        rows,
+        logits=row_values(rows, 3),
+        embeddings={"last": row_values(rows, 4)},
+        sequences={"last": [np.ones((2, 4))] * 10},
+    )
+    w.finalize()
+
+
+def _replace(f, name, data):
+    del f[name]
+    f.create_dataset(name, data=data)
+
+
+CRAFTED = {
+    "zero-width embedding": (
+        lambda f: _replace(f, "embeddings/last", np.zeros((10, 0), np.float32)),
+        r"/embeddings/last is float32 of shape \(10, 0\)",
+    ),
+    "string logits": (
+        lambda f: _replace(f, "logits", np.array([["a"] * 3] * 10, dtype="S1")),
+        r"/logits is \|S1 of shape \(10, 3\), expected floats",
+    ),
+    "2-D sequences": (
+        lambda f: _replace(f, "sequences/last", np.zeros((10, 3), np.float16)),
+        r"/sequences/last is float16 of shape \(10, 3\), expected floats of shape \(10, T, H\)",
+    ),
+    "no lengths": (
+        lambda f: f.__delitem__("sequences/last_length"),
+        r"needs /sequences/last_length",
+    ),
+    "negative length": (
+        lambda f: f["sequences/last_length"].__setitem__(4, -1),
+        r"last_length of row 4 is -1, outside 1..3",
+    ),
+    "length beyond the positions": (
+        lambda f: f["sequences/last_length"].__setitem__(2, 9),
+        r"last_length of row 2 is 9",
+    ),
+    "complete with no row done": (
+        lambda f: f["done"].__setitem__(slice(None), False),
+        r"marked complete, but 10 of 10 rows are neither done nor skipped",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_a_crafted_store_is_refused_when_opened_and_reported_by_validate(tmp_path, case):
+    path = tmp_path / "s.h5"
+    _seq_store(path)
+    craft, message = CRAFTED[case]
+    with h5py.File(path, "r+") as f:
+        craft(f)
+    with pytest.raises(StoreError, match=message):
+        open_store(path)
+    problems = validate_store(path)
+    assert len(problems) == 1 and re.search(message, problems[0])
+
+
+def test_validate_reads_every_sequence_row(tmp_path):
+    path = tmp_path / "s.h5"
+    _seq_store(path)
+    assert validate_store(path) == []
+    with h5py.File(path, "r+") as f:
+        f["sequences/last"][7, 1, 2] = np.inf
+    assert validate_store(path) == [f"{path}: non-finite values in done rows of /sequences/last"]

@@ -268,13 +268,15 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     """The ``config`` a manifest was prepared with, from its sidecar ({} if there is none)."""
     import yaml
 
+    from emofeat.records import load_yaml
+
     side = sidecar_path(path)
     if not side.is_file():
         return {}
     try:
-        data = yaml.safe_load(side.read_text(encoding="utf-8")) or {}
+        data = load_yaml(side.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
-        raise ManifestError(f"{side}: not valid YAML ({err})") from None
+        raise ManifestError(f"{side}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(data, dict):
         return {}
     recorded = data.get("csv_sha256")

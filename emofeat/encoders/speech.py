@@ -42,7 +42,7 @@ from emofeat.audio import (
     resampled_length,
 )
 from emofeat.encoders.base import Encoder, masked_mean, register_family
-from emofeat.encoders.source import loading, local_source
+from emofeat.encoders.source import check_weights, loading, local_source
 from emofeat.errors import ModelError
 
 HEAD_WEIGHTS = "head.safetensors"
@@ -152,14 +152,28 @@ class SpeechClassifier(nn.Module):
             raise ModelError(
                 f"{directory}: no {HEAD_CONFIG}; not a fine-tuned emofeat speech model"
             )
-        cfg = json.loads((directory / HEAD_CONFIG).read_text())
+        try:
+            cfg = json.loads((directory / HEAD_CONFIG).read_text(encoding="utf-8"))
+            num_labels, dropout = int(cfg["num_labels"]), float(cfg["dropout"])
+            label_names = [str(n) for n in cfg["label_names"]]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+            raise ModelError(
+                f"{directory / HEAD_CONFIG}: not a head definition emofeat wrote ({type(err).__name__}: "
+                f"{err}); it needs num_labels, dropout and label_names"
+            ) from None
         model = cls(
-            load_speech_encoder(directory),
-            cfg["num_labels"],
-            dropout=cfg["dropout"],
-            label_names=cfg["label_names"],
+            load_speech_encoder(directory, exact=True),
+            num_labels,
+            dropout=dropout,
+            label_names=label_names,
         )
-        model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS))
+        try:
+            model.head.load_state_dict(load_file(directory / HEAD_WEIGHTS))
+        except Exception as err:  # not safetensors, missing or extra tensors, other shapes
+            raise ModelError(
+                f"{directory / HEAD_WEIGHTS}: not the head that {HEAD_CONFIG} defines "
+                f"({' '.join(str(err).split())[:300]})"
+            ) from None
         return model
 
 
@@ -191,23 +205,34 @@ def is_whisper(config) -> bool:
     return getattr(config, "model_type", "") == "whisper"
 
 
-def load_speech_encoder(source: str | os.PathLike, *, attention: str | None = None):
+def load_speech_encoder(
+    source: str | os.PathLike, *, attention: str | None = None, exact: bool = False
+):
     """The bare encoder of a speech checkpoint: ``AutoModel`` for wav2vec2-style models (CTC and
     pre-training heads are dropped); for Whisper the encoder of the encoder-decoder (a hub
-    checkpoint), or the encoder alone as emofeat saves it with a fine-tuned head."""
+    checkpoint), or the encoder alone as emofeat saves it with a fine-tuned head. ``exact``: a
+    folder emofeat saved, whose weights must match its config tensor for tensor (a pretrained
+    checkpoint may hold other heads' tensors, which are dropped)."""
     from transformers import AutoConfig, AutoModel
 
     source = local_source(source)
-    impl = {"attn_implementation": attention} if attention else {}
+    impl = {"attn_implementation": attention, "output_loading_info": True}
+    if not attention:
+        del impl["attn_implementation"]
     with loading(source):
         config = AutoConfig.from_pretrained(source, trust_remote_code=False)
         if not is_whisper(config):
-            return AutoModel.from_pretrained(source, trust_remote_code=False, **impl)
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+            model, info = AutoModel.from_pretrained(source, trust_remote_code=False, **impl)
+        else:
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-        if "WhisperEncoder" in (config.architectures or []):
-            return WhisperEncoder.from_pretrained(source, **impl)
-        return AutoModel.from_pretrained(source, trust_remote_code=False, **impl).get_encoder()
+            if "WhisperEncoder" in (config.architectures or []):
+                model, info = WhisperEncoder.from_pretrained(source, **impl)
+            else:
+                model, info = AutoModel.from_pretrained(source, trust_remote_code=False, **impl)
+                model = model.get_encoder()
+    check_weights(source, info, exact=exact)
+    return model
 
 
 def load_feature_extractor(source: str | os.PathLike):

@@ -20,7 +20,7 @@ from emofeat.encoders.base import (
     Encoder,
     register_family,
 )
-from emofeat.encoders.source import loading, local_source
+from emofeat.encoders.source import check_weights, loading, local_source
 
 KOBERT_SPM = "tokenizer_78b3253a26.model"
 
@@ -72,13 +72,23 @@ def load_text_classifier(
     source = local_source(source)
     with loading(source):
         config = AutoConfig.from_pretrained(source, trust_remote_code=False, **kwargs)
-        return AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             source,
             config=config,
             trust_remote_code=False,
+            output_loading_info=True,
             **({"attn_implementation": attention} if attention else {}),
         )
+    # A new head (label names given) on a pretrained encoder is meant to be new; a fine-tuned
+    # fold folder must hold every tensor of its config and nothing else.
+    fold = label_names is None
+    check_weights(source, info, exact=fold, new=() if fold else CLASSIFIER_HEADS)
+    return model
 
+
+# The heads transformers' sequence classifiers put on an encoder (BERT, RoBERTa, ELECTRA,
+# DeBERTa, DistilBERT, ALBERT): new when a classifier is built on a pretrained encoder.
+CLASSIFIER_HEADS = ("classifier.", "pre_classifier.", "pooler.dense", "score.")
 
 _NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣 ]")
 
@@ -154,7 +164,15 @@ class TextEncoder(Encoder):
 
         src = local_source(source)
         with loading(src):
-            return AutoModel.from_pretrained(src, trust_remote_code=False).eval()
+            model, info = AutoModel.from_pretrained(
+                src, trust_remote_code=False, output_loading_info=True
+            )
+        if any(k.startswith("pooler.") for k in info.get("missing_keys", [])):
+            # A checkpoint saved without its pooler (e.g. from a masked-LM model): no pooler
+            # output is computed or stored, rather than one from random weights.
+            model.pooler = None
+        check_weights(src, info, exact=False, new=("pooler.",))
+        return model.eval()
 
     def save(self, model, folder):
         # The folder alone says how long inputs may be (the run's max_len, e.g. 64).

@@ -369,8 +369,10 @@ def _parse_config(text: Any) -> dict[str, Any] | None:
         return None
     import yaml
 
+    from emofeat.records import load_yaml
+
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError:
         return None
     return data if isinstance(data, dict) else None

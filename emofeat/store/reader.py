@@ -90,17 +90,54 @@ class Store:
             per_row=per_row,
         )
         self.labels, self.fold = labels.astype(np.int16), fold.astype(np.int16)
-        if "logits" in f and f["logits"].shape != (n, c):
+        self._check_values(n, c)
+        if bool(f.attrs.get("complete", False)) and not (self.done | self.skipped).all():
+            left = int((~(self.done | self.skipped)).sum())
             raise StoreError(
-                f"{self.path}: /logits has shape {f['logits'].shape}, expected ({n}, {c})"
+                f"{self.path}: marked complete, but {left} of {n} rows are neither done nor "
+                "skipped; not a store emofeat wrote whole (re-extract it)"
             )
-        for name, ds in self._embedding_group().items():
-            if ds.ndim != 2 or ds.shape[0] != n:
-                raise StoreError(
-                    f"{self.path}: /embeddings/{name} has shape {ds.shape}, expected ({n}, D)"
-                )
         self.attrs: dict[str, Any] = {k: _decode(v) for k, v in f.attrs.items()}
         self._lengths: dict[str, np.ndarray] = {}  # sequence lengths, read on first use
+
+    def _check_values(self, n: int, c: int) -> None:
+        """Every value dataset has the dtype and shape of the layout (docs/store.md), and every
+        sequence its valid lengths within its positions, before any command uses them."""
+        f = self._f
+
+        def check(name: str, ds: h5py.Dataset, ndim: int, expected: str) -> None:
+            if ds.dtype.kind != "f" or ds.ndim != ndim or ds.shape[0] != n or 0 in ds.shape[1:]:
+                raise StoreError(
+                    f"{self.path}: /{name} is {ds.dtype} of shape {ds.shape}, expected "
+                    f"floats of shape {expected} with no empty axis"
+                )
+
+        if "logits" in f:
+            check("logits", f["logits"], 2, f"({n}, {c})")
+            if f["logits"].shape[1] != c:
+                raise StoreError(
+                    f"{self.path}: /logits has shape {f['logits'].shape}, expected ({n}, {c})"
+                )
+        for name, ds in self._embedding_group().items():
+            check(f"embeddings/{name}", ds, 2, f"({n}, D)")
+        group = f.get("sequences")
+        for name in [k for k in group if not k.endswith("_length")] if group is not None else []:
+            ds = group[name]
+            check(f"sequences/{name}", ds, 3, f"({n}, T, H)")
+            lengths = group.get(f"{name}_length")
+            if lengths is None or lengths.shape != (n,) or lengths.dtype.kind not in "iu":
+                raise StoreError(
+                    f"{self.path}: /sequences/{name} needs /sequences/{name}_length, integers of "
+                    f"shape ({n},)"
+                )
+            got = lengths[:]
+            bad = (got < 0) | (got > ds.shape[1]) | (self.done & (got == 0))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise StoreError(
+                    f"{self.path}: /sequences/{name}_length of row {i} is {int(got[i])}, outside "
+                    f"1..{ds.shape[1]} for a done row (0..{ds.shape[1]} for others)"
+                )
 
     def _check_declared_sizes(self) -> None:
         """Refuse row counts a crafted file declares but cannot hold, before anything is read

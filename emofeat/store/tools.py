@@ -42,6 +42,15 @@ def validate_store(path: str | os.PathLike) -> list[str]:
             for name in s.embedding_names:
                 if not np.isfinite(s.embeddings(name, s.select())).all():
                     problems.append(f"{path}: non-finite values in done rows of /embeddings/{name}")
+            done = s.select()
+            for name in s.sequence_names:
+                # A few hundred rows at a time: a sequence store can be larger than memory.
+                for part in np.array_split(done, max(1, len(done) // 256)):
+                    if len(part) and not np.isfinite(s.sequences(name, part)[0]).all():
+                        problems.append(
+                            f"{path}: non-finite values in done rows of /sequences/{name}"
+                        )
+                        break
             return problems
     except StoreError as err:
         return [str(err)]

@@ -133,14 +133,6 @@ class StoreWriter:
         srt = rows[order]
         if np.any(np.diff(srt) == 0):
             raise ValueError("duplicate row indices in one write")
-        seq_values = [np.asarray(v) for vs in (sequences or {}).values() for v in vs]
-        for values in [logits, *(embeddings or {}).values(), *seq_values]:
-            # isfinite on the values' own dtype: no float64 copy of a batch (sequences: ~1 MB/row)
-            if values is not None and not np.isfinite(np.asarray(values)).all():
-                raise StoreError(
-                    f"{self.path}: refusing to write non-finite values (rows {srt[:5].tolist()}...); "
-                    "a done row must hold finite values"
-                )
         if logits is not None and "logits" not in self._f:
             raise StoreError(f"{self.path}: this store has no /logits dataset")
         for name in embeddings or {}:
@@ -151,26 +143,53 @@ class StoreWriter:
         for name in sequences or {}:
             if f"sequences/{name}" not in self._f:
                 raise StoreError(f"{self.path}: no sequence dataset {name!r}")
+        # Values are checked as they will be stored, after the cast to the dataset's dtype: a
+        # finite float32 state above 65,504 is inf in a float16 store.
+        given = {"logits": logits} if logits is not None else {}
+        given.update({f"embeddings/{k}": v for k, v in (embeddings or {}).items()})
+        stored = {}
+        for path, values in given.items():
+            values = np.asarray(values)
+            stored[path] = values.astype(self._dataset(path).dtype, copy=False)[order]
+            self._check_finite(path, values, stored[path], srt)
+        blocks = {}
+        for name, values in (sequences or {}).items():
+            ds = self._dataset(f"sequences/{name}")
+            block = np.zeros((len(rows), *ds.shape[1:]), ds.dtype)
+            valid = np.zeros(len(rows), np.int32)
+            for j, v in enumerate(values):
+                v = np.asarray(v)[: ds.shape[1]]
+                block[j, : len(v)] = v
+                self._check_finite(f"sequences/{name}", v, block[j], srt)
+                valid[j] = len(v)
+            blocks[name] = (block[order], valid[order])
         with self._io("writing rows"):
-            if logits is not None:
-                _write_rows(self._dataset("logits"), srt, np.asarray(logits)[order])
-            for name, values in (embeddings or {}).items():
-                _write_rows(self._dataset(f"embeddings/{name}"), srt, np.asarray(values)[order])
-            for name, values in (sequences or {}).items():
-                ds = self._dataset(f"sequences/{name}")
-                lengths = self._dataset(f"sequences/{name}_length")
-                block = np.zeros((len(rows), *ds.shape[1:]), ds.dtype)
-                valid = np.zeros(len(rows), np.int32)
-                for j, v in enumerate(values):
-                    v = np.asarray(v)[: ds.shape[1]]
-                    block[j, : len(v)] = v
-                    valid[j] = len(v)
-                ds[srt] = block[order]  # one chunk per row: one row is one read
-                lengths[srt] = valid[order]
+            for path, values in stored.items():
+                _write_rows(self._dataset(path), srt, values)
+            for name, (block, valid) in blocks.items():
+                self._dataset(f"sequences/{name}")[srt] = block  # one chunk per row: one read
+                self._dataset(f"sequences/{name}_length")[srt] = valid
             self._f.flush()  # data reaches the file before the rows are marked done
             self._dataset("done")[srt] = True
             self._f.flush()
         self.done[srt] = True
+
+    def _check_finite(self, path: str, given: np.ndarray, stored: np.ndarray, rows: np.ndarray):
+        """Refuse values that are not finite as stored; say so when the cast made them so."""
+        # isfinite on the values' own dtype: no float64 copy of a batch (sequences: ~1 MB/row)
+        if np.isfinite(stored).all():
+            return
+        where = f"{self.path}: /{path}, rows {rows[:5].tolist()}{'...' if len(rows) > 5 else ''}"
+        if np.isfinite(given).all():
+            largest = float(np.max(np.abs(given)))
+            raise StoreError(
+                f"{where}: values up to {largest:.4g} exceed {stored.dtype}'s range "
+                f"({float(np.finfo(stored.dtype).max):,.0f}); store them as float32 "
+                "(extract --dtype float32)"
+            )
+        raise StoreError(
+            f"{where}: refusing to write non-finite values; a done row must hold finite values"
+        )
 
     def skip(self, rows: Iterable[int], reason: str) -> None:
         """Record rows that could not be computed.
