@@ -137,7 +137,7 @@ def prebuilt_batches(manifest: Path, opts: dict):
     else:
         units = np.array([int(collate([it])["attention_mask"].sum()) for it in items])
     size = cfg.batch_size
-    bucket = list(LengthBucketSampler(checked.lengths, size, generator=_seeded(cfg.seed)))
+    bucket = list(LengthBucketSampler(checked.lengths, size, seed=cfg.seed))
     grouped = list(
         LengthGroupedSampler(size, lengths=list(checked.lengths), generator=_seeded(cfg.seed))
     )

@@ -55,12 +55,23 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp = temp_folder(path)
     try:
         yield tmp
+        honour_umask(tmp)
         os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes 0700 folders
         fsync_tree(tmp)
         replace_folder(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def honour_umask(folder: Path) -> None:
+    """Give the files and folders written into ``folder`` the modes the umask allows: some
+    writers (safetensors' ``save_file``) create their files 0600 whatever the umask."""
+    mask = umask()
+    for sub in folder.rglob("*"):
+        if sub.is_symlink():
+            continue
+        os.chmod(sub, (0o777 if sub.is_dir() else 0o666) & ~mask)
 
 
 def fsync_tree(path: Path) -> None:

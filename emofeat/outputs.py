@@ -34,6 +34,8 @@ MARK = "output"
 KINDS: dict[str, Callable[[Path], bool]] = {}
 # Record kinds → the config key a record written before the marker existed holds instead.
 _LEGACY_KEYS: dict[str, str] = {}
+# Kinds whose output is a folder holding only its own files (runs, stacks).
+FOLDER_KINDS: set[str] = set()
 
 
 def register_kind(kind: str, recognise: Callable[[Path], bool]) -> None:
@@ -48,6 +50,7 @@ def register_record_kind(kind: str, *, legacy_key: str, folder: bool = False) ->
     output is a folder holding the record as ``config.yaml`` (runs, stacks)."""
     _LEGACY_KEYS[kind] = legacy_key
     if folder:
+        FOLDER_KINDS.add(kind)
         register_kind(kind, lambda p: is_record(Path(p) / FOLDER_RECORD, kind))
     else:
         register_kind(kind, lambda p: is_record(Path(p), kind))
@@ -103,7 +106,9 @@ def check_output(
     what: str = "--out",
 ) -> None:
     """Refuse to write output ``path`` (of ``kind``) when it is one of ``inputs`` (or inside
-    one of the input folders), or when it exists and is not a ``kind`` that emofeat made.
+    one of the input folders), inside a folder output of another command (a run or a stack
+    folder holds only its own files), or when it exists and is not a ``kind`` that emofeat
+    made.
     Whether an emofeat output may be replaced (``--overwrite``, or a re-run that resumes) is
     the command's own rule; this is the part every command shares."""
     path = Path(path)
@@ -117,6 +122,13 @@ def check_output(
                 f"{what} {path} is an input of this command ({source}); "
                 "write the output somewhere else"
             )
+    for parent in path.resolve().parents:
+        for folder_kind in sorted(FOLDER_KINDS):
+            if is_output(parent, folder_kind):
+                raise EmofeatError(
+                    f"{what} {path} is inside {parent}, a {folder_kind} folder emofeat made, "
+                    "which holds only its own files; write the output somewhere else"
+                )
     if not (path.exists() or path.is_symlink()):
         return
     if path.is_symlink():

@@ -16,9 +16,11 @@ extraction reads through it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -28,7 +30,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from emofeat import distributed
+from emofeat import distributed, locks
 from emofeat.atomic import atomic_folder, foreign_entries, write_text
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
@@ -36,6 +38,8 @@ from emofeat.metrics import FOLD_KEYS
 from emofeat.metrics import fold_summary as summarise
 from emofeat.outputs import is_output, register_record_kind
 from emofeat.records import FOLDER_RECORD, dump_yaml, provenance, read_json, read_record
+
+log = logging.getLogger(__name__)
 
 CONFIG = FOLDER_RECORD
 FOLD_DONE = "metrics.json"
@@ -53,8 +57,10 @@ RUN_ENTRIES = (
     "logs",
     "fold-*",
     ".*.tmp",
+    ".*.lock",  # writer locks (emofeat.locks): kept when a run is replaced
     "mmm.h5",  # a fusion run's store (emofeat fuse)
 )
+RUN_LOCK = ".run.lock"
 # Options that may differ between the first run of a command and its resumption.
 RESUMABLE_KEYS = ("device",)
 
@@ -131,6 +137,7 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock: locks.Lock | None = None
 
     # -- config
     @property
@@ -204,8 +211,13 @@ class RunFolder:
         write, resume a run made with the same options, replace one made with other options
         only with ``overwrite`` (which the message suggests), then write the config."""
         self.check_writable(overwrite)
+        self.lock(exclusive=overwrite)
         if self.exists() and not overwrite:
             differ = self.differing_options(config)
+            if differ == ["refit"] and config.get("refit"):
+                # Adding a model refit on all train rows to a run: its fold models stay as they
+                # are (train_folds keeps finished folds), only fold-all is trained.
+                differ = []
             if differ:
                 raise EmofeatError(
                     f"{self.path} holds a run made with other options or inputs "
@@ -214,12 +226,56 @@ class RunFolder:
         elif overwrite:
             self.clear()
         self.write_config(config, seed)
+        self._lock.share()  # the run is in place: fold jobs of it may join
+
+    def lock(self, *, exclusive: bool) -> None:
+        """Hold the run's writer lock for as long as this process writes the run: shared by the
+        processes that write folds of it, exclusive to replace it (``--overwrite``), so a run is
+        never replaced under a process training one of its folds.
+
+        Raises:
+            EmofeatError: another process holds the lock so as to exclude this one; the message
+                names the processes training folds of the run.
+        """
+        if self._lock is not None:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock = locks.acquire(
+                self.path / RUN_LOCK, exclusive=exclusive, what=str(self.path)
+            )
+        except EmofeatError as err:
+            training = [
+                f"{lock.name[1:-5]}{locks.holder(lock)}"
+                for lock in sorted(self.path.glob(".fold-*.lock"))
+                if locks.held(lock)
+            ]
+            if training:
+                raise EmofeatError(
+                    f"{self.path} is being written by another emofeat process, training "
+                    f"{', '.join(training)}; wait for it to finish (or stop it) before "
+                    "replacing the run"
+                ) from None
+            raise err from None
+
+    def release(self) -> None:
+        """Drop the run's writer lock (the process's end drops it too)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def clear(self) -> None:
         """Remove the run (``--overwrite``); only a folder :meth:`check_writable` accepted."""
         self.check_writable(overwrite=True)
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        if not self.path.exists():
+            return
+        for entry in self.path.iterdir():
+            if entry.name.endswith(".lock"):
+                continue  # the locks stay: a process about to take one must find the same file
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
     # -- folds
     @staticmethod
@@ -249,6 +305,36 @@ class RunFolder:
     def checkpoints(self, fold: int) -> Path:
         """Trainer's checkpoint folder of an unfinished fold (removed once the fold is saved)."""
         return self.fold_dir(fold) / "checkpoints"
+
+    def last_checkpoint(self, fold: int) -> Path | None:
+        """The newest complete checkpoint of an unfinished fold, to resume from.
+
+        Trainer writes a checkpoint's files one by one and its ``trainer_state.json`` last, so a
+        checkpoint whose state file is missing or unreadable was cut short by a kill; such
+        checkpoints (newer than the one chosen) are removed, with a warning, so that the fold
+        resumes from the last complete one instead of failing on every re-run.
+
+        Args:
+            fold: The fold.
+
+        Returns:
+            The checkpoint folder, or None when there is no complete one.
+        """
+        folder = self.checkpoints(fold)
+        found = sorted(
+            (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+            reverse=True,
+        )
+        for ckpt in found:
+            try:
+                json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                log.warning("%s was cut short (no readable trainer_state.json); removing it", ckpt)
+                shutil.rmtree(ckpt, ignore_errors=True)
+                continue
+            return ckpt
+        return None
 
     def save_fold(
         self,
@@ -307,10 +393,28 @@ class RunFolder:
                 done.metrics[k] = self.fold_metrics(k)
                 done.models[k] = load(self.fold_dir(k)) if load else None
                 continue
-            fit, held = len(plan.fit_rows(k)), len(plan.held_rows(k))
-            say(f"{label}: training on {fit} rows{on}, {held} held out")
-            done.metrics[k], done.models[k] = train(k, label)
+            with self._fold_lock(k):
+                if self.is_finished(k):  # another process finished it while this one waited
+                    say(f"{label}: trained by another process, kept")
+                    done.metrics[k] = self.fold_metrics(k)
+                    done.models[k] = load(self.fold_dir(k)) if load else None
+                    continue
+                fit, held = len(plan.fit_rows(k)), len(plan.held_rows(k))
+                say(f"{label}: training on {fit} rows{on}, {held} held out")
+                done.metrics[k], done.models[k] = train(k, label)
         return done
+
+    def _fold_lock(self, fold: int) -> locks.Lock | contextlib.nullcontext:
+        """The exclusive lock of one fold while it trains: a second process asked to train the
+        same fold is refused at once, naming the first. Under torchrun the processes of the job
+        train each fold together, and the main process alone holds the lock."""
+        if not distributed.is_main():
+            return contextlib.nullcontext()
+        self.path.mkdir(parents=True, exist_ok=True)
+        name = self.fold_name(fold)
+        return locks.acquire(
+            self.path / f".{name}.lock", exclusive=True, what=str(self.fold_dir(fold))
+        )
 
     def fold_rows(self, fold: int) -> dict[str, list[str]]:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat

@@ -93,3 +93,37 @@ def test_a_text_only_corpus_prepares_and_says_what_needs_audio(
     (tmp_path / "none.csv").write_text("id,audio_path,text\nx,,\n", encoding="utf-8")
     with pytest.raises(EmofeatError, match="has neither audio nor text"):
         prepare(tmp_path / "n.csv", csv=tmp_path / "none.csv", folds=0)
+
+
+def _csv_corpus(tmp_path, rows, name="lab.csv"):
+    sf.write(tmp_path / "x.wav", np.zeros(800, dtype=np.float32), 16000)
+    lines = ["id,audio_path,text,label,session"] + [",".join(r) for r in rows]
+    (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return tmp_path / name
+
+
+def test_a_one_session_corpus_is_a_message_not_a_traceback(tmp_path):
+    from emofeat.corpus.prepare import prepare
+
+    rows = [(f"u{i}", "x.wav", "네", "happy" if i % 2 else "sad", "s1") for i in range(12)]
+    csv = _csv_corpus(tmp_path, rows)
+    with pytest.raises(
+        CorpusError, match=r"lab: every row is in one group \(lab/s1\).*split column"
+    ):
+        prepare(tmp_path / "m.csv", csv=csv, folds=2)
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_unlabelled_recordings_prepare_as_a_prediction_only_manifest(tmp_path):
+    """New recordings without labels: every row a test row without a fold, ready for
+    ``extract --run`` and ``predict``; labelled rows that leave no train rows are still refused."""
+    from emofeat.corpus.prepare import prepare
+
+    rows = [(f"n{i}", "x.wav", "네", "", "") for i in range(4)]
+    m, _ = prepare(tmp_path / "m.csv", csv=_csv_corpus(tmp_path, rows), folds=5)
+    assert list(m.split) == ["test"] * 4 and list(m.fold) == [-1] * 4
+    (tmp_path / "t.csv").write_text(
+        "id,audio_path,text,label,split\nt0,x.wav,네,happy,test\n", encoding="utf-8"
+    )
+    with pytest.raises(CorpusError, match="leaves no train rows"):
+        prepare(tmp_path / "m2.csv", csv=tmp_path / "t.csv", folds=2)

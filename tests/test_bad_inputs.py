@@ -253,7 +253,9 @@ def one_row_corpus(ctx):
     from emofeat.corpus.prepare import prepare
 
     wav = ctx["manifest"].audio_path(0)
-    (ctx["tmp"] / "one.csv").write_text(f"id,audio_path,text\nx1,{wav},hello\n", encoding="utf-8")
+    (ctx["tmp"] / "one.csv").write_text(
+        f"id,audio_path,text,label\nx1,{wav},hello,happy\n", encoding="utf-8"
+    )
     return prepare(ctx["tmp"] / "m.csv", csv=ctx["tmp"] / "one.csv", folds=2)
 
 
@@ -320,7 +322,7 @@ CASES = [
         "yaml-wrong-type",
         yaml_config("epochs: many\n"),
         EmofeatError,
-        "c.yaml: --epochs must be a finite number > 0, got 'many'",
+        "c.yaml: --epochs must be a finite number > 0 and <= 10000, got 'many'",
     ),
     ("yaml-not-mapping", yaml_config("- 1\n- 2\n"), EmofeatError, "expected a mapping"),
     # 272 bytes of nested aliases expand to ~40 MB of text, one level more to gigabytes.
@@ -343,13 +345,13 @@ CASES = [
         "batch-seconds-nan",
         extract_option(batch_seconds=float("nan")),
         EmofeatError,
-        "--batch-seconds must be a finite number > 0, or null, got nan",
+        "--batch-seconds must be a finite number > 0 and <= 86400, or null, got nan",
     ),
     (
         "max-seconds-negative",
         extract_option(max_seconds=-1),
         EmofeatError,
-        "--max-seconds must be a finite number >= 0, got -1",
+        "--max-seconds must be a finite number >= 0 and <= 86400, got -1",
     ),
     ("extract-max-len-negative", extract_option(max_len=-5), EmofeatError, "--max-len must be"),
     (
@@ -363,19 +365,19 @@ CASES = [
     ("plot-max-points-zero", plot_max_points_zero, EmofeatError, "--max-points must be an integer"),
     ("rows-json-malformed", broken_run("rows.json"), EmofeatError, "rows.json: not valid JSON"),
     ("run-folds-huge", broken_run("folds"), EmofeatError, "folds must be 0 or 2..1000"),
-    ("one-row-corpus", one_row_corpus, CorpusError, "leaves no train rows"),
+    ("one-row-corpus", one_row_corpus, CorpusError, "a test split needs two at least"),
     ("fold-fractional", fractional_fold, ManifestError, "non-integer fold"),
     ("synth-no-sessions", synth_option(sessions=0), OptionError, "--sessions must be an integer"),
     ("synth-seconds-nan", synth_option(max_seconds=float("nan")), OptionError, "--max-seconds"),
     *[
         (f"finetune-{key}-{value}", finetune_option(**{key: value}), EmofeatError, fragment)
         for key, value, fragment in [
-            ("epochs", -1, "--epochs must be a finite number > 0, got -1"),
-            ("epochs", float("nan"), "--epochs must be a finite number > 0, got nan"),
+            ("epochs", -1, "--epochs must be a finite number > 0 and <= 10000, got -1"),
+            ("epochs", float("nan"), "--epochs must be a finite number > 0 and <= 10000, got nan"),
             ("lr", float("nan"), "--lr must be a finite number > 0"),
-            ("batch_size", 0, "--batch-size must be an integer >= 1, got 0"),
-            ("grad_accum", 0, "--grad-accum must be an integer >= 1, got 0"),
-            ("max_len", -5, "--max-len must be an integer >= 1, got -5"),
+            ("batch_size", 0, "--batch-size must be an integer >= 1 and <= 65536, got 0"),
+            ("grad_accum", 0, "--grad-accum must be an integer >= 1 and <= 65536, got 0"),
+            ("max_len", -5, "--max-len must be an integer >= 1 and <= 1000000, got -5"),
             ("dropout", 1.5, "--dropout must be a finite number >= 0 and <= 1"),
             ("warmup_ratio", -0.1, "--warmup-ratio must be"),
         ]
@@ -650,3 +652,29 @@ def test_inspect_escapes_control_characters(tmp_path):
     assert "\x1b" not in text and "\\x1b[2J" in text
     r = CliRunner().invoke(main, ["store", "inspect", str(path)])
     assert "\x1b" not in r.output
+
+
+def test_a_max_len_above_the_models_positions_is_refused_before_anything_is_written(
+    manifest, manifest_path, tiny_kobert, kobert_run, tmp_path
+):
+    """It would fail in the first forward pass, after the run folder or store existed, and the
+    corrected command would then be refused as made with other options."""
+    from transformers import AutoConfig
+
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
+
+    positions = AutoConfig.from_pretrained(tiny_kobert).max_position_embeddings
+    too_long = positions + 1
+    message = rf"--max-len must be at most {positions}, the positions of .*, got {too_long}"
+    cfg = resolve_config("kobert-tiny", model="kobert", model_path=str(tiny_kobert))
+    with pytest.raises(OptionError, match=message):
+        finetune(manifest, tmp_path / "run", cfg.replace(max_len=too_long))
+    assert not (tmp_path / "run").exists()
+    for source in ({"model": str(tiny_kobert)}, {"run": str(kobert_run)}):
+        with pytest.raises(OptionError, match=message):
+            extract(manifest_path, tmp_path / "s.h5", ExtractConfig(**source, max_len=too_long))
+        assert not (tmp_path / "s.h5").exists()
+    finetune(manifest, tmp_path / "run", cfg.replace(max_len=positions, max_steps=1, folds=0))

@@ -438,3 +438,40 @@ def test_warnings_stay_once_when_a_library_resets_the_registry():
                     pass
                 warnings.warn(note, UserWarning, stacklevel=1)
     assert shown.count(note) == 1
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_weights_and_folders_written_whole_honour_the_umask(mask, tmp_path):
+    """safetensors writes its files 0600 whatever the umask; every file a folder written whole
+    holds (a fold model, MMM's, a stack) gets the modes the umask allows."""
+    from safetensors.numpy import save_file
+
+    from emofeat.atomic import atomic_folder
+
+    old = os.umask(mask)
+    try:
+        with atomic_folder(tmp_path / "fold-0") as tmp:
+            save_file({"w": np.zeros(2, np.float32)}, tmp / "model.safetensors")
+            (tmp / "sub").mkdir()
+            (tmp / "sub" / "head.json").write_text("{}")
+    finally:
+        os.umask(old)
+    modes = {
+        p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+        for p in [tmp_path / "fold-0", *(tmp_path / "fold-0").rglob("*")]
+    }
+    files, folders = 0o666 & ~mask, 0o777 & ~mask
+    assert modes == {
+        "fold-0": folders,
+        "fold-0/model.safetensors": files,
+        "fold-0/sub": folders,
+        "fold-0/sub/head.json": files,
+    }
+
+
+def test_a_fold_models_weights_are_readable_by_the_group_under_umask_022(kobert_run):
+    mask = os.umask(0)
+    os.umask(mask)
+    if mask != 0o022:
+        pytest.skip(f"the session's fixtures were written under umask {mask:o}")
+    assert stat.S_IMODE((kobert_run / "fold-0" / "model.safetensors").stat().st_mode) == 0o644

@@ -1,6 +1,7 @@
 """Encoders and cross-fitted fine-tuning on tiny models built like the hub ones."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -186,17 +187,61 @@ def test_interrupted_run_keeps_finished_folds_and_resumes(
     with pytest.raises(KeyboardInterrupt):
         finetune(manifest, tmp_path / "run", cfg)
     assert (tmp_path / "run" / "fold-0" / "metrics.json").is_file()
-    assert any((tmp_path / "run" / "fold-1" / "checkpoints").glob("checkpoint-*"))
+    ckpts = tmp_path / "run" / "fold-1" / "checkpoints"
+    (complete,) = ckpts.glob("checkpoint-*")
+    # Kills during later checkpoint writes: weights saved, the state file not yet (or cut short).
+    step = int(complete.name.split("-")[1])
+    for n, state in ((step + 1, None), (step + 2, '{"global_step": ')):
+        cut = ckpts / f"checkpoint-{n}"
+        shutil.copytree(complete, cut)
+        (cut / "trainer_state.json").unlink()
+        if state is not None:
+            (cut / "trainer_state.json").write_text(state)
     stamp = (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns
     monkeypatch.setattr(ft, "_trainer_class", real)
     caplog.set_level("INFO", logger="emofeat.finetune.run")
     finetune(manifest, tmp_path / "run", cfg)
     assert (tmp_path / "run" / "fold-0" / "metrics.json").stat().st_mtime_ns == stamp
-    assert "fold 1: resuming" in caplog.text
+    assert f"fold 1: resuming from {complete}" in caplog.text
+    assert "was cut short" in caplog.text
     history = json.loads((tmp_path / "run" / "fold-1" / "log_history.json").read_text())
     # Epoch 1's training log comes from the checkpoint's state: training went on from there.
     assert [h["epoch"] for h in history if "loss" in h] == [1.0, 2.0]
     assert not (tmp_path / "run" / "fold-1" / "checkpoints").exists()
+
+
+def test_a_resumed_fold_is_identical_to_an_uninterrupted_one(
+    manifest, tiny_kobert, tmp_path, monkeypatch
+):
+    """Killed after its first epoch's checkpoint and resumed, with length buckets on: the
+    sampler's order, the optimizer, the schedule and the RNG all continue where they were."""
+    from safetensors.torch import load_file as load
+
+    import emofeat.finetune.run as ft
+
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, epochs=2, seed=5
+    )
+    assert cfg.group_by_length
+    finetune(manifest, tmp_path / "whole", cfg)
+    real = ft._trainer_class
+
+    def crashing():
+        class Crash(real()):
+            def _save_checkpoint(self, *a, **k):
+                super()._save_checkpoint(*a, **k)
+                raise KeyboardInterrupt("killed after the first checkpoint")
+
+        return Crash
+
+    monkeypatch.setattr(ft, "_trainer_class", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(manifest, tmp_path / "resumed", cfg)
+    monkeypatch.setattr(ft, "_trainer_class", real)
+    finetune(manifest, tmp_path / "resumed", cfg)
+    a = load(tmp_path / "whole/fold-all/model.safetensors")
+    b = load(tmp_path / "resumed/fold-all/model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_seeded_runs_are_identical_on_cpu(manifest, tiny_kobert, tmp_path):
@@ -548,10 +593,15 @@ def test_length_buckets_cover_every_row_once_vary_by_epoch_and_keep_padding_smal
         batches = [lengths[order[i : i + 8]] for i in range(0, len(order), 8)]
         return 1 - lengths.sum() / sum(b.max() * len(b) for b in batches)
 
-    g = torch.Generator()
-    g.manual_seed(0)
-    sampler = LengthBucketSampler(lengths, 8, generator=g)
+    sampler = LengthBucketSampler(lengths, 8, seed=0)
     epochs = [list(sampler) for _ in range(2)]
+    # An epoch's order depends on (seed, epoch) alone: a sampler set to epoch 1 (as Trainer
+    # does when it resumes a run there) yields what the second pass of the first one did.
+    resumed = LengthBucketSampler(lengths, 8, seed=0)
+    resumed.set_epoch(1)
+    assert list(resumed) == epochs[1]
+    resumed.set_epoch(0)
+    assert list(resumed) == epochs[0]
     hf = LengthGroupedSampler(8, lengths=list(lengths), generator=torch.Generator().manual_seed(0))
     for order in epochs:
         assert sorted(order) == list(range(203)) and len(sampler) == 203
@@ -591,4 +641,29 @@ def test_train_fraction_trains_the_reference_reverse_model_on_a_random_90_percen
     )
     assert all(
         o["seed"] == 42 and o["group_by_length"] is False and o["folds"] == 0 for o in runs.values()
+    )
+
+
+def test_refit_added_to_a_finished_run_trains_fold_all_alone(
+    manifest, kobert_run, tiny_kobert, tmp_path
+):
+    """What `extract --test-rows refit` advises for a run without a refit model: `finetune
+    --refit` on the same run adds fold-all and keeps the fold models as they are; other
+    changed options are still refused."""
+    import shutil
+
+    from emofeat.runs import RunFolder
+
+    run = tmp_path / "run"
+    shutil.copytree(kobert_run, run)
+    stamps = {k: (run / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns for k in (0, 1)}
+    base = dict(model="kobert", model_path=str(tiny_kobert), epochs=2, dropout=0.3)
+    with pytest.raises(EmofeatError, match=r"other options or inputs \(.*dropout"):
+        finetune(
+            manifest, run, resolve_config("kobert-tiny", **{**base, "dropout": 0.5}, refit=True)
+        )
+    finetune(manifest, run, resolve_config("kobert-tiny", **base, refit=True))
+    assert RunFolder(run).is_finished(-1) and RunFolder(run).info().refit
+    assert all(
+        (run / f"fold-{k}" / "model.safetensors").stat().st_mtime_ns == stamps[k] for k in (0, 1)
     )

@@ -124,3 +124,51 @@ def test_fold_folders_reload_as_documented(kobert_run, w2v_run, manifest):
         dense = torch.tanh(pooled @ head["dense.weight"].T + head["dense.bias"])
         by_hand = dense @ head["out_proj.weight"].T + head["out_proj.bias"]
         torch.testing.assert_close(ours(**inp).logits, by_hand, atol=1e-5, rtol=1e-4)
+
+
+def test_outputs_stay_out_of_other_commands_folders_and_infers_work(
+    trained, manifest, manifest_path, kobert_run, w2v_run, tmp_path
+):
+    """A run or stack folder holds only its own files: compare, probe and extract writing into
+    one are refused (stack would then refuse its own folder); infer's --work never replaces a
+    manifest infer did not write; infer with no usable row says so instead of crashing."""
+    import shutil
+
+    from emofeat.analysis.compare import compare
+    from emofeat.analysis.probe import probe_layers
+    from emofeat.errors import EmofeatError
+    from emofeat.recipes.infer import infer
+
+    root, stores = trained
+    stack_dir = tmp_path / "stack"
+    shutil.copytree(root / "stack", stack_dir)
+    before = sorted(p.name for p in stack_dir.iterdir())
+    with pytest.raises(EmofeatError, match=r"inside .*stack, a stack folder emofeat made"):
+        compare([root / "stack"], out=stack_dir / "cmp")  # another stack's folder
+    with pytest.raises(EmofeatError, match=r"is an input of this command"):
+        compare([stack_dir], out=stack_dir / "cmp")
+    with pytest.raises(EmofeatError, match=r"inside .*stack, a stack folder emofeat made"):
+        probe_layers(stores, stack_dir)
+    with pytest.raises(EmofeatError, match=r"inside .*kobert, a run folder emofeat made"):
+        extract(manifest_path, kobert_run / "x.h5", ExtractConfig(run=str(w2v_run)))
+    assert sorted(p.name for p in stack_dir.iterdir()) == before
+    assert not (kobert_run / "x.h5").exists()
+    compare([stack_dir], out=tmp_path / "cmp")  # beside it: fine, and again (its own file)
+    compare([stack_dir], out=tmp_path / "cmp")
+
+    work = tmp_path / "work"
+    write_manifest(manifest.frame, work / "manifest.csv", config={"split": "emo-ensemble"})
+    rows = np.flatnonzero(manifest.split == "test")[:2]
+    csv = pd.DataFrame(
+        {
+            "id": ["new0", "new1"],
+            "audio_path": [str(manifest.audio_path(r)) for r in rows],
+            "text": ["", ""],  # no text: the text model cannot compute either row
+        }
+    )
+    csv.to_csv(tmp_path / "new.csv", index=False)
+    with pytest.raises(EmofeatError, match=r"work holds .*manifest\.csv, which `emofeat infer`"):
+        infer(root / "stack", tmp_path / "new.csv", tmp_path / "p.csv", work=work)
+    with pytest.raises(EmofeatError, match="no row could be computed by every base model"):
+        infer(root / "stack", tmp_path / "new.csv", tmp_path / "p.csv", skip_bad=True)
+    assert not (tmp_path / "p.csv").exists()

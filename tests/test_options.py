@@ -118,7 +118,9 @@ def test_files_and_flags_resolve_in_order_and_unknown_keys_are_refused(tmp_path)
     )  # file over preset, flag over file
     assert cfg.weight_decay == 0.01 and cfg.scheduler == "cosine"  # from the preset
     path.write_text("lr: 0\n")
-    with pytest.raises(OptionError, match=r"c\.yaml: --lr must be a finite number > 0, got 0"):
+    with pytest.raises(
+        OptionError, match=r"c\.yaml: --lr must be a finite number > 0 and <= 10, got 0"
+    ):
         resolve_config(None, path)
     # A record's keys beyond the options (derived values) are not typos; a hand-written file's are.
     values = {"lr": 0.1, "family": "kobert"}
@@ -170,7 +172,9 @@ def test_command_line_defaults_are_the_librarys():
 def test_a_refused_flag_is_one_line_naming_the_option():
     result = CliRunner().invoke(main, ["extract", "--batch-size", "0", "--print-config"])
     assert result.exit_code == 2
-    assert result.output.strip() == "error: --batch-size must be an integer >= 1, got '0'"
+    assert (
+        result.output.strip() == "error: --batch-size must be an integer >= 1 and <= 65536, got '0'"
+    )
 
 
 def test_print_config_re_runs_through_config(tmp_path):

@@ -457,3 +457,21 @@ def test_base_models_cv_beside_test_equals_a_hand_computation_and_skips_in_sampl
     assert "fitted" not in metrics["models_cv"]
     report = (out / "report.md").read_text()
     assert "| m0 | " in report and "CV accuracy (out-of-fold train rows" in report
+
+
+def test_meta_auto_on_two_folds_says_which_candidates_cv_was_selection_biased(tmp_path):
+    """With 2 folds nested CV is impossible: the choice's wording names the candidates whose
+    CV chose their hyperparameters on the same folds, instead of calling it nested."""
+    rng, y, split, _, _ = world()
+    fold = np.where(split == "train", np.arange(N) % 2, -1)
+    names = [f"class{i}" for i in range(4)]
+    paths = [
+        make_store(tmp_path / f"m{k}.h5", y, split, fold, rng.normal(0, 1, (N, 4)), names)
+        for k in range(2)
+    ]
+    m = stack(paths, "auto", tmp_path / "auto").metrics
+    by_hand = {meta: stack(paths, meta, tmp_path / meta).metrics for meta in AUTO_CANDIDATES}
+    biased = sorted(n for n, r in by_hand.items() if r["cv_protocol"] == "selection-biased")
+    assert biased and "nested CV over" not in m["auto"]["by"]
+    assert f"selection-biased for {', '.join(biased)}" in m["auto"]["by"]
+    assert "by cross-validation (`--meta auto`)" in (tmp_path / "auto" / "report.md").read_text()

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from emofeat.errors import EmofeatError
-from emofeat.outputs import is_output
+from emofeat.outputs import check_output, is_output, register_kind
 from emofeat.records import FOLDER_RECORD
 from emofeat.runs import RunFolder
 from emofeat.stack.folder import StackFolder
@@ -103,7 +103,11 @@ def compare(
     Raises:
         EmofeatError: no stack or run folder under ``paths``, or an output that is an input.
     """
-    rows = pd.DataFrame([_row(f) for f in find_artifacts(paths)])
+    artifacts = find_artifacts(paths)
+    if out:
+        found = [a.path for a in artifacts]
+        check_output(Path(out) / "compare.csv", kind="comparison", inputs=found, what="-o")
+    rows = pd.DataFrame([_row(f) for f in artifacts])
     labels = ("path", "kind", "configuration", "seed", "base_test_rows")
     numeric = [c for c in rows.columns if c not in labels]
     seeds = rows.groupby("configuration").filter(lambda g: g["seed"].nunique() > 1)
@@ -130,6 +134,21 @@ def compare(
         write_text(out / "compare.csv", table.to_csv(index=False))
         write_text(out / "compare.md", to_markdown(table))
     return table
+
+
+COMPARISON_HEADER = "path,kind,configuration,seed"
+
+
+def is_comparison(path: Path) -> bool:
+    """A ``compare.csv`` emofeat wrote (it starts with :data:`COMPARISON_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().startswith(COMPARISON_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+register_kind("comparison", is_comparison)
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -30,6 +30,9 @@ class PlotConfig(Options):
     embedding: str = option("last", help="Embedding dataset name.")
     method: str = option("pca", help="The projection.", choices=("pca", "tsne"))
     max_points: int = option(
-        5000, help="Draw a seeded random subset of the done rows above this many.", low=2
+        5000,
+        help="Draw a seeded random subset of the done rows above this many.",
+        low=2,
+        high=10_000_000,
     )
     seed: int = seed_option()

@@ -28,6 +28,7 @@ from emofeat.analysis.config import ProbeConfig
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.metrics import classification_metrics, fold_summary
+from emofeat.outputs import check_output, register_kind
 
 LAYER = re.compile(r"^layer_(\d+)$")
 
@@ -154,6 +155,21 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
+PROBE_HEADER = "model,layer,name,metric,mean,std"
+
+
+def is_probe_table(path: Path) -> bool:
+    """A ``probe.csv`` emofeat wrote (it starts with :data:`PROBE_HEADER`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().startswith(PROBE_HEADER)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+register_kind("probe-table", is_probe_table)
+
+
 def probe_layers(
     stores: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -184,6 +200,7 @@ def probe_layers(
     spec = get_meta(meta)
     paths = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
     out = Path(out)
+    check_output(out / "probe.csv", kind="probe-table", inputs=paths, what="--out")
     models = model_names(paths)
     with aligned(paths) as a:
         whole = FoldPlan.from_store(a.first)

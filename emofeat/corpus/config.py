@@ -51,9 +51,9 @@ class SynthConfig(Options):
     """The synthetic KEMDy20 + AI Hub corpus (``emofeat data synth``)."""
 
     seed: int = seed_option()
-    sessions: int = option(10, help="KEMDy20 sessions (2 speakers each).", low=1)
-    per_session: int = option(40, help="Utterances per session.", low=1)
-    aihub: int = option(200, help="AI Hub utterances (0: none).", low=0)
+    sessions: int = option(10, help="KEMDy20 sessions (2 speakers each).", low=1, high=1000)
+    per_session: int = option(40, help="Utterances per session.", low=1, high=100_000)
+    aihub: int = option(200, help="AI Hub utterances (0: none).", low=0, high=1_000_000)
     min_seconds: float = option(1.0, help="Shortest clip (s).", low=0.1, high=600)
     max_seconds: float = option(2.0, help="Longest clip (s).", low=0.1, high=600)
 

@@ -143,6 +143,12 @@ def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.Da
             split[idx] = "test"  # unlabelled recordings: prediction only
         else:
             groups = groups_of(part)
+            if len(set(groups)) < 2:
+                raise CorpusError(
+                    f"{corpus}: every row is in one group ({groups[0]}), and a test split needs "
+                    "two at least, so that no session or speaker is on both sides; give the CSV "
+                    "a split column (train/test per row), or rows of more sessions or speakers"
+                )
             gss = GroupShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
             _, held = next(gss.split(part, groups=groups))
             s = np.array(["train"] * len(part), dtype=object)
@@ -150,6 +156,10 @@ def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.Da
             split[idx] = s
     frame["split"] = split
     n_train = int((split == "train").sum())
+    if not n_train and (frame["label"].fillna("") == "").all():
+        # New, unlabelled recordings: a prediction-only manifest (extract --run, then predict).
+        frame["fold"] = -1
+        return frame
     if not n_train:
         raise CorpusError(
             f"the {scheme} split of {len(frame)} utterance(s) leaves no train rows; "

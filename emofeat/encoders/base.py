@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from emofeat.errors import EmofeatError
+from emofeat.options import OptionError
 
 if TYPE_CHECKING:
     from emofeat.corpus.manifest import Manifest
@@ -384,6 +385,30 @@ class Encoder(ABC):
         """How many of a batch's rows (their pieces, and the batch as :meth:`encode` made it)
         exceeded the limit."""
         return sum(self.over_limit(pieces) for pieces in row_pieces)
+
+    @classmethod
+    def position_limit(cls, source: str) -> int | None:
+        """The most input positions the model can embed (text: its position embeddings); None
+        where the model sets no such limit."""
+        return None
+
+    @classmethod
+    def check_max_len(cls, source: str, max_len: int | None) -> None:
+        """Refuse a ``--max-len`` above the model's positions before anything is written (it
+        would fail in the first forward pass, after a run folder or store exists).
+
+        Args:
+            source: The model folder.
+            max_len: The token limit asked for; None for the default.
+
+        Raises:
+            OptionError: ``max_len`` is above the model's position limit.
+        """
+        limit = cls.position_limit(source) if max_len else None
+        if limit and max_len > limit:
+            raise OptionError(
+                f"--max-len must be at most {limit}, the positions of {source}, got {max_len}"
+            )
 
     @classmethod
     def own_limit(cls, processor: Any, source: str) -> int | None:

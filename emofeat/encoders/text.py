@@ -192,7 +192,7 @@ class TextEncoder(Encoder):
         )
 
     @classmethod
-    def own_limit(cls, processor, source):
+    def position_limit(cls, source):
         from transformers import AutoConfig
 
         with loading(source):
@@ -200,6 +200,11 @@ class TextEncoder(Encoder):
         positions = int(getattr(config, "max_position_embeddings", 0) or 0)
         if config.model_type in ("roberta", "xlm-roberta", "camembert"):
             positions -= 2  # their positions start after the padding index
+        return positions if positions > 0 else None
+
+    @classmethod
+    def own_limit(cls, processor, source):
+        positions = cls.position_limit(source) or 0
         tokenizer = int(getattr(processor, "model_max_length", 0) or 0)
         limits = [n for n in (positions, tokenizer) if 0 < n <= 100_000]  # 1e30: "no limit"
         return min(limits) if limits else 512

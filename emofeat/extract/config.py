@@ -47,10 +47,11 @@ class ExtractConfig(Options):
         None,
         help="Speech: padded audio seconds per batch.",
         low=0,
+        high=86_400,
         low_open=True,
         default_text="64 on GPU, 12 on CPU",
     )
-    batch_size: int = option(32, help="Text: utterances per batch.", low=1)
+    batch_size: int = option(32, help="Text: utterances per batch.", low=1, high=65_536)
     dtype: str = option(
         "float32",
         help="Embedding storage type.",
@@ -68,12 +69,14 @@ class ExtractConfig(Options):
         20.0,
         help="Speech: window length for long clips (0: whole clips, no windows).",
         low=0,
+        high=86_400,
         identity=True,
     )
     max_len: int | None = option(
         None,
         help="Text: token limit.",
         low=1,
+        high=1_000_000,
         default_text="the run's; for a frozen model its own limit",
         identity=True,
     )
@@ -90,6 +93,7 @@ class ExtractConfig(Options):
         None,
         help="Input worker processes that read and encode the next batches while one computes.",
         low=0,
+        high=256,
         default_text="none on CPU, where the model's threads use every core; up to 8 on CUDA",
     )
     flush_rows: int | None = option(
@@ -97,6 +101,7 @@ class ExtractConfig(Options):
         help="Rows per write window: batched by length inside it and written as one block; a "
         "kill loses at most the rows since the last write, recomputed on resume.",
         low=1,
+        high=10_000_000,
         default_text="2048, 256 with --sequence",
     )
     sequence: bool = option(
@@ -109,6 +114,7 @@ class ExtractConfig(Options):
         None,
         help="Positions a stored sequence keeps.",
         low=1,
+        high=1_000_000,
         default_text="text --max-len, speech 512 frames",
         identity=True,
     )

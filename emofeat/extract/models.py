@@ -57,6 +57,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
             folds = [k for k in folds if k >= 0]
         dirs = [str(d) for d in run.finished_fold_dirs(folds)]
+        families()[info.family].check_max_len(dirs[0], cfg.max_len)
         digests = _hash_weights(dirs)
         options = InputOptions(
             max_len=cfg.max_len or info.max_len,
@@ -85,6 +86,7 @@ def load_models(cfg: ExtractConfig) -> Models:
     source = local_source(spec.source)
     digests = _hash_weights([source])
     cls = spec.encoder_class
+    cls.check_max_len(source, cfg.max_len)
     processor = cls.load_processor(source)
     options = InputOptions(
         max_len=cfg.max_len or cls.own_limit(processor, source) or 64,

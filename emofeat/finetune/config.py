@@ -45,11 +45,13 @@ class FinetuneConfig(Options):
         high=1000,
         default_text="the manifest's",
     )
-    epochs: float = option(3.0, help="Training epochs (fractions allowed).", low=0, low_open=True)
-    batch_size: int = option(16, help="Rows per device batch.", low=1)
-    grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1)
-    lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, low_open=True)
-    weight_decay: float = option(0.01, help="AdamW weight decay.", low=0)
+    epochs: float = option(
+        3.0, help="Training epochs (fractions allowed).", low=0, high=10_000, low_open=True
+    )
+    batch_size: int = option(16, help="Rows per device batch.", low=1, high=65_536)
+    grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1, high=65_536)
+    lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, high=10, low_open=True)
+    weight_decay: float = option(0.01, help="AdamW weight decay.", low=0, high=100)
     scheduler: str = option("linear", help="Learning-rate schedule.", choices=SCHEDULERS)
     warmup_ratio: float = option(0.1, help="Fraction of steps warming up.", low=0, high=1)
     max_grad_norm: float = option(1.0, help="Gradient clipping norm.", low=0, low_open=True)
@@ -60,11 +62,13 @@ class FinetuneConfig(Options):
         high=1,
         default_text="the checkpoint's own (speech: final_dropout)",
     )
-    max_len: int = option(64, help="Text: token limit.", low=1)
+    max_len: int = option(64, help="Text: token limit.", low=1, high=1_000_000)
     reverse: bool = option(
         False, help="Time-reverse the audio (the reference's second speech model)."
     )
-    sample_rate: int = option(16000, help="Speech: audio resampled to this rate (Hz).", low=1)
+    sample_rate: int = option(
+        16000, help="Speech: audio resampled to this rate (Hz).", low=1, high=384_000
+    )
     fp16: bool = option(False, help="fp16 mixed precision (CUDA only).")
     bf16: bool = option(False, help="bf16 mixed precision.")
     gradient_checkpointing: bool = option(False, help="Recompute activations to save memory.")
@@ -93,7 +97,10 @@ class FinetuneConfig(Options):
         high_open=True,
     )
     early_stopping_patience: int = option(
-        3, help="With --select inner: evaluations without gain before stopping (0: never).", low=0
+        3,
+        help="With --select inner: evaluations without gain before stopping (0: never).",
+        low=0,
+        high=10_000,
     )
     metric_for_best: str = option(
         "accuracy", help="With --select inner: the figure that chooses.", choices=FOLD_METRICS
@@ -108,7 +115,11 @@ class FinetuneConfig(Options):
         False, help="Leave out unreadable audio / empty text (recorded in skipped.csv).", flag=True
     )
     max_steps: int = option(
-        -1, help="Stop after this many optimizer steps (smoke tests).", low=1, special=(-1,)
+        -1,
+        help="Stop after this many optimizer steps (smoke tests).",
+        low=1,
+        high=100_000_000,
+        special=(-1,),
     )
     refit: bool = option(
         False,

@@ -108,24 +108,39 @@ class LengthBucketSampler(torch.utils.data.Sampler[int]):
     ``benchmarks/finetune_bench.py`` reports its padding beside that of transformers'
     LengthGroupedSampler (which sorts within random megabatches) on the same rows."""
 
-    def __init__(
-        self, lengths, batch_size: int, *, generator: torch.Generator, jitter: float = 0.05
-    ):
+    def __init__(self, lengths, batch_size: int, *, seed: int, jitter: float = 0.05):
         self.lengths = np.asarray(lengths, dtype=np.float64)
-        self.batch_size, self.generator, self.jitter = int(batch_size), generator, jitter
+        self.batch_size, self.seed, self.jitter = int(batch_size), int(seed), jitter
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose order to yield next (Trainer sets it, through accelerate, before
+        each epoch), so that a run resumed at epoch ``e`` sees epoch ``e``'s order."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def __iter__(self) -> Iterator[int]:
+    def _order(self, generator: torch.Generator) -> list[int]:
         n, size = len(self.lengths), self.batch_size
-        noise = torch.rand(n, generator=self.generator, dtype=torch.float64).numpy()
+        noise = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
         order = np.argsort(self.lengths * (1 + self.jitter * (2 * noise - 1)), kind="stable")
         full = n // size * size
         batches = order[:full].reshape(-1, size)
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield from batches[b].tolist()
-        yield from order[full:].tolist()
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [i for b in shuffled for i in batches[b].tolist()] + order[full:].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        # One generator seeded once, drawn epoch after epoch: epoch e's order is the (e+1)-th
+        # draw. It is replayed from the seed, so the order depends on (seed, epoch) alone and a
+        # resumed run is identical to an uninterrupted one.
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        for _ in range(self.epoch):
+            self._order(generator)
+        order = self._order(generator)
+        self.epoch += 1  # without set_epoch, successive passes are successive epochs
+        yield from order
 
 
 def _trainer_class():
@@ -150,9 +165,7 @@ def _trainer_class():
             if self.args.group_by_length and lengths is not None:
                 # A global batch: every process's share of it (DDP) has similar lengths too.
                 size = self.args.per_device_train_batch_size * self.args.world_size
-                g = torch.Generator()
-                g.manual_seed(self.args.seed)
-                return LengthBucketSampler(lengths, size, generator=g)
+                return LengthBucketSampler(lengths, size, seed=self.args.seed)
             return super()._get_train_sampler(*args, **kwargs)
 
         def _get_eval_sampler(self, eval_dataset):
@@ -233,11 +246,10 @@ def train_fold(
         encoder=encoder,
         label=f"{run.path.name} {run.fold_name(fold)}",
     )
-    ckpt = run.checkpoints(fold)
-    resume = ckpt.is_dir() and any(ckpt.glob("checkpoint-*"))
-    if resume:
-        log.info("fold %d: resuming from %s", fold, ckpt)
-    trainer.train(resume_from_checkpoint=resume or None)
+    resume = run.last_checkpoint(fold)
+    if resume is not None:
+        log.info("fold %d: resuming from %s", fold, resume)
+    trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
     metrics: dict[str, Any] = {}  # (evaluation is collective: every process takes part)
     if len(rows.held):  # the held-out fold, evaluated after all decisions were made
         metrics = trainer.evaluate(eval_dataset=dataset(rows.held), metric_key_prefix="heldout")
@@ -440,6 +452,7 @@ def finetune(
     run = RunFolder(out)
     plan = FoldPlan.from_manifest(m)
     cfg = cfg.replace(folds=_fold_count(m, plan, cfg))
+    spec.encoder_class.check_max_len(local_source(spec.source), cfg.max_len)
     encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
     checked = _check_rows(m, plan, spec=spec, encoder=encoder, cfg=cfg)
     fold_ids = _selected_folds(run.fold_ids(cfg.folds, cfg.refit), only_folds, overwrite=overwrite)

@@ -23,6 +23,7 @@ class FuseConfig(Options):
         help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
         "stacks).",
         low=0,
+        high=1000,
         default_text="one model per fold of the stores",
     )
     allow_in_sample: bool = option(
@@ -37,10 +38,12 @@ class FuseConfig(Options):
 class MMMConfig(Options):
     """MMM's training options; the published values are the defaults."""
 
-    epochs: int = option(30, help="Training epochs (published: 30).", low=1)
-    lr: float = option(5e-5, help="AdamW learning rate (published: 5e-5).", low=0, low_open=True)
-    batch_size: int = option(64, help="Batch size (published: 64).", low=1)
-    grad_accum: int = option(8, help="Gradient accumulation (published: 8).", low=1)
+    epochs: int = option(30, help="Training epochs (published: 30).", low=1, high=10_000)
+    lr: float = option(
+        5e-5, help="AdamW learning rate (published: 5e-5).", low=0, high=10, low_open=True
+    )
+    batch_size: int = option(64, help="Batch size (published: 64).", low=1, high=65_536)
+    grad_accum: int = option(8, help="Gradient accumulation (published: 8).", low=1, high=65_536)
     fusion: str = option("mixer", help="MMM's fusion.", choices=FUSIONS)
     faithful_norm: bool = option(
         True,

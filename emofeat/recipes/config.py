@@ -22,9 +22,11 @@ class DemoConfig(Options):
         low=2,
         high=20,
     )
-    sessions: int = option(10, help="Synthetic KEMDy20 sessions (2 speakers each).", low=2)
-    per_session: int = option(40, help="Synthetic utterances per session.", low=1)
-    aihub: int = option(200, help="Synthetic AI Hub utterances (0: none).", low=0)
+    sessions: int = option(
+        10, help="Synthetic KEMDy20 sessions (2 speakers each).", low=2, high=1000
+    )
+    per_session: int = option(40, help="Synthetic utterances per session.", low=1, high=100_000)
+    aihub: int = option(200, help="Synthetic AI Hub utterances (0: none).", low=0, high=1_000_000)
 
 
 @dataclass(frozen=True)

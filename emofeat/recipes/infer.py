@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 
 from emofeat.corpus.generic import read_csv_corpus
-from emofeat.corpus.manifest import build_frame, relative_audio_paths, write_manifest
+from emofeat.corpus.manifest import (
+    build_frame,
+    read_sidecar,
+    relative_audio_paths,
+    write_manifest,
+)
 from emofeat.errors import EmofeatError
 from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
@@ -35,6 +40,8 @@ from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
 
 log = logging.getLogger(__name__)
+
+INFER_SPLIT = "infer"  # the split a manifest of infer's own says it was prepared with
 
 
 def stack_stores(stack_dir: str | os.PathLike) -> list[Path]:
@@ -118,6 +125,7 @@ def infer(
     out = Path(out)
     work = Path(work) if work else out.with_name(out.name + ".stores")
     check_output(out, kind="predictions", inputs=[csv, stack_dir, work])
+    _check_work(work)
     plan = extraction_plan(stack_dir, runs)
     model = StackFolder(stack_dir).load_model()
     frame, _ = read_csv_corpus(csv)
@@ -127,13 +135,18 @@ def infer(
     frame["split"], frame["fold"] = "test", -1  # prediction-only rows: every fold model's mean
     manifest = work / "manifest.csv"
     write_manifest(
-        relative_audio_paths(frame, work), manifest, config={"csv": str(csv), "split": "infer"}
+        relative_audio_paths(frame, work), manifest, config={"csv": str(csv), "split": INFER_SPLIT}
     )
     paths = []
     for name, cfg in plan.items():
         cfg = cfg.replace(device=opts.device, skip_bad=opts.skip_bad)
         paths.append(extract(manifest, work / f"{name}.h5", cfg))
     with load_level1(paths, allow_incomplete=opts.skip_bad, flag="--skip-bad") as level1:
+        if not len(level1):
+            raise EmofeatError(
+                f"{csv}: no row could be computed by every base model (the reasons are in the "
+                f"stores of {work}: `emofeat store inspect`); nothing to predict"
+            )
         proba = model.predict_proba(level1)
         origin = np.full(len(level1), "out-of-sample", dtype=object)
         write_predictions(out, level1, proba, origin=origin)
@@ -142,3 +155,14 @@ def infer(
                 "%d row(s) could not be computed (see the stores in %s)", level1.dropped, work
             )
     return out
+
+
+def _check_work(work: Path) -> None:
+    """``--work`` holds infer's own manifest and stores: refuse a folder whose manifest is
+    another (a training manifest emofeat wrote there is an input of other work, not a cache)."""
+    manifest = work / "manifest.csv"
+    if manifest.exists() and read_sidecar(manifest).get("split") != INFER_SPLIT:
+        raise EmofeatError(
+            f"--work {work} holds {manifest}, which `emofeat infer` did not write; refusing to "
+            "replace it. Give another --work."
+        )

@@ -403,11 +403,14 @@ def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str
         )
     scores = {name: f.cv["accuracy"] for name, f in fitted.items()}
     chosen = max(AUTO_CANDIDATES, key=lambda n: (scores[n]["mean"], -AUTO_CANDIDATES.index(n)))
-    return fitted[chosen], {
-        "chosen": chosen,
-        "by": "accuracy, nested CV over the train folds",
-        "candidates": scores,
-    }
+    biased = sorted(n for n, f in fitted.items() if f.cv_protocol == "selection-biased")
+    by = "accuracy, nested CV over the train folds"
+    if biased:  # the wording follows the CV each candidate had
+        by = (
+            f"accuracy, CV over the train folds; selection-biased for {', '.join(biased)}, whose "
+            "hyperparameters were chosen on the same folds (nested CV needs 3 or more)"
+        )
+    return fitted[chosen], {"chosen": chosen, "by": by, "candidates": scores}
 
 
 # The header predictions.csv starts with (CSV has nowhere else to hold a marker).

@@ -94,7 +94,7 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append("No labelled test rows.")
     auto = metrics.get("auto")
     if auto:
-        parts.append("\n## Meta-learner chosen by nested CV (`--meta auto`)\n")
+        parts.append("\n## Meta-learner chosen by cross-validation (`--meta auto`)\n")
         parts.append(
             f"Chosen: **{auto['chosen']}**, by {auto['by']}; test rows were used once, for the "
             "chosen one only. Its CV figure is the best of several, so it is optimistic by the "

@@ -18,8 +18,11 @@ class WriteBehind:
     Flushes when asked (end of a window), after ``seconds`` (slow models: a kill loses little
     compute), and at the end."""
 
-    def __init__(self, writer: StoreWriter, seconds: float = 5.0):
-        self.writer, self.seconds = writer, seconds
+    SECONDS = 5.0  # the longest a computed row waits in memory (a kill loses at most this)
+
+    def __init__(self, writer: StoreWriter, seconds: float | None = None):
+        self.writer = writer
+        self.seconds = self.SECONDS if seconds is None else seconds
         self.parts: list[tuple[np.ndarray, Any, dict, dict | None]] = []
         self.last = time.perf_counter()
 
