@@ -495,6 +495,26 @@ def trained_rows(folder: str | os.PathLike) -> set[str] | None:
     return set(map(str, rows.get("train", []))) | set(map(str, rows.get("select", [])))
 
 
+def fine_tuned_without_record(folder: str | os.PathLike) -> bool:
+    """Whether a model folder without ``rows.json`` says, in its own files, that it was
+    fine-tuned for classification — an emofeat fold folder copied without its record, say: a
+    speech classifier's ``head.json``, or a config whose classifier labels have names (a
+    pretrained checkpoint's are ``LABEL_0``, ``LABEL_1``, ... or absent). Then which rows it
+    learned from is unknown, whatever option loads it."""
+    folder = Path(folder)
+    if (folder / ROWS).is_file():
+        return False
+    if (folder / "head.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    labels = config.get("id2label") or {} if isinstance(config, dict) else {}
+    named = [str(v) for v in labels.values()] if isinstance(labels, dict) else []
+    return any(not n.startswith("LABEL_") for n in named)
+
+
 def _rows_record(folder: str | os.PathLike) -> dict[str, list[str]] | None:
     """A model folder's ``rows.json``, read and checked once; None when it has none."""
     path = Path(folder) / ROWS

@@ -938,3 +938,31 @@ def test_states_beyond_float16_are_refused_in_a_float16_store(manifest_path, tin
     extract(manifest_path, full, ExtractConfig(model=str(model), dtype="float32"))
     with open_store(full) as s:
         assert s.complete and np.abs(s.embeddings("last")).max() > 65504
+
+
+def test_a_single_model_run_is_checked_against_the_manifest_too(manifest, tiny_kobert, tmp_path):
+    """A --folds 0 run (the reference protocol's kind) trained on every train row: extracted
+    with a manifest that relabels some of them as test rows, it is refused before a store
+    exists, as a cross-fitted run is; the manifest it was made from is accepted."""
+    from emofeat.corpus.manifest import write_manifest
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
+
+    run = tmp_path / "single"
+    cfg = resolve_config(
+        "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, max_steps=1
+    )
+    finetune(manifest, run, cfg)
+    frame = manifest.frame.copy()
+    frame["audio_path"] = [str(manifest.audio_path(i)) for i in range(len(frame))]
+    moved = np.flatnonzero(frame["split"].to_numpy() == "train")[:5]
+    frame.loc[frame.index[moved], "split"] = "test"
+    frame.loc[frame.index[moved], "fold"] = -1
+    write_manifest(frame, tmp_path / "relabelled.csv")
+    out = tmp_path / "s.h5"
+    with pytest.raises(EmofeatError, match=r"(?s)\(5 row\(s\) differ\).*test row in the manifest"):
+        extract(tmp_path / "relabelled.csv", out, ExtractConfig(run=str(run)))
+    assert not out.exists()
+    extract(manifest.path, out, ExtractConfig(run=str(run)))
+    with open_store(out) as s:
+        assert s.in_sample[s.split == "train"].all() and not s.in_sample[s.split == "test"].any()

@@ -172,3 +172,33 @@ def test_outputs_stay_out_of_other_commands_folders_and_infers_work(
     with pytest.raises(EmofeatError, match="no row could be computed by every base model"):
         infer(root / "stack", tmp_path / "new.csv", tmp_path / "p.csv", skip_bad=True)
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_store_extracted_with_other_value_deciding_options_is_not_the_stacks(
+    trained, manifest_path, tmp_path
+):
+    """Identity covers every option that decides the stored values, not only the weights,
+    layers and pooling: the same run extracted with another token limit or precision is
+    another store, and predict refuses it."""
+    import h5py
+
+    root, stores = trained
+    with open_store(stores[0]) as s:
+        run, identity = s.provenance.run, s.identity
+        assert "max_len=" in identity and "dtype=" in identity and "run=" not in identity
+    shorter = extract(manifest_path, tmp_path / "kobert.h5", ExtractConfig(run=run, max_len=8))
+    with pytest.raises(StoreError, match=r"missing: \['kobert'\]; not part of the stack"):
+        predict(root / "stack", [shorter, stores[1]], tmp_path / "p.csv")
+    # A stack fitted before stores listed their identity keys matches them by the legacy
+    # identity (weights, reverse, layers, pooling), as it was fitted.
+    legacy = []
+    for path in stores:
+        copy = tmp_path / "legacy" / path.name
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_bytes(path.read_bytes())
+        with h5py.File(copy, "r+") as f:
+            del f.attrs["identity_keys"]
+        legacy.append(copy)
+    stack(legacy, "logreg", tmp_path / "old-stack")
+    got = pd.read_csv(predict(tmp_path / "old-stack", stores, tmp_path / "q.csv"))
+    assert len(got) and set(got.provenance) <= {"in-sample", "out-of-sample"}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from emofeat.errors import ModelError
+from emofeat.errors import EmofeatError, ModelError
 from emofeat.extract.config import ExtractConfig
 from emofeat.extract.run import extract
 
@@ -115,3 +115,24 @@ def test_a_pretrained_text_folder_without_its_pooler_stores_no_pooler(
     extract(manifest_path, out, ExtractConfig(model=str(model)))
     with open_store(out) as s:
         assert "pooler" not in s.embedding_names and "last" in s.embedding_names
+
+
+@pytest.mark.parametrize("fixture", ["kobert_run", "w2v_run"])
+def test_a_fold_folder_copied_without_its_record_gives_no_evidence(
+    fixture, request, manifest_path, tmp_path
+):
+    """A fine-tuned fold folder without its rows.json is not a clean pretrained encoder: its
+    own files say it was fine-tuned (named classifier labels, a speech head), so which rows it
+    learned from is unknown — the store records no evidence, and stack refuses it as such."""
+    from emofeat.stack.ensemble import stack
+    from emofeat.store import open_store
+
+    folder = tmp_path / "fold"
+    shutil.copytree(request.getfixturevalue(fixture) / "fold-0", folder)
+    (folder / "rows.json").unlink()
+    out = tmp_path / "s.h5"
+    extract(manifest_path, out, ExtractConfig(model=str(folder)))
+    with open_store(out) as s:
+        assert s.in_sample is None and s.provenance.out_of_fold is None
+    with pytest.raises(EmofeatError, match=r"refusing to stack: .*evidence"):
+        stack([out], "logreg", tmp_path / "stack")

@@ -28,12 +28,17 @@ def world(c=4, seed=0):
     return rng, y, split, fold, channel
 
 
-def make_store(path, y, split, fold, logits, names, order=None, emb=None, oof=True, done=None):
+def make_store(
+    path, y, split, fold, logits, names, order=None, emb=None, oof=True, done=None, seen=None
+):
     """A store of the given values; ``oof`` True: out-of-fold evidence for every row, False:
-    train rows in-sample, None: no evidence (like a store written by other code)."""
+    train rows in-sample, None: no evidence (like a store written by other code). ``seen``:
+    rows (of any split) whose evidence says a model trained on them."""
     order = np.arange(len(y)) if order is None else order
     ids = np.array([f"u{i:04d}" for i in range(len(y))])
     in_sample = None if oof is None else (split == "train") & (not oof)
+    if seen is not None:
+        in_sample = in_sample | seen
     w = create_store(
         path,
         StoreLayout(
@@ -475,3 +480,33 @@ def test_meta_auto_on_two_folds_says_which_candidates_cv_was_selection_biased(tm
     assert biased and "nested CV over" not in m["auto"]["by"]
     assert f"selection-biased for {', '.join(biased)}" in m["auto"]["by"]
     assert "by cross-validation (`--meta auto`)" in (tmp_path / "auto" / "report.md").read_text()
+
+
+def test_test_rows_a_base_model_trained_on_are_never_scored_as_test(tmp_path):
+    """A store whose evidence says a model trained on some test rows (a single model run on a
+    manifest that moved its train rows to test, say): those rows leave the test figures, the
+    report says how many, and predictions call them in-sample — in the stack and in predict."""
+    rng, y, split, fold, _ = world()
+    names = [f"class{i}" for i in range(4)]
+    seen = np.zeros(N, bool)
+    seen[np.flatnonzero(split == "test")[:20]] = True
+    logits = [rng.normal(0, 1, (N, 4)) for _ in range(2)]
+    paths = [
+        make_store(tmp_path / "a.h5", y, split, fold, logits[0], names, seen=seen),
+        make_store(tmp_path / "b.h5", y, split, fold, logits[1], names),
+    ]
+    m = stack(paths, "softvote", tmp_path / "sv").metrics
+    test = (split == "test") & ~seen
+    assert m["test_rows"] == test.sum() and m["test_rows_in_sample"] == 20
+    hand = softmax(logits[0].astype(np.float32)) + softmax(logits[1].astype(np.float32))
+    assert m["test"]["ensemble"]["accuracy"] == pytest.approx(
+        np.mean(hand[test].argmax(1) == y[test])
+    )
+    assert "20 labelled test row(s) were left out" in (tmp_path / "sv" / "report.md").read_text()
+    for frame in (
+        pd.read_csv(tmp_path / "sv" / "predictions.csv"),
+        pd.read_csv(predict(tmp_path / "sv", paths, tmp_path / "p.csv")),
+    ):
+        frame = frame.set_index("id")
+        ids = [f"u{i:04d}" for i in np.flatnonzero(seen)]
+        assert set(frame.loc[ids, "provenance"]) == {"in-sample"}

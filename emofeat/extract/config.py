@@ -159,5 +159,9 @@ class ExtractConfig(Options):
 
 # The options that decide stored values.
 VALUE_KEYS = identity_keys(ExtractConfig)
+# What a store's identity is made of (the ``identity_keys`` attribute extraction writes), beside
+# the weights' sha256: every value-deciding option except the paths the sha256 stands for (a
+# moved run is the same model).
+STORE_IDENTITY = tuple(k for k in VALUE_KEYS if k not in ("model", "model_path", "run"))
 # Inputs a store's record holds beside the options (re-run with --config STORE.yaml).
 INPUTS = ("manifest", "out")

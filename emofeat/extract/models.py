@@ -4,6 +4,7 @@ models that may compute it (the cross-fitting rule of :class:`emofeat.crossfit.F
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,7 +20,9 @@ from emofeat.encoders.source import local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.config import ExtractConfig
 from emofeat.records import weights_digests
-from emofeat.runs import RunFolder, RunInfo, trained_rows
+from emofeat.runs import RunFolder, RunInfo, fine_tuned_without_record, trained_rows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +43,9 @@ class Models:
     # A single model folder that emofeat fine-tuned, loaded with --model: the ids it trained or
     # chose on (its rows.json). None: a pretrained encoder, which saw no row of the corpus.
     trained_on: set[str] | None = None
+    # A folder whose files say it was fine-tuned but that holds no rows.json: which rows it
+    # learned from is unknown, so no row's evidence can be given (the store records none).
+    evidence_unknown: bool = False
 
     @property
     def out_of_fold(self) -> bool:
@@ -104,6 +110,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         spec.source,
         digests,
         trained_on=trained_rows(source),
+        evidence_unknown=fine_tuned_without_record(source),
     )
 
 
@@ -141,22 +148,30 @@ def route_rows(m: Manifest, loaded_models: Models, *, refit: bool = False) -> Ro
         # A pretrained encoder never saw these rows; a folder emofeat fine-tuned says which it
         # trained on, whichever option loaded it.
         used = [loaded_models.trained_on or set()]
+        if loaded_models.evidence_unknown:
+            log.warning(
+                "%s was fine-tuned (its files say so) but has no rows.json: which rows it "
+                "learned from is unknown, so the store records no evidence and `stack` will "
+                "refuse it as unknown",
+                loaded_models.model_id,
+            )
+            return Routing(groups, None, plan)
         return Routing(groups, plan.in_sample(groups, used), plan)
     run = RunFolder(loaded_models.run_path)
     model_folds = loaded_models.model_folds
     used = [u for k, u in zip(run.fold_ids(), run.fold_usage()) if k in model_folds]
     skipped = run.skipped_ids()
     plan = plan.excluding(i for i, u in enumerate(plan.ids) if u in skipped)
-    if loaded_models.out_of_fold:
-        count, problems = plan.check_models(model_folds, used)
-        if count:
-            listing = "\n  ".join(problems)
-            raise EmofeatError(
-                f"{run.path} was trained with another fold assignment than {m.path or m.root} "
-                f"({count} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
-                f"Extract with the manifest the run was made from ({loaded_models.run.manifest}), or fine-tune "
-                "a new run on this manifest."
-            )
+    # Every run, a single model's (--folds 0) too: no test row may be one a model trained on.
+    count, problems = plan.check_models(model_folds, used)
+    if count:
+        listing = "\n  ".join(problems)
+        raise EmofeatError(
+            f"{run.path} was trained with another fold assignment than {m.path or m.root} "
+            f"({count} row(s) differ), so some values would not be out-of-fold:\n  {listing}\n"
+            f"Extract with the manifest the run was made from ({loaded_models.run.manifest}), "
+            "or fine-tune a new run on this manifest."
+        )
     if refit and -1 not in model_folds:
         raise EmofeatError(
             f"--test-rows refit: {run.path} has no model refit on all train rows; fine-tune it "

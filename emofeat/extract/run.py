@@ -40,7 +40,7 @@ from emofeat.device import check_precision, pick_device
 from emofeat.encoders.base import Encoder, RowCheck, layer_names
 from emofeat.errors import EmofeatError
 from emofeat.extract.compute import Work, compute
-from emofeat.extract.config import VALUE_KEYS, ExtractConfig
+from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
 from emofeat.extract.models import Models, Routing, load_models, route_rows
 from emofeat.outputs import check_output, register_record_kind
 from emofeat.records import dump_yaml, environment, provenance
@@ -223,7 +223,11 @@ def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig) -> StorePlan:
             "model_revision": origin.model_revision,
         },
     )
-    attrs = {**origin.to_attrs(), "environment": environment()}  # versions, device, git
+    attrs = {
+        **origin.to_attrs(),
+        "environment": environment(),  # versions, device, git
+        "identity_keys": list(STORE_IDENTITY),  # the options Store.identity is made of
+    }
     return StorePlan(layout, attrs, values, routing, checked, min_len)
 
 

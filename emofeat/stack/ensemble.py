@@ -87,6 +87,8 @@ class FittedStack:
     cv_protocol: str  # nested | selection-biased | no hyperparameters
     oof: np.ndarray | None
     warning: str
+    # Labelled test rows left out of the test figures: a base model trained on them.
+    test_in_sample: np.ndarray = dataclasses.field(default_factory=lambda: np.array([], int))
 
 
 @dataclass
@@ -133,13 +135,24 @@ def in_sample_evidence(level1: Level1, train: np.ndarray) -> tuple[list[str], np
     return problems, np.ones(len(level1), bool) if per_row is None else per_row
 
 
+def base_in_sample(level1: Level1) -> np.ndarray:
+    """Per row, whether a base model that produced one of its level-1 values trained on it (or
+    chose its checkpoint on it), as the stores' own evidence says; rows of stores that do not
+    record their evidence count as not known to be in-sample."""
+    flags = [f for f in level1.in_sample if f is not None]
+    return np.logical_or.reduce(flags) if flags else np.zeros(len(level1), bool)
+
+
 def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     """Choose hyperparameters by CV over the stores' folds, cross-validate the ensemble on the
     train rows and fit the final meta-learner on all of them. Test rows are not touched."""
     spec = get_meta(cfg.meta)
     plan = FoldPlan.from_store(level1)
     train = plan.train_rows
-    test = np.flatnonzero(plan.labelled & (plan.split == "test"))
+    labelled_test = np.flatnonzero(plan.labelled & (plan.split == "test"))
+    # A test row a base model trained on (its store's evidence says so) is never scored as test.
+    seen = base_in_sample(level1)[labelled_test]
+    test, test_in_sample = labelled_test[~seen], labelled_test[seen]
     if not len(train):
         raise EmofeatError("no labelled train rows are done in every store")
     warning = _check_out_of_fold(level1, train, cfg)
@@ -166,7 +179,15 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         protocol = "in-sample"
     features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
     model = Pipeline([("features", features), ("meta", final)])
-    return FittedStack(cfg, model, train, test, best_params, cv, protocol, oof, warning)
+    if len(test_in_sample):
+        log.warning(
+            "%d labelled test row(s) were produced by a base model that trained on them; "
+            "they are left out of the test figures",
+            len(test_in_sample),
+        )
+    return FittedStack(
+        cfg, model, train, test, best_params, cv, protocol, oof, warning, test_in_sample
+    )
 
 
 def _fit(spec, estimator, X, y, plan: FoldPlan, C):
@@ -229,6 +250,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         "cv_protocol": fitted.cv_protocol,
         "train_rows": int(len(fitted.train)),
         "test_rows": int(len(test)),
+        "test_rows_in_sample": int(len(fitted.test_in_sample)),
         "dropped_rows": int(level1.dropped),
         "in_sample_warning": fitted.warning,
         "stores": list(level1.names),
@@ -329,7 +351,7 @@ def _write_stack_files(
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
     proba = fitted.model.predict_proba(level1)
-    origin = np.full(len(level1), "out-of-sample", dtype=object)
+    origin = np.where(base_in_sample(level1), "in-sample", "out-of-sample").astype(object)
     origin[fitted.train] = "in-sample"
     # A row whose level-1 values are in-sample (or unknown) stays "in-sample" below: the
     # meta-learner's CV cannot make a base model's in-sample value cross-validated.
@@ -479,8 +501,14 @@ def predict(
     fitted_on = set(model.named_steps["features"].fitted_ids_)
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         out_csv = Path(out_csv)
+        # In-sample: the meta-learner was fitted on the row, or a base model trained on it.
+        seen = base_in_sample(level1)
         origin = np.array(
-            ["in-sample" if u in fitted_on else "out-of-sample" for u in level1.ids], dtype=object
+            [
+                "in-sample" if u in fitted_on or s else "out-of-sample"
+                for u, s in zip(level1.ids, seen)
+            ],
+            dtype=object,
         )
         write_predictions(out_csv, level1, model.predict_proba(level1), origin=origin)
     return out_csv

@@ -8,9 +8,10 @@ from stores with public calls only::
     with load_level1(["w2v.h5", "kobert.h5"]) as level1:      # any order
         proba = model.predict_proba(level1)                   # rows: level1.ids
 
-It remembers which stores it was fitted on (by identity: the producing weights, reverse, layers
-and pooling, or the file name for stores that do not record them) and reorders the given stores
-to match; a missing, duplicated or foreign store is an error that names it.
+It remembers which stores it was fitted on (by identity: the producing weights and every option
+that decided the stored values, or the file name for stores that do not record them) and
+reorders the given stores to match; a missing, duplicated or foreign store is an error that
+names it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
         dup = sorted({n for n, k in zip(level1.names, given) if given.count(k) > 1})
         if dup:
             raise StoreError(f"the same store was given twice: {dup}")
+        # A stack fitted before stores listed their identity keys recorded their legacy
+        # identity: such a stack matches stores by it (weights, reverse, layers, pooling).
+        if not set(self.stores_) & set(given) and level1.legacy_keys:
+            given = list(level1.legacy_keys)
         missing = [n for n, k in zip(self.store_names_, self.stores_) if k not in given]
         extra = [n for n, k in zip(level1.names, given) if k not in self.stores_]
         if missing or extra:

@@ -42,6 +42,8 @@ class Level1:
     stores: list[Store] = field(repr=False, default_factory=list)
     rows: list[np.ndarray] = field(repr=False, default_factory=list)  # per store: its row indices
     dropped: int = 0  # rows not done in every store
+    # Per store, the identity stacks fitted before stores listed their identity keys recorded.
+    legacy_keys: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -142,6 +144,7 @@ def load_level1(
         return Level1(
             names=names,
             keys=[s.identity for s in stores],
+            legacy_keys=[s.legacy_identity for s in stores],
             paths=[s.path for s in stores],
             label_names=list(first.label_names),
             ids=first.ids[keep],

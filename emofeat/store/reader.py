@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -218,9 +219,24 @@ class Store:
 
     @property
     def identity(self) -> str:
-        """Which model made the values, for matching a fitted stack to stores: the producing
-        weights (sha256), reverse, layers, pooling and (when not the fold models' mean) what
-        predicted the test rows when the store records them, else its file name."""
+        """Which model made the values, and how, for matching a fitted stack to stores: the
+        producing weights (sha256) and every value-deciding option the store lists in its
+        ``identity_keys`` attribute (layers, pooling, dtype, precision, token limit, window
+        length, reverse, text filter, ...); for stores that do not list them, the
+        :attr:`legacy_identity`."""
+        keys = self.attrs.get("identity_keys")
+        prov = self.provenance
+        if not prov.checkpoint_sha256 or keys is None:
+            return self.legacy_identity
+        config = self.config
+        options = "|".join(f"{k}={json.dumps(config.get(k), sort_keys=True)}" for k in sorted(keys))
+        return f"sha256:{prov.checkpoint_sha256}|{options}"
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity stacks fitted before stores listed their ``identity_keys`` recorded:
+        the weights' sha256, reverse, layers, pooling and a refit model's test rows, else the
+        file name (stores that record no weights)."""
         prov = self.provenance
         if prov.checkpoint_sha256:
             layers = ",".join(prov.layers)
