@@ -44,6 +44,20 @@ def register_kind(kind: str, recognise: Callable[[Path], bool]) -> None:
     KINDS[kind] = recognise
 
 
+def register_csv_kind(kind: str, header: str) -> None:
+    """Declare a CSV output ``kind`` that emofeat recognises by the header it writes (a CSV has
+    nowhere else to hold a marker): its first line starts with ``header``."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.readline().startswith(header)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    register_kind(kind, recognise)
+
+
 def register_record_kind(kind: str, *, legacy_key: str, folder: bool = False) -> None:
     """Declare a YAML record kind (``provenance(output=kind)`` writes its marker). ``legacy_key``:
     the config key that marks a record written before the marker existed; ``folder``: the

@@ -127,3 +127,16 @@ def test_unlabelled_recordings_prepare_as_a_prediction_only_manifest(tmp_path):
     )
     with pytest.raises(CorpusError, match="leaves no train rows"):
         prepare(tmp_path / "m2.csv", csv=tmp_path / "t.csv", folds=2)
+
+
+def test_a_csv_named_after_a_corpus_with_a_reader_is_not_that_corpus(tmp_path):
+    """The split rules of KEMDy20 and AI Hub key on the corpus name their readers give; a CSV
+    called aihub.csv keeps its own group-aware split (AI Hub's utterance shuffle would put a
+    session on both sides) under the name aihub-csv."""
+    from emofeat.corpus.prepare import prepare
+
+    rows = [(f"u{i}", "x.wav", "네", "happy" if i % 2 else "sad", f"s{i // 4}") for i in range(40)]
+    m, _ = prepare(tmp_path / "m.csv", csv=_csv_corpus(tmp_path, rows, name="aihub.csv"), folds=2)
+    assert set(m.frame["corpus"]) == {"aihub-csv"}
+    sessions = m.frame.groupby("session")["split"].nunique()
+    assert (sessions == 1).all()  # no session on both sides of the split

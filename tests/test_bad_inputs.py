@@ -224,6 +224,36 @@ def plot_max_points_zero(ctx):
     return plot_embedding(small_store(ctx["tmp"] / "plot.h5"), ctx["tmp"] / "p.png", max_points=0)
 
 
+def plot_tsne_five_rows(ctx):
+    from emofeat.analysis.plots import plot_embedding
+
+    path = small_store(ctx["tmp"] / "plot.h5")
+    with h5py.File(path, "r+") as f:  # one row not done: five left
+        f["done"][5] = False
+        f.attrs["complete"] = False
+    return plot_embedding(path, ctx["tmp"] / "p.png", method="tsne")
+
+
+def tiny_option(**options):
+    def call(ctx):
+        from emofeat.testing.tiny import build_tiny
+
+        return build_tiny("wav2vec2", ctx["tmp"] / "tiny", **options)
+
+    return call
+
+
+def config_label_names(ctx):
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
+
+    cfg = resolve_config("kobert-tiny", model=str(ctx["w2v"]), label_names=["a", "b", "c"])
+    try:
+        return finetune(ctx["manifest"], ctx["tmp"] / "run", cfg)
+    finally:
+        assert not (ctx["tmp"] / "run").exists()
+
+
 def broken_run(what):
     """A copy of a fine-tuned run with one record broken, extracted from."""
 
@@ -325,6 +355,22 @@ CASES = [
         "c.yaml: --epochs must be a finite number > 0 and <= 10000, got 'many'",
     ),
     ("yaml-not-mapping", yaml_config("- 1\n- 2\n"), EmofeatError, "expected a mapping"),
+    (
+        "report-to-bogus",
+        yaml_config("report_to: bogus\n"),
+        OptionError,
+        "--report-to must be one of",
+    ),
+    (
+        "inner-fraction-most",
+        yaml_config("inner_fraction: 0.99\n"),
+        OptionError,
+        "--inner-fraction must be a finite number > 0 and <= 0.5",
+    ),
+    ("plot-tsne-five-rows", plot_tsne_five_rows, EmofeatError, "a tsne map needs 6 at least"),
+    ("tiny-hidden-7", tiny_option(hidden=7), OptionError, "--hidden must be a multiple of 4"),
+    ("tiny-layers-negative", tiny_option(layers=-1), OptionError, "--layers must be an integer"),
+    ("config-label-names", config_label_names, OptionError, "leave label_names out of the config"),
     # 272 bytes of nested aliases expand to ~40 MB of text, one level more to gigabytes.
     ("yaml-aliases", yaml_config(LAUGHS), EmofeatError, "YAML aliases (*name) are not accepted"),
     ("yaml-unknown-option", yaml_config("learning_rate: 1\n"), EmofeatError, "unknown option"),

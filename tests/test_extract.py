@@ -410,7 +410,7 @@ def test_two_processes_equal_one(frozen_store, manifest_path, tiny_wav2vec2, tmp
     args = extract_args(tiny_wav2vec2, manifest_path, out, "--device", "cpu")
     r = subprocess.run(torchrun + list(map(str, args)), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("store written to") == 1  # said by the main process alone
+    assert r.stdout.count("store complete:") == 1  # said by the main process alone
     assert not list(tmp_path.glob("ddp.rank*"))
     with open_store(frozen_store) as a, open_store(out) as b:
         assert b.complete and list(a.ids) == list(b.ids)
@@ -966,3 +966,20 @@ def test_a_single_model_run_is_checked_against_the_manifest_too(manifest, tiny_k
     extract(manifest.path, out, ExtractConfig(run=str(run)))
     with open_store(out) as s:
         assert s.in_sample[s.split == "train"].all() and not s.in_sample[s.split == "test"].any()
+
+
+def test_rerunning_a_finished_extraction_says_nothing_was_computed(
+    frozen_store, manifest_path, tiny_wav2vec2, tmp_path
+):
+    import shutil
+
+    out = tmp_path / "again.h5"
+    shutil.copy(frozen_store, out)
+    r = subprocess.run(
+        _cli(*extract_args(tiny_wav2vec2, manifest_path, out)), capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "every row is done already; nothing to compute" in r.stdout + r.stderr
+    assert f"store complete: {out}" in r.stdout
+    with open_store(out) as s:
+        assert s.complete

@@ -66,3 +66,16 @@ def test_compare_finds_emofeat_folders_and_passes_over_foreign_ones(stack_dir, t
     (out / "metrics.json").unlink()  # a stack without metrics is not a result yet
     with pytest.raises(EmofeatError, match="no stack or run folders"):
         find_artifacts([tmp_path])
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    ['{"meta": "softvote", "test": [1, 2]}', '{"meta": "softvote", "cv": {"accuracy": 3}}', "[]"],
+)
+def test_compare_names_a_crafted_metrics_file_instead_of_a_traceback(stack_dir, metrics):
+    out, _ = stack_dir
+    (out / "metrics.json").write_text(metrics)
+    with pytest.raises(
+        EmofeatError, match=r"st(/metrics\.json: expected a JSON dict|: its metrics)"
+    ):
+        compare([out])

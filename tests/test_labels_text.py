@@ -50,3 +50,19 @@ def test_utf8_is_not_mistaken_for_cp949():
 def test_clean_mode_keeps_hangul_and_punctuation_only():
     assert normalize(" b/ 아  진짜?? (웃음) ok l/ ", "clean") == "아 진짜?? 웃음"
     assert normalize(" b/ 아 ", "raw") == "b/ 아"
+
+
+def test_loading_kobert_prints_no_tokenizer_class_warning(tiny_kobert):
+    """KoBERT folders name BertTokenizer; emofeat's fixed subclass is loaded on purpose, so
+    transformers' 'not the same type' warning would only be noise at every fine-tune. (A
+    fresh process: transformers' log handler keeps the stream it was created with.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "from emofeat.encoders.text import load_tokenizer; "
+        f"print(type(load_tokenizer({str(tiny_kobert)!r})).__name__)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "KoBertTokenizerFixed"
+    assert "tokenizer class you load from this checkpoint" not in r.stderr

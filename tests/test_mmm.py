@@ -440,3 +440,21 @@ def test_mmm_as_published_one_model_on_all_train_rows(tmp_path):
     table, rows = comparison(tmp_path / "ref")
     accuracy = (logits[test].argmax(1) == y[test]).mean()
     assert dict(rows)["mmm"]["accuracy"] == pytest.approx(accuracy) and "| mmm |" in table
+
+
+def test_fuse_refuses_the_audio_store_given_first(tmp_path):
+    """The stores say what they hold (their modality attribute): MMM's inputs in the wrong
+    order are refused before anything is trained, not fused text-as-audio."""
+    import h5py
+
+    from emofeat.errors import StoreError
+
+    paths, _, _ = seq_stores(tmp_path)
+    for path, modality in zip(paths, ("text", "speech")):
+        with h5py.File(path, "r+") as f:
+            f.attrs["modality"] = modality
+    with pytest.raises(
+        StoreError, match=r"got audio \(speech\) then text \(text\); give them the other way"
+    ):
+        fuse(paths[::-1], tmp_path / "mmm", config=MMMConfig(**FAST))
+    assert not (tmp_path / "mmm").exists()

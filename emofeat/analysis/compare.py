@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from emofeat.errors import EmofeatError
-from emofeat.outputs import check_output, is_output, register_kind
+from emofeat.outputs import check_output, is_output, register_csv_kind
 from emofeat.records import FOLDER_RECORD
 from emofeat.runs import RunFolder
 from emofeat.stack.folder import StackFolder
@@ -54,6 +54,19 @@ def _artifact(folder: Path) -> StackFolder | RunFolder | None:
         if is_output(folder, kind) and artifact.metrics_path.is_file():
             return artifact
     return None
+
+
+def _checked_row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
+    """:func:`_row`, with a record or metrics file of another shape than emofeat writes (a
+    crafted or hand-edited one) named in one line instead of a traceback."""
+    try:
+        return _row(artifact)
+    except (AttributeError, TypeError, ValueError, KeyError) as err:
+        raise EmofeatError(
+            f"{artifact.path}: its metrics.json or config.yaml is not what emofeat writes "
+            f"({type(err).__name__}: {' '.join(str(err).split())[:200]}); re-run the command "
+            "that made it, or leave the folder out"
+        ) from None
 
 
 def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
@@ -107,7 +120,7 @@ def compare(
     if out:
         found = [a.path for a in artifacts]
         check_output(Path(out) / "compare.csv", kind="comparison", inputs=found, what="-o")
-    rows = pd.DataFrame([_row(f) for f in artifacts])
+    rows = pd.DataFrame([_checked_row(f) for f in artifacts])
     labels = ("path", "kind", "configuration", "seed", "base_test_rows")
     numeric = [c for c in rows.columns if c not in labels]
     seeds = rows.groupby("configuration").filter(lambda g: g["seed"].nunique() > 1)
@@ -139,16 +152,7 @@ def compare(
 COMPARISON_HEADER = "path,kind,configuration,seed"
 
 
-def is_comparison(path: Path) -> bool:
-    """A ``compare.csv`` emofeat wrote (it starts with :data:`COMPARISON_HEADER`)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().startswith(COMPARISON_HEADER)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-register_kind("comparison", is_comparison)
+register_csv_kind("comparison", COMPARISON_HEADER)
 
 
 def to_markdown(table: pd.DataFrame) -> str:

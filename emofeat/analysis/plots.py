@@ -80,6 +80,13 @@ def plot_embedding(
             rows = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
         x = s.embeddings(embedding, rows).astype(np.float32)
         y, split, names = s.labels[rows], s.split[rows], s.label_names
+    if len(x) < 3 or (method == "tsne" and len(x) < 6):
+        from emofeat.errors import EmofeatError
+
+        raise EmofeatError(
+            f"{store_path}: {len(x)} done row(s); a {method} map needs "
+            f"{6 if method == 'tsne' else 3} at least"
+        )
     if method == "tsne":
         xy = TSNE(
             n_components=2, random_state=seed, perplexity=min(30, max(5, len(x) // 4))

@@ -28,7 +28,7 @@ from emofeat.analysis.config import ProbeConfig
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.metrics import classification_metrics, fold_summary
-from emofeat.outputs import check_output, register_kind
+from emofeat.outputs import check_output, register_csv_kind
 
 LAYER = re.compile(r"^layer_(\d+)$")
 
@@ -158,16 +158,7 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
 PROBE_HEADER = "model,layer,name,metric,mean,std"
 
 
-def is_probe_table(path: Path) -> bool:
-    """A ``probe.csv`` emofeat wrote (it starts with :data:`PROBE_HEADER`)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().startswith(PROBE_HEADER)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-register_kind("probe-table", is_probe_table)
+register_csv_kind("probe-table", PROBE_HEADER)
 
 
 def probe_layers(

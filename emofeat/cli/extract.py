@@ -42,4 +42,4 @@ def extract(manifest, out, config_file, print_config, **params):
 
     do_extract(manifest, Path(out), cfg)
     if distributed.is_main():  # under torchrun, once
-        click.echo(f"store written to {out}")
+        click.echo(f"store complete: {out}")

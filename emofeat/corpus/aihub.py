@@ -17,6 +17,7 @@ from emofeat.corpus.text import decode_transcript, normalize
 from emofeat.errors import CorpusError
 
 RELEASE = "5차년도_2차"
+CORPUS = "aihub"  # the manifest's corpus name of this reader's rows (split rules key on it)
 REQUIRED = ("wav_id", "상황", "발화문")
 
 
@@ -70,7 +71,7 @@ def read_aihub(
         rows.append(
             {
                 "id": wav_id,
-                "corpus": "aihub",
+                "corpus": CORPUS,
                 "session": "",
                 "speaker": "",
                 "audio_path": str(wav),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emofeat.corpus import aihub, kemdy20
 from emofeat.corpus import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import normalize
@@ -17,6 +18,14 @@ from emofeat.errors import CorpusError, LabelError
 
 REQUIRED = ("id", "audio_path", "text")
 OPTIONAL = ("label", "session", "speaker", "split")
+
+
+def corpus_name(path: Path) -> str:
+    """The manifest's corpus name of a CSV's rows: the file's stem, except the names of the
+    corpora that have readers of their own (their split rules key on the name), which a CSV
+    named ``aihub.csv`` must not take: those get a ``-csv`` suffix."""
+    stem = path.stem
+    return f"{stem}-csv" if stem.lower() in (kemdy20.CORPUS, aihub.CORPUS) else stem
 
 
 def read_csv_corpus(
@@ -49,7 +58,7 @@ def read_csv_corpus(
             raise CorpusError(f"{path} line {i + 2}: {err}") from None
         row = {
             "id": rec["id"],
-            "corpus": path.stem,
+            "corpus": corpus_name(path),
             "session": rec.get("session", ""),
             "speaker": rec.get("speaker", ""),
             "audio_path": str(audio) if audio is not None else "",  # "": a text-only row

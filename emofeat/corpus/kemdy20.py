@@ -28,6 +28,7 @@ from emofeat.errors import CorpusError, LabelError
 
 # drop: the reference; first: the first consensus label; soft: annotator vote fractions;
 # duplicate: one row per consensus label (ids SEG#label), as MMM's data code does.
+CORPUS = "kemdy20"  # the manifest's corpus name of this reader's rows (split rules key on it)
 _EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")
 
@@ -159,7 +160,7 @@ def read_kemdy20(
                 continue
             rec = {
                 "id": seg,
-                "corpus": "kemdy20",
+                "corpus": CORPUS,
                 "session": f"Sess{session:02d}",
                 "speaker": speaker_of(seg),
                 "audio_path": str(wav),

@@ -29,7 +29,9 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
+from emofeat.corpus.aihub import CORPUS as AIHUB
 from emofeat.corpus.config import SPLIT_SCHEMES
+from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
 from emofeat.errors import CorpusError
 
 MMM_LAST_TRAIN_SESSION = 32  # MMM's own split: KEMDy20 sessions 1-32 train, 33-40 test
@@ -129,13 +131,13 @@ def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.Da
     split = np.array(["train"] * len(frame), dtype=object)
     for corpus, idx in frame.groupby("corpus", sort=False).indices.items():
         part = frame.iloc[idx]
-        if corpus == "kemdy20" and scheme == "mmm":
+        if corpus == KEMDY20 and scheme == "mmm":
             number = part["session"].map(lambda s: int("".join(c for c in s if c.isdigit()) or 0))
             split[idx] = np.where(number > MMM_LAST_TRAIN_SESSION, "test", "train")
-        elif corpus == "kemdy20":
+        elif corpus == KEMDY20:
             test = kemdy20_test_sessions(sorted(part["session"].unique()))
             split[idx] = np.where(part["session"].isin(test), "test", "train")
-        elif corpus == "aihub":
+        elif corpus == AIHUB:
             split[idx] = np.where(aihub_test_mask(len(part)), "test", "train")
         elif (given.iloc[idx] != "").all():
             split[idx] = given.iloc[idx].to_numpy()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from emofeat.corpus import labels as label_set
+from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
 from emofeat.corpus.manifest import Manifest
 
 
@@ -54,7 +55,7 @@ def plot_stats(manifest: Manifest, out_dir: str | Path, log_scale: bool = False)
     with atomic_path(out_dir / "class_counts.csv") as tmp:
         counts.to_csv(tmp, index=False)
     written = [out_dir / "class_counts.csv"]
-    kemdy = counts[counts["corpus"] == "kemdy20"]
+    kemdy = counts[counts["corpus"] == KEMDY20]
     if len(kemdy):
         written.append(
             _distribution(kemdy, "KEMDy20", out_dir / "class_distribution_kemdy20.png", log_scale)
@@ -66,7 +67,7 @@ def plot_stats(manifest: Manifest, out_dir: str | Path, log_scale: bool = False)
         )
     )
     va = manifest.frame[
-        (manifest.frame["corpus"] == "kemdy20") & (manifest.frame["split"] == "train")
+        (manifest.frame["corpus"] == KEMDY20) & (manifest.frame["split"] == "train")
     ]
     va = va.dropna(subset=["valence", "arousal"])
     if len(va):

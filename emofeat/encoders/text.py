@@ -7,9 +7,10 @@ transformers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,30 @@ def load_tokenizer(source: str | os.PathLike):
         if (Path(src) / KOBERT_SPM).is_file():
             from emofeat.encoders.kobert_tokenizer import KoBertTokenizerFixed
 
-            return KoBertTokenizerFixed.from_pretrained(src)
+            # KoBERT's folders name BertTokenizer as their class; emofeat loads its fixed
+            # SentencePiece subclass on purpose, so transformers' "not the same type" warning,
+            # printed at every load, says nothing to the user.
+            with _without_tokenizer_class_warning():
+                return KoBertTokenizerFixed.from_pretrained(src)
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+
+
+@contextlib.contextmanager
+def _without_tokenizer_class_warning() -> Iterator[None]:
+    import logging
+
+    class Quiet(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "tokenizer class you load from this checkpoint" not in record.getMessage()
+
+    logger, quiet = logging.getLogger("transformers.tokenization_utils_base"), Quiet()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
 
 
 def load_text_classifier(

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from emofeat import distributed
 from emofeat.atomic import write_text
@@ -277,6 +278,8 @@ def _fill(
     writer = open_writer(target, plan.layout, attrs=plan.attrs, overwrite=cfg.overwrite)
     try:
         todo = _pending(writer, m=m, plan=plan)
+        if not todo:
+            tqdm.write(f"[{target.name}] every row is done already; nothing to compute")
         timings = compute(
             m,
             loaded,

@@ -25,6 +25,9 @@ SCHEDULERS = (
     "inverse_sqrt",
 )
 
+# Trainer's logging integrations emofeat's dependencies (or its tensorboard extra) provide.
+REPORT_TO = ("none", "tensorboard")
+
 
 @dataclass
 class FinetuneConfig(Options):
@@ -90,11 +93,11 @@ class FinetuneConfig(Options):
     )
     inner_fraction: float = option(
         0.1,
-        help="With --select inner: the fraction of rows held out.",
+        help="With --select inner: the fraction of rows held out (at most half: the rest must "
+        "train the model).",
         low=0,
-        high=1,
+        high=0.5,
         low_open=True,
-        high_open=True,
     )
     early_stopping_patience: int = option(
         3,
@@ -105,7 +108,12 @@ class FinetuneConfig(Options):
     metric_for_best: str = option(
         "accuracy", help="With --select inner: the figure that chooses.", choices=FOLD_METRICS
     )
-    report_to: str = option("none", help="Trainer's report_to (e.g. tensorboard, when installed).")
+    report_to: str = option(
+        "none",
+        help="Trainer's report_to: where training logs go (tensorboard needs `pip install "
+        "emofeat[tensorboard]`).",
+        choices=REPORT_TO,
+    )
     group_by_length: bool = option(
         True, help="Batches of similar length (on) or in random order (the reference)."
     )

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from emofeat import distributed
+from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
@@ -35,6 +36,7 @@ from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
 from emofeat.metrics import classification_metrics
+from emofeat.options import OptionError
 from emofeat.runs import RunFolder
 
 log = logging.getLogger(__name__)
@@ -453,6 +455,14 @@ def finetune(
     plan = FoldPlan.from_manifest(m)
     cfg = cfg.replace(folds=_fold_count(m, plan, cfg))
     spec.encoder_class.check_max_len(local_source(spec.source), cfg.max_len)
+    _check_report_to(cfg.report_to)
+    if list(cfg.label_names) != list(LABEL_NAMES):
+        # The manifest's labels are indices into its label set: a head of other classes would
+        # fail (or silently mislabel) in the middle of training, after the run folder exists.
+        raise OptionError(
+            f"label_names {list(cfg.label_names)} differ from the manifest's classes "
+            f"{list(LABEL_NAMES)}; leave label_names out of the config: the manifest decides them"
+        )
     encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
     checked = _check_rows(m, plan, spec=spec, encoder=encoder, cfg=cfg)
     fold_ids = _selected_folds(run.fold_ids(cfg.folds, cfg.refit), only_folds, overwrite=overwrite)
@@ -603,3 +613,16 @@ def quiet_repeats() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(first_time)
+
+
+def _check_report_to(report_to: str) -> None:
+    """Trainer fails on a logging integration that is not installed only once training starts,
+    after the run folder exists: check before anything is written."""
+    import importlib.util
+
+    if report_to == "tensorboard" and not any(
+        importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
+    ):
+        raise OptionError(
+            "--report-to tensorboard needs TensorBoard: pip install 'emofeat[tensorboard]'"
+        )

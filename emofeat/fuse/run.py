@@ -128,6 +128,14 @@ class FusionInputs:
             if "last" not in s.sequence_names:
                 raise StoreError(f"{s.path}: no sequences; extract it with --sequence")
         text, audio = inputs.stores
+        # The stores say what they hold: MMM's first input is text, its second speech.
+        said = [s.provenance.modality for s in (text, audio)]
+        if said != ["text", "speech"] and all(said):
+            raise StoreError(
+                f"MMM fuses a text store, then a speech store (--store TEXT --store AUDIO); "
+                f"got {text.name} ({said[0]}) then {audio.name} ({said[1]})"
+                + ("; give them the other way round" if said == ["speech", "text"] else "")
+            )
         usable = np.zeros(len(text), bool)
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))

@@ -39,7 +39,7 @@ from emofeat.atomic import (
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
-from emofeat.outputs import check_output, register_kind
+from emofeat.outputs import check_output, register_csv_kind
 from emofeat.records import dump_yaml, provenance
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.features import StoreFeatures
@@ -439,16 +439,7 @@ def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str
 PREDICTIONS_HEADER = "id,split,label,predicted,provenance"
 
 
-def is_predictions(path: Path) -> bool:
-    """A predictions CSV emofeat wrote (it starts with :data:`PREDICTIONS_HEADER`)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.readline().startswith(PREDICTIONS_HEADER)
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-register_kind("predictions", is_predictions)
+register_csv_kind("predictions", PREDICTIONS_HEADER)
 
 
 def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:

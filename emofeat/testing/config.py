@@ -17,6 +17,14 @@ class TinyConfig(Options):
     """A tiny random model in the on-disk format of a hub model."""
 
     kind: str = option(help="Which hub model's format.", choices=TINY_KINDS)
-    hidden: int = option(64, help="Hidden size.", low=4, high=4096)
+    hidden: int = option(
+        64,
+        help="Hidden size (a multiple of 4: the tiny models have 4 attention heads and 4 "
+        "positional-convolution groups).",
+        low=4,
+        high=4096,
+        rule=lambda h: h % 4 == 0,
+        rule_text="a multiple of 4",
+    )
     layers: int = option(2, help="Transformer layers.", low=1, high=48)
     seed: int = seed_option()
