@@ -29,5 +29,9 @@ class StoreError(EmofeatError):
     """A feature store is missing, malformed, or does not match what was asked of it."""
 
 
+class StoreMismatchError(StoreError):
+    """An existing store was made for other rows or options than the ones asked for."""
+
+
 class ModelError(EmofeatError):
     """A model cannot be found or loaded."""

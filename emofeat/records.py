@@ -66,6 +66,42 @@ def record_folder(config_file: str | os.PathLike | None) -> Path | None:
     return Path(config_file).parent
 
 
+def relative_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
+    """``path`` as a record at ``base`` (a folder) writes it: relative to ``base``, so that the
+    project can move with the record; absolute where no relative path exists (another drive).
+
+    Args:
+        path: The path to record.
+        base: The folder of the file that records it.
+
+    Returns:
+        The recorded text.
+    """
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(base).resolve())
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def resolve_path(recorded: str, base: str | os.PathLike) -> Path:
+    """A path a record at ``base`` holds, resolved from the record (:func:`relative_path`);
+    records written before paths were relative to them held paths relative to where the
+    command ran, which are tried next.
+
+    Args:
+        recorded: The path as the record holds it.
+        base: The folder of the file that records it.
+
+    Returns:
+        The path.
+    """
+    path = Path(recorded)
+    if path.is_absolute():
+        return path
+    beside = Path(base) / path
+    return beside if beside.exists() or not path.exists() else path
+
+
 def provenance(
     config: dict[str, Any] | None = None, seed: int | None = None, *, output: str | None = None
 ) -> dict[str, Any]:

@@ -198,12 +198,16 @@ def docstring_gaps(name: str, obj: object) -> list[str]:
     ):
         gaps.append(f"{name}: no Returns")
     tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
-    body = tree.body[0]
-    raises = any(
-        isinstance(n, ast.Raise) and n.exc is not None
-        for n in ast.walk(body)
-        if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) or n is body
-    )
+
+    def raises_in(node: ast.AST) -> bool:  # its own raise statements, not nested functions'
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+                continue
+            if isinstance(child, ast.Raise) and child.exc is not None or raises_in(child):
+                return True
+        return False
+
+    raises = raises_in(tree.body[0])
     if raises and "Raises:" not in doc:
         gaps.append(f"{name}: raises, but no Raises")
     return gaps

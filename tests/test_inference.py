@@ -1,6 +1,7 @@
 """Using a trained ensemble: predict that cannot be fooled, infer on new rows, fold folders."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -40,7 +41,7 @@ def test_predict_matches_stores_by_identity_in_any_order(trained, manifest_path,
         predict(root / "stack", [stores[0]], tmp_path / "c.csv")
     # The same run extracted with other layers is another store, even under a familiar name.
     with open_store(stores[0]) as s:
-        run = s.provenance.run
+        run = str(s.run_path)
     foreign = extract(
         manifest_path,
         tmp_path / "w2v.h5",
@@ -85,7 +86,7 @@ def test_infer_equals_extract_and_predict_by_hand(trained, manifest, tmp_path):
     stores = []
     for path in (root / "kobert.h5", root / "w2v.h5"):
         with open_store(path) as s:
-            run = s.provenance.run
+            run = str(s.run_path)
         stores.append(
             extract(tmp_path / "by_hand.csv", tmp_path / path.name, ExtractConfig(run=run))
         )
@@ -184,7 +185,7 @@ def test_a_store_extracted_with_other_value_deciding_options_is_not_the_stacks(
 
     root, stores = trained
     with open_store(stores[0]) as s:
-        run, identity = s.provenance.run, s.identity
+        run, identity = str(s.run_path), s.identity
         assert "max_len=" in identity and "dtype=" in identity and "run=" not in identity
     shorter = extract(manifest_path, tmp_path / "kobert.h5", ExtractConfig(run=run, max_len=8))
     with pytest.raises(StoreError, match=r"missing: \['kobert'\]; not part of the stack"):
@@ -202,3 +203,65 @@ def test_a_store_extracted_with_other_value_deciding_options_is_not_the_stacks(
     stack(legacy, "logreg", tmp_path / "old-stack")
     got = pd.read_csv(predict(tmp_path / "old-stack", stores, tmp_path / "q.csv"))
     assert len(got) and set(got.provenance) <= {"in-sample", "out-of-sample"}
+
+
+def test_infer_into_a_work_folder_of_another_csv_says_so(trained, manifest, tmp_path):
+    from emofeat.errors import EmofeatError
+    from emofeat.recipes.infer import infer
+
+    root, _ = trained
+    rows = np.flatnonzero(manifest.split == "test")[:4]
+    for name, take in (("a", rows[:2]), ("b", rows[2:])):
+        pd.DataFrame(
+            {
+                "id": [f"{name}{i}" for i in range(len(take))],
+                "audio_path": [str(manifest.audio_path(r)) for r in take],
+                "text": manifest.frame["text"].to_numpy()[take],
+            }
+        ).to_csv(tmp_path / f"{name}.csv", index=False)
+    work = tmp_path / "work"
+    infer(root / "stack", tmp_path / "a.csv", tmp_path / "a-pred.csv", work=work)
+    with pytest.raises(EmofeatError, match=r"holds the stores of another infer call") as info:
+        infer(root / "stack", tmp_path / "b.csv", tmp_path / "b-pred.csv", work=work)
+    assert "--overwrite" not in str(info.value)
+
+
+def test_a_project_folder_that_moves_keeps_working(
+    manifest, manifest_path, kobert_run, w2v_run, tmp_path, monkeypatch
+):
+    """Stores record their run relative to themselves and stacks their stores relative to the
+    stack too: a project folder moved elsewhere, used from another directory, still infers."""
+    import os
+    import shutil
+
+    from emofeat.recipes.infer import infer
+
+    project = tmp_path / "project"
+    for name, run in (("kobert", kobert_run), ("w2v", w2v_run)):
+        shutil.copytree(run, project / "runs" / name)
+    monkeypatch.chdir(project)  # commands run from the project folder, with relative paths
+    stores = [
+        extract(manifest_path, Path("stores") / f"{n}.h5", ExtractConfig(run=f"runs/{n}"))
+        for n in ("kobert", "w2v")
+    ]
+    stack(stores, "logreg", Path("stack"))
+    rows = np.flatnonzero(manifest.split == "test")[:3]
+    pd.DataFrame(
+        {
+            "id": [f"new{i}" for i in range(len(rows))],
+            "audio_path": [str(manifest.audio_path(r)) for r in rows],
+            "text": manifest.frame["text"].to_numpy()[rows],
+        }
+    ).to_csv(tmp_path / "new.csv", index=False)
+    before = pd.read_csv(infer(Path("stack"), tmp_path / "new.csv", tmp_path / "a.csv"))
+    os.rename(project, tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    with open_store(tmp_path / "moved" / "stores" / "kobert.h5") as s:
+        assert s.run_path.resolve() == (tmp_path / "moved" / "runs" / "kobert").resolve()
+    after = pd.read_csv(
+        infer(tmp_path / "moved" / "stack", tmp_path / "new.csv", tmp_path / "b.csv")
+    )
+    np.testing.assert_allclose(
+        after.filter(like="p_").to_numpy(), before.filter(like="p_").to_numpy(), atol=1e-6
+    )

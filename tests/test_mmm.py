@@ -183,6 +183,7 @@ def test_a_fused_store_inherits_in_sample_inputs(tmp_path):
     fuse(paths, tmp_path / "mmm", config=cfg, allow_in_sample=True)
     with open_store(tmp_path / "mmm" / "mmm.h5") as s:
         np.testing.assert_array_equal(s.in_sample, leaked)
+        assert s.provenance.out_of_fold is False  # the attribute says what the rows say
     # The meta-learners refuse the fused store as they refuse its input.
     with pytest.raises(EmofeatError, match="in-sample"):
         stack([tmp_path / "mmm" / "mmm.h5"], "logreg", tmp_path / "st")
@@ -192,7 +193,7 @@ def test_a_fused_store_inherits_in_sample_inputs(tmp_path):
         fuse(unknown, tmp_path / "mmm-u", config=cfg)
     fuse(unknown, tmp_path / "mmm-u", config=cfg, allow_in_sample=True)
     with open_store(tmp_path / "mmm-u" / "mmm.h5") as s:
-        assert s.in_sample is None
+        assert s.in_sample is None and s.provenance.out_of_fold is None
 
 
 def test_fuse_resumes_finished_folds_and_refuses_other_options(tmp_path, capsys):
@@ -293,7 +294,7 @@ def test_the_published_block_by_hand_one_layernorm_at_both_places():
     assert two.norm2 is not two.norm1  # the option: two LayerNorms
 
 
-def test_simpler_fusions_by_hand_cls_for_concat_and_a_768_wide_three_way_head():
+def test_simpler_fusions_by_hand_cls_text_and_a_768_wide_three_way_head():
     from torch.nn import functional as F
 
     torch.manual_seed(0)
@@ -312,17 +313,18 @@ def test_simpler_fusions_by_hand_cls_for_concat_and_a_768_wide_three_way_head():
             (
                 three,
                 lambda tt, aa: torch.cat(
-                    [m := mean(tt, tl), n := mean(aa, al), (n - m).abs(), n * m], 1
+                    [m := tt[:, 0], n := mean(aa, al), (n - m).abs(), n * m], 1
                 ),
             ),
         ):
             fused = build(model.text_proj(t), model.audio_proj(a))
             h = F.gelu(model.head[1](fused))
             torch.testing.assert_close(model(t, a, tl, al), model.head[4](h), atol=1e-5, rtol=1e-5)
-    means = MMM(16, 24, 8, 12, 3, fusion="concat", concat_text="mean").eval()
-    means.load_state_dict(concat.state_dict())
-    with torch.no_grad():
-        assert not torch.allclose(means(t, a, tl, al), concat(t, a, tl, al))
+    for fusion, model in (("concat", concat), ("3way", three)):
+        means = MMM(16, 24, 8, 12, 3, fusion=fusion, concat_text="mean").eval()
+        means.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(means(t, a, tl, al), model(t, a, tl, al))
 
 
 @pytest.mark.parametrize("accumulation", ["published", "standard"])
@@ -374,7 +376,7 @@ def test_mmm_text_store_as_published_hangul_only_padded_with_the_pad_tokens_stat
 
     from emofeat.encoders.text import load_tokenizer, text_filter
 
-    assert text_filter("c/ 안녕, 하세요!! (웃음) ok", "hangul") == "안녕 하세요 웃음"
+    assert text_filter("c/ 안녕, 하세요!! (웃음) ok", "hangul") == "안녕, 하세요!! 웃음"
     out = tmp_path / "t.h5"
     cfg = ExtractConfig(
         model=str(tiny_kobert),

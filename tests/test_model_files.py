@@ -136,3 +136,26 @@ def test_a_fold_folder_copied_without_its_record_gives_no_evidence(
         assert s.in_sample is None and s.provenance.out_of_fold is None
     with pytest.raises(EmofeatError, match=r"refusing to stack: .*evidence"):
         stack([out], "logreg", tmp_path / "stack")
+
+
+def test_a_reversed_speech_fold_loaded_as_a_frozen_encoder_still_hears_reversed_audio(
+    w2v_run, manifest_path, tmp_path
+):
+    """The fold folder's head.json says it was trained on time-reversed audio: --model of it
+    extracts reversed audio unless told otherwise, as its run would."""
+    from emofeat.store import open_store
+
+    folder = w2v_run / "fold-0"
+    assert json.loads((folder / "head.json").read_text())["reverse"] is True
+    stores = {}
+    for name, reverse in (("default", None), ("reversed", True), ("forward", False)):
+        stores[name] = extract(
+            manifest_path,
+            tmp_path / f"{name}.h5",
+            ExtractConfig(model=str(folder), reverse=reverse),
+        )
+    with open_store(stores["default"]) as d, open_store(stores["reversed"]) as r:
+        assert d.provenance.reverse is True
+        np.testing.assert_array_equal(d.embeddings("last"), r.embeddings("last"))
+    with open_store(stores["default"]) as d, open_store(stores["forward"]) as f:
+        assert not np.allclose(d.embeddings("last"), f.embeddings("last"))

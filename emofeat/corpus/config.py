@@ -37,7 +37,8 @@ class PrepareConfig(Options):
     multilabel: str = option(
         "drop",
         help="KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
-        "(vote fractions), duplicate (one row per label, as MMM).",
+        "(vote fractions), duplicate (one row per label, each with its own label; MMM's data "
+        "code gave every copy the last label).",
         choices=MULTILABEL_POLICIES,
     )
     seed: int = seed_option(help="Seed of the fold assignment.")

@@ -27,7 +27,8 @@ from emofeat.corpus.text import decode_transcript, normalize, read_transcript
 from emofeat.errors import CorpusError, LabelError
 
 # drop: the reference; first: the first consensus label; soft: annotator vote fractions;
-# duplicate: one row per consensus label (ids SEG#label), as MMM's data code does.
+# duplicate: one row per consensus label (ids SEG#label), each with its own label (MMM's data
+# code also duplicates, but gives every copy the last label).
 CORPUS = "kemdy20"  # the manifest's corpus name of this reader's rows (split rules key on it)
 _EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")

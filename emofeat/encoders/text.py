@@ -111,12 +111,13 @@ def load_text_classifier(
 # DeBERTa, DistilBERT, ALBERT): new when a classifier is built on a pretrained encoder.
 CLASSIFIER_HEADS = ("classifier.", "pre_classifier.", "pooler.dense", "score.")
 
-_NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣 ]")
+# MMM's published cleaning keeps Hangul, spaces and ! ? . , (its regex's character class).
+_NOT_HANGUL = re.compile(r"[^ㄱ-ㅎㅏ-ㅣ가-힣!?., ]")
 
 
 def text_filter(text: str, how: str) -> str:
-    """``text`` as a model sees it: unchanged, or (``hangul``, MMM's cleaning) Hangul and spaces
-    only, runs of spaces collapsed."""
+    """``text`` as a model sees it: unchanged, or (``hangul``, MMM's cleaning) Hangul, spaces
+    and ``! ? . ,`` only, runs of spaces collapsed."""
     if how == "hangul":
         return " ".join(_NOT_HANGUL.sub("", str(text)).split())
     return text

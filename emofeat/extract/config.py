@@ -127,7 +127,7 @@ class ExtractConfig(Options):
     )
     text_filter: str = option(
         "none",
-        help="Text: hangul keeps Hangul and spaces only (MMM's cleaning).",
+        help="Text: hangul keeps Hangul, spaces and ! ? . , only (MMM's cleaning).",
         choices=TEXT_FILTERS,
         identity=True,
     )

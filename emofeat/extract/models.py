@@ -25,6 +25,19 @@ from emofeat.runs import RunFolder, RunInfo, fine_tuned_without_record, trained_
 log = logging.getLogger(__name__)
 
 
+def folder_reverse(folder: str) -> bool:
+    """Whether a model folder's ``head.json`` (an emofeat speech fold) says it was trained on
+    time-reversed audio; False for any other folder."""
+    import json
+    from pathlib import Path
+
+    try:
+        head = json.loads((Path(folder) / "head.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(head.get("reverse", False)) if isinstance(head, dict) else False
+
+
 @dataclass
 class Models:
     """What an extraction runs: the encoder family (with its processor and input options), one
@@ -97,7 +110,9 @@ def load_models(cfg: ExtractConfig) -> Models:
     options = InputOptions(
         max_len=cfg.max_len or cls.own_limit(processor, source) or 64,
         sample_rate=int(getattr(processor, "sampling_rate", 0) or 16000),
-        reverse=bool(cfg.reverse),
+        # A fine-tuned speech folder records whether it hears time-reversed audio (head.json):
+        # loaded as a frozen encoder it still hears what it was trained on, unless told.
+        reverse=folder_reverse(source) if cfg.reverse is None else bool(cfg.reverse),
         max_seconds=cfg.max_seconds,
         text_filter=cfg.text_filter,
         sequence_padding=cfg.sequence_padding,

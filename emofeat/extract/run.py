@@ -44,7 +44,7 @@ from emofeat.extract.compute import Work, compute
 from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
 from emofeat.extract.models import Models, Routing, load_models, route_rows
 from emofeat.outputs import check_output, register_record_kind
-from emofeat.records import dump_yaml, environment, provenance
+from emofeat.records import dump_yaml, environment, provenance, relative_path
 from emofeat.store import (
     Provenance,
     StoreLayout,
@@ -86,7 +86,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     applied = _applied_options(cfg, loaded=loaded, device=device)
     for model in loaded.models:
         model.to(device).eval()
-    plan = plan_store(m, loaded, applied)
+    plan = plan_store(m, loaded, applied, out=out)
     rank, world = distributed.rank(), distributed.world_size()
     earlier = _earlier_shards(out, plan, world=world, overwrite=cfg.overwrite)
     target = out if world == 1 else shard_path(out, rank)
@@ -188,7 +188,7 @@ class StorePlan:
     min_len: int
 
 
-def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig) -> StorePlan:
+def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig, *, out: Path) -> StorePlan:
     """The store ``cfg`` (as applied) makes of ``m`` with ``loaded``: rows are routed and checked
     before anything is created, so without ``skip_bad`` a bad row (empty text, unreadable or too
     short audio) stops the command with nothing written."""
@@ -198,7 +198,9 @@ def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig) -> StorePlan:
     min_len = encoder.min_input_length(first.config)
     checked = encoder.check_rows(m, np.arange(len(m)), skip_bad=cfg.skip_bad, min_length=min_len)
     checkpoint_sha256, per_model_sha256 = loaded.digests.result()
-    origin = _provenance(m, loaded, cfg, values=values, checkpoint_sha256=checkpoint_sha256)
+    origin = _provenance(
+        m, loaded, cfg, values=values, checkpoint_sha256=checkpoint_sha256, out=out
+    )
     layout = StoreLayout(
         ids=m.ids,
         labels=m.label_indices,
@@ -239,6 +241,7 @@ def _provenance(
     *,
     values: StoredValues,
     checkpoint_sha256: str,
+    out: Path,
 ) -> Provenance:
     encoder = loaded.encoder
     return Provenance(
@@ -253,7 +256,8 @@ def _provenance(
         reverse=encoder.options.reverse,
         precision=cfg.precision,
         split_scheme=m.split_scheme,
-        run=str(cfg.run or ""),
+        # Relative to the store, so that a project folder can move (Store.run_path resolves it).
+        run=relative_path(cfg.run, Path(out).parent) if cfg.run else "",
         # True: cross-fitted fold models; False: one model trained on every train row; not
         # written for a frozen pretrained encoder (it learned from no row of this corpus).
         out_of_fold=(

@@ -62,7 +62,7 @@ class MMMConfig(Options):
     )
     concat_text: str = option(
         "cls",
-        help="--fusion concat: the text's [CLS] state (published) or its mean.",
+        help="--fusion concat and 3way: the text's [CLS] state (published) or its mean.",
         choices=("cls", "mean"),
     )
     class_weights: bool = option(False, help="Weight classes N/count.")

@@ -14,7 +14,8 @@ output rather than to the residual sum (``faithful_norm``); pads enter the mixin
 zeros (no mask); batches are not shuffled (``shuffle``); the optimizer steps after batch 0 and
 then after every 8th, the rest of an epoch dropped (``accumulation``). The simpler published
 fusions: ``concat`` (the text's [CLS] state beside the audio's masked time-mean,
-``concat_text``) and ``3way`` (``[t, a, |a − t|, a ⊙ t]`` of the means, a 768-wide hidden
+``concat_text``) and ``3way`` (``[t, a, |a − t|, a ⊙ t]``, the text's [CLS] state and the
+audio's mean likewise, a 768-wide hidden
 layer). A published epoch reuses the loader's order (no shuffle); with ``shuffle`` each epoch
 draws its own order (seed + epoch: the old code re-seeded every epoch to the same order).
 
@@ -96,8 +97,9 @@ class MMM(nn.Module):
     def forward(self, text, audio, text_len, audio_len) -> torch.Tensor:
         t, a = self.text_proj(text), self.audio_proj(audio)
         if self.fusion != "mixer":
-            # Published: concat takes the [CLS] state of the text; 3-way the means.
-            cls = self.fusion == "concat" and self.concat_text == "cls"
+            # Published: both simpler fusions take the text's [CLS] state (``concat_text``
+            # mean: its masked mean instead); the audio's masked time-mean.
+            cls = self.concat_text == "cls"
             t = t[:, 0] if cls else _masked_mean(t, text_len)
             a = _masked_mean(a, audio_len)
             fused = torch.cat(

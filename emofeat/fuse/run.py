@@ -281,7 +281,18 @@ def _train_with_progress(
         bar.close()
 
 
-def _provenance(run: RunFolder, pairs: FusionInputs, run_cfg: FuseConfig) -> Provenance:
+def _provenance(
+    run: RunFolder, pairs: FusionInputs, run_cfg: FuseConfig, *, in_sample: np.ndarray | None
+) -> Provenance:
+    """The fused store's attributes; ``out_of_fold`` is derived from its rows' evidence (true
+    only when no labelled train row is in-sample; unknown, not written, when the evidence is)."""
+    train = pairs.plan.labelled_train
+    if in_sample is None:
+        out_of_fold = None
+    else:
+        out_of_fold = bool(pairs.plan.cross_fitted and run_cfg.folds != 0) and not bool(
+            in_sample[train].any()
+        )
     return Provenance(
         model_id=run_cfg.model,
         checkpoint_sha256=sha256_of_weights([str(d) for d in run.finished_fold_dirs()]),
@@ -290,7 +301,7 @@ def _provenance(run: RunFolder, pairs: FusionInputs, run_cfg: FuseConfig) -> Pro
         layers=[],
         split_scheme=pairs.text.provenance.split_scheme,
         run=str(run.path),
-        out_of_fold=pairs.plan.cross_fitted and run_cfg.folds != 0,
+        out_of_fold=out_of_fold,
     )
 
 
@@ -330,7 +341,7 @@ def _write_fused(
         rows=keep,
         logits=logits,
         in_sample=in_sample,
-        provenance=_provenance(run, pairs, run_cfg),
+        provenance=_provenance(run, pairs, run_cfg, in_sample=in_sample),
         config={**options, "test_predictions": tested},
     )
 

@@ -28,7 +28,7 @@ from emofeat.corpus.manifest import (
     relative_audio_paths,
     write_manifest,
 )
-from emofeat.errors import EmofeatError
+from emofeat.errors import EmofeatError, StoreMismatchError
 from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
@@ -58,7 +58,7 @@ def extraction_plan(
     plan = {}
     for path in stack_stores(stack_dir):
         with open_store(path) as s:
-            name, run, config = s.name, s.provenance.run, s.config
+            name, run, config = s.name, s.run_path, s.config
             family = s.provenance.family
         if family in FUSION_MODELS:
             raise EmofeatError(
@@ -140,7 +140,15 @@ def infer(
     paths = []
     for name, cfg in plan.items():
         cfg = cfg.replace(device=opts.device, skip_bad=opts.skip_bad)
-        paths.append(extract(manifest, work / f"{name}.h5", cfg))
+        try:
+            paths.append(extract(manifest, work / f"{name}.h5", cfg))
+        except StoreMismatchError as err:
+            problems = str(err).split("\n")[1:-1]
+            raise EmofeatError(
+                f"{work / f'{name}.h5'} is a store of other rows or options "
+                f"({'; '.join(p.strip() for p in problems[:2])}): --work {work} holds the stores "
+                "of another infer call; give another --work, or delete that folder"
+            ) from None
     with load_level1(paths, allow_incomplete=opts.skip_bad, flag="--skip-bad") as level1:
         if not len(level1):
             raise EmofeatError(

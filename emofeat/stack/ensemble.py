@@ -40,7 +40,7 @@ from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
 from emofeat.outputs import check_output, register_csv_kind
-from emofeat.records import dump_yaml, provenance
+from emofeat.records import dump_yaml, provenance, relative_path
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.features import StoreFeatures
 from emofeat.stack.folder import (
@@ -344,7 +344,12 @@ def _write_stack_files(
     folder = StackFolder(out)
     with atomic_path(folder.file(MODEL)) as tmp:
         joblib.dump(fitted.model, tmp)
-    config = {**fitted.config.record(), "stores": [str(p.resolve()) for p in level1.paths]}
+    config = {
+        **fitted.config.record(),
+        "stores": [str(p.resolve()) for p in level1.paths],  # --config re-runs from anywhere
+        # ... and from the stack's folder, so that a project folder can move (StackFolder).
+        "stores_relative": [relative_path(p, out) for p in level1.paths],
+    }
     record = provenance(config, fitted.config.seed, output="stack")
     write_text(folder.file(CONFIG), dump_yaml(record))
     write_text(folder.file(METRICS), json.dumps(metrics, indent=2))

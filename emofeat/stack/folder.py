@@ -17,7 +17,7 @@ from typing import Any
 from emofeat.atomic import foreign_entries
 from emofeat.errors import EmofeatError
 from emofeat.outputs import check_output, register_record_kind
-from emofeat.records import FOLDER_RECORD, read_json, read_record
+from emofeat.records import FOLDER_RECORD, read_json, read_record, resolve_path
 
 MODEL = "model.joblib"
 CONFIG = FOLDER_RECORD
@@ -51,10 +51,18 @@ class StackFolder:
 
     def stores(self) -> list[Path]:
         """The stores the stack was fitted on, as its record names them."""
-        stores = self.read_record()["config"].get("stores")
+        config = self.read_record()["config"]
+        stores = config.get("stores")
         if not stores:
             raise EmofeatError(f"{self.path / CONFIG}: lists no stores; re-run `emofeat stack`")
-        return [Path(s) for s in stores]
+        relative = config.get("stores_relative") or []
+        if len(relative) != len(stores):
+            return [Path(s) for s in stores]
+        # Where they were, else where they are beside the stack (the project folder moved).
+        return [
+            Path(s) if Path(s).exists() else resolve_path(r, self.path)
+            for s, r in zip(stores, relative)
+        ]
 
     @property
     def metrics_path(self) -> Path:

@@ -248,6 +248,16 @@ class Store:
         return f"name:{self.name}"
 
     @property
+    def run_path(self) -> Path | None:
+        """The run folder the store's models came from, resolved from the store's own folder
+        (stores record it relative to themselves; older ones relative to where extraction ran);
+        None for a store of a frozen encoder."""
+        from emofeat.records import resolve_path
+
+        run = self.provenance.run
+        return resolve_path(run, self.path.parent) if run else None
+
+    @property
     def test_predictions(self) -> str:
         """What predicted the test rows, in words: as extraction recorded it, else (fused or
         older stores) the mean of the fold models for out-of-fold stores, one model otherwise."""

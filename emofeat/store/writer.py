@@ -17,7 +17,7 @@ import numpy as np
 
 from emofeat import __version__
 from emofeat.atomic import atomic_path
-from emofeat.errors import StoreError
+from emofeat.errors import StoreError, StoreMismatchError
 from emofeat.store.recover import clear_status_flags, extend_to_stored_eof, status_flags
 from emofeat.store.layout import (
     _STR,
@@ -502,7 +502,7 @@ def check_resumable(path: str | os.PathLike, layout: StoreLayout) -> None:
     with open_store(path) as existing:
         problems = existing.layout.differences(layout)
     if problems:
-        raise StoreError(
+        raise StoreMismatchError(
             f"{path} exists and was made for something else:\n  "
             + "\n  ".join(problems)
             + "\nPass --overwrite (overwrite=True) to replace it, or write to another path."
