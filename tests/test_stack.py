@@ -510,3 +510,13 @@ def test_test_rows_a_base_model_trained_on_are_never_scored_as_test(tmp_path):
         frame = frame.set_index("id")
         ids = [f"u{i:04d}" for i in np.flatnonzero(seen)]
         assert set(frame.loc[ids, "provenance"]) == {"in-sample"}
+
+
+def test_the_pooled_mixer_shows_its_progress_in_rows(capsys):
+    """The pooled-mixer is fitted many times by the hyperparameter search and nested CV, each
+    fit minutes long on a real corpus: each shows a progress bar in rows/s."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 8)), rng.integers(0, 3, 64)
+    MixerClassifier(epochs=2, batch_size=16).fit(X, y)
+    err = capsys.readouterr().err
+    assert "pooled-mixer fit" in err and "/128 " in err and "row/s" in err  # 2 epochs x 64

@@ -183,14 +183,28 @@ class MixerClassifier(ClassifierMixin, BaseEstimator):
                 for idx in torch.randperm(len(xt), generator=g).split(self.batch_size)
             ]
 
-        train_head(
-            net,
-            batches,
-            epochs=self.epochs,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            name="the mixer meta-learner",
-        )
+        from tqdm.auto import tqdm
+
+        # Each fit (hyperparameter search and nested CV fit it many times) shows its progress
+        # in rows/s; the bar is cleared when the fit ends.
+        bar = tqdm(total=self.epochs * len(xt), unit="row", desc="pooled-mixer fit", leave=False)
+
+        def progress(epoch: int, rows: int, loss: float) -> None:
+            bar.update(rows)
+            bar.set_postfix(epoch=f"{epoch}/{self.epochs}", loss=f"{loss:.3f}", refresh=False)
+
+        try:
+            train_head(
+                net,
+                batches,
+                epochs=self.epochs,
+                lr=self.lr,
+                weight_decay=self.weight_decay,
+                progress=progress,
+                name="the mixer meta-learner",
+            )
+        finally:
+            bar.close()
         self.net_ = net
         return self
 
