@@ -350,6 +350,21 @@ class Evidence:
     problems: list[str]
 
 
+def known_in_sample(flags: Sequence[np.ndarray | None], n: int) -> np.ndarray:
+    """Per row, whether any of several inputs' evidence says a model that produced one of its
+    values learned from it; inputs that record no evidence (None) count as not known to be.
+
+    Args:
+        flags: Each input's per-row ``in_sample``, or None where it records none.
+        n: The number of rows.
+
+    Returns:
+        (n,) bool.
+    """
+    known = [np.asarray(f, bool) for f in flags if f is not None]
+    return np.logical_or.reduce(known) if known else np.zeros(n, bool)
+
+
 def combine_evidence(
     names: Sequence[str], flags: Sequence[np.ndarray | None], rows: np.ndarray
 ) -> Evidence:

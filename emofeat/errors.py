@@ -30,7 +30,12 @@ class StoreError(EmofeatError):
 
 
 class StoreMismatchError(StoreError):
-    """An existing store was made for other rows or options than the ones asked for."""
+    """An existing store was made for other rows or options than the ones asked for;
+    ``problems`` says what differs, one line each."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = list(problems or [])
 
 
 class ModelError(EmofeatError):

@@ -20,13 +20,12 @@ from emofeat.errors import EmofeatError
 class Lock:
     """A lock held by this process on ``path``; :meth:`release` (or the process's end) drops it."""
 
-    def __init__(self, path: Path, fd: int, exclusive: bool):
-        self.path, self._fd, self.exclusive = path, fd, exclusive
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
 
     def share(self) -> None:
         """Turn an exclusive lock into a shared one (others may then take it shared too)."""
         fcntl.flock(self._fd, fcntl.LOCK_SH)
-        self.exclusive = False
 
     def release(self) -> None:
         """Drop the lock (closing the file drops it)."""
@@ -70,7 +69,7 @@ def acquire(path: str | os.PathLike, *, exclusive: bool, what: str) -> Lock:
     if exclusive:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
-    return Lock(path, fd, exclusive)
+    return Lock(path, fd)
 
 
 def held(path: str | os.PathLike) -> bool:

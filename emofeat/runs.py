@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from emofeat import distributed, locks
 from emofeat.atomic import atomic_folder, foreign_entries, write_text
 from emofeat.crossfit import FoldPlan
+from emofeat.encoders.source import HEAD_CONFIG
 from emofeat.errors import EmofeatError
 from emofeat.metrics import FOLD_KEYS
 from emofeat.metrics import fold_summary as summarise
@@ -171,7 +172,16 @@ class RunFolder:
     def differing_options(self, config: dict[str, Any]) -> list[str]:
         """Options whose value differs from those the run was made with."""
         old = self.read_config()
-        return sorted(k for k in config if old.get(k) != config[k] and k not in RESUMABLE_KEYS)
+        # Adding a model refit on all train rows (refit off -> on) keeps the fold models as they
+        # are (train_folds keeps finished folds): only fold-all is trained.
+        added_refit = not old.get("refit") and config.get("refit")
+        return sorted(
+            k
+            for k in config
+            if old.get(k) != config[k]
+            and k not in RESUMABLE_KEYS
+            and not (k == "refit" and added_refit)
+        )
 
     def write_config(self, config: dict[str, Any], seed: int | None) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -214,10 +224,6 @@ class RunFolder:
         self.lock(exclusive=overwrite)
         if self.exists() and not overwrite:
             differ = self.differing_options(config)
-            if differ == ["refit"] and config.get("refit"):
-                # Adding a model refit on all train rows to a run: its fold models stay as they
-                # are (train_folds keeps finished folds), only fold-all is trained.
-                differ = []
             if differ:
                 raise EmofeatError(
                     f"{self.path} holds a run made with other options or inputs "
@@ -246,8 +252,8 @@ class RunFolder:
             )
         except EmofeatError as err:
             training = [
-                f"{lock.name[1:-5]}{locks.holder(lock)}"
-                for lock in sorted(self.path.glob(".fold-*.lock"))
+                f"{lock.stem[1:]}{locks.holder(lock)}"  # .fold-0.lock -> fold-0
+                for lock in sorted(self.path.glob(self._fold_lock_path("*").name))
                 if locks.held(lock)
             ]
             if training:
@@ -257,12 +263,6 @@ class RunFolder:
                     "replacing the run"
                 ) from None
             raise err from None
-
-    def release(self) -> None:
-        """Drop the run's writer lock (the process's end drops it too)."""
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def clear(self) -> None:
         """Remove the run (``--overwrite``); only a folder :meth:`check_writable` accepted."""
@@ -411,10 +411,15 @@ class RunFolder:
         if not distributed.is_main():
             return contextlib.nullcontext()
         self.path.mkdir(parents=True, exist_ok=True)
-        name = self.fold_name(fold)
         return locks.acquire(
-            self.path / f".{name}.lock", exclusive=True, what=str(self.fold_dir(fold))
+            self._fold_lock_path(self.fold_name(fold)),
+            exclusive=True,
+            what=str(self.fold_dir(fold)),
         )
+
+    def _fold_lock_path(self, name: str) -> Path:
+        """The lock file of fold folder ``name`` (``*``: a glob of every fold's)."""
+        return self.path / f".{name}.lock"
 
     def fold_rows(self, fold: int) -> dict[str, list[str]]:
         """``{"train": ids, "select": ids}`` of a finished fold ({} for runs made before emofeat
@@ -504,7 +509,7 @@ def fine_tuned_without_record(folder: str | os.PathLike) -> bool:
     folder = Path(folder)
     if (folder / ROWS).is_file():
         return False
-    if (folder / "head.json").is_file():
+    if (folder / HEAD_CONFIG).is_file():
         return True
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))

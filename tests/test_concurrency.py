@@ -6,6 +6,7 @@ its fold's, exclusive) and says so on stdout before the test goes on: a handshak
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -102,5 +103,5 @@ def test_jobs_on_different_folds_share_the_run():
         a.release()
         b.release()
         c = locks.acquire(path, exclusive=True, what="run")
-        assert path.read_text() == str(__import__("os").getpid())
+        assert path.read_text() == str(os.getpid())
         c.release()

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from emofeat.errors import ModelError
 
+# A fine-tuned speech fold's head definition (emofeat.encoders.speech writes it): its presence
+# says a folder was fine-tuned, and it records the head and whether the audio was reversed.
+HEAD_CONFIG = "head.json"
+
 
 def model_type(folder: Path) -> str:
     """The ``model_type`` a model folder's ``config.json`` names."""

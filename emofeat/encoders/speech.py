@@ -42,11 +42,10 @@ from emofeat.audio import (
     resampled_length,
 )
 from emofeat.encoders.base import Encoder, masked_mean, register_family
-from emofeat.encoders.source import check_weights, loading, local_source
+from emofeat.encoders.source import HEAD_CONFIG, check_weights, loading, local_source
 from emofeat.errors import ModelError
 
 HEAD_WEIGHTS = "head.safetensors"
-HEAD_CONFIG = "head.json"
 
 
 class SpeechHead(nn.Module):
@@ -587,3 +586,20 @@ class WhisperSpeechEncoder(SpeechEncoder):
     def subset(self, inputs, pieces):
         index = torch.as_tensor(pieces, device=inputs["lengths"].device)
         return {k: v[index] for k, v in inputs.items()}  # every piece spans 30 s already
+
+
+def recorded_reverse(folder: str | os.PathLike) -> bool:
+    """Whether a fine-tuned speech fold folder's head definition says it was trained on
+    time-reversed audio; False for any other folder (a pretrained checkpoint has none).
+
+    Args:
+        folder: A model folder.
+
+    Returns:
+        The recorded ``reverse``.
+    """
+    try:
+        head = json.loads((Path(folder) / HEAD_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(head.get("reverse", False)) if isinstance(head, dict) else False

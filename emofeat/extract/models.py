@@ -17,25 +17,13 @@ from emofeat.crossfit import FoldPlan
 from emofeat.encoders import families, resolve
 from emofeat.encoders.base import Encoder, InputOptions
 from emofeat.encoders.source import local_source
+from emofeat.encoders.speech import recorded_reverse
 from emofeat.errors import EmofeatError
 from emofeat.extract.config import ExtractConfig
 from emofeat.records import weights_digests
 from emofeat.runs import RunFolder, RunInfo, fine_tuned_without_record, trained_rows
 
 log = logging.getLogger(__name__)
-
-
-def folder_reverse(folder: str) -> bool:
-    """Whether a model folder's ``head.json`` (an emofeat speech fold) says it was trained on
-    time-reversed audio; False for any other folder."""
-    import json
-    from pathlib import Path
-
-    try:
-        head = json.loads((Path(folder) / "head.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(head.get("reverse", False)) if isinstance(head, dict) else False
 
 
 @dataclass
@@ -112,7 +100,7 @@ def load_models(cfg: ExtractConfig) -> Models:
         sample_rate=int(getattr(processor, "sampling_rate", 0) or 16000),
         # A fine-tuned speech folder records whether it hears time-reversed audio (head.json):
         # loaded as a frozen encoder it still hears what it was trained on, unless told.
-        reverse=folder_reverse(source) if cfg.reverse is None else bool(cfg.reverse),
+        reverse=recorded_reverse(source) if cfg.reverse is None else bool(cfg.reverse),
         max_seconds=cfg.max_seconds,
         text_filter=cfg.text_filter,
         sequence_padding=cfg.sequence_padding,

@@ -143,10 +143,9 @@ def infer(
         try:
             paths.append(extract(manifest, work / f"{name}.h5", cfg))
         except StoreMismatchError as err:
-            problems = str(err).split("\n")[1:-1]
             raise EmofeatError(
                 f"{work / f'{name}.h5'} is a store of other rows or options "
-                f"({'; '.join(p.strip() for p in problems[:2])}): --work {work} holds the stores "
+                f"({'; '.join(err.problems[:2])}): --work {work} holds the stores "
                 "of another infer call; give another --work, or delete that folder"
             ) from None
     with load_level1(paths, allow_incomplete=opts.skip_bad, flag="--skip-bad") as level1:

@@ -36,7 +36,7 @@ from emofeat.atomic import (
     atomic_path,
     write_text,
 )
-from emofeat.crossfit import FoldPlan, combine_evidence
+from emofeat.crossfit import FoldPlan, combine_evidence, known_in_sample
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
 from emofeat.outputs import check_output, register_csv_kind
@@ -135,14 +135,6 @@ def in_sample_evidence(level1: Level1, train: np.ndarray) -> tuple[list[str], np
     return problems, np.ones(len(level1), bool) if per_row is None else per_row
 
 
-def base_in_sample(level1: Level1) -> np.ndarray:
-    """Per row, whether a base model that produced one of its level-1 values trained on it (or
-    chose its checkpoint on it), as the stores' own evidence says; rows of stores that do not
-    record their evidence count as not known to be in-sample."""
-    flags = [f for f in level1.in_sample if f is not None]
-    return np.logical_or.reduce(flags) if flags else np.zeros(len(level1), bool)
-
-
 def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     """Choose hyperparameters by CV over the stores' folds, cross-validate the ensemble on the
     train rows and fit the final meta-learner on all of them. Test rows are not touched."""
@@ -151,7 +143,7 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
     train = plan.train_rows
     labelled_test = np.flatnonzero(plan.labelled & (plan.split == "test"))
     # A test row a base model trained on (its store's evidence says so) is never scored as test.
-    seen = base_in_sample(level1)[labelled_test]
+    seen = known_in_sample(level1.in_sample, len(level1))[labelled_test]
     test, test_in_sample = labelled_test[~seen], labelled_test[seen]
     if not len(train):
         raise EmofeatError("no labelled train rows are done in every store")
@@ -356,7 +348,9 @@ def _write_stack_files(
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
     proba = fitted.model.predict_proba(level1)
-    origin = np.where(base_in_sample(level1), "in-sample", "out-of-sample").astype(object)
+    origin = np.where(
+        known_in_sample(level1.in_sample, len(level1)), "in-sample", "out-of-sample"
+    ).astype(object)
     origin[fitted.train] = "in-sample"
     # A row whose level-1 values are in-sample (or unknown) stays "in-sample" below: the
     # meta-learner's CV cannot make a base model's in-sample value cross-validated.
@@ -498,7 +492,7 @@ def predict(
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         out_csv = Path(out_csv)
         # In-sample: the meta-learner was fitted on the row, or a base model trained on it.
-        seen = base_in_sample(level1)
+        seen = known_in_sample(level1.in_sample, len(level1))
         origin = np.array(
             [
                 "in-sample" if u in fitted_on or s else "out-of-sample"

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from emofeat import __version__
+from emofeat import __version__, locks
 from emofeat.atomic import atomic_path
 from emofeat.errors import StoreError, StoreMismatchError
 from emofeat.store.recover import clear_status_flags, extend_to_stored_eof, status_flags
@@ -332,14 +332,7 @@ def _recover_if_crashed(path: Path) -> None:
 
 def writer_alive(path: Path) -> bool:
     """Whether a live writer holds the store's advisory lock (see :class:`StoreWriter`)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing also releases a lock this probe took
-    return False
+    return locks.held(path)
 
 
 def create_store(
@@ -505,7 +498,8 @@ def check_resumable(path: str | os.PathLike, layout: StoreLayout) -> None:
         raise StoreMismatchError(
             f"{path} exists and was made for something else:\n  "
             + "\n  ".join(problems)
-            + "\nPass --overwrite (overwrite=True) to replace it, or write to another path."
+            + "\nPass --overwrite (overwrite=True) to replace it, or write to another path.",
+            problems,
         )
 
 
