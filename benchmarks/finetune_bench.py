@@ -82,7 +82,7 @@ def options(case: str, folder: Path, args) -> dict:
         scheduler="linear",
         dropout=0.1,
         freeze_feature_encoder=False,
-        group_by_length=True,
+        batch_order="length",
         device=args.device,
         max_len=64,
     )

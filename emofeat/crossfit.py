@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emofeat.corpus.labels import segment_of
 from emofeat.errors import printable
 
 if TYPE_CHECKING:
@@ -230,11 +231,12 @@ class FoldPlan:
         Returns:
             (N,) bool: true where the row is in-sample.
         """
-        used_sets = [set(map(str, u)) for u in used]
+        used_sets = _segments(used)
+        segments = [segment_of(u) for u in self.ids]
         out = np.zeros(len(self), bool) if inputs is None else np.asarray(inputs, bool).copy()
         for models, rows in groups:
             for r in rows:
-                out[r] |= any(self.ids[r] in used_sets[i] for i in models)
+                out[r] |= any(segments[r] in used_sets[i] for i in models)
         return out
 
     # -- checks
@@ -255,22 +257,23 @@ class FoldPlan:
             saw, one held out by other models than its fold's, a row outside the labelled train rows
             that a model learned from — and the first ``limit`` of them in words.
         """
-        used_sets = [set(map(str, u)) for u in used]
+        used_sets = _segments(used)
         seen = set().union(*used_sets) if used_sets else set()
         train = self.labelled_train
         problems: list[str] = []
         count = 0
         for r, uid in enumerate(self.ids):
-            holders = [model_folds[i] for i, u in enumerate(used_sets) if uid not in u]
+            segment = segment_of(uid)
+            holders = [model_folds[i] for i, u in enumerate(used_sets) if segment not in u]
             shown = printable(uid)  # an id may hold control characters
             message = ""
             if train[r] and len(model_folds) > 1:
-                if uid not in seen:
+                if segment not in seen:
                     message = f"{shown}: train row in fold {self.fold[r]} of the manifest, never seen by the run"
                 elif holders != [self.fold[r]]:
                     held_by = holders[0] if len(holders) == 1 else holders
                     message = f"{shown}: manifest fold {self.fold[r]}, run fold {held_by}"
-            elif self.split[r] != "train" and uid in seen:
+            elif self.split[r] != "train" and segment in seen:
                 message = (
                     f"{uid}: {self.split[r]} row in the manifest, but fold models trained on it"
                 )
@@ -384,3 +387,10 @@ def combine_evidence(
     known = [np.asarray(f, bool) for f in flags if f is not None]
     combined = None if len(known) < len(flags) else np.logical_or.reduce(known)
     return Evidence(combined, problems)
+
+
+def _segments(used: Sequence[Iterable[str]]) -> list[set[str]]:
+    """Per model, the segments it learned from: the copies of a multi-label segment
+    (``SEG#label``) are one segment, so evidence holds across manifests made with any
+    ``--multilabel`` policy."""
+    return [{segment_of(str(u)) for u in ids} for ids in used]

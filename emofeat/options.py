@@ -54,6 +54,7 @@ class Spec:
     flag: bool = False
     cli: bool = True
     default_text: str | None = None
+    path: bool = False
 
     def names(self) -> tuple[str, ...] | None:
         """The allowed strings (a lazy registry is asked on first use)."""
@@ -81,6 +82,7 @@ def option(
     flag: bool = False,
     cli: bool = True,
     default_text: str | None = None,
+    path: bool = False,
 ) -> Any:
     """A config field declared as an option.
 
@@ -99,6 +101,8 @@ def option(
         cli: whether the command line offers it (options only a config file or a library call
             sets, such as a label list).
         default_text: how help states a default that is decided at run time (``None``).
+        path: the value may name a local file or folder; an artifact's record holds it
+            relative to the record (so that a project folder can move with it).
 
     Returns:
         A :func:`dataclasses.field` carrying the declaration.
@@ -117,6 +121,7 @@ def option(
         flag=flag,
         cli=cli,
         default_text=default_text,
+        path=path,
     )
     metadata = {_META: spec}
     if isinstance(default, list | dict):
@@ -401,6 +406,11 @@ def option_names(cls: type) -> tuple[str, ...]:
 def identity_keys(cls: type) -> tuple[str, ...]:
     """The names of ``cls``'s options declared ``identity=True``."""
     return tuple(d.name for d in declared(cls) if d.spec.identity)
+
+
+def path_keys(cls: type) -> tuple[str, ...]:
+    """The names of ``cls``'s options declared ``path=True`` (values that may name local files)."""
+    return tuple(d.name for d in declared(cls) if d.spec.path)
 
 
 # ------------------------------------------------------------------------- files and resolution

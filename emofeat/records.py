@@ -16,6 +16,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,52 @@ def resolve_path(recorded: str, base: str | os.PathLike) -> Path:
         return path
     beside = Path(base) / path
     return beside if beside.exists() or not path.exists() else path
+
+
+def record_paths(
+    values: Mapping[str, Any], keys: Iterable[str], base: str | os.PathLike
+) -> dict[str, Any]:
+    """``values`` as a record at ``base`` holds them: each of ``keys`` that names an existing
+    local file or folder written relative to ``base`` (:func:`relative_path`); other values (a
+    hub id, a short model name, None) as given.
+
+    Args:
+        values: Option values.
+        keys: The options that may name a local path (declared ``path=True``).
+        base: The folder of the file that records them.
+
+    Returns:
+        A copy of ``values``.
+    """
+    out = dict(values)
+    for k in keys:
+        v = out.get(k)
+        if v and Path(str(v)).exists():
+            out[k] = relative_path(v, base)
+    return out
+
+
+def resolve_paths(
+    values: Mapping[str, Any], keys: Iterable[str], base: str | os.PathLike
+) -> dict[str, Any]:
+    """The inverse of :func:`record_paths`: each of ``keys`` that names a path existing relative
+    to ``base`` resolved from there; other values as recorded (older records held paths
+    relative to where the command ran, a hub id names no local path).
+
+    Args:
+        values: Option values as a record holds them.
+        keys: The options that may name a local path.
+        base: The folder of the file that records them.
+
+    Returns:
+        A copy of ``values``.
+    """
+    out = dict(values)
+    for k in keys:
+        v = out.get(k)
+        if v and not Path(str(v)).is_absolute() and (Path(base) / str(v)).exists():
+            out[k] = str(Path(base) / str(v))
+    return out
 
 
 def provenance(

@@ -169,3 +169,19 @@ def test_other_models_are_those_that_predict_rows_outside_the_labelled_train_row
     assert plan.other_models(plan.model_groups([-1])) == [0]
     train_only = plan.subset(np.arange(4))
     assert train_only.other_models(train_only.model_groups([0, 1])) == []
+
+
+def test_evidence_matches_the_copies_of_a_multilabel_segment():
+    """A model that trained on ``u8#happy`` (a --multilabel duplicate copy) has heard u8: in a
+    manifest made with another policy, test row u8 is in-sample, and a train copy is matched
+    to its segment. A '#' that is not a label copy stays part of the id."""
+    p = plan(ids=[*IDS[:8], "u8", "u9#x"])
+    groups = p.model_groups([-1])
+    flags = p.in_sample(groups, [["u8#happy", "u9", *IDS[:8]]])
+    assert flags.tolist() == [True] * 8 + [True, False]  # u9 is not u9#x
+    count, problems = p.check_models([-1], [["u8#angry", *IDS[:8]]])
+    assert count == 1 and problems[0].startswith("u8: test row")
+    # The copies of a train row held out by their fold: matched as their segment.
+    copies = plan(ids=["u0#happy", "u1#sad", *IDS[2:]])
+    used = [[u for u in IDS[:8] if FOLD[int(u[1:])] != k] for k in range(4)]
+    assert copies.check_models([0, 1, 2, 3], used) == (0, [])

@@ -222,7 +222,7 @@ def test_a_resumed_fold_is_identical_to_an_uninterrupted_one(
     cfg = resolve_config(
         "kobert-tiny", model="kobert", model_path=str(tiny_kobert), folds=0, epochs=2, seed=5
     )
-    assert cfg.group_by_length
+    assert cfg.batch_order == "length"
     finetune(manifest, tmp_path / "whole", cfg)
     real = ft._trainer_class
 
@@ -242,6 +242,49 @@ def test_a_resumed_fold_is_identical_to_an_uninterrupted_one(
     a = load(tmp_path / "whole/fold-all/model.safetensors")
     b = load(tmp_path / "resumed/fold-all/model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batch_order_and_adam_epsilon_reach_the_optimizer_and_the_sampler(
+    manifest, tiny_kobert, tmp_path, monkeypatch
+):
+    """--batch-order file trains in the manifest's order every epoch (the published KoBERT
+    notebook), random in a seeded permutation, length in buckets; --adam-epsilon is AdamW's."""
+    import emofeat.finetune.run as ft
+
+    real, seen = ft._trainer_class, {}
+
+    def recording():
+        class Recording(real()):
+            def train(self, *a, **k):
+                out = super().train(*a, **k)
+                sampler = self._get_train_sampler()
+                seen[self.batch_order] = (
+                    [list(sampler) for _ in range(2)],
+                    self.optimizer.param_groups[0]["eps"],
+                )
+                return out
+
+        return Recording
+
+    monkeypatch.setattr(ft, "_trainer_class", recording)
+    for order in ("file", "random", "length"):
+        cfg = resolve_config(
+            "kobert-tiny",
+            model="kobert",
+            model_path=str(tiny_kobert),
+            folds=0,
+            max_steps=1,
+            batch_order=order,
+            adam_epsilon=1e-6 if order == "file" else 1e-8,
+        )
+        finetune(manifest, tmp_path / order, cfg)
+    n = len(manifest.frame[manifest.split == "train"])
+    (first, again), eps = seen["file"]
+    assert first == again == list(range(n)) and eps == 1e-6
+    (first, again), eps = seen["random"]
+    assert sorted(first) == list(range(n)) and first != list(range(n)) and eps == 1e-8
+    (first, again), _ = seen["length"]
+    assert sorted(first) == list(range(n)) and first != again  # a new order each epoch
 
 
 def test_seeded_runs_are_identical_on_cpu(manifest, tiny_kobert, tmp_path):
@@ -639,9 +682,13 @@ def test_train_fraction_trains_the_reference_reverse_model_on_a_random_90_percen
     assert (
         runs["wav2vec2-rev"]["train_fraction"] == 0.9 and "train_fraction" not in runs["kobert-p05"]
     )
-    assert all(
-        o["seed"] == 42 and o["group_by_length"] is False and o["folds"] == 0 for o in runs.values()
-    )
+    assert all(o["seed"] == 42 and o["folds"] == 0 for o in runs.values())
+    # The wav2vec2 batches in random order, the KoBERT ones in file order, as published.
+    assert {n: o["batch_order"] for n, o in runs.items()} == {
+        "wav2vec2-fwd": "random",
+        "wav2vec2-rev": "random",
+        **{f"kobert-p0{p}": "file" for p in (3, 5, 7)},
+    }
 
 
 def test_refit_added_to_a_finished_run_trains_fold_all_alone(

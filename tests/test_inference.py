@@ -265,3 +265,44 @@ def test_a_project_folder_that_moves_keeps_working(
     np.testing.assert_allclose(
         after.filter(like="p_").to_numpy(), before.filter(like="p_").to_numpy(), atol=1e-6
     )
+
+
+def test_a_moved_project_with_frozen_encoder_stores_keeps_working(
+    manifest, manifest_path, tiny_kobert, tiny_wav2vec2, tmp_path, monkeypatch
+):
+    """A frozen-encoder store records its --model folder relative to itself, like a run: a
+    stack over frozen stores infers after the project folder moved (the model folders with it)."""
+    import os
+    import shutil
+
+    from emofeat.recipes.infer import infer
+
+    project = tmp_path / "project"
+    shutil.copytree(tiny_kobert, project / "models" / "kobert")
+    shutil.copytree(tiny_wav2vec2, project / "models" / "w2v")
+    monkeypatch.chdir(project)
+    stores = [
+        extract(manifest_path, Path("stores") / f"{n}.h5", ExtractConfig(model=f"models/{n}"))
+        for n in ("kobert", "w2v")
+    ]
+    with open_store(stores[0]) as s:
+        assert s.config["model"] == os.path.join("..", "models", "kobert")
+    stack(stores, "pooled-mixer", Path("stack"))
+    rows = np.flatnonzero(manifest.split == "test")[:3]
+    pd.DataFrame(
+        {
+            "id": [f"new{i}" for i in range(len(rows))],
+            "audio_path": [str(manifest.audio_path(r)) for r in rows],
+            "text": manifest.frame["text"].to_numpy()[rows],
+        }
+    ).to_csv(tmp_path / "new.csv", index=False)
+    before = pd.read_csv(infer(Path("stack"), tmp_path / "new.csv", tmp_path / "a.csv"))
+    os.rename(project, tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    after = pd.read_csv(
+        infer(tmp_path / "moved" / "stack", tmp_path / "new.csv", tmp_path / "b.csv")
+    )
+    np.testing.assert_allclose(
+        after.filter(like="p_").to_numpy(), before.filter(like="p_").to_numpy(), atol=1e-6
+    )

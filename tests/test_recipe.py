@@ -61,7 +61,7 @@ def test_reference_protocol_trains_on_all_rows_and_only_soft_votes(corpus_dir, t
     assert len(finetunes) == 5 and all("--folds 0" in line for line in finetunes)
     assert "[16/16] stack softvote" in r.output and "--meta lgbm" not in r.output
     # As the reference ran: its seed, random batch order, the reverse model on 90 %.
-    assert all("--seed 42 --no-group-by-length" in line for line in finetunes)
+    assert all("--seed 42 --batch-order" in line for line in finetunes)
     assert sum("--train-fraction 0.9" in line for line in finetunes) == 1
     # MMM's row as published: one model on all train rows, outside the soft vote.
     assert (

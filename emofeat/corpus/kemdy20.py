@@ -175,7 +175,7 @@ def read_kemdy20(
             if multilabel == "duplicate" and len(names) > 1:
                 # One row per label; the copies share a session, so group-aware folds keep
                 # them together (a fold model never sees the audio of a row it predicts).
-                rows += [{**rec, "id": f"{seg}#{n}", "label": n} for n in names]
+                rows += [{**rec, "id": label_set.copy_id(seg, n), "label": n} for n in names]
                 duplicated += len(names) - 1
                 continue
             rows.append(rec)

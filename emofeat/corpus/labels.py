@@ -29,6 +29,23 @@ AIHUB_MAP: dict[str, str] = {
 }
 
 
+# ``--multilabel duplicate`` writes one row per label of a multi-label segment, ``SEG#label``.
+COPY_SEPARATOR = "#"
+
+
+def copy_id(segment: str, name: str) -> str:
+    """The id of the copy of multi-label ``segment`` that carries label ``name``."""
+    return f"{segment}{COPY_SEPARATOR}{name}"
+
+
+def segment_of(uid: str) -> str:
+    """The segment a row id stands for: ``SEG#happy`` (a copy, :func:`copy_id`) → ``SEG``; any
+    other id is its own segment. What a model learned from is a segment's audio and text, so
+    evidence matches rows by segment (a model trained on one copy has heard every copy)."""
+    head, sep, tail = str(uid).rpartition(COPY_SEPARATOR)
+    return head if sep and tail in LABEL_NAMES else str(uid)
+
+
 def canonical(name: str) -> str:
     """Return the canonical class name of ``name`` (case and surrounding space ignored)."""
     key = str(name).strip().lower()

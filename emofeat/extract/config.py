@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emofeat.device import PRECISION_NAMES
-from emofeat.options import OptionError, Options, device_option, identity_keys, option
+from emofeat.options import (
+    OptionError,
+    Options,
+    device_option,
+    identity_keys,
+    option,
+    path_keys,
+)
 
 TEST_ROWS = ("mean", "refit")
 TEXT_FILTERS = ("none", "hangul")
@@ -26,11 +33,16 @@ class ExtractConfig(Options):
     """Options of one extraction; every option but ``overwrite`` is recorded beside the store."""
 
     model: str | None = option(
-        None, help="Frozen encoder: kobert, wav2vec2, a hub id or a folder.", identity=True
+        None,
+        help="Frozen encoder: kobert, wav2vec2, a hub id or a folder.",
+        identity=True,
+        path=True,
     )
-    model_path: str | None = option(None, help="Local copy of the named hub model.", identity=True)
+    model_path: str | None = option(
+        None, help="Local copy of the named hub model.", identity=True, path=True
+    )
     run: str | None = option(
-        None, help="A fine-tuned run folder (out-of-fold logits).", identity=True
+        None, help="A fine-tuned run folder (out-of-fold logits).", identity=True, path=True
     )
     layers: str = option(
         "last",
@@ -152,6 +164,13 @@ class ExtractConfig(Options):
                 "one of --run (fine-tuned, out-of-fold) or --model (frozen encoder)"
             )
 
+    def path_options(self) -> tuple[str, ...]:
+        """The options that name local paths here (``--model kobert``, a short name, names none):
+        a store records them relative to itself."""
+        from emofeat.encoders import MODELS
+
+        return tuple(k for k in PATH_KEYS if not (k == "model" and self.model in MODELS))
+
     def record(self) -> dict:
         """The options recorded beside the store (every one but ``overwrite``)."""
         return {k: v for k, v in self.to_dict().items() if k != "overwrite"}
@@ -163,5 +182,7 @@ VALUE_KEYS = identity_keys(ExtractConfig)
 # the weights' sha256: every value-deciding option except the paths the sha256 stands for (a
 # moved run is the same model).
 STORE_IDENTITY = tuple(k for k in VALUE_KEYS if k not in ("model", "model_path", "run"))
+# Options that may name a local folder: a store records them relative to itself.
+PATH_KEYS = path_keys(ExtractConfig)
 # Inputs a store's record holds beside the options (re-run with --config STORE.yaml).
 INPUTS = ("manifest", "out")

@@ -44,7 +44,7 @@ from emofeat.extract.compute import Work, compute
 from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
 from emofeat.extract.models import Models, Routing, load_models, route_rows
 from emofeat.outputs import check_output, register_record_kind
-from emofeat.records import dump_yaml, environment, provenance, relative_path
+from emofeat.records import dump_yaml, environment, provenance, record_paths, relative_path
 from emofeat.store import (
     Provenance,
     StoreLayout,
@@ -216,7 +216,10 @@ def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig, *, out: Path) ->
         # The store's identity: the options that decide its values and the weights that
         # computed them (one sha256 per fold model), so a resume never mixes two models.
         config={
-            **{k: getattr(cfg, k) for k in VALUE_KEYS},
+            # Local paths relative to the store, so that a project folder can move.
+            **record_paths(
+                {k: getattr(cfg, k) for k in VALUE_KEYS}, cfg.path_options(), Path(out).parent
+            ),
             "weights_sha256": per_model_sha256,
             # What predicted the test rows, in words (stack reports name it).
             "test_predictions": describe_test_predictions(

@@ -29,6 +29,9 @@ SCHEDULERS = (
 REPORT_TO = ("none", "tensorboard")
 
 
+BATCH_ORDERS = ("length", "random", "file")
+
+
 @dataclass
 class FinetuneConfig(Options):
     """Every option of a fine-tuning run; :func:`resolve_config` fills it from a preset, a config
@@ -55,6 +58,13 @@ class FinetuneConfig(Options):
     grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1, high=65_536)
     lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, high=10, low_open=True)
     weight_decay: float = option(0.01, help="AdamW weight decay.", low=0, high=100)
+    adam_epsilon: float = option(
+        1e-8,
+        help="AdamW's epsilon (Trainer's default; the published KoBERT notebook used 1e-6).",
+        low=0,
+        high=1,
+        low_open=True,
+    )
     scheduler: str = option("linear", help="Learning-rate schedule.", choices=SCHEDULERS)
     warmup_ratio: float = option(0.1, help="Fraction of steps warming up.", low=0, high=1)
     max_grad_norm: float = option(1.0, help="Gradient clipping norm.", low=0, low_open=True)
@@ -114,8 +124,12 @@ class FinetuneConfig(Options):
         "emofeat[tensorboard]`).",
         choices=REPORT_TO,
     )
-    group_by_length: bool = option(
-        True, help="Batches of similar length (on) or in random order (the reference)."
+    batch_order: str = option(
+        "length",
+        help="Training batches: length (rows of similar length together, the batches in random "
+        "order), random (the reference's wav2vec2, Trainer's default) or file (the manifest's "
+        "order, as the published KoBERT notebook).",
+        choices=BATCH_ORDERS,
     )
     seed: int = seed_option()
     device: str = device_option()

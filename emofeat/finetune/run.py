@@ -150,7 +150,12 @@ def _trainer_class():
 
     class EmofeatTrainer(Trainer):
         """Length grouping from precomputed lengths (the stock one would decode every clip), and
-        a stop at the first non-finite loss (NaN weights are never saved as a model)."""
+        a stop at the first non-finite loss (NaN weights are never saved as a model).
+        ``batch_order``: :data:`~emofeat.finetune.config.BATCH_ORDERS`."""
+
+        def __init__(self, *args, batch_order: str = "length", **kwargs):
+            super().__init__(*args, **kwargs)
+            self.batch_order = batch_order
 
         def training_step(self, model, inputs, *args, **kwargs):
             loss = super().training_step(model, inputs, *args, **kwargs)
@@ -164,7 +169,9 @@ def _trainer_class():
 
         def _get_train_sampler(self, *args, **kwargs):
             lengths = getattr(self.train_dataset, "lengths", None)
-            if self.args.group_by_length and lengths is not None:
+            if self.batch_order == "file":
+                return torch.utils.data.SequentialSampler(self.train_dataset)
+            if self.batch_order == "length" and lengths is not None:
                 # A global batch: every process's share of it (DDP) has similar lengths too.
                 size = self.args.per_device_train_batch_size * self.args.world_size
                 return LengthBucketSampler(lengths, size, seed=self.args.seed)
@@ -327,7 +334,7 @@ def _training_arguments(
         fp16=cfg.fp16 and device == "cuda",
         bf16=cfg.bf16,
         gradient_checkpointing=cfg.gradient_checkpointing,
-        group_by_length=cfg.group_by_length,
+        adam_epsilon=cfg.adam_epsilon,
         remove_unused_columns=False,
         use_cpu=device == "cpu",
         save_safetensors=True,
@@ -363,6 +370,7 @@ def _trainer(model, *, cfg: FinetuneConfig, args, train, select, encoder: Encode
         data_collator=encoder.collator(),
         compute_metrics=_metrics,
         callbacks=callbacks,
+        batch_order=cfg.batch_order,
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_labelled_progress(label))

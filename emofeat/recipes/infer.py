@@ -33,6 +33,7 @@ from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
 from emofeat.outputs import check_output
+from emofeat.records import resolve_paths
 from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import write_predictions
 from emofeat.stack.folder import StackFolder
@@ -67,6 +68,9 @@ def extraction_plan(
                 "stack fitted without it"
             )
         values = {k: config[k] for k in VALUE_KEYS if k in config}
+        # A frozen encoder's folder, as the store recorded it (relative to itself).
+        keys = ExtractConfig(**values).path_options()
+        values = resolve_paths(values, keys, Path(path).parent)
         run = runs.pop(name, run)
         if run:
             values.update(run=str(run), model=None, model_path=None)

@@ -47,13 +47,15 @@ BASE_MODELS = (
 # crossfit: emofeat's protocol (K fold models per configuration, out-of-fold stores, every
 # meta-learner); reference: as the reference ran (one model per configuration on all train
 # rows, the fixed-weight soft vote, which fits nothing on the train rows).
-# How the reference ran each model, beyond its hyperparameters: its seed (42), batches in random
-# order (no length grouping), and the reverse wav2vec2 on a random 90 % of the train rows (it
+# How the reference ran each model, beyond its hyperparameters: its seed (42), the wav2vec2
+# batches in random order (Trainer's sampler), the KoBERT batches in file order (its notebook's
+# DataLoader did not shuffle), and the reverse wav2vec2 on a random 90 % of the train rows (it
 # held out 10 % as a validation set that chose nothing).
 # "*" applies to every model, a model's own entry on top of it.
 REFERENCE_RUN: dict[str, dict[str, Any]] = {
-    "*": {"seed": 42, "group_by_length": False},
+    "*": {"seed": 42, "batch_order": "random"},
     "wav2vec2-rev": {"train_fraction": 0.9},
+    **{f"kobert-p0{p}": {"batch_order": "file"} for p in (3, 5, 7)},
 }
 REFERENCE_WEIGHTS = "0.25,0.25,1/6,1/6,1/6"  # the reference's soft-vote weights, in that order
 
