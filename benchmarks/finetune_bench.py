@@ -126,7 +126,7 @@ def prebuilt_batches(manifest: Path, opts: dict):
     m = read_manifest(manifest)
     cfg = resolve_config(**opts)
     spec = resolve(cfg.model, cfg.model_path)
-    _, encoder, min_len = build_model(spec, cfg)
+    _, encoder, min_len = build_model(spec, cfg, m.label_names)
     rows = FoldPlan.from_manifest(m).train_rows
     checked = encoder.check_rows(m, rows, skip_bad=False, min_length=min_len)
     data = UtteranceDataset(m, checked.good, encoder, min_len=min_len)
@@ -156,7 +156,9 @@ def fresh_model(opts: dict):
 
     cfg = resolve_config(**opts)
     torch.manual_seed(cfg.seed)
-    return build_model(resolve(cfg.model, cfg.model_path), cfg)[0]
+    from emofeat.corpus.labels import LABEL_NAMES
+
+    return build_model(resolve(cfg.model, cfg.model_path), cfg, LABEL_NAMES)[0]
 
 
 def _seeded(seed: int) -> torch.Generator:

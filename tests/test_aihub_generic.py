@@ -41,10 +41,10 @@ def test_unknown_emotion_and_duplicates_are_named(tmp_path):
 def test_generic_csv_with_and_without_labels(tmp_path):
     sf.write(tmp_path / "x.wav", np.zeros(800, dtype=np.float32), 16000)
     (tmp_path / "c.csv").write_text(
-        "id,audio_path,text,label\nu1,x.wav,안녕,disgust\nu2,x.wav,네,\n", encoding="utf-8"
+        "id,audio_path,text,label\nu1,x.wav,안녕, Disgust \nu2,x.wav,네,\n", encoding="utf-8"
     )
     frame, _ = read_csv_corpus(tmp_path / "c.csv")
-    assert list(frame["label"]) == ["disqust", ""]
+    assert list(frame["label"]) == ["disgust", ""]  # a generic corpus's labels are its own
     assert frame["audio_path"].iloc[0] == str(tmp_path / "x.wav")
     (tmp_path / "d.csv").write_text("id,audio_path\nu1,x.wav\n", encoding="utf-8")
     with pytest.raises(CorpusError, match="text"):

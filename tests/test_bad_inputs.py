@@ -247,8 +247,12 @@ def config_label_names(ctx):
     from emofeat.finetune.config import resolve_config
     from emofeat.finetune.run import finetune
 
-    cfg = resolve_config("kobert-tiny", model=str(ctx["w2v"]), label_names=["a", "b", "c"])
+    # The classes come from the manifest alone: a config file cannot give them a second time.
+    (ctx["tmp"] / "labels.yaml").write_text("label_names: [a, b, c]\n")
     try:
+        cfg = resolve_config(
+            "kobert-tiny", config_file=ctx["tmp"] / "labels.yaml", model=str(ctx["w2v"])
+        )
         return finetune(ctx["manifest"], ctx["tmp"] / "run", cfg)
     finally:
         assert not (ctx["tmp"] / "run").exists()
@@ -370,7 +374,7 @@ CASES = [
     ("plot-tsne-five-rows", plot_tsne_five_rows, EmofeatError, "a tsne map needs 6 at least"),
     ("tiny-hidden-7", tiny_option(hidden=7), OptionError, "--hidden must be a multiple of 4"),
     ("tiny-layers-negative", tiny_option(layers=-1), OptionError, "--layers must be an integer"),
-    ("config-label-names", config_label_names, OptionError, "leave label_names out of the config"),
+    ("config-label-names", config_label_names, OptionError, "unknown option(s) label_names"),
     # 272 bytes of nested aliases expand to ~40 MB of text, one level more to gigabytes.
     ("yaml-aliases", yaml_config(LAUGHS), EmofeatError, "YAML aliases (*name) are not accepted"),
     ("yaml-unknown-option", yaml_config("learning_rate: 1\n"), EmofeatError, "unknown option"),
@@ -413,7 +417,13 @@ CASES = [
     ("run-folds-huge", broken_run("folds"), EmofeatError, "folds must be 0 or 2..1000"),
     ("one-row-corpus", one_row_corpus, CorpusError, "a test split needs two at least"),
     ("fold-fractional", fractional_fold, ManifestError, "non-integer fold"),
-    ("synth-no-sessions", synth_option(sessions=0), OptionError, "--sessions must be an integer"),
+    ("synth-negative-sessions", synth_option(sessions=-1), OptionError, "--sessions must be"),
+    (
+        "synth-nothing",
+        synth_option(sessions=0, aihub=0),
+        OptionError,
+        "--sessions, --aihub and --csv are all 0: nothing to write",
+    ),
     ("synth-seconds-nan", synth_option(max_seconds=float("nan")), OptionError, "--max-seconds"),
     *[
         (f"finetune-{key}-{value}", finetune_option(**{key: value}), EmofeatError, fragment)

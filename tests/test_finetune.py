@@ -11,6 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from emofeat.audio import load_audio
+from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.encoders import resolve
 from emofeat.encoders.speech import (
     SpeechClassifier,
@@ -135,9 +136,9 @@ def test_fold_count_must_match_the_manifest(manifest, tiny_kobert, tmp_path):
 
 def test_hub_models_offline_give_a_clear_message():
     with pytest.raises(ModelError, match=r"monologg/kobert.*--model-path"):
-        build_model(resolve("kobert"), FinetuneConfig())
+        build_model(resolve("kobert"), FinetuneConfig(), LABEL_NAMES)
     with pytest.raises(ModelError, match="kresnik/wav2vec2-large-xlsr-korean"):
-        build_model(resolve("wav2vec2"), FinetuneConfig())
+        build_model(resolve("wav2vec2"), FinetuneConfig(), LABEL_NAMES)
 
 
 def test_other_options_refused_and_bad_rows(kobert_run, manifest, tiny_kobert, tmp_path):
@@ -613,7 +614,7 @@ def test_fast_presets_differ_from_the_reference_as_documented_and_attention_reac
     for attention in ("sdpa", "eager"):
         cfg = resolve_config(fast, model=model_name, attention=attention, dropout=0.0)
         torch.manual_seed(0)
-        model, encoder, _ = build_model(spec, cfg)
+        model, encoder, _ = build_model(spec, cfg, LABEL_NAMES)
         assert model.config._attn_implementation == attention
         model.eval()
         x = {"input": "오늘 기분이 좋아요" if kind == "text" else np.zeros(16000, np.float32)}

@@ -68,11 +68,34 @@ def test_manifest_round_trip(manifest, tmp_path):
     assert (out.with_suffix(".yaml")).is_file()
 
 
+def test_a_manifest_holds_one_label_set(manifest, tmp_path):
+    """The sidecar records the label set; a label outside it is refused on writing. A manifest
+    without a record finds its set in its rows: KEMDy's seven when every label is one of them
+    (``disgust`` the alias of ``disqust``), else the sorted labels it holds."""
+    from emofeat.corpus.labels import KEMDY, LabelSet
+
+    frame = manifest.frame.copy()
+    frame.loc[0, "label"] = "bored"
+    with pytest.raises(ManifestError, match="'bored'.*angry, disqust, fear"):
+        write_manifest(frame, tmp_path / "bad.csv", labels=KEMDY)
+    assert not (tmp_path / "bad.csv").exists()
+    four = LabelSet(("sad", "happy", "angry", "neutral"))  # a stated order, kept
+    small = manifest.frame[manifest.frame.label.isin(four.names)]
+    write_manifest(small, tmp_path / "four.csv", labels=four)
+    m = read_manifest(tmp_path / "four.csv")
+    assert m.label_names == ["sad", "happy", "angry", "neutral"]
+    assert [m.label_names[i] for i in m.label_indices] == list(small.label)
+    plain = manifest.frame.assign(label=["Disgust"] + list(manifest.frame.label[1:]))
+    plain.to_csv(tmp_path / "plain.csv", index=False)  # no sidecar: found in the rows
+    assert read_manifest(tmp_path / "plain.csv").label_set == KEMDY
+    frame.to_csv(tmp_path / "eight.csv", index=False)
+    assert read_manifest(tmp_path / "eight.csv").label_names == sorted([*KEMDY.names, "bored"])
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [
         (lambda f: f.assign(id=["x"] * len(f)), "duplicate id"),
-        (lambda f: f.assign(label=["bored"] * len(f)), "bored"),
         (lambda f: f.assign(split=["dev"] * len(f)), "split must be train or test"),
         (lambda f: f.assign(fold=[0] * len(f)), "test rows must have fold -1"),
         (lambda f: f.drop(columns=["text"]), "missing column"),

@@ -101,6 +101,26 @@ def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
     return row
 
 
+def _check_label_sets(artifacts: Sequence[StackFolder | RunFolder]) -> None:
+    """Figures over different classes are not comparable: refuse folders of several label sets,
+    naming each set and a folder that has it (folders written before label sets were recorded
+    are not checked)."""
+    sets: dict[tuple[str, ...], Path] = {}
+    for artifact in artifacts:
+        try:
+            names = artifact.read_record()["config"].get("label_names")
+        except (KeyError, TypeError, AttributeError):
+            continue  # _checked_row names a malformed record
+        if isinstance(names, list) and names:
+            sets.setdefault(tuple(map(str, names)), artifact.path)
+    if len(sets) > 1:
+        listed = "; ".join(f"{list(names)} ({path})" for names, path in sets.items())
+        raise EmofeatError(
+            f"these folders score different label sets, whose figures do not compare: {listed}. "
+            "Compare folders of one label set (a manifest prepared with --labels/--label-map)"
+        )
+
+
 def compare(
     paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
 ) -> pd.DataFrame:
@@ -117,6 +137,7 @@ def compare(
         EmofeatError: no stack or run folder under ``paths``, or an output that is an input.
     """
     artifacts = find_artifacts(paths)
+    _check_label_sets(artifacts)
     if out:
         found = [a.path for a in artifacts]
         check_output(Path(out) / "compare.csv", kind="comparison", inputs=found, what="-o")

@@ -20,7 +20,7 @@ from emofeat.corpus.config import PrepareConfig, SynthConfig
 from emofeat.options import given_options
 
 # Inputs a manifest's sidecar records beside the options (re-run with --config its sidecar).
-INPUTS = ("kemdy20", "aihub", "csv", "out")
+INPUTS = ("kemdy20", "aihub", "csv", "emobox", "out")
 
 
 @click.group()
@@ -35,7 +35,8 @@ def data() -> None:
 @declared_options(SynthConfig)
 @friendly
 def data_synth(out, **params):
-    """Write a synthetic KEMDy20 + AI Hub corpus in the real on-disk formats."""
+    """Write a synthetic KEMDy20 + AI Hub corpus in the real on-disk formats (and, with --csv,
+    a generic CSV corpus of its own classes)."""
     from emofeat.testing.synth import synthesize
 
     report = synthesize(out, **given_options(SynthConfig, params))
@@ -59,6 +60,11 @@ def data_synth(out, **params):
     help="Generic corpus CSV (id, audio_path, text[, label, session, speaker, split]).",
 )
 @click.option(
+    "--emobox",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="EmoBox's data folder (with --emobox-corpus NAME: its folds become the manifest's).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Manifest CSV to write.",
@@ -67,7 +73,7 @@ def data_synth(out, **params):
 @config_option
 @print_config_option
 @friendly
-def data_prepare(kemdy20, aihub, csv, out, config_file, print_config, **params):
+def data_prepare(kemdy20, aihub, csv, emobox, out, config_file, print_config, **params):
     """Read corpora into a manifest with a split recipe."""
     from emofeat.corpus.prepare import prepare
 
@@ -76,8 +82,11 @@ def data_prepare(kemdy20, aihub, csv, out, config_file, print_config, **params):
         return show_config(cfg)
     kemdy20, aihub = kemdy20 or inputs.get("kemdy20"), aihub or inputs.get("aihub")
     csv, out = csv or inputs.get("csv"), out or inputs.get("out")
+    emobox = emobox or inputs.get("emobox")
     need({"out": out}, "out")
-    manifest, report = prepare(out, kemdy20=kemdy20, aihub=aihub, csv=csv, **cfg.to_dict())
+    manifest, report = prepare(
+        out, kemdy20=kemdy20, aihub=aihub, csv=csv, emobox=emobox, **cfg.to_dict()
+    )
     for corpus, r in report.items():
         skipped = r.pop("skipped_missing", [])
         click.echo(
@@ -89,6 +98,26 @@ def data_prepare(kemdy20, aihub, csv, out, config_file, print_config, **params):
     click.echo(
         f"wrote {out}: {len(f)} utterances, {int((f.split == 'train').sum())} train, {int((f.split == 'test').sum())} test, {manifest.num_folds} folds"
     )
+    click.echo(f"classes: {', '.join(manifest.label_names) or 'none (unlabelled recordings)'}")
+
+
+@data.command("export")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option(
+    "--emobox",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A folder that plays EmoBox's data folder: the corpus is written to EMOBOX/NAME.",
+)
+@click.option("--name", help="The corpus name in EmoBox (default: the manifest's corpus).")
+@friendly
+def data_export(manifest, emobox, name):
+    """Write a manifest in EmoBox's metadata format (its folds, label map), so that EmoBox's
+    own code runs on the corpus."""
+    from emofeat.corpus.emobox import export_emobox
+    from emofeat.corpus.manifest import read_manifest
+
+    click.echo(f"wrote {export_emobox(read_manifest(manifest), emobox, name)}")
 
 
 @data.command("stats")

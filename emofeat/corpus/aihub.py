@@ -18,6 +18,7 @@ from emofeat.errors import CorpusError
 
 RELEASE = "5차년도_2차"
 CORPUS = "aihub"  # the manifest's corpus name of this reader's rows (split rules key on it)
+LABELS = label_set.KEMDY  # the classes this corpus declares (its 상황 words map into them)
 REQUIRED = ("wav_id", "상황", "발화문")
 
 

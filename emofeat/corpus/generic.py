@@ -1,5 +1,6 @@
 """Any other corpus: a UTF-8 CSV listing ``id, audio_path, text`` and optionally ``label,
-session, speaker, split``. Audio paths are relative to the CSV's folder unless absolute.
+session, speaker, split``. Its labels are its classes (case and surrounding space ignored);
+``--labels`` orders them and ``--label-map`` renames, merges or drops them. Audio paths are relative to the CSV's folder unless absolute.
 Rows without a label get -1 downstream (new, unlabelled recordings). A corpus may have one
 modality: an empty ``audio_path`` is a text-only row, an empty ``text`` an audio-only one (the
 commands that need the missing modality say so); a row with neither is an error."""
@@ -14,7 +15,7 @@ from emofeat.corpus import aihub, kemdy20
 from emofeat.corpus import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import normalize
-from emofeat.errors import CorpusError, LabelError
+from emofeat.errors import CorpusError
 
 REQUIRED = ("id", "audio_path", "text")
 OPTIONAL = ("label", "session", "speaker", "split")
@@ -52,10 +53,8 @@ def read_csv_corpus(
             if not audio.is_file():
                 missing.append((rec["id"], str(audio)))
                 continue
-        try:
-            label = label_set.canonical(rec["label"]) if rec.get("label", "").strip() else ""
-        except LabelError as err:
-            raise CorpusError(f"{path} line {i + 2}: {err}") from None
+        # A generic corpus's labels are its classes (data prepare decides the manifest's set).
+        label = label_set.normalise(rec.get("label", ""))
         row = {
             "id": rec["id"],
             "corpus": corpus_name(path),

@@ -30,6 +30,7 @@ from emofeat.errors import CorpusError, LabelError
 # duplicate: one row per consensus label (ids SEG#label), each with its own label (MMM's data
 # code also duplicates, but gives every copy the last label).
 CORPUS = "kemdy20"  # the manifest's corpus name of this reader's rows (split rules key on it)
+LABELS = label_set.KEMDY  # the classes this corpus declares
 _EVAL_FILE = re.compile(r"^Sess(\d+)_eval\.csv$", re.IGNORECASE)
 _SEGMENT = re.compile(r"^Sess(\d+)(_script\d+_(User\d+[MF])_\d+)$")
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from emofeat.atomic import atomic_path, write_text
-from emofeat.corpus import labels as label_set
+from emofeat.corpus.labels import UNKNOWN, LabelSet, found_label_set
 from emofeat.errors import LabelError, ManifestError
 from emofeat.outputs import check_output, is_record, register_kind, register_record_kind
 from emofeat.records import dump_yaml, provenance
@@ -55,9 +55,20 @@ class Manifest:
     path: Path | None = None
     # The options the manifest was prepared with: its ``.yaml`` sidecar, read once ({} if absent).
     prepared_config: dict = field(default_factory=dict)
+    # Its classes: as its sidecar records them, else found in its rows (None: no labels at all).
+    label_set: LabelSet | None = None
+
+    def __post_init__(self) -> None:
+        if self.label_set is None:
+            self.label_set = found_label_set(self.frame["label"])
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @property
+    def label_names(self) -> list[str]:
+        """The manifest's classes in label-index order ([] for unlabelled recordings)."""
+        return list(self.label_set.names) if self.label_set is not None else []
 
     @property
     def ids(self) -> np.ndarray:
@@ -66,8 +77,10 @@ class Manifest:
 
     @property
     def label_indices(self) -> np.ndarray:
-        """Class index per row, -1 where the label is unknown."""
-        return np.asarray(label_set.indices(self.frame["label"]), dtype=np.int16)
+        """Class index per row in :attr:`label_names`, -1 where the label is unknown."""
+        if self.label_set is None:
+            return np.full(len(self.frame), UNKNOWN, dtype=np.int16)
+        return np.asarray(self.label_set.indices(self.frame["label"]), dtype=np.int16)
 
     @property
     def split(self) -> np.ndarray:
@@ -120,8 +133,8 @@ class Manifest:
         Returns:
             (N, C) fractions, or None for a manifest prepared without them.
         """
-        cols = [SOFT_PREFIX + n for n in label_set.LABEL_NAMES]
-        if not all(c in self.frame.columns for c in cols):
+        cols = [SOFT_PREFIX + n for n in self.label_names]
+        if not cols or not all(c in self.frame.columns for c in cols):
             return None
         soft = (
             self.frame[cols]
@@ -147,8 +160,11 @@ def build_frame(rows: list[dict]) -> pd.DataFrame:
     return frame[list(COLUMNS) + extra]
 
 
-def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
-    """Check a manifest frame and return it normalised; raise ManifestError naming the problem."""
+def validate(
+    frame: pd.DataFrame, source: str = "manifest", labels: LabelSet | None = None
+) -> pd.DataFrame:
+    """Check a manifest frame and return it normalised; raise ManifestError naming the problem.
+    ``labels``: the manifest's classes (default: found in its rows); every label must be one."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"{source}: missing column(s) {', '.join(missing)}")
@@ -173,8 +189,9 @@ def validate(frame: pd.DataFrame, source: str = "manifest") -> pd.DataFrame:
         raise ManifestError(
             f"{source}: duplicate id(s) {sorted(set(dup))[:5]} ({dup.nunique()} in all); ids must be unique"
         )
+    labels = labels or found_label_set(frame["label"])
     try:
-        frame["label"] = [label_set.canonical(x) if x else "" for x in frame["label"]]
+        frame["label"] = [labels.canonical(x) if x.strip() else "" for x in frame["label"]]
     except LabelError as err:
         raise ManifestError(f"{source}: {err}") from None
     bad_split = frame.loc[~frame["split"].isin(SPLITS), "split"].unique()
@@ -200,19 +217,27 @@ def write_manifest(
     *,
     config: dict | None = None,
     seed: int | None = None,
+    labels: LabelSet | None = None,
+    label_maps: dict | None = None,
 ) -> Path:
     """Validate and write a manifest CSV atomically, with a ``.yaml`` provenance sidecar.
 
     The sidecar records the CSV's sha256 and is written first: a kill between the two leaves the
-    old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects."""
+    old CSV beside a sidecar that does not describe it, which :func:`read_sidecar` detects. It
+    also records the label set (``labels``, default: found in the rows) and how each corpus's
+    raw labels mapped into it (``label_maps``)."""
     path = Path(path)
-    frame = validate(frame, str(path))
+    labels = labels or found_label_set(frame["label"].fillna("").astype(str))
+    frame = validate(frame, str(path), labels)
     check_output(path, kind="manifest")
     check_output(sidecar_path(path), kind="manifest-sidecar", what="the manifest's sidecar")
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")
         record = provenance(config, seed, output="manifest-sidecar")
         record["csv_sha256"] = _sha256(tmp)
+        record["label_names"] = list(labels.names) if labels is not None else []
+        if label_maps:
+            record["label_maps"] = label_maps
         write_text(sidecar_path(path), dump_yaml(record))
     return path
 
@@ -245,8 +270,21 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: not UTF-8; manifests are UTF-8 CSV files") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ManifestError(f"{path}: not a readable CSV ({err})") from None
+    record = read_sidecar_record(path)
+    names = record.get("label_names")
+    labels = None
+    if isinstance(names, list) and names:
+        try:
+            labels = LabelSet(tuple(str(n) for n in names))
+        except LabelError as err:
+            raise ManifestError(f"{sidecar_path(path)}: label_names: {err}") from None
+    config = record.get("config")
     return Manifest(
-        validate(frame, str(path)), path.parent.resolve(), path.resolve(), read_sidecar(path)
+        validate(frame, str(path), labels),
+        path.parent.resolve(),
+        path.resolve(),
+        config if isinstance(config, dict) else {},
+        labels,
     )
 
 
@@ -266,6 +304,12 @@ register_kind("manifest", is_manifest)
 
 def read_sidecar(path: str | os.PathLike) -> dict:
     """The ``config`` a manifest was prepared with, from its sidecar ({} if there is none)."""
+    config = read_sidecar_record(path).get("config")
+    return config if isinstance(config, dict) else {}
+
+
+def read_sidecar_record(path: str | os.PathLike) -> dict:
+    """A manifest's whole sidecar record ({} if there is none, or if it describes another CSV)."""
     import yaml
 
     from emofeat.records import load_yaml
@@ -284,8 +328,7 @@ def read_sidecar(path: str | os.PathLike) -> dict:
         # The CSV was edited, or a prepare was killed between writing the two files.
         log.warning("%s does not describe %s (the CSV changed since); ignoring it", side, path)
         return {}
-    config = data.get("config")
-    return config if isinstance(config, dict) else {}
+    return data
 
 
 def relative_audio_paths(frame: pd.DataFrame, root: Path) -> pd.DataFrame:

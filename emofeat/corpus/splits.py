@@ -109,9 +109,21 @@ def assign_folds(frame: pd.DataFrame, k: int, *, scheme: str, seed: int) -> np.n
         return folds
     if k < 2:
         raise CorpusError(f"--folds must be 0 (no cross-fitting) or at least 2, got {k}")
+    given = pd.to_numeric(frame.get("fold", pd.Series(np.nan, frame.index)), errors="coerce")
     # Folds are assigned per corpus, so each fold holds its share of every corpus.
     for corpus, idx in frame[train].groupby("corpus", sort=False).indices.items():
         rows = np.flatnonzero(train)[idx]
+        own = given.iloc[rows]
+        if own.notna().all() and (own >= 0).all():
+            # A corpus that comes with its protocol's folds (EmoBox) keeps them.
+            n = int(own.max()) + 1
+            if n != k:
+                raise CorpusError(
+                    f"{corpus}: the corpus comes with {n} folds of its own protocol; pass "
+                    f"--folds {n}"
+                )
+            folds[rows] = own.astype(int).to_numpy()
+            continue
         folds[rows] = _corpus_folds(frame.iloc[rows], k, scheme, seed, corpus)
     return folds
 

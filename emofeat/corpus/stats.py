@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat.corpus import labels as label_set
 from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
 from emofeat.corpus.manifest import Manifest
 
@@ -16,7 +15,7 @@ def class_counts(manifest: Manifest) -> pd.DataFrame:
     frame = manifest.frame.copy()
     frame["label"] = frame["label"].replace("", "unknown")
     table = pd.crosstab([frame["corpus"], frame["split"], frame["fold"]], frame["label"])
-    cols = [c for c in (*label_set.LABEL_NAMES, "unknown") if c in table.columns]
+    cols = [c for c in (*manifest.label_names, "unknown") if c in table.columns]
     table = table[cols]
     table["total"] = table.sum(axis=1)
     return table
@@ -37,7 +36,7 @@ def long_counts(manifest: Manifest) -> pd.DataFrame:
     rows = []
     for (corpus, split), part in frame.groupby(["corpus", "split"], sort=True):
         counts = part["label"].value_counts()
-        for name in label_set.LABEL_NAMES:
+        for name in manifest.label_names:
             rows.append((corpus, split, name, int(counts.get(name, 0))))
     return pd.DataFrame(rows, columns=["corpus", "split", "class", "count"])
 
@@ -58,12 +57,22 @@ def plot_stats(manifest: Manifest, out_dir: str | Path, log_scale: bool = False)
     kemdy = counts[counts["corpus"] == KEMDY20]
     if len(kemdy):
         written.append(
-            _distribution(kemdy, "KEMDy20", out_dir / "class_distribution_kemdy20.png", log_scale)
+            _distribution(
+                kemdy,
+                "KEMDy20",
+                out_dir / "class_distribution_kemdy20.png",
+                log_scale,
+                manifest.label_names,
+            )
         )
     corpora = ", ".join(sorted(counts["corpus"].unique()))
     written.append(
         _distribution(
-            counts, f"all corpora ({corpora})", out_dir / "class_distribution_all.png", log_scale
+            counts,
+            f"all corpora ({corpora})",
+            out_dir / "class_distribution_all.png",
+            log_scale,
+            manifest.label_names,
         )
     )
     va = manifest.frame[
@@ -71,11 +80,11 @@ def plot_stats(manifest: Manifest, out_dir: str | Path, log_scale: bool = False)
     ]
     va = va.dropna(subset=["valence", "arousal"])
     if len(va):
-        written.append(_valence_arousal(va, out_dir / "valence_arousal.png"))
+        written.append(_valence_arousal(va, out_dir / "valence_arousal.png", manifest.label_names))
         summary = (
             va.groupby("label")[["valence", "arousal"]]
             .agg(["count", "mean"])
-            .reindex(label_set.LABEL_NAMES)
+            .reindex(manifest.label_names)
         )
         summary.columns = ["n", "valence_mean", "arousal_n", "arousal_mean"]
         summary = summary.drop(columns="arousal_n").fillna({"n": 0}).astype({"n": int})
@@ -85,7 +94,9 @@ def plot_stats(manifest: Manifest, out_dir: str | Path, log_scale: bool = False)
     return written
 
 
-def _distribution(counts: pd.DataFrame, what: str, out: Path, log_scale: bool) -> Path:
+def _distribution(
+    counts: pd.DataFrame, what: str, out: Path, log_scale: bool, names: list[str]
+) -> Path:
     """Grouped bars: per class, train and test side by side (train filled, test hatched), each
     bar labelled with its count, in the class's colour."""
     import numpy as np
@@ -94,9 +105,8 @@ def _distribution(counts: pd.DataFrame, what: str, out: Path, log_scale: bool) -
 
     plt = pyplot()
     table = counts.groupby(["split", "class"])["count"].sum()
-    names = list(label_set.LABEL_NAMES)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8.5, 4.2))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names) + 0.5), 4.2))
     width = 0.4
     for offset, split, hatch in ((-width / 2, "train", None), (width / 2, "test", "//")):
         heights = [int(table.get((split, n), 0)) for n in names]
@@ -104,7 +114,7 @@ def _distribution(counts: pd.DataFrame, what: str, out: Path, log_scale: bool) -
             x + offset,
             heights,
             width,
-            color=[class_color(n) for n in names],
+            color=[class_color(n, i) for i, n in enumerate(names)],
             edgecolor="black",
             linewidth=0.5,
             hatch=hatch,
@@ -123,7 +133,7 @@ def _distribution(counts: pd.DataFrame, what: str, out: Path, log_scale: bool) -
     return save_figure(fig, out)
 
 
-def _valence_arousal(frame: pd.DataFrame, out: Path) -> Path:
+def _valence_arousal(frame: pd.DataFrame, out: Path, names: list[str]) -> Path:
     """One panel per emotion: a 2-D histogram of (valence, arousal) on the 1-5 scale, so that
     thousands of overlapping points stay readable; dashed lines at the neutral 3."""
     import numpy as np
@@ -133,15 +143,17 @@ def _valence_arousal(frame: pd.DataFrame, out: Path) -> Path:
     plt = pyplot()
     from matplotlib.colors import LinearSegmentedColormap, to_rgba
 
-    names = list(label_set.LABEL_NAMES)
-    fig, axes = plt.subplots(2, 4, figsize=(13, 6.6), sharex=True, sharey=True)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.25 * cols, 3.3 * rows), sharex=True, sharey=True, squeeze=False
+    )
     bins = np.arange(0.875, 5.2, 0.25)  # centred on the quarter-steps of averaged votes
-    for ax, name in zip(axes.ravel(), names):
+    for i, (ax, name) in enumerate(zip(axes.ravel(), names)):
         part = frame[frame["label"] == name]
+        color = class_color(name, i)
         # From a light tint, not white: a cell of one utterance stays visible.
-        cmap = LinearSegmentedColormap.from_list(
-            name, [to_rgba(class_color(name), 0.18), class_color(name)]
-        )
+        cmap = LinearSegmentedColormap.from_list(name, [to_rgba(color, 0.18), color])
         if len(part):
             h = ax.hist2d(part["valence"], part["arousal"], bins=[bins, bins], cmap=cmap, cmin=1)
             fig.colorbar(h[3], ax=ax, shrink=0.8, label="utterances")
@@ -149,8 +161,9 @@ def _valence_arousal(frame: pd.DataFrame, out: Path) -> Path:
         ax.axhline(3, ls="--", lw=0.8, color="black")
         ax.set_xlim(1, 5)
         ax.set_ylim(1, 5)
-        ax.set_title(f"{name} (n={len(part)})", color=class_color(name))
-    axes.ravel()[-1].axis("off")
+        ax.set_title(f"{name} (n={len(part)})", color=color)
+    for ax in axes.ravel()[len(names) :]:
+        ax.axis("off")
     for ax in axes[-1]:
         ax.set_xlabel("valence (1-5)")
     for ax in axes[:, 0]:

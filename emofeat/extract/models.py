@@ -5,13 +5,13 @@ models that may compute it (the cross-fitting rule of :class:`emofeat.crossfit.F
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.encoders import families, resolve
@@ -54,12 +54,22 @@ class Models:
         return self.run is not None and self.run.folds > 0
 
 
-def load_models(cfg: ExtractConfig) -> Models:
+def load_models(cfg: ExtractConfig, label_names: Sequence[str] = ()) -> Models:
     """The fold models of ``cfg.run`` (with the run's input options), or the pretrained encoder
-    ``cfg.model`` for frozen embeddings."""
+    ``cfg.model`` for frozen embeddings.
+
+    ``label_names``: the manifest's classes. A run's heads must have the same classes in the
+    same order (its logits are read by index); a frozen store takes them as its label names.
+    An unlabelled manifest (no classes) takes the run's."""
     if cfg.run:
         run = RunFolder(cfg.run)
         info = run.info()
+        if label_names and list(label_names) != list(info.label_names):
+            raise EmofeatError(
+                f"run {cfg.run} was trained on the classes {info.label_names}; the manifest's "
+                f"are {list(label_names)}: extract it with a manifest of its label set (prepare "
+                "it with --labels and --label-map)"
+            )
         folds = run.fold_ids()
         if len(folds) > 1 and cfg.test_rows != "refit":  # a refit model would predict nothing
             folds = [k for k in folds if k >= 0]
@@ -109,7 +119,7 @@ def load_models(cfg: ExtractConfig) -> Models:
     return Models(
         encoder,
         [encoder.load_pretrained(source)],
-        list(LABEL_NAMES),
+        list(label_names),
         spec.source,
         digests,
         trained_on=trained_rows(source),

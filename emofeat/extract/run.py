@@ -82,7 +82,7 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     device = distributed.process_device(pick_device(cfg.device))
     check_precision(cfg.precision, device)
     _check_outputs(out, m=m, cfg=cfg)
-    loaded = load_models(cfg)
+    loaded = load_models(cfg, m.label_names)
     applied = _applied_options(cfg, loaded=loaded, device=device)
     for model in loaded.models:
         model.to(device).eval()

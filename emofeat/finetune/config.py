@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.errors import EmofeatError
 from emofeat.options import OptionError, Options, device_option, option, resolve, seed_option
 from emofeat.recipes.presets import PRESETS
@@ -156,13 +155,6 @@ class FinetuneConfig(Options):
         low=0,
         high=1,
         low_open=True,
-    )
-    label_names: list[str] = option(
-        list(LABEL_NAMES),
-        help="The classes, in label-index order.",
-        rule=lambda names: len(names) >= 2 and len(set(names)) == len(names),
-        rule_text="at least two distinct class names",
-        cli=False,
     )
 
     def check(self) -> None:

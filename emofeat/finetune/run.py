@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from emofeat import distributed
-from emofeat.corpus.labels import LABEL_NAMES
 from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
@@ -81,13 +80,17 @@ def input_options(cfg: FinetuneConfig) -> InputOptions:
 
 
 def build_model(
-    spec: ModelSpec, cfg: FinetuneConfig, encoder: Encoder | None = None
+    spec: ModelSpec,
+    cfg: FinetuneConfig,
+    label_names: Sequence[str],
+    encoder: Encoder | None = None,
 ) -> tuple[torch.nn.Module, Encoder, int]:
-    """(classifier, encoder, minimum input length) for a fresh head on a pretrained encoder
-    (``encoder``: one already loaded, whose tokenizer or feature extractor is reused)."""
+    """(classifier, encoder, minimum input length) for a fresh head of ``label_names`` (the
+    manifest's classes) on a pretrained encoder (``encoder``: one already loaded, whose
+    tokenizer or feature extractor is reused)."""
     source = local_source(spec.source)
     encoder = encoder or spec.encoder_class.from_folder(source, input_options(cfg))
-    model = encoder.new_classifier(source, cfg.label_names, cfg.dropout, cfg.attention)
+    model = encoder.new_classifier(source, list(label_names), cfg.dropout, cfg.attention)
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     return model, encoder, encoder.min_input_length(model.config)
@@ -236,7 +239,7 @@ def train_fold(
 
     set_seed(cfg.seed)
     device = pick_device(cfg.device)
-    model, encoder, min_len = build_model(spec, cfg, encoder)
+    model, encoder, min_len = build_model(spec, cfg, manifest.label_names, encoder)
     rows = fold_rows(plan, fold, cfg)
 
     def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
@@ -464,12 +467,10 @@ def finetune(
     cfg = cfg.replace(folds=_fold_count(m, plan, cfg))
     spec.encoder_class.check_max_len(local_source(spec.source), cfg.max_len)
     _check_report_to(cfg.report_to)
-    if list(cfg.label_names) != list(LABEL_NAMES):
-        # The manifest's labels are indices into its label set: a head of other classes would
-        # fail (or silently mislabel) in the middle of training, after the run folder exists.
-        raise OptionError(
-            f"label_names {list(cfg.label_names)} differ from the manifest's classes "
-            f"{list(LABEL_NAMES)}; leave label_names out of the config: the manifest decides them"
+    if len(m.label_names) < 2:
+        raise EmofeatError(
+            f"{m.path or m.root}: the manifest's label set is {m.label_names}; a classifier needs "
+            "two classes at least (prepare it with the corpus's labels, or --labels)"
         )
     encoder = spec.encoder_class.from_folder(local_source(spec.source), input_options(cfg))
     checked = _check_rows(m, plan, spec=spec, encoder=encoder, cfg=cfg)
@@ -569,6 +570,8 @@ def _run_record(m: Manifest, plan: FoldPlan, *, spec: ModelSpec, cfg: FinetuneCo
     """The run's ``config.yaml``: the options, the model and the manifest it was made from."""
     return {
         **cfg.to_dict(),
+        # The head's classes: the manifest's label set, never an option (one source of truth).
+        "label_names": m.label_names,
         "family": spec.family,
         "modality": spec.modality,
         "source": spec.source,

@@ -138,8 +138,13 @@ def infer(
     frame = build_frame(frame.to_dict("records"))
     frame["split"], frame["fold"] = "test", -1  # prediction-only rows: every fold model's mean
     manifest = work / "manifest.csv"
+    # The stack's classes: labels the CSV gives are scored in them (others are refused).
+    classes = StackFolder(stack_dir).label_set()
     write_manifest(
-        relative_audio_paths(frame, work), manifest, config={"csv": str(csv), "split": INFER_SPLIT}
+        relative_audio_paths(frame, work),
+        manifest,
+        config={"csv": str(csv), "split": INFER_SPLIT},
+        labels=classes,
     )
     paths = []
     for name, cfg in plan.items():

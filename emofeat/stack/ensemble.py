@@ -244,6 +244,9 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         "test_rows": int(len(test)),
         "test_rows_in_sample": int(len(fitted.test_in_sample)),
         "dropped_rows": int(level1.dropped),
+        # Rows without a label (new recordings, or labels a --label-map dropped): predicted,
+        # never fitted or scored.
+        "unlabelled_rows": int((level1.labels < 0).sum()),
         "in_sample_warning": fitted.warning,
         "stores": list(level1.names),
         "inputs": _inputs(fitted.model.named_steps["features"]),
@@ -341,6 +344,7 @@ def _write_stack_files(
         "stores": [str(p.resolve()) for p in level1.paths],  # --config re-runs from anywhere
         # ... and from the stack's folder, so that a project folder can move (StackFolder).
         "stores_relative": [relative_path(p, out) for p in level1.paths],
+        "label_names": list(level1.label_names),  # the classes its figures are over
     }
     record = provenance(config, fitted.config.seed, output="stack")
     write_text(folder.file(CONFIG), dump_yaml(record))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emofeat.atomic import foreign_entries
+from emofeat.corpus.labels import LabelSet
 from emofeat.errors import EmofeatError
 from emofeat.outputs import check_output, register_record_kind
 from emofeat.records import FOLDER_RECORD, read_json, read_record, resolve_path
@@ -63,6 +64,17 @@ class StackFolder:
             Path(s) if Path(s).exists() else resolve_path(r, self.path)
             for s, r in zip(stores, relative)
         ]
+
+    def label_set(self) -> LabelSet:
+        """The classes the stack predicts, in its probability columns' order (as its record
+        names them; a stack written before label sets were recorded: its first store's)."""
+        names = self.read_record()["config"].get("label_names")
+        if not names:
+            from emofeat.store import open_store
+
+            with open_store(self.stores()[0]) as s:
+                names = s.label_names
+        return LabelSet(tuple(map(str, names)))
 
     @property
     def metrics_path(self) -> Path:

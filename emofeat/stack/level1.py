@@ -71,7 +71,10 @@ class Level1:
             lg = self.logits[k]
             if lg is None:
                 raise StoreError(
-                    f"store {self.names[k]} has no logits; logit-based meta-learners need fine-tuned stores (extract --run)"
+                    f"store {self.names[k]} has no logits: it holds a frozen encoder's embeddings. "
+                    "Score them with `emofeat probe`, stack them with --meta pooled-mixer (it "
+                    "reads embeddings), or stack the fine-tuned runs' stores (`extract --run`) "
+                    "with this meta-learner"
                 )
             lg = lg.astype(np.float64)
             blocks.append(softmax(lg) if kind == "proba" else lg)

@@ -64,6 +64,12 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
     parts.append(
         f"Train rows {metrics['train_rows']}, test rows {metrics['test_rows']}, rows dropped (not done in every store) {metrics['dropped_rows']}."
         + (
+            f" {metrics['unlabelled_rows']} row(s) without a label were predicted, never fitted "
+            "or scored."
+            if metrics.get("unlabelled_rows")
+            else ""
+        )
+        + (
             f" **{metrics['test_rows_in_sample']} labelled test row(s) were left out of the test "
             "figures: a base model trained on them (their stores' evidence says so).**"
             if metrics.get("test_rows_in_sample")

@@ -276,8 +276,15 @@ class StoreLayout:
                     + (f" ({len(bad) - 1} more)" if len(bad) > 1 else "")
                 )
         if self.label_names != other.label_names:
+            same = sorted(self.label_names) == sorted(other.label_names)
             problems.append(
                 f"label_names differ: {self.label_names} {here}, {other.label_names} {there}"
+                + (
+                    " (the same classes in another order: prepare the manifests with the same "
+                    "--labels)"
+                    if same
+                    else ""
+                )
             )
         if datasets:
             if self.logits != other.logits:

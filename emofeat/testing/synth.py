@@ -349,8 +349,52 @@ def synth_aihub(
     return counts
 
 
+def synth_csv(
+    root: Path,
+    rng: np.random.Generator,
+    *,
+    n: int,
+    classes: list[str],
+    sessions: int,
+    seconds: tuple[float, float],
+) -> dict:
+    """Write ``root/own/corpus.csv`` (the generic CSV format, 16 kHz wavs under ``own/wav``)
+    labelled with ``classes``: a class named like one of the seven KEMDy20 emotions sounds and
+    reads like it, any other like the next emotion no class took, so that a corpus of any label
+    set is as learnable as the KEMDy20 replica. Returns counts."""
+    base = root / "own"
+    (base / "wav").mkdir(parents=True, exist_ok=True)
+    free = iter(n for n in label_set.LABEL_NAMES if n not in classes)
+    templates = {name: name if name in PROSODY else next(free) for name in classes}
+    p = np.array([CLASS_P[label_set.LABEL_NAMES.index(t)] for t in templates.values()])
+    rows = [["id", "audio_path", "text", "label", "session", "speaker"]]
+    voices = {(s, sex): Speaker.draw(rng, sex) for s in range(1, sessions + 1) for sex in "FM"}
+    counts = {"utterances": 0, "classes": len(classes), "channels": dict.fromkeys(CHANNELS, 0)}
+    for i in range(n):
+        s, sex = 1 + i % sessions, "FM"[(i // sessions) % 2]
+        name = classes[rng.choice(len(classes), p=p / p.sum())]
+        emotion, channel = templates[name], CHANNELS[rng.choice(3, p=CHANNEL_P)]
+        counts["channels"][channel] += 1
+        x = speech(
+            rng,
+            voices[(s, sex)],
+            p=prosody(rng, emotion, channel != "text"),
+            seconds=float(rng.uniform(*seconds)),
+            sr=16000,
+        )
+        uid = f"own{s:02d}{sex}_{i:05d}"
+        sf.write(base / "wav" / f"{uid}.wav", x, 16000, subtype="PCM_16")
+        text = transcript(rng, emotion, cued=channel != "audio", markers=False)
+        rows.append([uid, f"wav/{uid}.wav", text, name, f"s{s:02d}", f"s{s:02d}{sex}"])
+        counts["utterances"] += 1
+    (base / "corpus.csv").write_bytes(_write_csv_bytes(rows, "utf-8"))
+    return counts
+
+
 def synthesize(out: str | Path, **options: Any) -> dict:
-    """Write a synthetic KEMDy20 + AI Hub corpus under ``out``; deterministic given the seed.
+    """Write a synthetic corpus under ``out``: KEMDy20 and AI Hub replicas in their own formats,
+    and (``csv``) a corpus in the generic CSV format with a label set of its own
+    (``classes``); deterministic given the seed.
 
     Args:
         out: the corpus folder.
@@ -370,11 +414,16 @@ def synthesize(out: str | Path, **options: Any) -> dict:
     out = Path(out)
     rng = np.random.default_rng(seed)
     seconds = (min_seconds, max_seconds)
-    report = {
-        "kemdy20": synth_kemdy20(
+    report = {}
+    if sessions:
+        report["kemdy20"] = synth_kemdy20(
             out, rng, sessions=sessions, per_session=per_session, seconds=seconds, sr=16000
         )
-    }
     if aihub:
         report["aihub"] = synth_aihub(out, rng, n=aihub, seconds=seconds)
+    if cfg.csv:
+        classes = [c.strip().lower() for c in cfg.classes.split(",")]
+        report["csv"] = synth_csv(
+            out, rng, n=cfg.csv, classes=classes, sessions=cfg.csv_sessions, seconds=seconds
+        )
     return report
