@@ -6,6 +6,14 @@ Convention: macro F1 and UAR (unweighted average recall) average over the classe
 errors against the true class. Weighted figures weight by support, so absent classes do not
 enter them either. Per-fold figures are summarised as mean and population standard deviation
 (ddof 0) over folds. Fine-tuning, fusion, probes, stacking and ``compare`` all use this module.
+
+Dimensional figures (valence, arousal): Lin's concordance correlation coefficient
+
+    CCC = 2 cov(y, p) / (var(y) + var(p) + (mean(y) - mean(p))^2),
+
+with population (co)variances (ddof 0), computed once over all rows of a split that carry the
+target (never averaged over batches or folds); beside it Pearson's r and the RMSE. Rows without
+a target (NaN: AI Hub has none) are left out and counted (``n``).
 """
 
 from __future__ import annotations
@@ -139,3 +147,101 @@ def bootstrap_accuracy(
         vectorized=True,
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+DIMENSION_METRICS = ("ccc", "pearson", "rmse")
+
+
+def ccc(y: np.ndarray, pred: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two equally long vectors (population
+    moments; see the module docstring). 0 when both are constant and unequal, 1 when equal.
+
+    Args:
+        y: True values.
+        pred: Predicted values.
+
+    Returns:
+        The CCC, in [-1, 1].
+
+    Raises:
+        ValueError: the vectors are empty or of different lengths.
+    """
+    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    if y.shape != pred.shape or y.size == 0:
+        raise ValueError(
+            f"ccc needs two equally long, non-empty vectors; got {y.shape}, {pred.shape}"
+        )
+    my, mp = y.mean(), pred.mean()
+    cov = np.mean((y - my) * (pred - mp))
+    denominator = y.var() + pred.var() + (my - mp) ** 2
+    if denominator == 0:
+        return 1.0  # both constant and equal: perfect agreement
+    return float(2 * cov / denominator)
+
+
+def dimensional_metrics(
+    y: np.ndarray, pred: np.ndarray, names: tuple[str, ...] | list[str]
+) -> dict[str, dict[str, float]]:
+    """CCC, Pearson's r and RMSE per dimension over the rows that carry it, and their mean.
+
+    Args:
+        y: (n, D) true values, NaN where a row has none.
+        pred: (n, D) predictions.
+        names: The D dimension names.
+
+    Returns:
+        ``{name: {"ccc", "pearson", "rmse", "n"}, "mean": {"ccc", "pearson", "rmse"}}``; a
+        dimension no row carries is left out (and of the mean).
+    """
+    from scipy.stats import pearsonr
+
+    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    out: dict[str, dict[str, float]] = {}
+    for j, name in enumerate(names):
+        rows = np.isfinite(y[:, j])
+        if not rows.any():
+            continue
+        a, b = y[rows, j], pred[rows, j]
+        r = float(pearsonr(a, b).statistic) if rows.sum() > 1 and a.std() and b.std() else 0.0
+        out[name] = {
+            "ccc": ccc(a, b),
+            "pearson": r,
+            "rmse": float(np.sqrt(np.mean((a - b) ** 2))),
+            "n": int(rows.sum()),
+        }
+    if out:
+        out["mean"] = {m: float(np.mean([d[m] for d in out.values()])) for m in DIMENSION_METRICS}
+    return out
+
+
+def bootstrap_ccc(
+    y: np.ndarray, pred: np.ndarray, *, n: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the CCC over rows (resampled with replacement).
+
+    Args:
+        y: True values (rows without one already left out).
+        pred: Predictions.
+        n: Bootstrap resamples.
+        seed: The resampling seed (the interval is reproducible).
+        level: The confidence level.
+
+    Returns:
+        ``(low, high)``.
+
+    Raises:
+        ValueError: fewer than two rows.
+    """
+    y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
+    if len(y) < 2:
+        raise ValueError("a CCC interval needs two rows at least")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n, len(y)))
+    a, b = y[idx], pred[idx]
+    ma, mb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
+    cov = ((a - ma) * (b - mb)).mean(1)
+    den = a.var(1) + b.var(1) + (ma - mb)[:, 0] ** 2
+    values = np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 1.0)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)

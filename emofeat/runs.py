@@ -95,6 +95,7 @@ class RunInfo:
     split_scheme: str = ""
     assignment_sha256: str = ""
     refit: bool = False  # also a model refit on all train rows (fold-all) beside the folds
+    task: str = "categorical"  # what the heads predict (emofeat.tasks); older runs: classes
     options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -117,6 +118,7 @@ class RunInfo:
                 split_scheme=str(config.get("split_scheme", "")),
                 assignment_sha256=str(config.get("assignment_sha256", "")),
                 refit=bool(config.get("refit", False)),
+                task=str(config.get("task", "categorical")),
                 options=dict(config),
             )
         except (KeyError, TypeError, ValueError) as err:

@@ -201,8 +201,9 @@ def test_long_clips_are_windowed_and_pooled_over_all_frames(
     x = load_audio(manifest.audio_path(r))
     win = int(0.3 * 16000)
     pieces = [x[i : i + win] for i in range(0, len(x), win)]
-    if len(pieces[-1]) < win // 4:
-        pieces[-2] = np.concatenate([pieces[-2], pieces.pop()])
+    if len(pieces[-1]) < win // 4:  # the tail joins the window before it
+        tail = pieces.pop()  # (popped first: the right side of `pieces[-2] = ...` runs first)
+        pieces[-1] = np.concatenate([pieces[-1], tail])
     total, frames = 0, 0
     for p in pieces:
         with torch.no_grad():

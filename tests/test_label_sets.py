@@ -137,7 +137,6 @@ def test_label_maps_rename_merge_and_drop(four, tmp_path):
     mapped to null leaves its row unlabelled (kept for extraction, out of training and figures),
     counted in the report; the sidecar says how each corpus's labels mapped."""
     from emofeat.corpus.prepare import prepare
-
     from emofeat.extract.config import ExtractConfig
     from emofeat.extract.run import extract
     from emofeat.stack.ensemble import stack
@@ -237,7 +236,7 @@ def _emobox_replica(four, data, folds):
     return held
 
 
-def test_an_emobox_corpus_becomes_a_manifest_with_its_folds_and_back(four, tmp_path):
+def test_an_corpus_becomes_a_manifest_with_its_folds_and_back(four, tmp_path):
     """EmoBox's folds (each row tested once) become the manifest's cross-fitting folds, its
     label map its classes; a one-fold corpus keeps its official test split. Exported in EmoBox's
     format and read back, the rows, labels and folds are the same."""
@@ -249,8 +248,8 @@ def test_an_emobox_corpus_becomes_a_manifest_with_its_folds_and_back(four, tmp_p
     with pytest.raises(
         EmofeatError, match="comes with 3 folds of its own protocol; pass --folds 3"
     ):
-        prepare(tmp_path / "x.csv", emobox=tmp_path / "emobox/data", emobox_corpus="own")
-    out = run("data", "prepare", "--emobox", tmp_path / "emobox/data", "--emobox-corpus", "own",
+        prepare(tmp_path / "x.csv", emobox=tmp_path / "emobox/data", corpus="own")
+    out = run("data", "prepare", "--emobox", tmp_path / "emobox/data", "--corpus", "own",
               "--folds", 3, "--out", tmp_path / "e.csv")  # fmt: skip
     assert "classes: frustrated, happy, neutral, sad" in out
     e = read_manifest(tmp_path / "e.csv").frame.set_index("id")
@@ -262,7 +261,7 @@ def test_an_emobox_corpus_becomes_a_manifest_with_its_folds_and_back(four, tmp_p
     folder = export_emobox(read_manifest(tmp_path / "e.csv"), tmp_path / "out")
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["fold_1", "fold_2", "fold_3"]
     again, _ = prepare(tmp_path / "again.csv", emobox=tmp_path / "out",
-                       emobox_corpus="own", folds=3)  # fmt: skip
+                       corpus="own", folds=3)  # fmt: skip
     pd.testing.assert_frame_equal(
         again.frame.set_index("id").loc[e.index, ["label", "split", "fold"]],
         e[["label", "split", "fold"]],
@@ -270,7 +269,7 @@ def test_an_emobox_corpus_becomes_a_manifest_with_its_folds_and_back(four, tmp_p
     # One fold: EmoBox's test file is the test split; emofeat folds the train rows.
     _emobox_replica(four, tmp_path / "one" / "data", folds=1)
     one, report = prepare(tmp_path / "one.csv", emobox=tmp_path / "one/data",
-                          emobox_corpus="own", folds=2)  # fmt: skip
+                          corpus="own", folds=2)  # fmt: skip
     f = one.frame.set_index("id")
     assert (f.split == m.frame.set_index("id").loc[f.index, "split"]).all()
     assert one.num_folds == 2 and report["emobox"]["folds"] == 1
@@ -285,13 +284,13 @@ def test_emobox_folders_that_break_its_rules_are_named(four, tmp_path):
 
     _emobox_replica(four, tmp_path / "data", folds=2)
     with pytest.raises(EmofeatError, match="no such EmoBox corpus.*its corpora: own"):
-        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", emobox_corpus="iemocap")
+        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", corpus="iemocap")
     test = tmp_path / "data/own/fold_2/own_test_fold_2.jsonl"
     first = test.read_text().splitlines()[0]
     (tmp_path / "data/own/fold_1/own_test_fold_1.jsonl").open("a").write(first + "\n")
     with pytest.raises(EmofeatError, match="is tested by fold 1 too"):
-        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", emobox_corpus="own", folds=2)
+        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", corpus="own", folds=2)
     test.write_text("not json\n")
     with pytest.raises(EmofeatError, match="own_test_fold_2.jsonl line 1: not JSON"):
-        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", emobox_corpus="own", folds=2)
+        prepare(tmp_path / "x.csv", emobox=tmp_path / "data", corpus="own", folds=2)
     assert not (tmp_path / "x.csv").exists()

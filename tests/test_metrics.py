@@ -91,3 +91,41 @@ def test_the_bootstrap_interval_of_accuracy_agrees_with_the_normal_approximation
     assert abs(lo - (acc - half)) < 0.01 and abs(hi - (acc + half)) < 0.01
     assert bootstrap_accuracy(y, pred, n=4000, seed=1) == (lo, hi)  # reproducible
     assert bootstrap_accuracy(y, y) == (1.0, 1.0)  # every resample agrees
+
+
+def test_ccc_is_lins_over_all_rows_against_an_independent_computation():
+    """Lin (1989): 2 s_xy / (s_x^2 + s_y^2 + (x̄ - ȳ)^2) with 1/n moments, written out by hand
+    with the statistics module; a shift or scale away from y lowers CCC but not Pearson's r."""
+    import statistics
+
+    from emofeat.metrics import ccc, dimensional_metrics
+
+    rng = np.random.default_rng(1)
+    y = rng.uniform(1, 5, 50)
+    p = y * 0.6 + 1.5 + rng.normal(0, 0.3, 50)
+    mx, my = statistics.fmean(y), statistics.fmean(p)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(y, p)) / len(y)
+    expected = 2 * sxy / (statistics.pvariance(y) + statistics.pvariance(p) + (mx - my) ** 2)
+    assert ccc(y, p) == pytest.approx(expected, rel=1e-12)
+    assert ccc(y, y) == pytest.approx(1.0) and ccc(y, y + 1) < 1
+    Y = np.column_stack([y, np.where(np.arange(50) < 20, np.nan, y)])  # arousal: 30 rows
+    P = np.column_stack([p, y + 1.0])
+    m = dimensional_metrics(Y, P, ["valence", "arousal"])
+    assert m["valence"]["n"] == 50 and m["arousal"]["n"] == 30
+    assert m["arousal"]["pearson"] == pytest.approx(1.0) and m["arousal"]["ccc"] < 0.8
+    assert m["arousal"]["rmse"] == pytest.approx(1.0)
+    assert m["mean"]["ccc"] == pytest.approx((m["valence"]["ccc"] + m["arousal"]["ccc"]) / 2)
+    # Computed once over the rows, not averaged over batches: the two differ.
+    halves = (ccc(y[:25], p[:25]) + ccc(y[25:], p[25:])) / 2
+    assert abs(halves - ccc(y, p)) > 1e-6
+
+
+def test_bootstrap_ccc_interval_holds_the_estimate():
+    from emofeat.metrics import bootstrap_ccc, ccc
+
+    rng = np.random.default_rng(2)
+    y = rng.uniform(1, 5, 80)
+    p = y + rng.normal(0, 0.8, 80)
+    lo, hi = bootstrap_ccc(y, p, seed=0)
+    assert lo < ccc(y, p) < hi and hi - lo < 0.5
+    assert bootstrap_ccc(y, p, seed=0) == (lo, hi)

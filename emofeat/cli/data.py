@@ -62,7 +62,7 @@ def data_synth(out, **params):
 @click.option(
     "--emobox",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="EmoBox's data folder (with --emobox-corpus NAME: its folds become the manifest's).",
+    help="EmoBox's data folder (with --corpus NAME: its folds become the manifest's).",
 )
 @click.option(
     "--out",

@@ -59,7 +59,7 @@ class PrepareConfig(Options):
         "(the row is kept unlabelled: extracted, never trained on or scored).",
         path=True,
     )
-    emobox_corpus: str | None = option(
+    corpus: str | None = option(
         None, help="With --emobox: the EmoBox corpus to read (a folder of its data folder)."
     )
     seed: int = seed_option(help="Seed of the fold assignment.")

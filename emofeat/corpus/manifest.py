@@ -42,6 +42,8 @@ COLUMNS = (
     "fold",
 )
 SPLITS = ("train", "test")
+# The dimensional targets, on the corpora's 1-5 scale (the mean of the raters' integer votes).
+DIMENSIONS = ("valence", "arousal")
 SOFT_PREFIX = "soft_"
 _STRING_COLUMNS = ("id", "corpus", "session", "speaker", "audio_path", "text", "label", "split")
 
@@ -81,6 +83,11 @@ class Manifest:
         if self.label_set is None:
             return np.full(len(self.frame), UNKNOWN, dtype=np.int16)
         return np.asarray(self.label_set.indices(self.frame["label"]), dtype=np.int16)
+
+    @property
+    def dimensions(self) -> np.ndarray:
+        """(N, 2) valence and arousal per row (:data:`DIMENSIONS`), NaN where a row has none."""
+        return self.frame[list(DIMENSIONS)].to_numpy(dtype=np.float64)
 
     @property
     def split(self) -> np.ndarray:

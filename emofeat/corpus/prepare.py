@@ -12,7 +12,7 @@ from emofeat.corpus.aihub import CORPUS as AIHUB
 from emofeat.corpus.aihub import LABELS as AIHUB_LABELS
 from emofeat.corpus.aihub import read_aihub
 from emofeat.corpus.config import PrepareConfig
-from emofeat.corpus.emobox import corpus_name as emobox_corpus_name
+from emofeat.corpus.emobox import corpus_name as emobox_name
 from emofeat.corpus.emobox import read_emobox
 from emofeat.corpus.generic import read_csv_corpus
 from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
@@ -69,7 +69,7 @@ def prepare(
         kemdy20: A KEMDy20 v1_1 folder.
         aihub: An AI Hub (5차년도_2차) folder.
         csv: A generic corpus CSV.
-        emobox: EmoBox's data folder; ``emobox_corpus`` (an option) names the corpus in it.
+        emobox: EmoBox's data folder; ``corpus`` (an option) names the corpus in it.
         **options: The options of :class:`~emofeat.corpus.config.PrepareConfig`.
 
     Returns:
@@ -85,8 +85,8 @@ def prepare(
         raise CorpusError(
             "nothing to read: give at least one of --kemdy20, --aihub, --csv, --emobox"
         )
-    if bool(emobox) != bool(cfg.emobox_corpus):
-        raise CorpusError("--emobox DIR and --emobox-corpus NAME go together")
+    if bool(emobox) != bool(cfg.corpus):
+        raise CorpusError("--emobox DIR and --corpus NAME go together")
     from emofeat.corpus.manifest import sidecar_path
 
     # Before anything is read: the manifest and its sidecar are never an input.
@@ -140,10 +140,10 @@ def _read_corpora(
         frame, report["csv"] = read_csv_corpus(csv, text, skip_missing)
         frames.append(frame)
     if emobox:
-        name = cfg.emobox_corpus
+        name = cfg.corpus
         frame, report["emobox"], classes = read_emobox(emobox, name, skip_missing)
         frames.append(frame)
-        declared[emobox_corpus_name(name)] = classes
+        declared[emobox_name(name)] = classes
     frames = [f for f in frames if len(f)]
     if not frames:
         raise CorpusError("the corpora hold no utterances")

@@ -105,6 +105,14 @@ class EncoderOutput:
 
 
 # ------------------------------------------------------------------------------------- pooling
+def training_targets(targets: list) -> torch.Tensor:
+    """A batch's training targets: class indices (long), or ``[class, valence, arousal]`` rows
+    (float, NaN where a row has none) for a task with dimensions (:mod:`emofeat.tasks`)."""
+    if targets and isinstance(targets[0], list | tuple):
+        return torch.tensor(targets, dtype=torch.float32)
+    return torch.tensor(targets, dtype=torch.long)
+
+
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over time of ``hidden`` (B, T, H) where ``mask`` (B, T) is true (keeps the dtype and
     the autograd graph: the speech classifier trains through it)."""

@@ -41,7 +41,7 @@ from emofeat.audio import (
     load_span,
     resampled_length,
 )
-from emofeat.encoders.base import Encoder, masked_mean, register_family
+from emofeat.encoders.base import Encoder, masked_mean, register_family, training_targets
 from emofeat.encoders.source import HEAD_CONFIG, check_weights, loading, local_source
 from emofeat.errors import ModelError
 
@@ -291,7 +291,7 @@ class SpeechCollator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.encode([it["input"] for it in items])
         if "labels" in items[0]:
-            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+            batch["labels"] = training_targets([it["labels"] for it in items])
         return batch
 
 

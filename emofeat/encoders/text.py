@@ -20,6 +20,7 @@ import torch
 from emofeat.encoders.base import (
     Encoder,
     register_family,
+    training_targets,
 )
 from emofeat.encoders.source import check_weights, loading, local_source
 
@@ -151,7 +152,7 @@ class TextCollator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.encode([it["input"] for it in items])
         if "labels" in items[0]:
-            batch["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+            batch["labels"] = training_targets([it["labels"] for it in items])
         return batch
 
 

@@ -37,6 +37,7 @@ from emofeat.extract.inputs import (
 )
 from emofeat.extract.models import Models
 from emofeat.store.buffer import WriteBehind
+from emofeat.tasks import split_outputs
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +165,23 @@ class _Loop:
         copies, batch = self.in_flight.pop()
         for copy in copies:
             with self.clock("device to host"):
-                got = copy.wait()
+                emb, logits, sequences = copy.wait()
+            dims = None
+            run = self.loaded.run
+            if logits is not None and run is not None and run.task != "categorical":
+                # The head's outputs: the classes' logits, then valence and arousal.
+                logits, dims = split_outputs(logits, len(self.loaded.label_names), run.task)
             with self.clock("write"):
-                _keep(self.behind, copy.rows, *got, skip_bad=self.cfg.skip_bad, ids=self.m.ids)
+                _keep(
+                    self.behind,
+                    copy.rows,
+                    emb,
+                    logits,
+                    sequences,
+                    dims,
+                    skip_bad=self.cfg.skip_bad,
+                    ids=self.m.ids,
+                )
         if batch.ends_window:
             with self.clock("write"):
                 self.behind.flush()
@@ -383,11 +398,11 @@ class HostCopy:
         return values, logits, sequences
 
 
-def _keep(writer, rows, emb, logits, sequences, *, skip_bad: bool, ids) -> None:
+def _keep(writer, rows, emb, logits, sequences, dims=None, *, skip_bad: bool, ids) -> None:
     """Buffer computed rows; rows whose values are not finite are never marked done: an error
     naming them, or with ``skip_bad`` skipped with that reason."""
     finite = np.ones(len(rows), bool)
-    for values in [*emb.values(), *([logits] if logits is not None else [])]:
+    for values in [*emb.values(), *(v for v in (logits, dims) if v is not None)]:
         finite &= np.isfinite(values).all(axis=1)
     if sequences is not None:
         finite &= np.array([np.isfinite(x).all() for x in sequences])
@@ -405,6 +420,7 @@ def _keep(writer, rows, emb, logits, sequences, *, skip_bad: bool, ids) -> None:
         logits=logits[keep] if logits is not None else None,
         embeddings={k: v[keep] for k, v in emb.items()},
         sequences={"last": [sequences[j] for j in keep]} if sequences is not None else None,
+        dimensions=dims[keep] if dims is not None else None,
     )
 
 

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from emofeat import distributed
 from emofeat.atomic import write_text
-from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.corpus.manifest import DIMENSIONS, Manifest, read_manifest
 from emofeat.device import check_precision, pick_device
 from emofeat.encoders.base import Encoder, RowCheck, layer_names
 from emofeat.errors import EmofeatError
@@ -55,6 +55,7 @@ from emofeat.store import (
     remove_store,
 )
 from emofeat.store.layout import describe_test_predictions
+from emofeat.tasks import has_classes, has_dimensions
 
 log = logging.getLogger(__name__)
 register_record_kind("store-record", legacy_key="pooling")  # store/NAME.yaml beside store/NAME.h5
@@ -208,7 +209,11 @@ def plan_store(m: Manifest, loaded: Models, cfg: ExtractConfig, *, out: Path) ->
         fold=m.fold,
         label_names=loaded.label_names,
         embeddings=values.embeddings,
-        logits=loaded.run is not None,
+        logits=loaded.run is not None and has_classes(loaded.run.task),
+        dimensions=loaded.run is not None and has_dimensions(loaded.run.task),
+        # The true valence and arousal beside the labels, where the manifest has them.
+        targets=m.dimensions if np.isfinite(m.dimensions).any() else None,
+        dimension_names=list(DIMENSIONS),
         embedding_dtype=cfg.dtype,
         in_sample=routing.in_sample,
         aliases=values.aliases,

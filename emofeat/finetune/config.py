@@ -11,8 +11,10 @@ from emofeat.errors import EmofeatError
 from emofeat.options import OptionError, Options, device_option, option, resolve, seed_option
 from emofeat.recipes.presets import PRESETS
 from emofeat.records import read_config, record_folder
+from emofeat.tasks import DIMENSION_LOSSES, TASKS, has_classes, has_dimensions
 
-FOLD_METRICS = ("accuracy", "macro_f1", "uar")  # --metric-for-best chooses among these
+# --metric-for-best chooses among these (mean_ccc: the mean CCC of valence and arousal).
+FOLD_METRICS = ("accuracy", "macro_f1", "uar", "mean_ccc")
 # transformers' SchedulerType values that need no extra arguments
 SCHEDULERS = (
     "linear",
@@ -56,6 +58,24 @@ class FinetuneConfig(Options):
     batch_size: int = option(16, help="Rows per device batch.", low=1, high=65_536)
     grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1, high=65_536)
     lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, high=10, low_open=True)
+    task: str = option(
+        "categorical",
+        help="What the model predicts: the classes (categorical), valence and arousal on their "
+        "1-5 scale (dimensional), or both from one head.",
+        choices=TASKS,
+    )
+    dim_loss: str = option(
+        "ccc",
+        help="The dimensional loss: ccc (1 - the batch's concordance correlation, averaged over "
+        "valence and arousal) or mse.",
+        choices=DIMENSION_LOSSES,
+    )
+    dim_weight: float = option(
+        1.0,
+        help="With --task both: the dimensional loss's weight beside the cross-entropy.",
+        low=0,
+        high=1000,
+    )
     weight_decay: float = option(0.01, help="AdamW weight decay.", low=0, high=100)
     adam_epsilon: float = option(
         1e-8,
@@ -158,6 +178,16 @@ class FinetuneConfig(Options):
     )
 
     def check(self) -> None:
+        by_ccc = self.metric_for_best == "mean_ccc"
+        if self.select == "inner" and (
+            (by_ccc and not has_dimensions(self.task))
+            or (not by_ccc and not has_classes(self.task))
+        ):
+            raise OptionError(
+                f"--metric-for-best {self.metric_for_best} with --task {self.task}: a model of "
+                "valence and arousal chooses by mean_ccc, a model of the classes by accuracy, "
+                "macro_f1 or uar"
+            )
         if self.train_fraction < 1 and self.folds not in (0, None):
             raise OptionError(
                 "--train-fraction below 1 trains one model on all train rows (--folds 0), as the "

@@ -13,6 +13,7 @@ text and speech is asked of the model's encoder family (:mod:`emofeat.encoders`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import shutil
 import warnings
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from emofeat import distributed
-from emofeat.corpus.manifest import Manifest, read_manifest
+from emofeat.corpus.manifest import DIMENSIONS, Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, resolve
@@ -34,16 +35,19 @@ from emofeat.encoders.source import loading, local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
-from emofeat.metrics import classification_metrics
+from emofeat.metrics import classification_metrics, dimensional_metrics
 from emofeat.options import OptionError
 from emofeat.runs import RunFolder
+from emofeat.tasks import output_names, split_outputs, target, task_loss
 
 log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------- data
 class UtteranceDataset(torch.utils.data.Dataset):
-    """Rows of a manifest as training items ``{"input": text or waveform, "labels": class}``."""
+    """Rows of a manifest as training items ``{"input": text or waveform, "labels": target}``
+    (the class, or ``[class, valence, arousal]`` for a task with dimensions:
+    :func:`emofeat.tasks.target`)."""
 
     def __init__(
         self,
@@ -53,6 +57,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         *,
         min_len: int = 1,
         lengths: np.ndarray | None = None,
+        task: str = "categorical",
     ):
         self.manifest, self.rows, self.encoder, self.min_len = (
             manifest,
@@ -61,6 +66,8 @@ class UtteranceDataset(torch.utils.data.Dataset):
             min_len,
         )
         self.y = manifest.label_indices[self.rows].astype(int)
+        self.dims = manifest.dimensions[self.rows]
+        self.task = task
         self.lengths = lengths  # read by the length-grouping sampler
 
     def __len__(self) -> int:
@@ -70,7 +77,7 @@ class UtteranceDataset(torch.utils.data.Dataset):
         pieces = self.encoder.load_pieces(self.manifest, int(self.rows[i]), self.min_len)
         # One piece (whole clips, a transcript), except for an encoder with a fixed span: Whisper
         # trains on a clip's first 30 s, which is all its feature extractor would keep.
-        return {"input": pieces[0], "labels": int(self.y[i])}
+        return {"input": pieces[0], "labels": target(self.y[i], self.dims[i], self.task)}
 
 
 # --------------------------------------------------------------------------------------- models
@@ -90,16 +97,30 @@ def build_model(
     tokenizer or feature extractor is reused)."""
     source = local_source(spec.source)
     encoder = encoder or spec.encoder_class.from_folder(source, input_options(cfg))
-    model = encoder.new_classifier(source, list(label_names), cfg.dropout, cfg.attention)
+    outputs = output_names(label_names, cfg.task)  # the classes, then the dimensions
+    model = encoder.new_classifier(source, outputs, cfg.dropout, cfg.attention)
     if cfg.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
     return model, encoder, encoder.min_input_length(model.config)
 
 
-def _metrics(pred) -> dict[str, float]:
-    """Trainer's compute_metrics: the figures of :mod:`emofeat.metrics` (Trainer adds the loss)."""
-    logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-    return classification_metrics(pred.label_ids, np.asarray(logits).argmax(-1))
+def _metrics(pred, *, task: str = "categorical", n_classes: int = 0) -> dict[str, float]:
+    """Trainer's compute_metrics: the figures of :mod:`emofeat.metrics` (Trainer adds the loss):
+    the classification figures over the rows with a class, and per dimension CCC, Pearson's r
+    and RMSE over the rows that carry it (``valence_ccc``, ..., ``mean_ccc``; ``valence_n``)."""
+    outputs = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    outputs = np.asarray(outputs)
+    if task == "categorical":
+        return classification_metrics(pred.label_ids, outputs.argmax(-1))
+    targets = np.asarray(pred.label_ids, dtype=np.float64)
+    logits, dims = split_outputs(outputs, n_classes, task)
+    out: dict[str, float] = {}
+    if logits is not None:
+        known = targets[:, 0] >= 0
+        out.update(classification_metrics(targets[known, 0].astype(int), logits[known].argmax(-1)))
+    for name, figures in dimensional_metrics(targets[:, 1:], dims, DIMENSIONS).items():
+        out.update({f"{name}_{k}": v for k, v in figures.items()})
+    return out
 
 
 # ----------------------------------------------------------------------------------------- train
@@ -156,9 +177,19 @@ def _trainer_class():
         a stop at the first non-finite loss (NaN weights are never saved as a model).
         ``batch_order``: :data:`~emofeat.finetune.config.BATCH_ORDERS`."""
 
-        def __init__(self, *args, batch_order: str = "length", **kwargs):
+        def __init__(self, *args, batch_order: str = "length", loss: dict | None = None, **kwargs):
             super().__init__(*args, **kwargs)
             self.batch_order = batch_order
+            self.loss = loss  # task_loss's options; None: the model's own cross-entropy
+
+        def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+            if self.loss is None:
+                return super().compute_loss(model, inputs, return_outputs, **kwargs)
+            inputs = dict(inputs)
+            targets = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = task_loss(outputs.logits, targets, **self.loss)
+            return (loss, outputs) if return_outputs else loss
 
         def training_step(self, model, inputs, *args, **kwargs):
             loss = super().training_step(model, inputs, *args, **kwargs)
@@ -244,7 +275,9 @@ def train_fold(
 
     def dataset(part: np.ndarray, with_lengths: bool = False) -> UtteranceDataset:
         lens = np.array([length_of[r] for r in part.tolist()]) if with_lengths else None
-        return UtteranceDataset(manifest, part, encoder, min_len=min_len, lengths=lens)
+        return UtteranceDataset(
+            manifest, part, encoder, min_len=min_len, lengths=lens, task=cfg.task
+        )
 
     select = dataset(rows.select) if len(rows.select) else None
     trainer = _trainer(
@@ -257,6 +290,7 @@ def train_fold(
         select=select,
         encoder=encoder,
         label=f"{run.path.name} {run.fold_name(fold)}",
+        manifest_classes=manifest.label_names,
     )
     resume = run.last_checkpoint(fold)
     if resume is not None:
@@ -354,7 +388,17 @@ def _training_arguments(
     )
 
 
-def _trainer(model, *, cfg: FinetuneConfig, args, train, select, encoder: Encoder, label: str):
+def _trainer(
+    model,
+    *,
+    cfg: FinetuneConfig,
+    args,
+    train,
+    select,
+    encoder: Encoder,
+    label: str,
+    manifest_classes: Sequence[str],
+):
     """emofeat's Trainer for one fold: early stopping on the inner rows (when they choose),
     a progress bar labelled with the run and fold."""
     from transformers import EarlyStoppingCallback
@@ -371,9 +415,17 @@ def _trainer(model, *, cfg: FinetuneConfig, args, train, select, encoder: Encode
         train_dataset=train,
         eval_dataset=select,
         data_collator=encoder.collator(),
-        compute_metrics=_metrics,
+        compute_metrics=functools.partial(_metrics, task=cfg.task, n_classes=len(manifest_classes)),
         callbacks=callbacks,
         batch_order=cfg.batch_order,
+        loss=None
+        if cfg.task == "categorical"
+        else dict(
+            n_classes=len(manifest_classes),
+            task=cfg.task,
+            dim_loss=cfg.dim_loss,
+            dim_weight=cfg.dim_weight,
+        ),
     )
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(_labelled_progress(label))

@@ -35,7 +35,7 @@ from emofeat.fuse.config import FUSION_MODELS
 from emofeat.outputs import check_output
 from emofeat.records import resolve_paths
 from emofeat.runs import RunFolder
-from emofeat.stack.ensemble import write_predictions
+from emofeat.stack.ensemble import apply_stack
 from emofeat.stack.folder import StackFolder
 from emofeat.stack.level1 import load_level1
 from emofeat.store import open_store
@@ -131,7 +131,10 @@ def infer(
     check_output(out, kind="predictions", inputs=[csv, stack_dir, work])
     _check_work(work)
     plan = extraction_plan(stack_dir, runs)
-    model = StackFolder(stack_dir).load_model()
+    folder = StackFolder(stack_dir)
+    if folder.has_classes():  # a model file that is not a stack's: refused before extracting
+        folder.load_model()
+    folder.load_dimensional_model()
     frame, _ = read_csv_corpus(csv)
     if not len(frame):
         raise EmofeatError(f"{csv}: no rows to predict")
@@ -163,9 +166,8 @@ def infer(
                 f"{csv}: no row could be computed by every base model (the reasons are in the "
                 f"stores of {work}: `emofeat store inspect`); nothing to predict"
             )
-        proba = model.predict_proba(level1)
         origin = np.full(len(level1), "out-of-sample", dtype=object)
-        write_predictions(out, level1, proba, origin=origin)
+        apply_stack(folder, level1, out, origin=origin)
         if level1.dropped:
             log.warning(
                 "%d row(s) could not be computed (see the stores in %s)", level1.dropped, work

@@ -214,6 +214,111 @@ def ensemble_plan(
     return steps
 
 
+# Valence and arousal beside the classes: one text and one speech model of both tasks.
+DIMENSIONAL_MODELS = (
+    BaseModel("kobert-dims", "text", {"ref": "kobert-ref", "tiny": "kobert-tiny"}, {}),
+    BaseModel("wav2vec2-dims", "speech", {"ref": "wav2vec2-ref", "tiny": "wav2vec2-tiny"}, {}),
+)
+DIMENSIONAL_METAS = ("mean", "ridge")
+
+
+def dimensional_plan(
+    manifest: Path,
+    out: Path,
+    *,
+    kobert: str,
+    wav2vec2: str,
+    preset_set: str = "ref",
+    device: str = "auto",
+    precision: str = "fp32",
+) -> list[Step]:
+    """Steps of the dimensional task: fine-tune a KoBERT and a wav2vec2 of both tasks
+    (``--task both``: classes, valence and arousal from one head), extract their stores, and
+    stack valence and arousal by ``mean`` (the stores' mean) and ``ridge`` over them and the
+    class probabilities of the five categorical stores (categorical evidence for the
+    dimensions)."""
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
+    from emofeat.stack.ensemble import stack
+
+    runs, stores = out / "runs", out / "stores"
+    sources = {"speech": wav2vec2, "text": kobert}
+    steps = []
+    for base in DIMENSIONAL_MODELS:
+        o = {
+            "model": sources[base.modality],
+            "preset": base.presets[preset_set],
+            "task": "both",
+            "device": device,
+            "manifest": manifest,
+            "out": runs / base.name,
+        }
+
+        def train(o=o):
+            options = {k: v for k, v in o.items() if k not in ("preset", "manifest", "out")}
+            return finetune(o["manifest"], o["out"], resolve_config(o["preset"], None, **options))
+
+        steps.append(
+            Step(f"fine-tune {base.name} (classes, valence, arousal)", "finetune", o, train)
+        )
+        e = {
+            "run": runs / base.name,
+            "manifest": manifest,
+            "out": stores / f"{base.name}.h5",
+            "precision": precision,
+            "device": device,
+        }
+
+        def extract_store(e=e):
+            cfg = ExtractConfig(run=str(e["run"]), precision=e["precision"], device=e["device"])
+            return extract(e["manifest"], e["out"], cfg)
+
+        steps.append(Step(f"extract {base.name}", "extract", e, extract_store))
+    dims = [stores / f"{b.name}.h5" for b in DIMENSIONAL_MODELS]
+    categorical = [stores / f"{b.name}.h5" for b in BASE_MODELS]
+    for meta in DIMENSIONAL_METAS:
+        o = {
+            "store": dims if meta == "mean" else dims + categorical,
+            "target": "dimensional",
+            "dim_meta": meta,
+            "out": runs / f"stack-dims-{meta}",
+        }
+
+        def fit(o=o):
+            return stack(o["store"], None, o["out"], target="dimensional", dim_meta=o["dim_meta"])
+
+        steps.append(Step(f"stack valence and arousal: {meta}", "stack", o, fit))
+    return steps
+
+
+def dimensional_comparison(out: Path) -> str:
+    """The test table of valence and arousal (CCC, mean CCC and the ensembles' intervals)."""
+    from emofeat.stack.folder import StackFolder
+
+    rows: list[tuple[str, dict]] = []
+    for meta in DIMENSIONAL_METAS:
+        folder = StackFolder(out / "runs" / f"stack-dims-{meta}")
+        if not folder.exists():
+            continue
+        test = folder.metrics()["dimensional"]["test"]
+        if not rows:
+            rows += list(test["models"].items())
+        rows.append((f"ensemble ({meta})", test["ensemble"]))
+    lines = [
+        "| method | valence CCC | arousal CCC | mean CCC |",
+        "|---|---|---|---|",
+    ]
+    for label, m in rows:
+        cells = []
+        for name in ("valence", "arousal"):
+            ci = m[name].get("ccc_ci95")
+            cells.append(f"{m[name]['ccc']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {m['mean']['ccc']:.4f} |")
+    return "\n".join(lines)
+
+
 def _mmm_steps(
     manifest, runs, stores, mmm: MMMPlan, device, precision, *, single: bool = False
 ) -> list[Step]:

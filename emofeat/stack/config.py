@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass
 
 from emofeat.options import OptionError, Options, allow_incomplete_option, option, seed_option
+from emofeat.tasks import TASKS
 
 AUTO = "auto"  # --meta auto: the candidate with the best nested-CV accuracy
 AUTO_CANDIDATES = ("softvote", "caruana", "logreg", "lgbm")
+DIM_METAS = ("mean", "ridge", "lgbm", "caruana")  # emofeat.stack.dimensional builds them
 
 
 def _meta_names() -> list[str]:
@@ -25,12 +27,26 @@ def _weights_ok(weights: list[float]) -> bool:
 class StackConfig(Options):
     """The options of ``emofeat stack`` (saved as the stack's ``config.yaml``)."""
 
-    meta: str = option(
-        help="The meta-learner (`emofeat stack --list-meta` describes each); auto: the one of "
+    meta: str | None = option(
+        None,
+        help="The meta-learner of the classes (`emofeat stack --list-meta` describes each); auto: the one of "
         + ", ".join(AUTO_CANDIDATES)
         + " with the best nested-CV accuracy over the train folds (the report lists every "
         "candidate).",
         choices=_meta_names,
+        default_text="none: required unless --target dimensional",
+    )
+    target: str = option(
+        "categorical",
+        help="What the stack predicts: the classes (categorical), valence and arousal "
+        "(dimensional: from stores of runs fine-tuned with --task dimensional or both), or both.",
+        choices=TASKS,
+    )
+    dim_meta: str = option(
+        "ridge",
+        help="The meta-learner of valence and arousal: mean (the stores' mean, fits nothing), "
+        "ridge, lgbm, or caruana (greedy selection by CCC).",
+        choices=DIM_METAS,
     )
     weights: list[float] | None = option(
         None,
@@ -56,6 +72,11 @@ class StackConfig(Options):
     seed: int = seed_option()
 
     def check(self) -> None:
+        if self.meta is not None and self.target == "dimensional":
+            raise OptionError(
+                "--meta chooses the classes' meta-learner; --target dimensional stacks valence "
+                "and arousal alone (their meta-learner is --dim-meta)"
+            )
         if self.meta == AUTO and self.weights is not None:
             raise OptionError("--weights fixes the soft vote; --meta auto chooses by CV instead")
         if self.weights is not None and self.meta != "softvote":
@@ -63,7 +84,7 @@ class StackConfig(Options):
                 f"--weights sets the soft vote's fixed weights; --meta {self.meta} learns its own "
                 "and would ignore them"
             )
-        if self.passthrough and self.meta != AUTO:
+        if self.passthrough and self.meta not in (AUTO, None):
             from emofeat.stack.meta import get_meta
 
             if get_meta(self.meta).inputs != "features":

@@ -39,13 +39,17 @@ from emofeat.atomic import (
 from emofeat.crossfit import FoldPlan, combine_evidence, known_in_sample
 from emofeat.errors import EmofeatError
 from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
+from emofeat.options import OptionError
 from emofeat.outputs import check_output, register_csv_kind
 from emofeat.records import dump_yaml, provenance, relative_path
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
+from emofeat.stack.dimensional import FittedDimensional
 from emofeat.stack.features import StoreFeatures
 from emofeat.stack.folder import (
     CONFIG,
     CONFUSION,
+    DIMENSIONAL_MODEL,
+    DIMENSIONS_FIGURE,
     METRICS,
     MODEL,
     PREDICTIONS,
@@ -55,6 +59,7 @@ from emofeat.stack.folder import (
 from emofeat.stack.level1 import Level1, load_level1
 from emofeat.stack.meta import MetaContext, get_meta
 from emofeat.stack.report import render_report
+from emofeat.tasks import has_classes, has_dimensions
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +102,13 @@ class StackResult:
     metrics: dict[str, Any]
 
 
-def _check_out_of_fold(level1: Level1, train: np.ndarray, cfg: StackConfig) -> str:
-    """'' when the meta-learner learns only from out-of-fold train rows (or learns nothing),
-    else the warning for the report; without ``allow_in_sample`` an error naming the stores."""
-    if not get_meta(cfg.meta).learns:
+def _check_out_of_fold(
+    level1: Level1, train: np.ndarray, cfg: StackConfig, learns: bool | None = None
+) -> str:
+    """'' when the meta-learner learns only from out-of-fold train rows (or learns nothing:
+    ``learns``, by default that of ``cfg.meta``), else the warning for the report; without
+    ``allow_in_sample`` an error naming the stores."""
+    if not (get_meta(cfg.meta).learns if learns is None else learns):
         return ""  # fixed weights: nothing is fitted on the train rows
     problems = []
     if (level1.fold[train] < 0).any():
@@ -320,13 +328,83 @@ def _per_class(y: np.ndarray, pred: np.ndarray, label_names: list[str]) -> dict[
     }
 
 
-def write_stack(out: Path, fitted: FittedStack, level1: Level1, *, metrics: dict[str, Any]) -> None:
-    """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md —
-    written into a temporary folder that then takes the place of ``out``, so a stack folder
-    is always whole (a kill leaves the previous one, or none)."""
+def write_stack(
+    out: Path,
+    fitted: FittedStack | None,
+    level1: Level1,
+    *,
+    metrics: dict[str, Any],
+    dims: FittedDimensional | None = None,
+    config: StackConfig | None = None,
+) -> None:
+    """model.joblib, config.yaml, metrics.json, predictions.csv, confusion.png, report.md (and
+    with dimensions, dimensional.joblib and dimensions.png) — written into a temporary folder
+    that then takes the place of ``out``, so a stack folder is always whole (a kill leaves the
+    previous one, or none). ``fitted`` is None for a stack of valence and arousal alone."""
     StackFolder(out).check_writable()
     with atomic_folder(out) as tmp:
-        _write_stack_files(tmp, fitted=fitted, level1=level1, metrics=metrics)
+        if fitted is not None:
+            _write_stack_files(tmp, fitted=fitted, level1=level1, metrics=metrics)
+        if dims is not None:
+            _write_dimensional_files(
+                tmp, dims, level1, metrics=metrics, config=config or fitted.config
+            )
+
+
+def _write_dimensional_files(
+    out: Path,
+    dims: FittedDimensional,
+    level1: Level1,
+    *,
+    metrics: dict[str, Any],
+    config: StackConfig,
+) -> None:
+    """The valence/arousal part of a stack folder: its model, its columns in predictions.csv
+    (train rows: the cross-validated predictions), its figure and its report section."""
+    import joblib
+
+    from emofeat.stack.dimensional import plot_dimensions, render_dimensional
+
+    folder = StackFolder(out)
+    test = np.asarray(metrics["dimensional"].pop("test_row_indices"), dtype=np.int64)
+    with atomic_path(folder.file(DIMENSIONAL_MODEL)) as tmp:
+        joblib.dump(dims.model, tmp)
+    pred = dims.model.predict(level1)
+    cross = np.isfinite(dims.oof)
+    pred[cross] = dims.oof[cross]
+    if not folder.file(CONFIG).exists():  # a stack of the dimensions alone
+        record = provenance(_stack_record(config, level1, out), config.seed, output="stack")
+        write_text(folder.file(CONFIG), dump_yaml(record))
+        origin = np.where(
+            known_in_sample(level1.in_sample, len(level1)), "in-sample", "out-of-sample"
+        ).astype(object)
+        origin[dims.train] = "cross-validated"
+        frame = pd.DataFrame({"id": level1.ids, "split": level1.split, "provenance": origin})
+        header = [f"# Stacked valence and arousal: {dims.meta}", ""]
+        report = "\n".join([*header, *render_dimensional(metrics["dimensional"])]) + "\n"
+    else:
+        frame = pd.read_csv(folder.file(PREDICTIONS), keep_default_na=False, dtype={"id": str})
+        report = folder.file(REPORT).read_text(encoding="utf-8")
+        report += "\n" + "\n".join(render_dimensional(metrics["dimensional"])) + "\n"
+    for j, name in enumerate(level1.dimension_names):
+        frame[name] = level1.targets[:, j]
+        frame[f"predicted_{name}"] = pred[:, j]
+    with atomic_path(folder.file(PREDICTIONS)) as tmp:
+        frame.to_csv(tmp, index=False)
+    write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
+    write_text(folder.file(REPORT), report)
+    plot_dimensions(level1, pred, test, folder.file(DIMENSIONS_FIGURE))
+
+
+def _stack_record(config: StackConfig, level1: Level1, out: Path) -> dict[str, Any]:
+    """A stack's config.yaml: its options, the stores it was fitted on and their classes."""
+    return {
+        **config.record(),
+        "stores": [str(p.resolve()) for p in level1.paths],  # --config re-runs from anywhere
+        # ... and from the stack's folder, so that a project folder can move (StackFolder).
+        "stores_relative": [relative_path(p, out) for p in level1.paths],
+        "label_names": list(level1.label_names),  # the classes its figures are over
+    }
 
 
 def _write_stack_files(
@@ -339,14 +417,9 @@ def _write_stack_files(
     folder = StackFolder(out)
     with atomic_path(folder.file(MODEL)) as tmp:
         joblib.dump(fitted.model, tmp)
-    config = {
-        **fitted.config.record(),
-        "stores": [str(p.resolve()) for p in level1.paths],  # --config re-runs from anywhere
-        # ... and from the stack's folder, so that a project folder can move (StackFolder).
-        "stores_relative": [relative_path(p, out) for p in level1.paths],
-        "label_names": list(level1.label_names),  # the classes its figures are over
-    }
-    record = provenance(config, fitted.config.seed, output="stack")
+    record = provenance(
+        _stack_record(fitted.config, level1, out), fitted.config.seed, output="stack"
+    )
     write_text(folder.file(CONFIG), dump_yaml(record))
     write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
@@ -398,19 +471,60 @@ def stack(
             ``allow_in_sample``), stores that disagree, an output that is an input.
     """
     cfg = StackConfig(meta=meta, **options)
+    if cfg.meta is None and has_classes(cfg.target):
+        raise OptionError(
+            f"--meta is required with --target {cfg.target} (the classes' meta-learner; "
+            "`emofeat stack --list-meta` describes each)"
+        )
     StackFolder(out).check_writable(stores)
     with load_level1(stores, allow_incomplete=cfg.allow_incomplete) as level1:
-        choice = None
-        if meta == AUTO:
-            fitted, choice = choose_meta(level1, cfg)
-        else:
-            fitted = fit_stack(level1, cfg)
-        metrics = evaluate_stack(fitted, level1)  # test rows: once, for the fitted stack only
-        if choice is not None:
-            metrics["auto"] = choice
-            fitted = dataclasses.replace(fitted, config=cfg)  # config.yaml re-runs the choice
-        write_stack(Path(out), fitted, level1, metrics=metrics)
+        fitted, dims, metrics = None, None, {"target": cfg.target}
+        if has_classes(cfg.target):
+            choice = None
+            if meta == AUTO:
+                fitted, choice = choose_meta(level1, cfg)
+            else:
+                fitted = fit_stack(level1, cfg)
+            metrics.update(evaluate_stack(fitted, level1))  # test rows: once
+            if choice is not None:
+                metrics["auto"] = choice
+                fitted = dataclasses.replace(fitted, config=cfg)  # config.yaml re-runs the choice
+        if has_dimensions(cfg.target):
+            dims, metrics = _stack_dimensions(level1, cfg, fitted, metrics)
+        write_stack(Path(out), fitted, level1, metrics=metrics, dims=dims, config=cfg)
     return StackResult(Path(out), metrics)
+
+
+def _stack_dimensions(
+    level1: Level1, cfg: StackConfig, fitted: FittedStack | None, metrics: dict[str, Any]
+) -> tuple[FittedDimensional, dict[str, Any]]:
+    """Fit and score valence and arousal on the rows the categorical part uses (or, alone, on
+    rows chosen by the same rules: out-of-fold train rows, test rows no base model trained on)."""
+    from emofeat.stack.dimensional import evaluate_dimensional, fit_dimensional
+
+    if level1.targets is None or not np.isfinite(level1.targets).any():
+        raise EmofeatError(
+            f"--target {cfg.target}: the stores hold no valence or arousal (their manifest had "
+            "none: AI Hub, a CSV without them)"
+        )
+    if fitted is not None:
+        train, test = fitted.train, fitted.test
+    else:
+        plan = FoldPlan.from_store(level1)
+        train = plan.train_rows
+        candidates = np.flatnonzero(plan.split == "test")
+        test = candidates[~known_in_sample(level1.in_sample, len(level1))[candidates]]
+        metrics.update(stores=list(level1.names), dropped_rows=int(level1.dropped))
+    # The same refusal of in-sample train rows as the classes' meta-learner (the mean learns
+    # nothing from them).
+    warning = _check_out_of_fold(level1, train, cfg, learns=cfg.dim_meta != "mean")
+    if warning and not metrics.get("in_sample_warning"):
+        metrics["in_sample_warning"] = warning
+    dims = fit_dimensional(level1, cfg.dim_meta, train, cfg.seed)
+    block = evaluate_dimensional(dims, level1, test, cfg.seed)
+    block["test_row_indices"] = test.tolist()  # for the figure; dropped before metrics.json
+    metrics["dimensional"] = block
+    return dims, metrics
 
 
 def choose_meta(level1: Level1, cfg: StackConfig) -> tuple[FittedStack, dict[str, Any]]:
@@ -445,21 +559,29 @@ PREDICTIONS_HEADER = "id,split,label,predicted,provenance"
 register_csv_kind("predictions", PREDICTIONS_HEADER)
 
 
-def write_predictions(path: Path, level1: Level1, proba: np.ndarray, *, origin: np.ndarray) -> None:
+def write_predictions(
+    path: Path,
+    level1: Level1,
+    proba: np.ndarray | None,
+    *,
+    origin: np.ndarray,
+    dimensions: np.ndarray | None = None,
+) -> None:
     """predictions.csv: id, split, label, predicted, provenance (``in-sample``: the meta-learner
     was fitted on the row; ``cross-validated``: predicted by a meta-learner fitted on the other
-    folds; ``out-of-sample``: never fitted on) and one probability column per class."""
-    frame = pd.DataFrame(
-        {
-            "id": level1.ids,
-            "split": level1.split,
-            "label": [level1.label_names[i] if i >= 0 else "" for i in level1.labels],
-            "predicted": [level1.label_names[i] for i in proba.argmax(1)],
-            "provenance": origin,
-        }
-    )
-    for j, name in enumerate(level1.label_names):
+    folds; ``out-of-sample``: never fitted on) and one probability column per class; with
+    ``dimensions``, the true ``valence``/``arousal`` (where known) and ``predicted_*``."""
+    frame = pd.DataFrame({"id": level1.ids, "split": level1.split})
+    if proba is not None:
+        frame["label"] = [level1.label_names[i] if i >= 0 else "" for i in level1.labels]
+        frame["predicted"] = [level1.label_names[i] for i in proba.argmax(1)]
+    frame["provenance"] = origin
+    for j, name in enumerate(level1.label_names if proba is not None else []):
         frame[f"p_{name}"] = proba[:, j]
+    for j, name in enumerate(level1.dimension_names if dimensions is not None else []):
+        if level1.targets is not None:
+            frame[name] = level1.targets[:, j]
+        frame[f"predicted_{name}"] = dimensions[:, j]
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 
@@ -491,11 +613,25 @@ def predict(
     """
     allow_incomplete = PredictConfig(**options).allow_incomplete
     check_output(out_csv, kind="predictions", inputs=[*stores, stack_dir], what="-o")
-    model = StackFolder(stack_dir).load_model()
-    fitted_on = set(model.named_steps["features"].fitted_ids_)
+    folder = StackFolder(stack_dir)
     with load_level1(stores, allow_incomplete=allow_incomplete) as level1:
         out_csv = Path(out_csv)
-        # In-sample: the meta-learner was fitted on the row, or a base model trained on it.
+        apply_stack(folder, level1, out_csv)
+    return out_csv
+
+
+def apply_stack(
+    folder: StackFolder, level1: Level1, out_csv: Path, *, origin: np.ndarray | None = None
+) -> None:
+    """Write the predictions of a fitted stack (its classes, its valence and arousal, or both)
+    for aligned stores. ``origin``: each row's provenance; default: ``in-sample`` where the
+    meta-learner was fitted on the row or a base model trained on it, else ``out-of-sample``.
+    Loads the folder's joblib files: trusted folders only."""
+    model = folder.load_model() if folder.has_classes() else None
+    dims = folder.load_dimensional_model()
+    if origin is None:
+        fitted_on = set(model.named_steps["features"].fitted_ids_) if model else set()
+        fitted_on |= set(dims.fitted_ids) if dims is not None else set()
         seen = known_in_sample(level1.in_sample, len(level1))
         origin = np.array(
             [
@@ -504,5 +640,11 @@ def predict(
             ],
             dtype=object,
         )
-        write_predictions(out_csv, level1, model.predict_proba(level1), origin=origin)
-    return out_csv
+    proba = model.predict_proba(level1) if model is not None else None
+    write_predictions(
+        out_csv,
+        level1,
+        proba,
+        origin=origin,
+        dimensions=dims.predict(level1) if dims is not None else None,
+    )

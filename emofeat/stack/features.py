@@ -68,25 +68,7 @@ class StoreFeatures(TransformerMixin, BaseEstimator):
     def match(self, level1: Level1) -> list[int]:
         """Indices of ``level1``'s stores in the order the stack was fitted on."""
         check_is_fitted(self, "stores_")
-        given = list(level1.keys)
-        dup = sorted({n for n, k in zip(level1.names, given) if given.count(k) > 1})
-        if dup:
-            raise StoreError(f"the same store was given twice: {dup}")
-        # A stack fitted before stores listed their identity keys recorded their legacy
-        # identity: such a stack matches stores by it (weights, reverse, layers, pooling).
-        if not set(self.stores_) & set(given) and level1.legacy_keys:
-            given = list(level1.legacy_keys)
-        missing = [n for n, k in zip(self.store_names_, self.stores_) if k not in given]
-        extra = [n for n, k in zip(level1.names, given) if k not in self.stores_]
-        if missing or extra:
-            raise StoreError(
-                f"the stack was fitted on stores {self.store_names_}; "
-                + (f"missing: {missing}" if missing else "")
-                + ("; " if missing and extra else "")
-                + (f"not part of the stack: {extra}" if extra else "")
-                + ". Give the stores extracted with the same runs and options."
-            )
-        return [given.index(k) for k in self.stores_]
+        return match_stores(self.stores_, self.store_names_, level1)
 
     def _build(self, level1: Level1, order: list[int]) -> tuple[np.ndarray, list[int], list[int]]:
         """(X, each store's width, each store's passthrough width); non-finite values are an
@@ -115,3 +97,31 @@ def _finite(part: np.ndarray, level1: Level1, k: int) -> np.ndarray:
             f"{level1.ids[np.flatnonzero(bad)[0]]!r}; re-extract that store"
         )
     return part
+
+
+def match_stores(fitted: list[str], names: list[str], level1: Level1) -> list[int]:
+    """Indices of ``level1``'s stores in the order a stack was fitted on them (``fitted``: their
+    identities, ``names``: their names then), matched by identity, never by order or name.
+
+    Raises:
+        StoreError: a store is missing, duplicated or foreign to the stack (named).
+    """
+    given = list(level1.keys)
+    dup = sorted({n for n, k in zip(level1.names, given) if given.count(k) > 1})
+    if dup:
+        raise StoreError(f"the same store was given twice: {dup}")
+    # A stack fitted before stores listed their identity keys recorded their legacy
+    # identity: such a stack matches stores by it (weights, reverse, layers, pooling).
+    if not set(fitted) & set(given) and level1.legacy_keys:
+        given = list(level1.legacy_keys)
+    missing = [n for n, k in zip(names, fitted) if k not in given]
+    extra = [n for n, k in zip(level1.names, given) if k not in fitted]
+    if missing or extra:
+        raise StoreError(
+            f"the stack was fitted on stores {names}; "
+            + (f"missing: {missing}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"not part of the stack: {extra}" if extra else "")
+            + ". Give the stores extracted with the same runs and options."
+        )
+    return [given.index(k) for k in fitted]

@@ -26,7 +26,18 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 REPORT = "report.md"
 CONFUSION = "confusion.png"
-STACK_ENTRIES = (MODEL, CONFIG, METRICS, REPORT, CONFUSION, PREDICTIONS)
+DIMENSIONAL_MODEL = "dimensional.joblib"  # --target dimensional or both: valence and arousal
+DIMENSIONS_FIGURE = "dimensions.png"
+STACK_ENTRIES = (
+    MODEL,
+    CONFIG,
+    METRICS,
+    REPORT,
+    CONFUSION,
+    PREDICTIONS,
+    DIMENSIONAL_MODEL,
+    DIMENSIONS_FIGURE,
+)
 
 register_record_kind("stack", legacy_key="meta", folder=True)  # stacks/NAME/config.yaml
 
@@ -101,6 +112,31 @@ class StackFolder:
         if not isinstance(model, Pipeline) or "features" not in model.named_steps:
             raise EmofeatError(
                 f"{path}: not a stack written by this emofeat; re-run `emofeat stack`"
+            )
+        return model
+
+    def has_classes(self) -> bool:
+        """Whether the stack predicts the classes (``model.joblib``)."""
+        return (self.path / MODEL).is_file()
+
+    def load_dimensional_model(self):
+        """The fitted valence/arousal meta-learner of a stack of ``--target dimensional`` or
+        ``both``, or None. Loading a joblib file runs code: trusted folders only.
+
+        Raises:
+            EmofeatError: the file is not a dimensional model written by this emofeat.
+        """
+        import joblib
+
+        from emofeat.stack.dimensional import DimensionalModel
+
+        path = self.path / DIMENSIONAL_MODEL
+        if not path.is_file():
+            return None
+        model = joblib.load(path)
+        if not isinstance(model, DimensionalModel):
+            raise EmofeatError(
+                f"{path}: not a model written by this emofeat; re-run `emofeat stack`"
             )
         return model
 

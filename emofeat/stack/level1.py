@@ -44,6 +44,11 @@ class Level1:
     dropped: int = 0  # rows not done in every store
     # Per store, the identity stacks fitted before stores listed their identity keys recorded.
     legacy_keys: list[str] = field(default_factory=list)
+    # Valence and arousal: per store its predictions (None: it has none), the true values of
+    # the rows (NaN: none; None: the stores hold no targets) and the dimensions' names.
+    dimensions: list[np.ndarray | None] = field(default_factory=list)
+    targets: np.ndarray | None = None
+    dimension_names: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -162,6 +167,15 @@ def load_level1(
             stores=stores,
             rows=a.rows,
             dropped=a.dropped,
+            dimensions=[
+                s.dimensions(r) if s.has_dimensions else None for s, r in zip(stores, a.rows)
+            ],
+            targets=(
+                first.dimension_targets(keep).astype(np.float64)
+                if first.has_dimension_targets
+                else None
+            ),
+            dimension_names=first.dimension_names,
         )
     except Exception:
         a.close()

@@ -23,7 +23,7 @@ class WriteBehind:
     def __init__(self, writer: StoreWriter, seconds: float | None = None):
         self.writer = writer
         self.seconds = self.SECONDS if seconds is None else seconds
-        self.parts: list[tuple[np.ndarray, Any, dict, dict | None]] = []
+        self.parts: list[tuple[np.ndarray, Any, dict, dict | None, Any]] = []
         self.last = time.perf_counter()
 
     def add(
@@ -33,10 +33,11 @@ class WriteBehind:
         logits: np.ndarray | None = None,
         embeddings: dict[str, np.ndarray] | None = None,
         sequences: dict[str, list[np.ndarray]] | None = None,
+        dimensions: np.ndarray | None = None,
     ) -> None:
         """Buffer computed rows (as :meth:`StoreWriter.write` takes them); flushes once
         ``seconds`` have passed since the last write."""
-        self.parts.append((np.asarray(rows), logits, embeddings or {}, sequences))
+        self.parts.append((np.asarray(rows), logits, embeddings or {}, sequences, dimensions))
         if time.perf_counter() - self.last >= self.seconds:
             self.flush()
 
@@ -62,5 +63,10 @@ class WriteBehind:
             seqs = None
             if self.parts[0][3] is not None:
                 seqs = {k: [x for p in self.parts for x in p[3][k]] for k in self.parts[0][3]}
-            self.writer.write(rows, logits=logits, embeddings=emb, sequences=seqs)
+            dims = None
+            if self.parts[0][4] is not None:
+                dims = np.concatenate([p[4] for p in self.parts])
+            self.writer.write(
+                rows, logits=logits, embeddings=emb, sequences=seqs, dimensions=dims
+            )
         self.parts, self.last = [], time.perf_counter()

@@ -210,6 +210,12 @@ class StoreLayout:
     aliases: dict[str, str] = field(default_factory=dict)
     # Per-row sequences (token or frame states): name -> (length T, width H).
     sequences: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The dimensional targets (valence, arousal) per row, NaN where a row has none: (N, D) or
+    # None (no row has any); ``dimensions``: whether the store holds the models' predictions of
+    # them (/dimensions, like /logits). The names of both: ``dimension_names``.
+    targets: np.ndarray | None = None
+    dimensions: bool = False
+    dimension_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.ids = _strings(self.ids)
@@ -231,6 +237,18 @@ class StoreLayout:
         self.embeddings = {str(k): int(v) for k, v in (self.embeddings or {}).items()}
         self.sequences = {str(k): (int(t), int(h)) for k, (t, h) in (self.sequences or {}).items()}
         self.config = dict(self.config) if isinstance(self.config, Mapping) else None
+        self.dimension_names = [str(n) for n in self.dimension_names]
+        if self.targets is not None:
+            self.targets = np.asarray(self.targets, dtype=np.float32)
+            if self.targets.shape != (len(self.ids), len(self.dimension_names)):
+                raise StoreError(
+                    f"store layout: dimension targets of shape {self.targets.shape}, expected "
+                    f"({len(self.ids)}, {len(self.dimension_names)}) for {self.dimension_names}"
+                )
+            if np.isinf(self.targets).any():
+                raise StoreError("store layout: infinite dimension targets (NaN marks none)")
+        if self.dimensions and not self.dimension_names:
+            raise StoreError("store layout: dimensional predictions need dimension_names")
         for alias, target in self.aliases.items():
             if target not in self.embeddings or alias in self.embeddings:
                 raise StoreError(f"alias {alias!r} -> {target!r} names no other dataset")
@@ -275,6 +293,15 @@ class StoreLayout:
                     f"{name} differ at {where}: {_decode(a[i])!r} {here}, {_decode(b[i])!r} {there}"
                     + (f" ({len(bad) - 1} more)" if len(bad) > 1 else "")
                 )
+        if self.targets is not None and other.targets is not None:
+            a, b = self.targets, other.targets[pos]
+            bad = np.flatnonzero(~((a == b) | (np.isnan(a) & np.isnan(b))).all(axis=1))
+            if len(bad):
+                i = int(bad[0])
+                problems.append(
+                    f"dimension targets differ at id {self.ids[i]!r}: {a[i].tolist()} {here}, "
+                    f"{b[i].tolist()} {there}"
+                )
         if self.label_names != other.label_names:
             same = sorted(self.label_names) == sorted(other.label_names)
             problems.append(
@@ -289,6 +316,10 @@ class StoreLayout:
         if datasets:
             if self.logits != other.logits:
                 problems.append(f"logits {'present' if self.logits else 'absent'} {here}")
+            if self.dimensions != other.dimensions:
+                problems.append(
+                    f"dimensional predictions {'present' if self.dimensions else 'absent'} {here}"
+                )
             mine = {k: (d, self.embedding_dtype) for k, d in self.embeddings.items()}
             theirs = {k: (d, other.embedding_dtype) for k, d in other.embeddings.items()}
             if mine != theirs:

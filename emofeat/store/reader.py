@@ -119,6 +119,15 @@ class Store:
                 raise StoreError(
                     f"{self.path}: /logits has shape {f['logits'].shape}, expected ({n}, {c})"
                 )
+        d = len(_decode(f.attrs.get("dimension_names", [])))
+        for name in ("dimensions", "dimension_targets"):
+            if name in f:
+                check(name, f[name], 2, f"({n}, {d})")
+                if f[name].shape[1] != d:
+                    raise StoreError(
+                        f"{self.path}: /{name} has shape {f[name].shape}, expected ({n}, {d}) "
+                        "for its dimension_names attribute"
+                    )
         for name, ds in self._embedding_group().items():
             check(f"embeddings/{name}", ds, 2, f"({n}, D)")
         group = f.get("sequences")
@@ -183,6 +192,22 @@ class Store:
         return "logits" in self._f
 
     @property
+    def has_dimensions(self) -> bool:
+        """Whether the store holds dimensional predictions (``/dimensions``: a run fine-tuned
+        with a dimensional task)."""
+        return "dimensions" in self._f
+
+    @property
+    def has_dimension_targets(self) -> bool:
+        """Whether the store holds the rows' true valence and arousal (``/dimension_targets``)."""
+        return "dimension_targets" in self._f
+
+    @property
+    def dimension_names(self) -> list[str]:
+        """The names of the dimensions (``valence``, ``arousal``); [] when the store has none."""
+        return [str(n) for n in self.attrs.get("dimension_names", [])]
+
+    @property
     def embedding_names(self) -> list[str]:
         """The names of the stored embeddings (``last``, ``layer_07``, ``pooler``, ...), sorted."""
         return sorted(self._embedding_group().keys())
@@ -215,6 +240,9 @@ class Store:
             in_sample=self.in_sample,
             aliases=aliases,
             sequences=sequence_shapes(self._f),
+            targets=self.dimension_targets() if self.has_dimension_targets else None,
+            dimensions=self.has_dimensions,
+            dimension_names=self.dimension_names,
         )
 
     @property
@@ -360,6 +388,41 @@ class Store:
             raise StoreError(f"{self.path}: this store has no logits (a frozen-encoder store?)")
         return self._read(self._f["logits"], rows)
 
+    def dimensions(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The dimensional predictions of every row, or of the given rows.
+
+        Args:
+            rows: Row indices, in any order; None for every row.
+
+        Returns:
+            (n, D) float32 on the rating scale (:attr:`dimension_names`); rows not done hold NaN.
+
+        Raises:
+            StoreError: the store has no dimensional predictions.
+        """
+        if not self.has_dimensions:
+            raise StoreError(
+                f"{self.path}: this store has no dimensional predictions (/dimensions); extract "
+                "a run fine-tuned with --task dimensional or both"
+            )
+        return self._read(self._f["dimensions"], rows)
+
+    def dimension_targets(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """The true valence and arousal of every row, or of the given rows (NaN: none).
+
+        Args:
+            rows: Row indices, in any order; None for every row.
+
+        Returns:
+            (n, D) float32 (:attr:`dimension_names`).
+
+        Raises:
+            StoreError: the store holds no dimensional targets (its manifest had none).
+        """
+        if not self.has_dimension_targets:
+            raise StoreError(f"{self.path}: this store holds no valence or arousal targets")
+        return self._read(self._f["dimension_targets"], rows)
+
     def embeddings(self, name: str, rows: np.ndarray | None = None) -> np.ndarray:
         """One pooled embedding of every row, or of the given rows.
 
@@ -426,7 +489,9 @@ class Store:
         """The store as a DataFrame indexed by utterance id.
 
         Columns: ``label``, ``label_name``, ``split``, ``fold``, ``done``, the logits (one column per
-        class, ``logit_<class>``) and, when asked, an embedding (one column per dimension,
+        class, ``logit_<class>``), the true ``valence``/``arousal`` and their predictions
+        (``predicted_valence``, ...) where the store holds them, and, when asked, an embedding
+        (one column per dimension,
         ``<embedding>_<j>``). With ``array_columns``, the logits and the embedding are one column each
         holding every row's vector, which stays small for 2,048-wide embeddings.
 
@@ -456,6 +521,12 @@ class Store:
             else:
                 for j, name in enumerate(self.label_names):
                     frame[f"logit_{name}"] = lg[:, j]
+        if self.has_dimension_targets:  # the true valence and arousal (NaN: none)
+            for j, name in enumerate(self.dimension_names):
+                frame[name] = self.dimension_targets()[:, j]
+        if self.has_dimensions:
+            for j, name in enumerate(self.dimension_names):
+                frame[f"predicted_{name}"] = self.dimensions()[:, j]
         if embedding is not None and array_columns:
             frame[embedding] = list(self.embeddings(embedding))
         elif embedding is not None:

@@ -39,6 +39,8 @@ def validate_store(path: str | os.PathLike) -> list[str]:
                 lg = s.logits(s.select())
                 if not np.isfinite(lg).all():
                     problems.append(f"{path}: non-finite logits in done rows")
+            if s.has_dimensions and not np.isfinite(s.dimensions(s.select())).all():
+                problems.append(f"{path}: non-finite dimensional predictions in done rows")
             for name in s.embedding_names:
                 if not np.isfinite(s.embeddings(name, s.select())).all():
                     problems.append(f"{path}: non-finite values in done rows of /embeddings/{name}")
@@ -236,6 +238,12 @@ def export_store(
             }
             if s.has_logits:
                 arrays["logits"] = s.logits(rows)
+            if s.has_dimensions:
+                arrays["dimensions"] = s.dimensions(rows)
+            if s.dimension_names:
+                arrays["dimension_names"] = np.array(s.dimension_names)
+                if s.has_dimension_targets:
+                    arrays["dimension_targets"] = s.dimension_targets(rows)
             arrays.update({f"embeddings/{n}": s.embeddings(n, rows) for n in names})
             with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **arrays)
@@ -304,7 +312,15 @@ def merge_stores(
         attrs = {
             k: v
             for k, v in first.attrs.items()
-            if k not in ("complete", "schema_version", "label_names", "emofeat_version", "config")
+            if k
+            not in (
+                "complete",
+                "schema_version",
+                "label_names",
+                "emofeat_version",
+                "config",
+                "dimension_names",
+            )
         }
         with atomic_path(out, suffix=".h5") as tmp:
             writer = _create(tmp, layout, attrs)
@@ -323,6 +339,7 @@ def merge_stores(
                             logits=s.logits(part) if s.has_logits else None,
                             embeddings={k: s.embeddings(k, part) for k in layout.embeddings},
                             sequences=seqs,
+                            dimensions=s.dimensions(part) if s.has_dimensions else None,
                         )
                     for uid, reason in s.skip_reasons().items():
                         skipped = np.flatnonzero((first.ids == uid) & (owner == i))
@@ -350,8 +367,10 @@ def describe(path: str | os.PathLike) -> str:
             f"store      {s.path}",
             f"rows       {len(s)}  done {int(s.done.sum())}  skipped {int(s.skipped.sum())}  complete {s.complete}",
         ]
-        for name, ds in [("logits", s._f["logits"])] if s.has_logits else []:
-            lines.append(f"/{name:<24} {ds.shape} {ds.dtype}")
+        for name in ("logits", "dimensions", "dimension_targets"):
+            if name in s._f:
+                ds = s._f[name]
+                lines.append(f"/{name:<24} {ds.shape} {ds.dtype}")
         for name in s.embedding_names:
             ds = s._f["embeddings"][name]
             lines.append(f"/embeddings/{name:<13} {ds.shape} {ds.dtype}")

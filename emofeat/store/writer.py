@@ -108,6 +108,7 @@ class StoreWriter:
         logits: np.ndarray | None = None,
         embeddings: Mapping[str, np.ndarray] | None = None,
         sequences: Mapping[str, Sequence[np.ndarray]] | None = None,
+        dimensions: np.ndarray | None = None,
     ) -> None:
         """Write the values of ``rows``, flush, then mark the rows done.
 
@@ -120,6 +121,7 @@ class StoreWriter:
             embeddings: Per embedding name, the (n, D) values of the rows.
             sequences: Per sequence name, one (T_row, H) array per row, cut to the dataset's length or
                 zero-padded, with the valid length recorded.
+            dimensions: (n, D) dimensional predictions of the rows (valence, arousal).
 
         Raises:
             ValueError: a row index is given twice.
@@ -135,6 +137,8 @@ class StoreWriter:
             raise ValueError("duplicate row indices in one write")
         if logits is not None and "logits" not in self._f:
             raise StoreError(f"{self.path}: this store has no /logits dataset")
+        if dimensions is not None and "dimensions" not in self._f:
+            raise StoreError(f"{self.path}: this store has no /dimensions dataset")
         for name in embeddings or {}:
             if f"embeddings/{name}" not in self._f:
                 raise StoreError(
@@ -146,6 +150,8 @@ class StoreWriter:
         # Values are checked as they will be stored, after the cast to the dataset's dtype: a
         # finite float32 state above 65,504 is inf in a float16 store.
         given = {"logits": logits} if logits is not None else {}
+        if dimensions is not None:
+            given["dimensions"] = dimensions
         given.update({f"embeddings/{k}": v for k, v in (embeddings or {}).items()})
         stored = {}
         for path, values in given.items():
@@ -410,6 +416,15 @@ def _create(
                 chunks=(rows, c),
                 fillvalue=np.nan,
             )
+        d = len(layout.dimension_names)
+        if layout.targets is not None:
+            f.create_dataset("dimension_targets", data=layout.targets, dtype=np.float32)
+        if layout.dimensions:
+            f.create_dataset(
+                "dimensions", shape=(n, d), dtype=np.float32, chunks=(rows, d), fillvalue=np.nan
+            )
+        if d:
+            f.attrs["dimension_names"] = np.array(layout.dimension_names, dtype=_STR)
         group = f.create_group("embeddings")
         for name, dim in layout.embeddings.items():
             group.create_dataset(

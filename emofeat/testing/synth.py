@@ -20,6 +20,11 @@ Every utterance has an emotion ``e`` and a *cue channel*: ``text`` (35 %), ``aud
   emotions, so it carries no information about ``e``. Speakers vary in base pitch (by sex),
   spectral tilt and recording noise, and each utterance jitters its parameters.
 
+* Valence and arousal. Each utterance has its own (its class's centre plus a within-class spread,
+  SD 0.45); cued audio carries the arousal (louder, faster, higher when more aroused), a cued
+  transcript ends with a word of the valence (최악이야 ... 좋았어). KEMDy20's raters vote
+  integers around them, and the consensus is their mean, as in the real corpus.
+
 Hence a text model can be right on ``text``/``both`` rows (about 65 %) but guesses elsewhere, an
 audio model the reverse, and a combination that learns which model to trust per utterance can
 approach the ceiling: the two modalities are complementary by construction.
@@ -129,10 +134,32 @@ class Speaker:
         return cls(base * rng.uniform(0.85, 1.15), rng.uniform(0.6, 1.2), rng.uniform(0.002, 0.01))
 
 
-def prosody(rng: np.random.Generator, emotion: str, cued: bool) -> np.ndarray:
-    """Prosody parameters of one utterance; uncued draws each from the all-emotion range."""
+def affect(rng: np.random.Generator, emotion: str) -> tuple[float, float]:
+    """An utterance's own valence and arousal (1-5): its class's centre plus a spread within the
+    class (SD 0.45, about KEMDy20's)."""
+    v = float(np.clip(VALENCE[emotion] + rng.normal(0, 0.45), 1, 5))
+    a = float(np.clip(AROUSAL[emotion] + rng.normal(0, 0.45), 1, 5))
+    return v, a
+
+
+# Words whose valence rises from first to last: a cued transcript ends with the one of its
+# utterance's valence (the lexical correlate of valence).
+VALENCE_WORDS = ["최악이야", "별로야", "그렇네", "괜찮아", "좋았어"]
+
+
+def prosody(
+    rng: np.random.Generator, emotion: str, cued: bool, arousal: float | None = None
+) -> np.ndarray:
+    """Prosody parameters of one utterance; uncued draws each from the all-emotion range. Cued
+    audio also carries the utterance's arousal around its class's (``arousal``): louder, faster
+    and higher when more aroused (the acoustic correlates of arousal)."""
     if cued:
         p = np.array(PROSODY[emotion], dtype=float)
+        if arousal is not None:
+            d = arousal - AROUSAL[emotion]
+            p[0] *= 1 + 0.08 * d  # pitch
+            p[2] *= 1 + 0.12 * d  # tempo
+            p[3] *= 1 + 0.30 * d  # energy
     else:
         p = rng.uniform(_PROSODY_MIN, _PROSODY_MAX)
     jitter = rng.normal(1.0, 0.06, size=p.shape)
@@ -179,11 +206,22 @@ def speech(
     return (x / max(1.0, np.abs(x).max() * 1.05)).astype(np.float32)
 
 
-def transcript(rng: np.random.Generator, emotion: str, *, cued: bool, markers: bool) -> str:
-    """A Korean transcript; cued ones hold a cue phrase of the emotion."""
+def transcript(
+    rng: np.random.Generator,
+    emotion: str,
+    *,
+    cued: bool,
+    markers: bool,
+    valence: float | None = None,
+) -> str:
+    """A Korean transcript; cued ones hold a cue phrase of the emotion and, given the
+    utterance's ``valence``, a word of that valence."""
     ctx = CONTEXTS[rng.integers(len(CONTEXTS))]
     if cued:
         cue = CUES[emotion][rng.integers(len(CUES[emotion]))]
+        if valence is not None:
+            step = int(np.clip(round(valence) - 1, 0, len(VALENCE_WORDS) - 1))
+            cue = f"{cue} {VALENCE_WORDS[step]}"
     else:
         cue = NEUTRAL_CONTINUATIONS[rng.integers(len(NEUTRAL_CONTINUATIONS))]
     words = f"{ctx} {cue}{rng.choice(['.', '', '요', '!', '?'])}".split()
@@ -240,12 +278,17 @@ def synth_kemdy20(
             seg = f"Sess{s:02d}_script{script:02d}_{users[sex]}_{i + 1:03d}"
             emotion, channel = _utterance(rng)
             counts["channels"][channel] += 1
+            valence, arousal = affect(rng, emotion)
             dur = float(rng.uniform(*seconds))
             x = speech(
-                rng, voices[sex], p=prosody(rng, emotion, channel != "text"), seconds=dur, sr=sr
+                rng,
+                voices[sex],
+                p=prosody(rng, emotion, channel != "text", arousal),
+                seconds=dur,
+                sr=sr,
             )
             sf.write(wav_dir / f"{seg}.wav", x, sr, subtype="PCM_16")
-            text = transcript(rng, emotion, cued=channel != "audio", markers=True)
+            text = transcript(rng, emotion, cued=channel != "audio", markers=True, valence=valence)
             (wav_dir / f"{seg}.txt").write_bytes((text + "\n").encode("cp949"))
             consensus = emotion
             votes = []
@@ -263,8 +306,15 @@ def synth_kemdy20(
                     vote = emotion
                 else:
                     vote = label_set.LABEL_NAMES[rng.integers(7)]
-                val = int(np.clip(round(VALENCE[vote] + rng.normal(0, 0.6)), 1, 5))
-                aro = int(np.clip(round(AROUSAL[vote] + rng.normal(0, 0.6)), 1, 5))
+                # Raters hear the utterance's own valence and arousal (another emotion's
+                # centre when they vote another emotion), each with an integer vote.
+                own = vote == emotion
+                val = int(
+                    np.clip(round((valence if own else VALENCE[vote]) + rng.normal(0, 0.6)), 1, 5)
+                )
+                aro = int(
+                    np.clip(round((arousal if own else AROUSAL[vote]) + rng.normal(0, 0.6)), 1, 5)
+                )
                 votes.append((vote, val, aro))
             listed = seg
             if i == 3 and s % 3 == 0:  # a published quirk: a wrong session prefix in the CSV
