@@ -11,6 +11,7 @@ row has none: the loss leaves those rows out of the part they lack, never impute
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +60,71 @@ def target(label: int, dims: np.ndarray, task: str) -> int | list[float]:
     if task == "categorical":
         return int(label)
     return [float(label), *map(float, dims)]
+
+
+def task_option(default: str = "categorical") -> Any:
+    """``--task``, declared the same way by every command that trains a head."""
+    from emofeat.options import option
+
+    return option(
+        default,
+        help="What the model predicts: the classes (categorical), valence and arousal on their "
+        "1-5 scale (dimensional), or both from one head.",
+        choices=TASKS,
+    )
+
+
+def dim_loss_option() -> Any:
+    """``--dim-loss``, declared the same way by every command that trains a head."""
+    from emofeat.options import option
+
+    return option(
+        "ccc",
+        help="The dimensional loss: ccc (1 - the batch's concordance correlation, averaged over "
+        "valence and arousal) or mse.",
+        choices=DIMENSION_LOSSES,
+    )
+
+
+def dim_weight_option() -> Any:
+    """``--dim-weight``, declared the same way by every command that trains a head."""
+    from emofeat.options import option
+
+    return option(
+        1.0,
+        help="With --task both: the dimensional loss's weight beside the cross-entropy.",
+        low=0,
+        high=1000,
+    )
+
+
+def task_metrics(
+    outputs: np.ndarray, targets: np.ndarray, n_classes: int, task: str
+) -> dict[str, float]:
+    """A head's held-out figures for a task with dimensions: the classification figures over
+    the rows with a class (``both``), and per dimension CCC, Pearson's r, RMSE and the row count
+    over the rows that carry it (``valence_ccc``, ..., ``mean_ccc``).
+
+    Args:
+        outputs: (n, outputs) head values (:func:`output_names`).
+        targets: (n, 3) ``[class, valence, arousal]``, -1 / NaN where a row has none.
+        n_classes: The number of classes.
+        task: ``dimensional`` or ``both``.
+
+    Returns:
+        Flat figures, as a fold's metrics.json holds them.
+    """
+    from emofeat.metrics import classification_metrics, dimensional_metrics
+
+    targets = np.asarray(targets, dtype=np.float64)
+    logits, dims = split_outputs(np.asarray(outputs), n_classes, task)
+    out: dict[str, float] = {}
+    if logits is not None:
+        known = targets[:, 0] >= 0
+        out.update(classification_metrics(targets[known, 0].astype(int), logits[known].argmax(-1)))
+    for name, figures in dimensional_metrics(targets[:, 1:], dims, DIMENSIONS).items():
+        out.update({f"{name}_{k}": v for k, v in figures.items()})
+    return out
 
 
 def task_loss(outputs, targets, *, n_classes: int, task: str, dim_loss: str, dim_weight: float):

@@ -38,6 +38,7 @@ def train_head(
     device: str = "cpu",
     progress: Callable[[int, int, float], None] | None = None,
     name: str = "training",
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place; it is left in eval mode.
 
@@ -56,6 +57,8 @@ def train_head(
         device: where the model and the batches go.
         progress: called after each batch with (epoch, rows, loss).
         name: names the model in the error on a non-finite loss.
+        loss_fn: ``loss_fn(outputs, targets)`` instead of the (weighted) cross-entropy (a head
+            of valence and arousal: :func:`emofeat.tasks.task_loss`).
 
     Returns:
         The log history: the mean training loss of each epoch.
@@ -74,7 +77,11 @@ def train_head(
         total, seen = 0.0, 0
         for step, batch in enumerate(epoch_batches):
             *inputs, y = (t.to(device) for t in batch)
-            loss = nn.functional.cross_entropy(model(*inputs), y, weight=weight)
+            outputs = model(*inputs)
+            if loss_fn is not None:
+                loss = loss_fn(outputs, y)
+            else:
+                loss = nn.functional.cross_entropy(outputs, y, weight=weight)
             if not torch.isfinite(loss):
                 raise EmofeatError(
                     f"{name}: non-finite training loss at epoch {epoch}, step {step + 1}; check "

@@ -101,7 +101,9 @@ def dim_stores(tmp_path_factory, both_run, manifest, manifest_path, tiny_kobert)
     ]
 
 
-@pytest.mark.parametrize("target, dim_meta", [("both", "ridge"), ("dimensional", "caruana")])
+@pytest.mark.parametrize(
+    "target, dim_meta", [("both", "ridge"), ("dimensional", "caruana"), ("dimensional", "auto")]
+)
 def test_a_dimensional_stack_is_scored_by_ccc_recomputed_from_its_predictions(
     dim_stores, manifest, tmp_path, target, dim_meta
 ):
@@ -134,6 +136,10 @@ def test_a_dimensional_stack_is_scored_by_ccc_recomputed_from_its_predictions(
         own = s.dimensions(np.array(rows))[:, 0]
     first = block["test"]["models"]["a"]["valence"]["ccc"]
     assert first == pytest.approx(lin_ccc(list(test.valence), list(own)), abs=1e-5)
+    if dim_meta == "auto":  # the candidate with the best mean CV CCC, the others listed
+        scores = block["auto"]["cv_mean_ccc"]
+        assert set(scores) == {"mean", "ridge", "lgbm", "caruana"}
+        assert block["meta"] == block["auto"]["chosen"] == max(scores, key=scores.get)
     report = (out / "report.md").read_text()
     assert "## Valence and arousal" in report and (out / "dimensions.png").is_file()
     assert (out / "model.joblib").is_file() == (target == "both")
@@ -148,6 +154,11 @@ def test_a_dimensional_stack_is_scored_by_ccc_recomputed_from_its_predictions(
             again.loc[test.id, f"predicted_{name}"], test[f"predicted_{name}"], rtol=1e-6
         )
     assert set(again.loc[test.id, "provenance"]) == {"out-of-sample"}
+    from emofeat.analysis.compare import compare
+
+    row = compare([out]).iloc[0]
+    assert row["test_valence_ccc"] == pytest.approx(block["test"]["ensemble"]["valence"]["ccc"])
+    assert row["test_mean_ccc"] == pytest.approx(block["test"]["ensemble"]["mean"]["ccc"])
 
 
 def test_an_in_sample_dimensional_store_is_refused(manifest, manifest_path, tiny_kobert, tmp_path):
@@ -167,3 +178,80 @@ def test_an_in_sample_dimensional_store_is_refused(manifest, manifest_path, tiny
         stack([store], None, tmp_path / "ridge", target="dimensional", dim_meta="ridge")
     assert not (tmp_path / "ridge").exists()
     stack([store], None, tmp_path / "mean", target="dimensional", dim_meta="mean")
+
+
+def test_a_dimensional_probe_scores_each_layer_by_ccc(
+    manifest, manifest_path, tiny_wav2vec2, tmp_path
+):
+    """probe --target dimensional: per layer, a ridge regression of each dimension
+    cross-validated over the folds on the train rows that carry both, scored by CCC; a layer's
+    figure equals the same regression done by hand, scored by independent code."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from emofeat.analysis.probe import probe_layers
+    from emofeat.errors import EmofeatError
+
+    store = extract(
+        manifest_path, tmp_path / "all.h5", ExtractConfig(model=str(tiny_wav2vec2), layers="all")
+    )
+    table = probe_layers(store, tmp_path / "probe", target="dimensional")
+    assert set(table.metric) == {"valence_ccc", "arousal_ccc", "mean_ccc"}
+    with open_store(store) as s:
+        train = np.flatnonzero((s.split == "train") & (s.labels >= 0))
+        y = s.dimension_targets(train).astype(float)
+        train, y = train[np.isfinite(y).all(1)], y[np.isfinite(y).all(1)]
+        X, folds = s.embeddings("layer_01", train).astype(np.float32), s.fold[train]
+    per_fold = []
+    for k in np.unique(folds):
+        fit, held = folds != k, folds == k
+        model = make_pipeline(StandardScaler(), Ridge(alpha=10.0)).fit(X[fit], y[fit, 0])
+        per_fold.append(lin_ccc(list(y[held, 0]), list(model.predict(X[held]))))
+    row = table[(table.name == "layer_01") & (table.metric == "valence_ccc")]
+    assert row["mean"].iloc[0] == pytest.approx(np.mean(per_fold), abs=1e-6)
+    assert (tmp_path / "probe" / "probe.png").is_file()
+    assert "valence_ccc" in (tmp_path / "probe" / "probe.md").read_text()
+    with pytest.raises(EmofeatError, match="--weighted learns a weighted sum"):
+        probe_layers(store, tmp_path / "p2", target="dimensional", weighted=True)
+
+
+def test_mmm_of_both_tasks_writes_a_stackable_dimensional_store(manifest_path, tmp_path):
+    """fuse --task both: MMM's head predicts the classes and valence/arousal; its store holds
+    out-of-fold /logits and /dimensions with its inputs' targets, each fold's CCC equals Lin's
+    CCC of the store's predictions of its held-out rows, and it joins a dimensional stack."""
+    from emofeat.corpus.manifest import read_manifest
+    from emofeat.fuse.config import MMMConfig
+    from emofeat.fuse.run import fuse
+    from emofeat.stack.ensemble import stack
+    from emofeat.testing.tiny import build_tiny_electra, build_tiny_wav2vec2
+
+    m = read_manifest(manifest_path)
+    text = build_tiny_electra(tmp_path / "electra", list(m.frame.text), hidden=32)
+    audio = build_tiny_wav2vec2(tmp_path / "w2v", hidden=32, conv_dim=16)
+    seq = {}
+    for kind, model, extra in (("text", text, {"max_len": 16}), ("audio", audio, {})):
+        seq[kind] = extract(
+            manifest_path,
+            tmp_path / f"{kind}.h5",
+            ExtractConfig(model=str(model), sequence=True, **extra),
+        )
+    cfg = MMMConfig(epochs=2, batch_size=16, grad_accum=1, lr=1e-3, task="both")
+    fuse([seq["text"], seq["audio"]], tmp_path / "mmm", config=cfg)
+    fused = tmp_path / "mmm" / "mmm.h5"
+    with open_store(fused) as s:
+        assert s.has_logits and s.has_dimensions and s.complete
+        dims, targets, folds = s.dimensions(), s.dimension_targets(), s.fold
+        train = (s.split == "train") & (s.labels >= 0)
+        assert not s.in_sample[train].any()
+    saved = json.loads((tmp_path / "mmm" / "fold-0" / "metrics.json").read_text())
+    rows = np.flatnonzero(train & (folds == 0) & np.isfinite(targets[:, 0]))
+    assert saved["valence_ccc"] == pytest.approx(
+        lin_ccc(list(targets[rows, 0]), list(dims[rows, 0])), abs=2e-5
+    )
+    result = stack([fused], None, tmp_path / "s", target="dimensional", dim_meta="ridge")
+    assert "ensemble" in result.metrics["dimensional"]["test"]
+    from emofeat.errors import EmofeatError
+
+    with pytest.raises(EmofeatError, match="--class-weights weights the cross-entropy"):
+        MMMConfig(task="dimensional", class_weights=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from emofeat.corpus.manifest import DIMENSIONS
 from emofeat.errors import EmofeatError
 from emofeat.outputs import check_output, is_output, register_csv_kind
 from emofeat.records import FOLDER_RECORD
@@ -77,14 +78,23 @@ def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
     if isinstance(artifact, StackFolder):
         metrics = artifact.metrics()
         stores = ",".join(Path(s).stem for s in config.get("stores", []))
-        key = f"stack {metrics['meta']} over {stores}"
+        dims = metrics.get("dimensional") or {}
+        metas = [m for m in (metrics.get("meta"), dims.get("meta")) if m]
+        key = f"stack {' + '.join(metas)} over {stores}"
         row = {"path": str(folder), "kind": "stack", "configuration": key, "seed": seed}
-        test = metrics.get("test", {}).get("ensemble", {})
-        row.update({f"test_{m}": test.get(m) for m in FIGURES})
-        cv = metrics.get("cv", {}).get("accuracy", {})
-        # In-sample figures are never shown as cross-validation.
-        prefix = "insample" if metrics.get("cv_protocol") == "in-sample" else "cv"
-        row.update({f"{prefix}_accuracy": cv.get("mean"), f"{prefix}_accuracy_std": cv.get("std")})
+        if "meta" in metrics:  # the classes
+            test = metrics.get("test", {}).get("ensemble", {})
+            row.update({f"test_{m}": test.get(m) for m in FIGURES})
+            cv = metrics.get("cv", {}).get("accuracy", {})
+            # In-sample figures are never shown as cross-validation.
+            prefix = "insample" if metrics.get("cv_protocol") == "in-sample" else "cv"
+            row.update(
+                {f"{prefix}_accuracy": cv.get("mean"), f"{prefix}_accuracy_std": cv.get("std")}
+            )
+        if dims:  # valence and arousal: test CCC per dimension and their mean
+            ensemble = dims.get("test", {}).get("ensemble", {})
+            for name in (*DIMENSIONS, "mean"):
+                row[f"test_{name}_ccc"] = ensemble.get(name, {}).get("ccc")
         sources = sorted(set((metrics.get("test_predictions") or {}).values()))
         row["base_test_rows"] = "; ".join(sources) or None
         return row
@@ -95,7 +105,11 @@ def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
     )
     row = {"path": str(folder), "kind": "run", "configuration": key, "seed": seed}
     row.update(
-        {f"heldout_{m}": summary.get(m, {}).get("mean") for m in ("accuracy", "macro_f1", "uar")}
+        {
+            f"heldout_{m}": summary.get(m, {}).get("mean")
+            for m in ("accuracy", "macro_f1", "uar", "mean_ccc")
+            if m in summary
+        }
     )
     row["heldout_accuracy_std"] = summary.get("accuracy", {}).get("std")
     return row

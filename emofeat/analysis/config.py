@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emofeat.options import Options, option, seed_option
+from emofeat.options import OptionError, Options, option, seed_option
 
 PROBE_HEADS = ("logreg", "lgbm")  # the meta-learners that read a feature matrix
 
@@ -20,7 +20,20 @@ class ProbeConfig(Options):
     weighted: bool = option(
         False, help="Also the SUPERB-style learned weighted sum of layers.", flag=True
     )
+    target: str = option(
+        "categorical",
+        help="What each layer is probed for: the classes (the head's accuracy, macro F1, UAR) "
+        "or valence and arousal (dimensional: ridge regression per dimension, scored by CCC).",
+        choices=("categorical", "dimensional"),
+    )
     seed: int = seed_option()
+
+    def check(self) -> None:
+        if self.target == "dimensional" and self.weighted:
+            raise OptionError(
+                "--weighted learns a weighted sum of layers for the classes; with --target "
+                "dimensional each layer is probed by ridge regression alone"
+            )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from emofeat.analysis.config import ProbeConfig
 from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
-from emofeat.metrics import classification_metrics, fold_summary
+from emofeat.metrics import ccc, classification_metrics, fold_summary
 from emofeat.outputs import check_output, register_csv_kind
 
 LAYER = re.compile(r"^layer_(\d+)$")
@@ -188,6 +188,7 @@ def probe_layers(
 
     cfg = ProbeConfig(**options)
     meta, weighted, seed = cfg.meta, cfg.weighted, cfg.seed
+    dimensional = cfg.target == "dimensional"
     spec = get_meta(meta)
     paths = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
     out = Path(out)
@@ -196,6 +197,17 @@ def probe_layers(
     with aligned(paths) as a:
         whole = FoldPlan.from_store(a.first)
         rows = a.keep[np.isin(a.keep, whole.train_rows)]  # done everywhere, labelled, train
+        targets = None
+        if dimensional:
+            if not a.first.has_dimension_targets:
+                raise EmofeatError(
+                    f"{paths[0]}: --target dimensional, but the store holds no valence or "
+                    "arousal (its manifest had none)"
+                )
+            targets = a.first.dimension_targets(rows).astype(np.float64)
+            keep = np.isfinite(targets).all(axis=1)  # rows with both (AI Hub has neither)
+            rows, targets = rows[keep], targets[keep]
+            names = a.first.dimension_names
         plan = whole.subset(rows)
         if not plan.cross_fitted:
             raise EmofeatError(f"{paths[0]}: the train rows need 2 or more folds to cross-validate")
@@ -219,6 +231,9 @@ def probe_layers(
     for model, (layers, xs) in zip(models, inputs):
         mine: list[dict[str, Any]] = []
         for index, name in layers:
+            if dimensional:
+                mine += _summaries(index, name, _cv_dimensions(xs[name], targets, names, plan))
+                continue
             mine += _summaries(index, name, _cv(estimator, xs[name], y, plan))
         if weighted:
             stacked = np.hstack([xs[name] for _, name in layers])
@@ -238,7 +253,7 @@ def probe_layers(
         table.to_csv(tmp, index=False)
     with atomic_path(out / "probe.md") as tmp:
         Path(tmp).write_text(layer_table(table), encoding="utf-8")
-    _plot(table, out / "probe.png", meta)
+    _plot(table, out / "probe.png", "ridge" if dimensional else meta)
     return table
 
 
@@ -255,7 +270,7 @@ def layer_table(table: pd.DataFrame) -> str:
     """Markdown: one row per layer, one column per model, CV accuracy and UAR mean ± std."""
     models = list(dict.fromkeys(table["model"]))
     parts = []
-    for metric in ("accuracy", "uar"):
+    for metric in probe_metrics(table):
         part = table[table.metric == metric]
         keys = list(dict.fromkeys(zip(part.layer, part.name)))
         keys.sort(key=lambda k: (k[0] < 0, k[0]))  # layers, then the weighted probe
@@ -285,8 +300,36 @@ def _cv(estimator, X, y, plan: FoldPlan) -> list[dict[str, float]]:
     return scores
 
 
+def _cv_dimensions(X, targets, names, plan: FoldPlan) -> list[dict[str, float]]:
+    """Per held-out fold, the CCC of a ridge regression (standardised features) of each
+    dimension (``<name>_ccc``) and their mean (``mean_ccc``)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scores = []
+    for _, fit, held in plan.fold_pairs():
+        fold = {}
+        for j, name in enumerate(names):
+            model = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+            model.fit(X[fit], targets[fit, j])
+            fold[f"{name}_ccc"] = ccc(targets[held, j], model.predict(X[held]))
+        fold["mean_ccc"] = float(np.mean(list(fold.values())))
+        scores.append(fold)
+    return scores
+
+
+def probe_metrics(table: pd.DataFrame) -> tuple[str, ...]:
+    """The figures a probe table holds, in the order they are shown (accuracy and UAR for the
+    classes, each dimension's CCC for valence and arousal)."""
+    present = list(dict.fromkeys(m for m in table["metric"] if m != "weight"))
+    shown = [m for m in ("accuracy", "uar") if m in present]
+    return tuple(shown or [m for m in present if m.endswith("_ccc") and m != "mean_ccc"])
+
+
 def _summaries(index: int, name: str, per_fold: list[dict[str, float]]) -> list[dict[str, Any]]:
-    summary = fold_summary(per_fold, ("accuracy", "macro_f1", "uar"))
+    keys = ("accuracy", "macro_f1", "uar") if "accuracy" in per_fold[0] else tuple(per_fold[0])
+    summary = fold_summary(per_fold, keys)
     return [
         {"layer": index, "name": name, "metric": m, "mean": s["mean"], "std": s["std"]}
         for m, s in summary.items()
@@ -309,9 +352,11 @@ def _plot(table: pd.DataFrame, out: Path, meta: str) -> None:
 
     plt = pyplot()
     models = list(dict.fromkeys(table["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    metrics = probe_metrics(table)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True)
+    axes = np.atleast_1d(axes)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, metric in zip(axes, ("accuracy", "uar")):
+    for ax, metric in zip(axes, metrics):
         for j, model in enumerate(models):
             colour = colours[j % len(colours)]
             mine = table[(table.model == model) & (table.metric == metric)]
@@ -335,6 +380,6 @@ def _plot(table: pd.DataFrame, out: Path, meta: str) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-validated score")
     if table["name"].eq("weighted").any():
-        axes[1].plot([], [], ls="--", color="grey", label="weighted sum of layers")
-    axes[1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        axes[-1].plot([], [], ls="--", color="grey", label="weighted sum of layers")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     save_figure(fig, out)

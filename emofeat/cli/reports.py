@@ -47,6 +47,10 @@ def probe(store_paths, out, **params):
 
     table = probe_layers(list(store_paths), out, **given_options(ProbeConfig, params))
     click.echo(layer_table(table), nl=False)
-    for model in dict.fromkeys(table["model"]):
-        click.echo(f"{model}: best layer by CV accuracy: {best_layer(table, model=model)}")
+    from emofeat.analysis.probe import probe_metrics
+
+    for metric in probe_metrics(table):
+        for model in dict.fromkeys(table["model"]):
+            best = best_layer(table, metric, model=model)
+            click.echo(f"{model}: best layer by CV {metric}: {best}")
     click.echo(f"wrote {out / 'probe.csv'}, {out / 'probe.md'}, {out / 'probe.png'}")

@@ -11,7 +11,13 @@ from emofeat.errors import EmofeatError
 from emofeat.options import OptionError, Options, device_option, option, resolve, seed_option
 from emofeat.recipes.presets import PRESETS
 from emofeat.records import read_config, record_folder
-from emofeat.tasks import DIMENSION_LOSSES, TASKS, has_classes, has_dimensions
+from emofeat.tasks import (
+    dim_loss_option,
+    dim_weight_option,
+    has_classes,
+    has_dimensions,
+    task_option,
+)
 
 # --metric-for-best chooses among these (mean_ccc: the mean CCC of valence and arousal).
 FOLD_METRICS = ("accuracy", "macro_f1", "uar", "mean_ccc")
@@ -58,24 +64,9 @@ class FinetuneConfig(Options):
     batch_size: int = option(16, help="Rows per device batch.", low=1, high=65_536)
     grad_accum: int = option(1, help="Batches accumulated per optimizer step.", low=1, high=65_536)
     lr: float = option(5e-5, help="Peak learning rate (AdamW).", low=0, high=10, low_open=True)
-    task: str = option(
-        "categorical",
-        help="What the model predicts: the classes (categorical), valence and arousal on their "
-        "1-5 scale (dimensional), or both from one head.",
-        choices=TASKS,
-    )
-    dim_loss: str = option(
-        "ccc",
-        help="The dimensional loss: ccc (1 - the batch's concordance correlation, averaged over "
-        "valence and arousal) or mse.",
-        choices=DIMENSION_LOSSES,
-    )
-    dim_weight: float = option(
-        1.0,
-        help="With --task both: the dimensional loss's weight beside the cross-entropy.",
-        low=0,
-        high=1000,
-    )
+    task: str = task_option()
+    dim_loss: str = dim_loss_option()
+    dim_weight: float = dim_weight_option()
     weight_decay: float = option(0.01, help="AdamW weight decay.", low=0, high=100)
     adam_epsilon: float = option(
         1e-8,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from emofeat import distributed
-from emofeat.corpus.manifest import DIMENSIONS, Manifest, read_manifest
+from emofeat.corpus.manifest import Manifest, read_manifest
 from emofeat.crossfit import FoldPlan
 from emofeat.device import pick_device
 from emofeat.encoders import ModelSpec, resolve
@@ -35,10 +35,10 @@ from emofeat.encoders.source import loading, local_source
 from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
-from emofeat.metrics import classification_metrics, dimensional_metrics
+from emofeat.metrics import classification_metrics
 from emofeat.options import OptionError
 from emofeat.runs import RunFolder
-from emofeat.tasks import output_names, split_outputs, target, task_loss
+from emofeat.tasks import output_names, target, task_loss, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,7 @@ def _metrics(pred, *, task: str = "categorical", n_classes: int = 0) -> dict[str
     outputs = np.asarray(outputs)
     if task == "categorical":
         return classification_metrics(pred.label_ids, outputs.argmax(-1))
-    targets = np.asarray(pred.label_ids, dtype=np.float64)
-    logits, dims = split_outputs(outputs, n_classes, task)
-    out: dict[str, float] = {}
-    if logits is not None:
-        known = targets[:, 0] >= 0
-        out.update(classification_metrics(targets[known, 0].astype(int), logits[known].argmax(-1)))
-    for name, figures in dimensional_metrics(targets[:, 1:], dims, DIMENSIONS).items():
-        out.update({f"{name}_{k}": v for k, v in figures.items()})
-    return out
+    return task_metrics(outputs, pred.label_ids, n_classes, task)
 
 
 # ----------------------------------------------------------------------------------------- train

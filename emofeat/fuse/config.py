@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emofeat.options import Options, allow_incomplete_option, device_option, option, seed_option
+from emofeat.options import (
+    OptionError,
+    Options,
+    allow_incomplete_option,
+    device_option,
+    option,
+    seed_option,
+)
+from emofeat.tasks import dim_loss_option, dim_weight_option, task_option
 
 FUSION_MODELS = ("mmm",)
 FUSIONS = ("mixer", "concat", "3way")
@@ -66,8 +74,18 @@ class MMMConfig(Options):
         choices=("cls", "mean"),
     )
     class_weights: bool = option(False, help="Weight classes N/count.")
+    task: str = task_option()
+    dim_loss: str = dim_loss_option()
+    dim_weight: float = dim_weight_option()
     seed: int = seed_option(1024, help="Seed (published: 1024).")
     device: str = device_option()
+
+    def check(self) -> None:
+        if self.class_weights and self.task != "categorical":
+            raise OptionError(
+                "--class-weights weights the cross-entropy of the classes; it is for --task "
+                "categorical"
+            )
 
     def architecture(self) -> dict:
         """The options that shape the network (saved with each fold model)."""

@@ -25,6 +25,7 @@ a text and an audio sequence store into a run and a store of its own is :mod:`em
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -156,12 +157,15 @@ class SequencePairs(torch.utils.data.Dataset):
         else:
             t, tl = self.text.sequences("last", [self.rows_t[i]])
             a, al = self.audio.sequences("last", [self.rows_a[i]])
+        # The class, or [class, valence, arousal] for a task with dimensions (emofeat.tasks).
+        y = self.y[i]
+        target = torch.tensor(y, dtype=torch.float32) if np.ndim(y) else int(y)
         return (
             torch.from_numpy(t[0].astype(np.float32)),
             torch.from_numpy(a[0].astype(np.float32)),
             int(tl[0]),
             int(al[0]),
-            int(self.y[i]),
+            target,
         )
 
 
@@ -191,8 +195,18 @@ def train(
     """Train ``model`` in place on ``dataset`` (:func:`emofeat.training.train_head`: the
     published accumulation, weights N/count_c with ``class_weights``); ``progress(epoch, rows,
     loss)`` is called after each batch. Returns the log history (mean training loss per epoch)."""
+    from emofeat.tasks import task_loss
     from emofeat.training import inverse_frequency, train_head
 
+    loss_fn = None
+    if cfg.task != "categorical":  # n_classes: the classes among the head's outputs
+        loss_fn = functools.partial(
+            task_loss,
+            n_classes=n_classes,
+            task=cfg.task,
+            dim_loss=cfg.dim_loss,
+            dim_weight=cfg.dim_weight,
+        )
     torch.manual_seed(cfg.seed)
     return train_head(
         model,
@@ -205,6 +219,7 @@ def train(
         device=device,
         progress=progress,
         name="MMM",
+        loss_fn=loss_fn,
     )
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from emofeat.atomic import atomic_path
+from emofeat.corpus.manifest import DIMENSIONS
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import FuseConfig, MMMConfig
@@ -40,6 +41,7 @@ from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Aligned, Provenance, Store, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
+from emofeat.tasks import has_dimensions, output_names, split_outputs, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def fuse(
     run = RunFolder(out)
     device = pick_device(cfg.device)
     with aligned(stores, allow_incomplete=run_cfg.allow_incomplete) as inputs:
-        pairs = FusionInputs.of(inputs)
+        pairs = FusionInputs.of(inputs, cfg.task)
         model_folds = _model_folds(pairs.plan, run_cfg)
         evidence = _evidence(pairs, allow_in_sample=run_cfg.allow_in_sample)
         options = {**run_cfg.to_dict(), **cfg.to_dict()}
@@ -120,10 +122,12 @@ class FusionInputs:
     audio: Store
     positions: list[np.ndarray]  # each store's row of every id of the text store
     plan: FoldPlan
+    task: str = "categorical"  # what the fusion head predicts (emofeat.tasks)
 
     @classmethod
-    def of(cls, inputs: Aligned) -> FusionInputs:
-        """The pair in ``inputs`` (refused without sequences)."""
+    def of(cls, inputs: Aligned, task: str = "categorical") -> FusionInputs:
+        """The pair in ``inputs`` (refused without sequences, or without valence and arousal
+        for a ``task`` with dimensions)."""
         for s in inputs.stores:
             if "last" not in s.sequence_names:
                 raise StoreError(f"{s.path}: no sequences; extract it with --sequence")
@@ -136,14 +140,32 @@ class FusionInputs:
                 f"got {text.name} ({said[0]}) then {audio.name} ({said[1]})"
                 + ("; give them the other way round" if said == ["speech", "text"] else "")
             )
+        if has_dimensions(task) and not text.has_dimension_targets:
+            raise StoreError(
+                f"--task {task}: {text.path} holds no valence or arousal (its manifest had "
+                "none); extract the sequence stores with a manifest that has them"
+            )
         usable = np.zeros(len(text), bool)
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
-        return cls(text, audio, inputs.positions, plan)
+        return cls(text, audio, inputs.positions, plan, task)
 
     @property
     def n_classes(self) -> int:
         return len(self.text.label_names)
+
+    @property
+    def n_outputs(self) -> int:
+        """The head's outputs: the classes, then valence and arousal (emofeat.tasks)."""
+        return len(output_names(self.text.label_names, self.task))
+
+    @cached_property
+    def targets(self) -> np.ndarray:
+        """Per row ``[class, valence, arousal]`` (-1 / NaN where a row has none)."""
+        dims = self.text.dimension_targets() if self.text.has_dimension_targets else None
+        if dims is None:
+            dims = np.full((len(self.text), 2), np.nan)
+        return np.column_stack([self.labels, dims]).astype(np.float64)
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -164,7 +186,7 @@ class FusionInputs:
             self.audio,
             rows_t=self.positions[0][rows],
             rows_a=self.positions[1][rows],
-            y=self.labels[rows],
+            y=self.labels[rows] if self.task == "categorical" else self.targets[rows],
         )
 
 
@@ -240,19 +262,22 @@ def _train_fold(
 
     fit, held = pairs.plan.fit_rows(k), pairs.plan.held_rows(k)
     dims, n_classes = pairs.dims, pairs.n_classes
-    net = mmm.new_model(dims, n_classes, cfg)
+    net = mmm.new_model(dims, pairs.n_outputs, cfg)
     history = _train_with_progress(
         net, pairs.dataset(fit), cfg=cfg, n_classes=n_classes, device=device, label=label
     )
-    metrics = (
-        logits_metrics(pairs.labels[held], mmm.predict(net, pairs.dataset(held), device))
-        if len(held)
-        else {}
-    )
+    metrics = {}
+    if len(held):
+        outputs = mmm.predict(net, pairs.dataset(held), device)
+        metrics = (
+            logits_metrics(pairs.labels[held], outputs)
+            if pairs.task == "categorical"
+            else task_metrics(outputs, pairs.targets[held], n_classes, pairs.task)
+        )
     metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
     run.save_fold(
         k,
-        lambda folder: mmm.save(net, folder, dims=dims, n_classes=n_classes, cfg=cfg),
+        lambda folder: mmm.save(net, folder, dims=dims, n_classes=pairs.n_outputs, cfg=cfg),
         metrics=metrics,
         log_history=history,
         train_ids=pairs.plan.ids[fit],
@@ -322,11 +347,12 @@ def _write_fused(
     from emofeat.fuse import mmm
 
     groups = pairs.plan.model_groups(model_folds)
-    logits = np.full((len(pairs.text), pairs.n_classes), np.nan, np.float32)
+    outputs = np.full((len(pairs.text), pairs.n_outputs), np.nan, np.float32)
     for members, rows in groups:
-        logits[rows] = np.mean(
+        outputs[rows] = np.mean(
             [mmm.predict(models[i], pairs.dataset(rows), device) for i in members], axis=0
         )
+    logits, dims = split_outputs(outputs, pairs.n_classes, pairs.task)
     # Evidence from what trained each fold model (its rows.json) and from the inputs.
     in_sample = (
         pairs.plan.in_sample(groups, run.fold_usage(), evidence.in_sample)
@@ -340,6 +366,7 @@ def _write_fused(
         ref=pairs.text,
         rows=keep,
         logits=logits,
+        dimensions=dims,
         in_sample=in_sample,
         provenance=_provenance(run, pairs, run_cfg, in_sample=in_sample),
         config={**options, "test_predictions": tested},
@@ -351,12 +378,14 @@ def _write_store(
     *,
     ref: Store,
     rows: np.ndarray,
-    logits: np.ndarray,
+    logits: np.ndarray | None,
     in_sample: np.ndarray | None,
     provenance: Provenance,
     config: dict[str, Any],
+    dimensions: np.ndarray | None = None,
 ) -> None:
-    """The fused store, built under a temporary name and renamed into place."""
+    """The fused store, built under a temporary name and renamed into place (its logits, its
+    valence and arousal for a task with dimensions, the true values as its input's)."""
     with atomic_path(path, suffix=".h5") as tmp:
         layout = StoreLayout(
             ids=ref.ids,
@@ -364,13 +393,20 @@ def _write_store(
             split=ref.split,
             fold=ref.fold,
             label_names=ref.label_names,
-            logits=True,
+            logits=logits is not None,
             config=config,
             in_sample=in_sample,
+            targets=ref.dimension_targets() if ref.has_dimension_targets else None,
+            dimensions=dimensions is not None,
+            dimension_names=ref.dimension_names or list(DIMENSIONS),
         )
         writer = create_store(tmp, layout, attrs=provenance.to_attrs())
         with writer:
-            writer.write(rows, logits=logits[rows])
+            writer.write(
+                rows,
+                logits=logits[rows] if logits is not None else None,
+                dimensions=dimensions[rows] if dimensions is not None else None,
+            )
             missing = np.setdiff1d(np.arange(len(ref)), rows)
             writer.skip(missing, "not done in every input store")
         writer.finalize()

@@ -45,8 +45,9 @@ class StackConfig(Options):
     dim_meta: str = option(
         "ridge",
         help="The meta-learner of valence and arousal: mean (the stores' mean, fits nothing), "
-        "ridge, lgbm, or caruana (greedy selection by CCC).",
-        choices=DIM_METAS,
+        "ridge, lgbm, caruana (greedy selection by CCC), or auto (the one of them with the best "
+        "mean CCC by CV over the train folds).",
+        choices=(*DIM_METAS, AUTO),
     )
     weights: list[float] | None = option(
         None,

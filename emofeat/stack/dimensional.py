@@ -247,6 +247,43 @@ def fit_dimensional(level1: Level1, meta: str, train: np.ndarray, seed: int) -> 
     return FittedDimensional(meta, model, params, cv, protocol, oof, train)
 
 
+def choose_dimensional(
+    level1: Level1, train: np.ndarray, seed: int
+) -> tuple[FittedDimensional, dict[str, Any]]:
+    """``--dim-meta auto``: fit every meta-learner of :data:`DIM_METAS` and keep the one with
+    the best mean CCC over the dimensions by CV over the train folds (ties: the earlier, simpler
+    one). Test rows are not touched; the chosen one's CV is optimistic by the choice itself.
+
+    Args:
+        level1: The aligned stores.
+        train: The train rows the meta-learners may learn from.
+        seed: The meta-learners' seed.
+
+    Returns:
+        The chosen fit, and the choice (``chosen``, every candidate's CV mean CCC, ``by``).
+
+    Raises:
+        EmofeatError: the train rows have fewer than 2 folds (no CV to choose by).
+    """
+    fitted = {m: fit_dimensional(level1, m, train, seed) for m in DIM_METAS}
+    if any(not f.cv for f in fitted.values()):
+        raise EmofeatError(
+            "--dim-meta auto chooses by cross-validation over the train folds; these stores' "
+            "train rows need 2 or more folds"
+        )
+    scores = {
+        m: float(np.mean([d["ccc"]["mean"] for d in f.cv.values()])) for m, f in fitted.items()
+    }
+    chosen = max(DIM_METAS, key=lambda m: (scores[m], -DIM_METAS.index(m)))
+    protocols = {m: f.cv_protocol for m, f in fitted.items()}
+    by = (
+        "mean CCC of the dimensions, CV over the train folds ("
+        + ", ".join(f"{m}: {p}" for m, p in protocols.items())
+        + "); the chosen one's CV figure is optimistic by the choice"
+    )
+    return fitted[chosen], {"chosen": chosen, "cv_mean_ccc": scores, "by": by}
+
+
 def evaluate_dimensional(
     fitted: FittedDimensional, level1: Level1, test: np.ndarray, seed: int
 ) -> dict[str, Any]:
@@ -315,6 +352,10 @@ def _models_cv(level1: Level1, train: np.ndarray) -> dict[str, dict[str, Any]]:
 def render_dimensional(block: dict[str, Any]) -> list[str]:
     """The report.md section of the dimensions."""
     lines = [f"## Valence and arousal ({block['meta']})", ""]
+    if block.get("auto"):
+        auto = block["auto"]
+        listed = ", ".join(f"{m} {s:.4f}" for m, s in auto["cv_mean_ccc"].items())
+        lines += [f"Chosen by --dim-meta auto: {auto['chosen']} ({listed}; by {auto['by']}).", ""]
     rows = ", ".join(f"{n} {c}" for n, c in block["test_rows"].items())
     lines.append(
         "CCC is Lin's concordance correlation over all test rows that carry the dimension "

@@ -500,7 +500,11 @@ def _stack_dimensions(
 ) -> tuple[FittedDimensional, dict[str, Any]]:
     """Fit and score valence and arousal on the rows the categorical part uses (or, alone, on
     rows chosen by the same rules: out-of-fold train rows, test rows no base model trained on)."""
-    from emofeat.stack.dimensional import evaluate_dimensional, fit_dimensional
+    from emofeat.stack.dimensional import (
+        choose_dimensional,
+        evaluate_dimensional,
+        fit_dimensional,
+    )
 
     if level1.targets is None or not np.isfinite(level1.targets).any():
         raise EmofeatError(
@@ -520,8 +524,14 @@ def _stack_dimensions(
     warning = _check_out_of_fold(level1, train, cfg, learns=cfg.dim_meta != "mean")
     if warning and not metrics.get("in_sample_warning"):
         metrics["in_sample_warning"] = warning
-    dims = fit_dimensional(level1, cfg.dim_meta, train, cfg.seed)
+    choice = None
+    if cfg.dim_meta == AUTO:
+        dims, choice = choose_dimensional(level1, train, cfg.seed)
+    else:
+        dims = fit_dimensional(level1, cfg.dim_meta, train, cfg.seed)
     block = evaluate_dimensional(dims, level1, test, cfg.seed)
+    if choice is not None:
+        block["auto"] = choice
     block["test_row_indices"] = test.tolist()  # for the figure; dropped before metrics.json
     metrics["dimensional"] = block
     return dims, metrics

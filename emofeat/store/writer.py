@@ -423,7 +423,7 @@ def _create(
             f.create_dataset(
                 "dimensions", shape=(n, d), dtype=np.float32, chunks=(rows, d), fillvalue=np.nan
             )
-        if d:
+        if d and (layout.targets is not None or layout.dimensions):
             f.attrs["dimension_names"] = np.array(layout.dimension_names, dtype=_STR)
         group = f.create_group("embeddings")
         for name, dim in layout.embeddings.items():
