@@ -408,6 +408,12 @@ def identity_keys(cls: type) -> tuple[str, ...]:
     return tuple(d.name for d in declared(cls) if d.spec.identity)
 
 
+def option_defaults(*classes: type) -> dict[str, Any]:
+    """The declared defaults of the options of ``classes`` (what a record written before an
+    option existed stands for: that option's default)."""
+    return {d.name: _plain(d.default) for cls in classes for d in declared(cls)}
+
+
 def path_keys(cls: type) -> tuple[str, ...]:
     """The names of ``cls``'s options declared ``path=True`` (values that may name local files)."""
     return tuple(d.name for d in declared(cls) if d.spec.path)

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,9 +171,13 @@ class RunFolder:
     def info(self) -> RunInfo:
         return RunInfo.from_config(self.read_config(), str(self.config_path))
 
-    def differing_options(self, config: dict[str, Any]) -> list[str]:
-        """Options whose value differs from those the run was made with."""
-        old = self.read_config()
+    def differing_options(
+        self, config: dict[str, Any], defaults: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Options whose value differs from those the run was made with. An option the run's
+        record lacks (written before the option existed) stands for its default
+        (``defaults``), so a new option never makes an older run "made with other options"."""
+        old = {**(defaults or {}), **self.read_config()}
         # Adding a model refit on all train rows (refit off -> on) keeps the fold models as they
         # are (train_folds keeps finished folds): only fold-all is trained.
         added_refit = not old.get("refit") and config.get("refit")
@@ -218,14 +222,21 @@ class RunFolder:
                 f"{self.path} is not a run folder (no {CONFIG}); refusing to delete it"
             )
 
-    def start(self, config: dict[str, Any], seed: int | None, overwrite: bool) -> None:
+    def start(
+        self,
+        config: dict[str, Any],
+        seed: int | None,
+        overwrite: bool,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> None:
         """Begin (or resume) writing this run with ``config``: refuse a folder emofeat did not
-        write, resume a run made with the same options, replace one made with other options
-        only with ``overwrite`` (which the message suggests), then write the config."""
+        write, resume a run made with the same options (an option its record lacks counts as
+        its entry in ``defaults``), replace one made with other options only with ``overwrite``
+        (which the message suggests), then write the config."""
         self.check_writable(overwrite)
         self.lock(exclusive=overwrite)
         if self.exists() and not overwrite:
-            differ = self.differing_options(config)
+            differ = self.differing_options(config, defaults)
             if differ:
                 raise EmofeatError(
                     f"{self.path} holds a run made with other options or inputs "

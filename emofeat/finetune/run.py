@@ -36,7 +36,7 @@ from emofeat.errors import EmofeatError
 from emofeat.extract.inputs import default_workers
 from emofeat.finetune.config import FinetuneConfig
 from emofeat.metrics import classification_metrics
-from emofeat.options import OptionError
+from emofeat.options import OptionError, option_defaults
 from emofeat.runs import RunFolder
 from emofeat.tasks import output_names, target, task_loss, task_metrics
 
@@ -523,7 +523,12 @@ def finetune(
     # main process writes the run's files, the others wait for it.
     distributed.init(pick_device(cfg.device))
     if distributed.is_main():
-        run.start(_run_record(m, plan, spec=spec, cfg=cfg), cfg.seed, overwrite)
+        run.start(
+            _run_record(m, plan, spec=spec, cfg=cfg),
+            cfg.seed,
+            overwrite,
+            defaults=option_defaults(FinetuneConfig),
+        )
     distributed.barrier()
     unknown_train = int(((plan.split == "train") & ~plan.labelled).sum())
     if unknown_train:

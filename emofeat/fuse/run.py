@@ -37,6 +37,7 @@ from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import FuseConfig, MMMConfig
 from emofeat.metrics import logits_metrics
+from emofeat.options import option_defaults
 from emofeat.records import sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Aligned, Provenance, Store, StoreLayout, aligned, create_store
@@ -95,6 +96,7 @@ def fuse(
             _run_record(pairs, stores, run_cfg, options=options, n_models=len(model_folds)),
             cfg.seed,
             overwrite,
+            defaults=option_defaults(FuseConfig, MMMConfig),
         )
         train = partial(_train_fold, pairs, run=run, cfg=cfg, device=device)
         trained = run.train_folds(pairs.plan, model_folds, train, load=mmm.load)

@@ -294,7 +294,7 @@ def dimensional_plan(
 
 
 def dimensional_comparison(out: Path) -> str:
-    """The test table of valence and arousal (CCC, mean CCC and the ensembles' intervals)."""
+    """The test table of valence and arousal (CCC with its 95 % bootstrap interval, mean CCC)."""
     from emofeat.stack.folder import StackFolder
 
     rows: list[tuple[str, dict]] = []
