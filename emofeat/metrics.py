@@ -217,7 +217,8 @@ def dimensional_metrics(
 def bootstrap_ccc(
     y: np.ndarray, pred: np.ndarray, *, n: int = 2000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the CCC over rows (resampled with replacement).
+    """Percentile bootstrap interval of the CCC over rows (``scipy.stats.bootstrap``, paired:
+    a row's truth and prediction are resampled together).
 
     Args:
         y: True values (rows without one already left out).
@@ -232,16 +233,27 @@ def bootstrap_ccc(
     Raises:
         ValueError: fewer than two rows.
     """
+    from scipy.stats import bootstrap
+
     y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
     if len(y) < 2:
         raise ValueError("a CCC interval needs two rows at least")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n, len(y)))
-    a, b = y[idx], pred[idx]
-    ma, mb = a.mean(1, keepdims=True), b.mean(1, keepdims=True)
-    cov = ((a - ma) * (b - mb)).mean(1)
-    den = a.var(1) + b.var(1) + (ma - mb)[:, 0] ** 2
-    values = np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 1.0)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+
+    def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        # ccc over the last axis, for every resample at once (population moments).
+        ma, mb = a.mean(axis, keepdims=True), b.mean(axis, keepdims=True)
+        cov = ((a - ma) * (b - mb)).mean(axis)
+        den = a.var(axis) + b.var(axis) + np.squeeze(ma - mb, axis) ** 2
+        return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 1.0)
+
+    result = bootstrap(
+        (y, pred),
+        statistic,
+        paired=True,  # a row's truth and prediction are resampled together
+        n_resamples=n,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -98,23 +98,14 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
         audio_len=100,
         options={"epochs": 20, "lr": 1e-3, "batch_size": 16, "grad_accum": 1},
     )
-    steps = ensemble_plan(
-        manifest,
-        out,
-        kobert=str(models / "kobert"),
-        wav2vec2=str(models / "wav2vec2"),
-        preset_set="tiny",
-        device="cpu",
-        mmm=mmm,
-    )
-    steps += dimensional_plan(
-        manifest,
-        out,
+    shared = dict(
         kobert=str(models / "kobert"),
         wav2vec2=str(models / "wav2vec2"),
         preset_set="tiny",
         device="cpu",
     )
+    steps = ensemble_plan(manifest, out, mmm=mmm, **shared)
+    steps += dimensional_plan(manifest, out, **shared)
     run_plan(steps)
     table, _ = comparison(out)
     dims = dimensional_comparison(out)

@@ -112,6 +112,18 @@ def command_line(name: str, options: dict[str, Any], positional: Sequence[str] =
     return " ".join(parts)
 
 
+def finetune_step(title: str, o: dict[str, Any]) -> Step:
+    """The step that fine-tunes one run: ``o`` holds its preset, manifest, out and options."""
+    from emofeat.finetune.config import resolve_config
+    from emofeat.finetune.run import finetune
+
+    def train(o=o):
+        options = {k: v for k, v in o.items() if k not in ("preset", "manifest", "out")}
+        return finetune(o["manifest"], o["out"], resolve_config(o["preset"], None, **options))
+
+    return Step(title, "finetune", o, train)
+
+
 def ensemble_plan(
     manifest: Path,
     out: Path,
@@ -129,8 +141,6 @@ def ensemble_plan(
     over the five, every other meta-learner over all of them."""
     from emofeat.extract.config import ExtractConfig
     from emofeat.extract.run import extract
-    from emofeat.finetune.config import resolve_config
-    from emofeat.finetune.run import finetune
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
@@ -162,11 +172,7 @@ def ensemble_plan(
             "out": runs / base.name,
         }
 
-        def train(o=o):
-            options = {k: v for k, v in o.items() if k not in ("preset", "manifest", "out")}
-            return finetune(o["manifest"], o["out"], resolve_config(o["preset"], None, **options))
-
-        steps.append(Step(f"fine-tune {base.name}", "finetune", o, train))
+        steps.append(finetune_step(f"fine-tune {base.name}", o))
     for base in BASE_MODELS:
         o = {
             "run": runs / base.name,
@@ -239,8 +245,6 @@ def dimensional_plan(
     dimensions)."""
     from emofeat.extract.config import ExtractConfig
     from emofeat.extract.run import extract
-    from emofeat.finetune.config import resolve_config
-    from emofeat.finetune.run import finetune
     from emofeat.stack.ensemble import stack
 
     runs, stores = out / "runs", out / "stores"
@@ -256,13 +260,7 @@ def dimensional_plan(
             "out": runs / base.name,
         }
 
-        def train(o=o):
-            options = {k: v for k, v in o.items() if k not in ("preset", "manifest", "out")}
-            return finetune(o["manifest"], o["out"], resolve_config(o["preset"], None, **options))
-
-        steps.append(
-            Step(f"fine-tune {base.name} (classes, valence, arousal)", "finetune", o, train)
-        )
+        steps.append(finetune_step(f"fine-tune {base.name} (classes, valence, arousal)", o))
         e = {
             "run": runs / base.name,
             "manifest": manifest,
