@@ -19,6 +19,7 @@ a target (NaN: AI Hub has none) are left out and counted (``n``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import (
@@ -257,3 +258,119 @@ def bootstrap_ccc(
         vectorized=True,
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+PAIRED_METRICS = ("accuracy", "weighted_f1", "macro_f1", "uar")
+
+
+def mcnemar_exact(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict[str, float]:
+    """McNemar's exact test of two classifiers' accuracy on the same rows: the rows only A got
+    right (``b``) against those only B got right (``c``), a two-sided binomial test of b out of
+    b + c at 1/2 (``scipy.stats.binomtest``); p = 1 when they disagree on no row.
+
+    Args:
+        y: True classes.
+        pred_a: A's predictions of the same rows.
+        pred_b: B's predictions.
+
+    Returns:
+        ``{"b", "c", "p"}``.
+    """
+    from scipy.stats import binomtest
+
+    right_a, right_b = np.asarray(pred_a) == np.asarray(y), np.asarray(pred_b) == np.asarray(y)
+    b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"b": b, "c": c, "p": p}
+
+
+def resample_weights(n_rows: int, *, n: int = 2000, seed: int = 0) -> np.ndarray:
+    """The paired bootstrap's resamples of ``n_rows`` rows, as row counts (n, n_rows): resample
+    r draws row i ``weights[r, i]`` times (multinomial, seeded). Every system compared on the
+    rows is scored on the same resamples."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n)
+
+
+def weighted_classification(
+    y: np.ndarray, pred: np.ndarray, weights: np.ndarray, n_classes: int
+) -> dict[str, np.ndarray]:
+    """:data:`PAIRED_METRICS` of the rows counted ``weights`` times, for many weightings at once
+    (the resamples of :func:`resample_weights`), with this module's convention: macro F1 and UAR
+    over the classes present in the (resampled) true labels.
+
+    Args:
+        y: True classes (n_rows,).
+        pred: Predicted classes (n_rows,).
+        weights: (n_resamples, n_rows) row counts.
+        n_classes: The number of classes.
+
+    Returns:
+        Per metric, (n_resamples,) values.
+    """
+    cells = np.asarray(y) * n_classes + np.asarray(pred)
+    onehot = np.zeros((len(cells), n_classes * n_classes))
+    onehot[np.arange(len(cells)), cells] = 1.0
+    confusion = (weights @ onehot).reshape(len(weights), n_classes, n_classes)
+    diag = np.diagonal(confusion, axis1=1, axis2=2)
+    support, predicted = confusion.sum(2), confusion.sum(1)
+    total = support.sum(1)
+    present = support > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(present, diag / np.where(present, support, 1), 0.0)
+        precision = np.where(predicted > 0, diag / np.where(predicted > 0, predicted, 1), 0.0)
+        f1 = np.where(
+            precision + recall > 0, 2 * precision * recall / (precision + recall + 1e-300), 0.0
+        )
+    n_present = present.sum(1)
+    return {
+        "accuracy": diag.sum(1) / total,
+        "weighted_f1": (f1 * support).sum(1) / total,
+        "macro_f1": (f1 * present).sum(1) / n_present,
+        "uar": (recall * present).sum(1) / n_present,
+    }
+
+
+def paired_comparison(
+    y: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n_classes: int,
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """A against B on the same rows: per metric the difference A − B with its paired percentile
+    bootstrap interval (both scored on the same resamples of the rows), and McNemar's exact
+    test of their accuracy.
+
+    Args:
+        y: True classes.
+        pred_a: A's predicted classes.
+        pred_b: B's predicted classes, of the same rows.
+        n_classes: The number of classes.
+        n: Bootstrap resamples.
+        seed: The resampling seed (:func:`resample_weights`).
+        level: The confidence level.
+
+    Returns:
+        ``{metric: {"difference", "ci95"}, ..., "mcnemar": {"b", "c", "p"}, "rows": n_rows}``.
+
+    Raises:
+        ValueError: no rows.
+    """
+    y, pred_a, pred_b = (np.asarray(v).astype(int) for v in (y, pred_a, pred_b))
+    if not len(y):
+        raise ValueError("no rows to compare")
+    weights = resample_weights(len(y), n=n, seed=seed)
+    a = weighted_classification(y, pred_a, weights, n_classes)
+    b = weighted_classification(y, pred_b, weights, n_classes)
+    full_a, full_b = classification_metrics(y, pred_a), classification_metrics(y, pred_b)
+    tail = (1 - level) / 2 * 100
+    out: dict[str, Any] = {"rows": int(len(y))}
+    for m in PAIRED_METRICS:
+        low, high = np.percentile(a[m] - b[m], [tail, 100 - tail])
+        out[m] = {"difference": full_a[m] - full_b[m], "ci95": (float(low), float(high))}
+    out["mcnemar"] = mcnemar_exact(y, pred_a, pred_b)
+    return out

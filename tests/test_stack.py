@@ -520,3 +520,55 @@ def test_the_pooled_mixer_shows_its_progress_in_rows(capsys):
     MixerClassifier(epochs=2, batch_size=16).fit(X, y)
     err = capsys.readouterr().err
     assert "pooled-mixer fit" in err and "/128 " in err and "row/s" in err  # 2 epochs x 64
+
+
+def test_paired_comparisons_equal_an_independent_computation(tmp_path):
+    """The report's 'ensemble vs soft vote': the differences, their paired bootstrap intervals
+    and McNemar's exact p, recomputed from predictions.csv and the base stores by independent
+    code (sklearn with sample weights on the same resamples; the exact binomial by hand)."""
+    import math
+
+    from emofeat.metrics import resample_weights
+
+    paths, y, split = complementary(tmp_path)
+    res = stack(paths, "lgbm", tmp_path / "l", seed=3)
+    paired = res.metrics["test"]["paired"]
+    assert set(paired) == {"m0", "m1", "soft vote (equal weights)"}
+    pred = pd.read_csv(tmp_path / "l" / "predictions.csv")
+    test = pred[pred.split == "test"]
+    names = [f"class{i}" for i in range(4)]
+    truth = test.label.map(names.index).to_numpy()
+    ours = test.predicted.map(names.index).to_numpy()
+    logits = []
+    for p in paths:
+        with open_store(p) as s:
+            rows = [int(np.flatnonzero(s.ids == u)[0]) for u in test.id]
+            logits.append(s.logits(np.array(rows)).astype(float))
+    vote = np.mean([softmax(lg) for lg in logits], axis=0).argmax(1)
+    got = paired["soft vote (equal weights)"]
+    b = int(((ours == truth) & (vote != truth)).sum())
+    c = int(((ours != truth) & (vote == truth)).sum())
+    assert (got["mcnemar"]["b"], got["mcnemar"]["c"]) == (b, c)
+    k, n = min(b, c), b + c
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    assert got["mcnemar"]["p"] == pytest.approx(p, rel=1e-9)
+    assert got["accuracy"]["difference"] == pytest.approx(
+        accuracy_score(truth, ours) - accuracy_score(truth, vote)
+    )
+    weights = resample_weights(len(truth), seed=3)
+    for metric, score in (
+        ("accuracy", lambda t, q, w: accuracy_score(t, q, sample_weight=w)),
+        (
+            "macro_f1",
+            lambda t, q, w: f1_score(
+                t, q, average="macro", sample_weight=w, labels=np.unique(t[w > 0]), zero_division=0
+            ),
+        ),
+    ):
+        diffs = [score(truth, ours, w) - score(truth, vote, w) for w in weights]
+        np.testing.assert_allclose(
+            got[metric]["ci95"], np.percentile(diffs, [2.5, 97.5]), atol=1e-9
+        )
+    report = (tmp_path / "l" / "report.md").read_text()
+    assert "## Paired comparisons on the same 100 test rows" in report
+    assert f"| {b} / {c} |" in report

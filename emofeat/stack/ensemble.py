@@ -38,7 +38,13 @@ from emofeat.atomic import (
 )
 from emofeat.crossfit import FoldPlan, combine_evidence, known_in_sample
 from emofeat.errors import EmofeatError
-from emofeat.metrics import bootstrap_accuracy, classification_metrics, fold_summary
+from emofeat.metrics import (
+    bootstrap_accuracy,
+    classification_metrics,
+    fold_summary,
+    paired_comparison,
+    softmax,
+)
 from emofeat.options import OptionError
 from emofeat.outputs import check_output, register_csv_kind
 from emofeat.records import dump_yaml, provenance, relative_path
@@ -62,6 +68,8 @@ from emofeat.stack.report import render_report
 from emofeat.tasks import has_classes, has_dimensions
 
 log = logging.getLogger(__name__)
+
+SOFT_VOTE = "soft vote (equal weights)"  # the paired comparisons' fixed baseline
 
 
 def feature_step(cfg: StackConfig) -> StoreFeatures:
@@ -271,11 +279,19 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         )
         block.update(_per_class(y[test], pred, level1.label_names))
         block["model_reports"] = {}
+        block["paired"] = {}
+        seed, C = fitted.config.seed, level1.num_classes
         for name, lg in zip(level1.names, level1.logits):
             if lg is not None:
                 model_pred = lg[test].argmax(1)
                 block["models"][name] = classification_metrics(y[test], model_pred)
                 block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
+                block["paired"][name] = paired_comparison(y[test], pred, model_pred, C, seed=seed)
+        probas = [softmax(lg[test].astype(np.float64)) for lg in level1.logits if lg is not None]
+        if len(probas) > 1 and fitted.config.meta != "softvote":
+            # The fixed soft vote of the same stores: what the learned ensemble must beat.
+            vote = np.mean(probas, axis=0).argmax(1)
+            block["paired"][SOFT_VOTE] = paired_comparison(y[test], pred, vote, C, seed=seed)
     metrics["test"] = block
     metrics["models_cv"] = _models_cv(level1, fitted.train)
     if hasattr(meta, "weights_"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from emofeat.stack.folder import CONFUSION
 
 
@@ -102,6 +104,8 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
             parts.append(models_cv_table(metrics))
         lo, hi = test["ensemble"]["accuracy_ci95"]
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
+        if test.get("paired"):
+            parts += paired_table(test["paired"], metrics["meta"])
     else:
         parts.append("No labelled test rows.")
     auto = metrics.get("auto")
@@ -146,6 +150,31 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
             parts.append(f"\n## Per class (test): {name}\n")
             parts += per_class_table(block["report"], block["confusion"], label_names)
     return "\n".join(parts) + "\n"
+
+
+def paired_table(paired: dict[str, Any], meta: str) -> list[str]:
+    """The ensemble against each base model and the fixed soft vote on the same test rows: the
+    differences with their paired bootstrap intervals, and McNemar's exact test."""
+    rows = next(iter(paired.values()))["rows"]
+    lines = [
+        f"\n## Paired comparisons on the same {rows} test rows\n",
+        f"The ensemble ({meta}) minus each system, with 95 % paired bootstrap intervals (2,000 "
+        "resamples of the rows, both scored on each); McNemar's exact test of accuracy counts "
+        "the rows only the ensemble got right (b) and only the other got right (c). An interval "
+        "that holds 0, or p ≥ 0.05, settles nothing.\n",
+        "| versus | Δ accuracy | Δ weighted F1 | Δ macro F1 | Δ UAR | McNemar b / c | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, p in paired.items():
+        cells = [
+            f"{p[m]['difference']:+.4f} [{p[m]['ci95'][0]:+.3f}, {p[m]['ci95'][1]:+.3f}]"
+            for m in ("accuracy", "weighted_f1", "macro_f1", "uar")
+        ]
+        test = p["mcnemar"]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {test['b']} / {test['c']} | {test['p']:.3g} |"
+        )
+    return lines
 
 
 def per_class_table(report: dict, confusion: list[list[int]], label_names: list[str]) -> list[str]:
