@@ -374,3 +374,64 @@ def paired_comparison(
         out[m] = {"difference": full_a[m] - full_b[m], "ci95": (float(low), float(high))}
     out["mcnemar"] = mcnemar_exact(y, pred_a, pred_b)
     return out
+
+
+CALIBRATION_BINS = 15  # equal-width bins of the top class's probability, for ECE
+
+
+def calibration_metrics(
+    y: np.ndarray, proba: np.ndarray, *, bins: int = CALIBRATION_BINS
+) -> dict[str, float]:
+    """How well probabilities are calibrated: ECE (the top class's probability in ``bins``
+    equal-width bins over [0, 1]; the row-weighted mean of |accuracy − mean probability| per
+    bin), the multi-class Brier score (mean over rows of the squared distance between the
+    probability vector and the one-hot truth) and the log loss (``sklearn.metrics.log_loss``
+    over every class).
+
+    Args:
+        y: True classes (n,).
+        proba: (n, C) probabilities.
+        bins: ECE's bins.
+
+    Returns:
+        ``{"ece", "brier", "log_loss"}``.
+    """
+    from sklearn.metrics import log_loss
+
+    y, proba = np.asarray(y).astype(int), np.asarray(proba, np.float64)
+    confidence, predicted = proba.max(1), proba.argmax(1)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            ece += rows.mean() * abs((predicted[rows] == y[rows]).mean() - confidence[rows].mean())
+    onehot = np.eye(proba.shape[1])[y]
+    return {
+        "ece": float(ece),
+        "brier": float(((proba - onehot) ** 2).sum(1).mean()),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-12, 1), labels=range(proba.shape[1]))),
+    }
+
+
+def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T that minimises the log loss of ``softmax(logits / T)`` (Guo et al.
+    2017), by bounded scalar search over T in [0.05, 20] (``scipy.optimize``). Fit it on
+    out-of-fold train rows only: it then never saw a test label.
+
+    Args:
+        y: True classes of the rows it is fitted on.
+        logits: Their (n, C) logits (or log-probabilities).
+
+    Returns:
+        T (> 1 softens over-confident probabilities, < 1 sharpens them).
+    """
+    from scipy.optimize import minimize_scalar
+
+    y, z = np.asarray(y).astype(int), np.asarray(logits, np.float64)
+
+    def nll(t: float) -> float:
+        p = softmax(z / t)
+        return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
+
+    return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)

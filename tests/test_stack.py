@@ -572,3 +572,49 @@ def test_paired_comparisons_equal_an_independent_computation(tmp_path):
     report = (tmp_path / "l" / "report.md").read_text()
     assert "## Paired comparisons on the same 100 test rows" in report
     assert f"| {b} / {c} |" in report
+
+
+def test_temperatures_are_fitted_on_train_rows_and_never_move_with_test_labels(tmp_path):
+    """--calibrate temperature: one temperature per system, fitted on the out-of-fold train
+    rows; permuting the test labels in a copy of the stores moves none of them. The calibrated
+    ensemble's test ECE equals a hand computation from predictions.csv (15 equal-width bins)."""
+    rng, y, split, fold, channel = world(4, 1)
+    names = [f"class{i}" for i in range(4)]
+    logits = []
+    for sees in (0, 1):
+        lg = rng.normal(0, 1, (N, 4))
+        hit = channel == sees
+        lg[hit, y[hit]] += 6.0  # over-confident where right: a temperature has work to do
+        logits.append(lg)
+    shuffled = y.copy()
+    test = split == "test"
+    shuffled[test] = rng.permutation(y[test])
+    temperatures = []
+    for tag, labels in (("a", y), ("b", shuffled)):
+        (tmp_path / tag).mkdir()
+        paths = [
+            make_store(tmp_path / tag / f"m{k}.h5", labels, split, fold, lg, names)
+            for k, lg in enumerate(logits)
+        ]
+        res = stack(paths, "logreg", tmp_path / f"s{tag}", calibrate="temperature")
+        block = res.metrics["calibration"]["systems"]
+        temperatures.append({k: v["temperature"] for k, v in block.items()})
+    assert temperatures[0] == temperatures[1] and set(temperatures[0]) == {"ensemble", "m0", "m1"}
+    assert temperatures[0]["m0"] > 1 and temperatures[0]["m1"] > 1  # over-confident: softened
+    pred = pd.read_csv(tmp_path / "sa" / "predictions.csv")
+    rows = pred[pred.split == "test"]
+    p = rows[[f"p_{n}" for n in names]].to_numpy()
+    truth = rows.label.map(names.index).to_numpy()
+    conf, right = p.max(1), p.argmax(1) == truth
+    bins = np.minimum((conf * 15).astype(int), 14)
+    ece = sum(
+        (bins == b).mean() * abs(right[bins == b].mean() - conf[bins == b].mean())
+        for b in range(15)
+        if (bins == b).any()
+    )
+    stack_metrics = json.loads((tmp_path / "sa" / "metrics.json").read_text())
+    got = stack_metrics["calibration"]["systems"]["ensemble"]
+    assert got["test_scaled"]["ece"] == pytest.approx(ece, abs=1e-9)
+    assert stack_metrics["calibration"]["bins"] == 15
+    assert (tmp_path / "sa" / "calibration.png").is_file()
+    assert "## Calibration (test)" in (tmp_path / "sa" / "report.md").read_text()

@@ -64,6 +64,12 @@ class StackConfig(Options):
         help="Append this embedding (PCA-reduced, fitted on train rows) to logreg/lgbm features.",
     )
     mixer_embedding: str = option("last", help="Embedding the pooled-mixer fuses.")
+    calibrate: str = option(
+        "none",
+        help="temperature: scale the ensemble's probabilities by one temperature fitted on the "
+        "out-of-fold train rows (never test); the report scores every system before and after.",
+        choices=("none", "temperature"),
+    )
     allow_in_sample: bool = option(
         False,
         help="Stack stores without out-of-fold train predictions (the report says so).",

@@ -41,6 +41,7 @@ from emofeat.errors import EmofeatError
 from emofeat.metrics import (
     bootstrap_accuracy,
     classification_metrics,
+    fit_temperature,
     fold_summary,
     paired_comparison,
     softmax,
@@ -48,10 +49,16 @@ from emofeat.metrics import (
 from emofeat.options import OptionError
 from emofeat.outputs import check_output, register_csv_kind
 from emofeat.records import dump_yaml, provenance, relative_path
+from emofeat.stack.calibration import (
+    TemperatureScaled,
+    calibration_block,
+    plot_reliability,
+)
 from emofeat.stack.config import AUTO, AUTO_CANDIDATES, PredictConfig, StackConfig
 from emofeat.stack.dimensional import FittedDimensional
 from emofeat.stack.features import StoreFeatures
 from emofeat.stack.folder import (
+    CALIBRATION_FIGURE,
     CONFIG,
     CONFUSION,
     DIMENSIONAL_MODEL,
@@ -186,6 +193,14 @@ def fit_stack(level1: Level1, cfg: StackConfig) -> FittedStack:
         # protocol's single models, say) are not cross-validation, whatever the meta-learner did.
         protocol = "in-sample"
     features.fitted_ids_ = list(level1.ids[train])  # the rows the meta-learner learned from
+    if cfg.calibrate == "temperature":
+        if oof is None:
+            raise EmofeatError(
+                "--calibrate temperature is fitted on the train rows' cross-validated "
+                "probabilities; these stores' train rows need 2 or more folds"
+            )
+        # One temperature, fitted on out-of-fold train rows: it never sees a test label.
+        final = TemperatureScaled(final, fit_temperature(y[train], np.log(np.clip(oof, 1e-12, 1))))
     model = Pipeline([("features", features), ("meta", final)])
     if len(test_in_sample):
         log.warning(
@@ -251,6 +266,8 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
     model (the only place test rows are used)."""
     y, test = level1.labels, fitted.test
     meta = fitted.model.named_steps["meta"]
+    if isinstance(meta, TemperatureScaled):
+        meta = meta.estimator
     metrics: dict[str, Any] = {
         "meta": fitted.config.meta,
         "best_params": fitted.best_params,
@@ -287,6 +304,7 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
                 block["models"][name] = classification_metrics(y[test], model_pred)
                 block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
                 block["paired"][name] = paired_comparison(y[test], pred, model_pred, C, seed=seed)
+        metrics["calibration"] = _calibration(fitted, level1, meta)
         probas = [softmax(lg[test].astype(np.float64)) for lg in level1.logits if lg is not None]
         if len(probas) > 1 and fitted.config.meta != "softvote":
             # The fixed soft vote of the same stores: what the learned ensemble must beat.
@@ -297,6 +315,25 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
     if hasattr(meta, "weights_"):
         metrics["weights"] = dict(zip(level1.names, map(float, meta.weights_)))
     return metrics
+
+
+def _calibration(fitted: FittedStack, level1: Level1, meta) -> dict[str, Any]:
+    """Every system's calibration on the test rows (and, with ``--calibrate temperature``, its
+    temperature fitted on the out-of-fold train rows and its figures after it): the ensemble
+    before its temperature, and each base model."""
+    X = fitted.model.named_steps["features"].transform(level1)
+    systems = {"ensemble": (meta.predict_proba(X), fitted.oof)}
+    for name, lg in zip(level1.names, level1.logits):
+        if lg is not None:
+            proba = softmax(lg.astype(np.float64))
+            systems[name] = (proba, proba[fitted.train])
+    return calibration_block(
+        level1.labels,
+        fitted.test,
+        fitted.train,
+        systems,
+        temperature=fitted.config.calibrate == "temperature",
+    )
 
 
 def _models_cv(level1: Level1, train: np.ndarray) -> dict[str, dict[str, float]]:
@@ -452,6 +489,19 @@ def _write_stack_files(
         proba[fitted.train] = fitted.oof
         origin[fitted.train] = np.where(tainted[fitted.train], "in-sample", "cross-validated")
     write_predictions(folder.file(PREDICTIONS), level1, proba, origin=origin)
+    if metrics.get("calibration"):
+        label = "ensemble" + (
+            " (temperature-scaled)" if fitted.config.calibrate == "temperature" else ""
+        )
+        systems = {label: fitted.model.predict_proba(level1)}
+        systems.update(
+            {
+                n: softmax(lg.astype(np.float64))
+                for n, lg in zip(level1.names, level1.logits)
+                if lg is not None
+            }
+        )
+        plot_reliability(level1.labels, fitted.test, systems, folder.file(CALIBRATION_FIGURE))
     test = metrics["test"]
     if "confusion" in test:
         panels = {f"ensemble ({metrics['meta']})": test["confusion"]}

@@ -28,6 +28,7 @@ REPORT = "report.md"
 CONFUSION = "confusion.png"
 DIMENSIONAL_MODEL = "dimensional.joblib"  # --target dimensional or both: valence and arousal
 DIMENSIONS_FIGURE = "dimensions.png"
+CALIBRATION_FIGURE = "calibration.png"  # the reliability diagram of the test rows
 STACK_ENTRIES = (
     MODEL,
     CONFIG,
@@ -37,6 +38,7 @@ STACK_ENTRIES = (
     PREDICTIONS,
     DIMENSIONAL_MODEL,
     DIMENSIONS_FIGURE,
+    CALIBRATION_FIGURE,
 )
 
 register_record_kind("stack", legacy_key="meta", folder=True)  # stacks/NAME/config.yaml

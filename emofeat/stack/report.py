@@ -106,6 +106,10 @@ def render_report(metrics: dict, label_names: list[str]) -> str:
         parts.append(f"\nEnsemble test accuracy 95 % bootstrap interval: [{lo:.4f}, {hi:.4f}].")
         if test.get("paired"):
             parts += paired_table(test["paired"], metrics["meta"])
+        if metrics.get("calibration"):
+            from emofeat.stack.calibration import render_calibration
+
+            parts += render_calibration(metrics["calibration"])
     else:
         parts.append("No labelled test rows.")
     auto = metrics.get("auto")
