@@ -422,7 +422,7 @@ CASES = [
         "synth-nothing",
         synth_option(sessions=0, aihub=0),
         OptionError,
-        "--sessions, --aihub and --csv are all 0: nothing to write",
+        "--sessions, --aihub, --csv and --kemdy19 are all 0: nothing to write",
     ),
     ("synth-seconds-nan", synth_option(max_seconds=float("nan")), OptionError, "--max-seconds"),
     *[

@@ -20,7 +20,7 @@ from emofeat.corpus.config import PrepareConfig, SynthConfig
 from emofeat.options import given_options
 
 # Inputs a manifest's sidecar records beside the options (re-run with --config its sidecar).
-INPUTS = ("kemdy20", "aihub", "csv", "emobox", "out")
+INPUTS = ("kemdy19", "kemdy20", "aihub", "csv", "emobox", "out")
 
 
 @click.group()
@@ -46,6 +46,11 @@ def data_synth(out, **params):
 
 
 @data.command("prepare")
+@click.option(
+    "--kemdy19",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="KEMDy19 folder (annotation/, wav/).",
+)
 @click.option(
     "--kemdy20",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -73,7 +78,7 @@ def data_synth(out, **params):
 @config_option
 @print_config_option
 @friendly
-def data_prepare(kemdy20, aihub, csv, emobox, out, config_file, print_config, **params):
+def data_prepare(kemdy19, kemdy20, aihub, csv, emobox, out, config_file, print_config, **params):
     """Read corpora into a manifest with a split recipe."""
     from emofeat.corpus.prepare import prepare
 
@@ -82,10 +87,10 @@ def data_prepare(kemdy20, aihub, csv, emobox, out, config_file, print_config, **
         return show_config(cfg)
     kemdy20, aihub = kemdy20 or inputs.get("kemdy20"), aihub or inputs.get("aihub")
     csv, out = csv or inputs.get("csv"), out or inputs.get("out")
-    emobox = emobox or inputs.get("emobox")
+    emobox, kemdy19 = emobox or inputs.get("emobox"), kemdy19 or inputs.get("kemdy19")
     need({"out": out}, "out")
     manifest, report = prepare(
-        out, kemdy20=kemdy20, aihub=aihub, csv=csv, emobox=emobox, **cfg.to_dict()
+        out, kemdy19=kemdy19, kemdy20=kemdy20, aihub=aihub, csv=csv, emobox=emobox, **cfg.to_dict()
     )
     for corpus, r in report.items():
         skipped = r.pop("skipped_missing", [])

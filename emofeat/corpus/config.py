@@ -39,9 +39,15 @@ class PrepareConfig(Options):
         help="Transcripts as written (raw) or cleaned of symbols and annotation marks (clean).",
         choices=TEXT_MODES,
     )
+    kemdy19_role: str = option(
+        "speaker",
+        help="KEMDy19: whose annotation a segment takes, its speaker's (the actor who spoke it) "
+        "or its listener's.",
+        choices=("speaker", "listener"),
+    )
     multilabel: str = option(
         "drop",
-        help="KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
+        help="KEMDy19/KEMDy20 rows with several consensus labels: drop (the reference), first, soft "
         "(vote fractions), duplicate (one row per label, each with its own label; MMM's data "
         "code gave every copy the last label).",
         choices=MULTILABEL_POLICIES,
@@ -82,6 +88,12 @@ class SynthConfig(Options):
     )
     per_session: int = option(40, help="Utterances per session.", low=1, high=100_000)
     aihub: int = option(200, help="AI Hub utterances (0: none).", low=0, high=1_000_000)
+    kemdy19: int = option(
+        0,
+        help="KEMDy19 sessions (2 actors each, --per-session segments; 0: none).",
+        low=0,
+        high=1000,
+    )
     csv: int = option(
         0,
         help="Utterances of a corpus in the generic CSV format (own/corpus.csv; 0: none), "
@@ -103,8 +115,10 @@ class SynthConfig(Options):
     max_seconds: float = option(2.0, help="Longest clip (s).", low=0.1, high=600)
 
     def check(self) -> None:
-        if not (self.sessions or self.aihub or self.csv):
-            raise OptionError("--sessions, --aihub and --csv are all 0: nothing to write")
+        if not (self.sessions or self.aihub or self.csv or self.kemdy19):
+            raise OptionError(
+                "--sessions, --aihub, --csv and --kemdy19 are all 0: nothing to write"
+            )
         if self.min_seconds > self.max_seconds:
             raise OptionError(
                 f"--min-seconds {self.min_seconds} is above --max-seconds {self.max_seconds}"

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from emofeat.atomic import atomic_folder, write_text
-from emofeat.corpus import aihub, kemdy20
+from emofeat.corpus import aihub, kemdy19, kemdy20
 from emofeat.corpus.labels import LabelSet, label_map_from, normalise
 from emofeat.corpus.manifest import Manifest
 from emofeat.corpus.missing import handle_missing
@@ -48,7 +48,8 @@ register_record_kind("emobox-export", legacy_key="emobox", folder=True)
 def corpus_name(name: str) -> str:
     """The manifest's corpus name of an EmoBox corpus (its own name, unless a reader of
     emofeat's owns that name: its split rules key on it)."""
-    return f"{name}-emobox" if name.lower() in (kemdy20.CORPUS, aihub.CORPUS) else name
+    readers = (kemdy19.CORPUS, kemdy20.CORPUS, aihub.CORPUS)
+    return f"{name}-emobox" if name.lower() in readers else name
 
 
 def fold_files(base: Path, name: str) -> dict[int, dict[str, Path]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emofeat.corpus import aihub, kemdy20
+from emofeat.corpus import aihub, kemdy19, kemdy20
 from emofeat.corpus import labels as label_set
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import normalize
@@ -26,7 +26,8 @@ def corpus_name(path: Path) -> str:
     corpora that have readers of their own (their split rules key on the name), which a CSV
     named ``aihub.csv`` must not take: those get a ``-csv`` suffix."""
     stem = path.stem
-    return f"{stem}-csv" if stem.lower() in (kemdy20.CORPUS, aihub.CORPUS) else stem
+    readers = (kemdy19.CORPUS, kemdy20.CORPUS, aihub.CORPUS)
+    return f"{stem}-csv" if stem.lower() in readers else stem
 
 
 def read_csv_corpus(

@@ -91,10 +91,11 @@ def _split_labels(value: str, where: str) -> list[str]:
         raise CorpusError(f"{where}: {err}") from None
 
 
-def _votes(row: pd.Series, where: str) -> np.ndarray:
-    """Per-class vote fractions of the annotators (a multi-label vote is split evenly)."""
+def _votes(row: pd.Series, where: str, first_rater: int = 7) -> np.ndarray:
+    """Per-class vote fractions of the annotators (a multi-label vote is split evenly); their
+    emotion columns start at ``first_rater``, one (emotion, valence, arousal) triple each."""
     votes = np.zeros(label_set.NUM_CLASSES)
-    for col in range(7, len(row), 3):
+    for col in range(first_rater, len(row), 3):
         value = str(row.iloc[col]).strip()
         if not value:
             continue
@@ -103,6 +104,40 @@ def _votes(row: pd.Series, where: str) -> np.ndarray:
             votes[label_set.LABEL_NAMES.index(name)] += 1.0 / len(names)
     total = votes.sum()
     return votes / total if total else votes
+
+
+def consensus_label(
+    names: list[str], row: pd.Series, where: str, multilabel: str, first_rater: int = 7
+) -> tuple[str, np.ndarray | None] | None:
+    """A KEMDy row's label under a multi-label policy (the consensus is a set of labels):
+    ``(label, soft vote fractions or None)``, or None when the row is dropped (``drop``)."""
+    if len(names) > 1 and multilabel == "drop":
+        return None
+    if multilabel != "soft":
+        return names[0], None
+    soft = _votes(row, where, first_rater)
+    if soft.sum() == 0:  # no annotator columns: fall back on the consensus
+        soft = np.zeros(label_set.NUM_CLASSES)
+        for n in names:
+            soft[label_set.LABEL_NAMES.index(n)] += 1 / len(names)
+    # Majority of votes; ties go to the label listed first in the consensus.
+    best = soft.max()
+    tied = [n for n in label_set.LABEL_NAMES if soft[label_set.LABEL_NAMES.index(n)] == best]
+    return next((n for n in names if n in tied), tied[0]), soft
+
+
+def consensus_rows(
+    rec: dict, names: list[str], soft: np.ndarray | None, multilabel: str
+) -> list[dict]:
+    """The manifest rows of one KEMDy segment: ``rec`` with its soft vote columns, or, with
+    ``duplicate`` and several consensus labels, one copy per label (ids ``SEG#label``)."""
+    if soft is not None:
+        rec = {**rec, **{SOFT_PREFIX + n: float(v) for n, v in zip(label_set.LABEL_NAMES, soft)}}
+    if multilabel == "duplicate" and len(names) > 1:
+        # The copies share a session, so group-aware folds keep them together (a fold model
+        # never sees the audio of a row it predicts).
+        return [{**rec, "id": label_set.copy_id(rec["id"], n), "label": n} for n in names]
+    return [rec]
 
 
 def read_kemdy20(
@@ -135,26 +170,12 @@ def read_kemdy20(
             names = _split_labels(str(row.iloc[4]), where)
             if not names:
                 raise CorpusError(f"{where}: empty consensus emotion for {seg}")
-            soft = None
-            if len(names) > 1:
-                multi += 1
-                if multilabel == "drop":
-                    dropped.append(seg)
-                    continue
-            if multilabel == "soft":
-                soft = _votes(row, where)
-                if soft.sum() == 0:  # no annotator columns: fall back on the consensus
-                    soft = np.zeros(label_set.NUM_CLASSES)
-                    for n in names:
-                        soft[label_set.LABEL_NAMES.index(n)] += 1 / len(names)
-                # Majority of votes; ties go to the label listed first in the consensus.
-                best = soft.max()
-                tied = [
-                    n for n in label_set.LABEL_NAMES if soft[label_set.LABEL_NAMES.index(n)] == best
-                ]
-                label = next((n for n in names if n in tied), tied[0])
-            else:
-                label = names[0]
+            multi += len(names) > 1
+            decided = consensus_label(names, row, where, multilabel)
+            if decided is None:
+                dropped.append(seg)
+                continue
+            label, soft = decided
             wav = root / "wav" / f"Session{session:02d}" / f"{seg}.wav"
             txt = wav.with_suffix(".txt")
             if not wav.is_file() or not txt.is_file():
@@ -171,15 +192,9 @@ def read_kemdy20(
                 "valence": pd.to_numeric(row.iloc[5], errors="coerce"),
                 "arousal": pd.to_numeric(row.iloc[6], errors="coerce"),
             }
-            if soft is not None:
-                rec.update({SOFT_PREFIX + n: float(v) for n, v in zip(label_set.LABEL_NAMES, soft)})
-            if multilabel == "duplicate" and len(names) > 1:
-                # One row per label; the copies share a session, so group-aware folds keep
-                # them together (a fold model never sees the audio of a row it predicts).
-                rows += [{**rec, "id": label_set.copy_id(seg, n), "label": n} for n in names]
-                duplicated += len(names) - 1
-                continue
-            rows.append(rec)
+            made = consensus_rows(rec, names, soft, multilabel)
+            duplicated += len(made) - 1
+            rows += made
     skipped = handle_missing(f"KEMDy20 at {root}", missing, skip_missing)
     report = {
         "utterances": len(rows),

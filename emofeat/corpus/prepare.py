@@ -15,6 +15,9 @@ from emofeat.corpus.config import PrepareConfig
 from emofeat.corpus.emobox import corpus_name as emobox_name
 from emofeat.corpus.emobox import read_emobox
 from emofeat.corpus.generic import read_csv_corpus
+from emofeat.corpus.kemdy19 import CORPUS as KEMDY19
+from emofeat.corpus.kemdy19 import LABELS as KEMDY19_LABELS
+from emofeat.corpus.kemdy19 import read_kemdy19
 from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
 from emofeat.corpus.kemdy20 import LABELS as KEMDY20_LABELS
 from emofeat.corpus.kemdy20 import read_kemdy20
@@ -60,6 +63,7 @@ def prepare(
     aihub: str | Path | None = None,
     csv: str | Path | None = None,
     emobox: str | Path | None = None,
+    kemdy19: str | Path | None = None,
     **options: Any,
 ) -> tuple[Manifest, dict]:
     """Read the given corpora, apply a split recipe and write the manifest atomically.
@@ -67,6 +71,7 @@ def prepare(
     Args:
         out: The manifest CSV to write (its sidecar records how it was made).
         kemdy20: A KEMDy20 v1_1 folder.
+        kemdy19: A KEMDy19 folder.
         aihub: An AI Hub (5차년도_2차) folder.
         csv: A generic corpus CSV.
         emobox: EmoBox's data folder; ``corpus`` (an option) names the corpus in it.
@@ -81,20 +86,20 @@ def prepare(
             or a split that leaves no train rows.
     """
     cfg = PrepareConfig(**options)
-    if not (kemdy20 or aihub or csv or emobox):
+    if not (kemdy19 or kemdy20 or aihub or csv or emobox):
         raise CorpusError(
-            "nothing to read: give at least one of --kemdy20, --aihub, --csv, --emobox"
+            "nothing to read: give at least one of --kemdy19, --kemdy20, --aihub, --csv, --emobox"
         )
     if bool(emobox) != bool(cfg.corpus):
         raise CorpusError("--emobox DIR and --corpus NAME go together")
     from emofeat.corpus.manifest import sidecar_path
 
     # Before anything is read: the manifest and its sidecar are never an input.
-    sources = [kemdy20, aihub, csv, emobox]
+    sources = [kemdy19, kemdy20, aihub, csv, emobox]
     check_output(out, kind="manifest", inputs=sources)
     check_output(sidecar_path(out), kind="manifest-sidecar", inputs=sources)
     frame, report, declared = _read_corpora(
-        cfg, kemdy20=kemdy20, aihub=aihub, csv=csv, emobox=emobox
+        cfg, kemdy20=kemdy20, aihub=aihub, csv=csv, emobox=emobox, kemdy19=kemdy19
     )
     frame, labels, label_maps = label_rows(frame, declared, cfg, report)
     frame = apply_split(frame, cfg.split, k=cfg.folds, seed=cfg.seed)
@@ -102,6 +107,7 @@ def prepare(
     out = Path(out)
     frame = relative_audio_paths(frame, out.parent)
     config = {
+        "kemdy19": str(kemdy19) if kemdy19 else None,
         "kemdy20": str(kemdy20) if kemdy20 else None,
         "aihub": str(aihub) if aihub else None,
         "csv": str(csv) if csv else None,
@@ -121,11 +127,22 @@ def _read_corpora(
     aihub: str | Path | None,
     csv: str | Path | None,
     emobox: str | Path | None = None,
+    kemdy19: str | Path | None = None,
 ) -> tuple[pd.DataFrame, dict, dict[str, LabelSet]]:
     """The utterances of every given corpus in one frame, each reader's report, and the classes
     each corpus declares (by corpus name)."""
     text, skip_missing = cfg.text, cfg.skip_missing
     frames, report, declared = [], {}, {}
+    if kemdy19:
+        frame, report["kemdy19"] = read_kemdy19(
+            kemdy19,
+            text_mode=text,
+            multilabel=cfg.multilabel,
+            role=cfg.kemdy19_role,
+            skip_missing=skip_missing,
+        )
+        frames.append(frame)
+        declared[KEMDY19] = KEMDY19_LABELS
     if kemdy20:
         frame, report["kemdy20"] = read_kemdy20(
             kemdy20, text_mode=text, multilabel=cfg.multilabel, skip_missing=skip_missing

@@ -2,7 +2,7 @@
 
 ``emo-ensemble`` reproduces the reference split exactly (so results compare with the published
 table): KEMDy20 by session, ``train_test_split`` over the sorted session list with
-``test_size=0.2, random_state=42``; AI Hub rows shuffled with ``DataFrame.sample(frac=1,
+``test_size=0.2, random_state=42`` (KEMDy19, which the reference did not use, by the same rule); AI Hub rows shuffled with ``DataFrame.sample(frac=1,
 random_state=42)``, the first ``int(0.8 n)`` train. AI Hub has no speaker ids, so its split is
 utterance-level and speakers may leak across it. Its folds are label-stratified group folds.
 
@@ -31,6 +31,7 @@ from sklearn.model_selection import (
 
 from emofeat.corpus.aihub import CORPUS as AIHUB
 from emofeat.corpus.config import SPLIT_SCHEMES
+from emofeat.corpus.kemdy19 import CORPUS as KEMDY19
 from emofeat.corpus.kemdy20 import CORPUS as KEMDY20
 from emofeat.errors import CorpusError
 
@@ -38,12 +39,13 @@ MMM_LAST_TRAIN_SESSION = 32  # MMM's own split: KEMDy20 sessions 1-32 train, 33-
 REFERENCE_SEED = 42
 
 
-def kemdy20_test_sessions(sessions: list[str]) -> set[str]:
-    """Held-out sessions of the reference: ``train_test_split`` over the sorted session list."""
+def kemdy20_test_sessions(sessions: list[str], corpus: str = "KEMDy20") -> set[str]:
+    """Held-out sessions of the reference: ``train_test_split`` over the sorted session list
+    (KEMDy19's sessions are split by the same rule)."""
     ordered = sorted(sessions, key=lambda s: int("".join(ch for ch in s if ch.isdigit()) or 0))
     if len(ordered) < 2:
         raise CorpusError(
-            f"KEMDy20: {len(ordered)} session(s); a train/test split needs at least 2"
+            f"{corpus}: {len(ordered)} session(s); a train/test split needs at least 2"
         )
     _, test = train_test_split(ordered, test_size=0.2, random_state=REFERENCE_SEED)
     return set(test)
@@ -146,8 +148,8 @@ def apply_split(frame: pd.DataFrame, scheme: str, *, k: int, seed: int) -> pd.Da
         if corpus == KEMDY20 and scheme == "mmm":
             number = part["session"].map(lambda s: int("".join(c for c in s if c.isdigit()) or 0))
             split[idx] = np.where(number > MMM_LAST_TRAIN_SESSION, "test", "train")
-        elif corpus == KEMDY20:
-            test = kemdy20_test_sessions(sorted(part["session"].unique()))
+        elif corpus in (KEMDY20, KEMDY19):
+            test = kemdy20_test_sessions(sorted(part["session"].unique()), corpus)
             split[idx] = np.where(part["session"].isin(test), "test", "train")
         elif corpus == AIHUB:
             split[idx] = np.where(aihub_test_mask(len(part)), "test", "train")

@@ -399,6 +399,72 @@ def synth_aihub(
     return counts
 
 
+def synth_kemdy19(
+    root: Path, rng: np.random.Generator, *, sessions: int, per_session: int, seconds: tuple
+) -> dict:
+    """Write ``root/KEMDy19`` in KEMDy19's layout: per session an F and an M annotation file
+    (two header rows, 43 columns: number, wav and bio-signal start/end, Segment ID, consensus,
+    ten raters), the same segments row by row, each actor's own consensus; UTF-8 transcripts
+    under ``wav/SessionNN/SessNN_<dialog>/``; ``disgust`` spelled so; empty bio-signal cells;
+    a multi-label consensus; and session 1's erratum (its F file repeats the next row's Segment
+    ID where the M file has the right one). Returns counts."""
+    base = root / "KEMDy19"
+    (base / "annotation").mkdir(parents=True, exist_ok=True)
+    head1 = ["Numb", "Wav", "", "ECG", "", "E4-EDA", "", "E4-TEMP", "", "Segment ID"]
+    head1 += ["Total Evaluation", "", ""]
+    head2 = ["", "start", "end"] * 1 + ["start", "end"] * 3 + ["", "Emotion", "Valence", "Arousal"]
+    for a in range(10):
+        head1 += [f"Eval{a + 1:02d}{'FM'[a % 2]}", "", ""]
+        head2 += ["Emotion", "Valence", "Arousal"]
+    counts = {"utterances": 0, "multilabel": 0, "errata": 0}
+    for s in range(1, sessions + 1):
+        voices = {sex: Speaker.draw(rng, sex) for sex in "FM"}
+        tables = {g: [head1, head2] for g in "FM"}
+        clock = 0.0
+        for i in range(per_session):
+            sex = "FM"[i % 2]
+            dialog = f"script{1 + i * 3 // per_session:02d}" if i % 3 else f"impro{1 + i % 2:02d}"
+            seg = f"Sess{s:02d}_{dialog}_{sex}{i + 1:03d}"
+            folder = base / "wav" / f"Session{s:02d}" / f"Sess{s:02d}_{dialog}"
+            folder.mkdir(parents=True, exist_ok=True)
+            emotion, channel = _utterance(rng)
+            valence, arousal = affect(rng, emotion)
+            dur = float(rng.uniform(*seconds))
+            p = prosody(rng, emotion, channel != "text", arousal)
+            sf.write(folder / f"{seg}.wav", speech(rng, voices[sex], p=p, seconds=dur, sr=16000),
+                     16000, subtype="PCM_16")  # fmt: skip
+            text = transcript(rng, emotion, cued=channel != "audio", markers=True, valence=valence)
+            if i % 4 == 1:
+                text += " (웃음)"  # overlapping speech in parentheses, as KEMDy19 marks it
+            (folder / f"{seg}.txt").write_bytes((text + "\n").encode("utf-8"))
+            consensus = "disgust" if emotion == "disqust" else emotion
+            if i == 2:
+                consensus = f"{consensus};neutral" if emotion != "neutral" else "neutral;happy"
+                counts["multilabel"] += 1
+            bio = ["" if (i == 5 and s == 1) else f"{rng.normal():.4f}" for _ in range(6)]
+            for g in "FM":
+                votes = []
+                for _ in range(10):
+                    vote = emotion if rng.random() < 0.8 else label_set.LABEL_NAMES[rng.integers(7)]
+                    vote = "disgust" if vote == "disqust" else vote
+                    val = int(np.clip(round(valence + rng.normal(0, 0.6)), 1, 5))
+                    aro = int(np.clip(round(arousal + rng.normal(0, 0.6)), 1, 5))
+                    votes += [vote, val, aro]
+                mean_v = np.mean(votes[1::3])
+                mean_a = np.mean(votes[2::3])
+                row = [i + 1, f"{clock:.3f}", f"{clock + dur:.3f}", *bio, seg, consensus]
+                tables[g].append([*row, f"{mean_v:.1f}", f"{mean_a:.1f}", *votes])
+            clock += dur + 0.3
+            counts["utterances"] += 1
+        if s == 1 and per_session > 4:  # the erratum: the F file repeats the next row's id
+            tables["F"][2 + 3][9] = tables["F"][2 + 4][9]
+            counts["errata"] += 1
+        for g in "FM":
+            path = base / "annotation" / f"Session{s:02d}_{g}_res.csv"
+            path.write_bytes(_write_csv_bytes(tables[g], "utf-8"))
+    return counts
+
+
 def synth_csv(
     root: Path,
     rng: np.random.Generator,
@@ -475,5 +541,9 @@ def synthesize(out: str | Path, **options: Any) -> dict:
         classes = [c.strip().lower() for c in cfg.classes.split(",")]
         report["csv"] = synth_csv(
             out, rng, n=cfg.csv, classes=classes, sessions=cfg.csv_sessions, seconds=seconds
+        )
+    if cfg.kemdy19:
+        report["kemdy19"] = synth_kemdy19(
+            out, rng, sessions=cfg.kemdy19, per_session=per_session, seconds=seconds
         )
     return report
