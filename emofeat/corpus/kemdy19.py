@@ -25,7 +25,13 @@ import pandas as pd
 
 from emofeat.corpus import labels as label_set
 from emofeat.corpus.config import MULTILABEL_POLICIES
-from emofeat.corpus.kemdy20 import _split_labels, consensus_label, consensus_rows
+from emofeat.corpus.kemdy20 import (
+    _split_labels,
+    consensus_label,
+    consensus_report,
+    consensus_rows,
+    segment_record,
+)
 from emofeat.corpus.missing import handle_missing
 from emofeat.corpus.text import decode_transcript, normalize, read_transcript
 from emofeat.errors import CorpusError
@@ -184,29 +190,14 @@ def read_kemdy19(
             if not wav.is_file() or not txt.is_file():
                 missing.append((seg, str(wav if not wav.is_file() else txt)))
                 continue
-            rec = {
-                "id": seg,
-                "corpus": CORPUS,
-                "session": f"Sess{session:02d}",
-                "speaker": f"Sess{session:02d}{actor}",
-                "audio_path": str(wav),
-                "text": normalize(read_transcript(txt), text_mode),
-                "label": label,
-                "valence": pd.to_numeric(row.iloc[11], errors="coerce"),
-                "arousal": pd.to_numeric(row.iloc[12], errors="coerce"),
-            }
+            text = normalize(read_transcript(txt), text_mode)
+            speaker = f"Sess{session:02d}{actor}"
+            rec = segment_record(seg, CORPUS, session, speaker, wav, text, label, row, 11)
             made = consensus_rows(rec, names, soft, multilabel)
             duplicated += len(made) - 1
             rows += made
     skipped = handle_missing(f"KEMDy19 at {root}", missing, skip_missing)
-    report = {
-        "utterances": len(rows),
-        "multilabel_rows": multi,
-        "multilabel_dropped": dropped,
-        "multilabel_duplicated": duplicated,
-        "segment_ids_fixed": len(fixes),
-        "skipped_missing": skipped,
-    }
+    report = consensus_report(rows, multi, dropped, duplicated, len(fixes), skipped)
     for fix in fixes:  # the errata, said once each
         log.info("KEMDy19 erratum: %s", fix)
     return pd.DataFrame(rows), report

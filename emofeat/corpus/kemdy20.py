@@ -140,6 +140,46 @@ def consensus_rows(
     return [rec]
 
 
+def segment_record(
+    seg: str,
+    corpus: str,
+    session: int,
+    speaker: str,
+    wav: Path,
+    text: str,
+    label: str,
+    row: pd.Series,
+    dims_at: int,
+) -> dict:
+    """The manifest row of one KEMDy segment (its valence and arousal in ``row`` at columns
+    ``dims_at`` and ``dims_at + 1``)."""
+    return {
+        "id": seg,
+        "corpus": corpus,
+        "session": f"Sess{session:02d}",
+        "speaker": speaker,
+        "audio_path": str(wav),
+        "text": text,
+        "label": label,
+        "valence": pd.to_numeric(row.iloc[dims_at], errors="coerce"),
+        "arousal": pd.to_numeric(row.iloc[dims_at + 1], errors="coerce"),
+    }
+
+
+def consensus_report(
+    rows: list, multi: int, dropped: int, duplicated: int, fixed: int, skipped: list
+) -> dict:
+    """What a KEMDy reader did, as ``data prepare`` prints it."""
+    return {
+        "utterances": len(rows),
+        "multilabel_rows": multi,
+        "multilabel_dropped": dropped,
+        "multilabel_duplicated": duplicated,
+        "segment_ids_fixed": fixed,
+        "skipped_missing": skipped,
+    }
+
+
 def read_kemdy20(
     root: str | Path,
     *,
@@ -181,27 +221,11 @@ def read_kemdy20(
             if not wav.is_file() or not txt.is_file():
                 missing.append((seg, str(wav if not wav.is_file() else txt)))
                 continue
-            rec = {
-                "id": seg,
-                "corpus": CORPUS,
-                "session": f"Sess{session:02d}",
-                "speaker": speaker_of(seg),
-                "audio_path": str(wav),
-                "text": normalize(read_transcript(txt), text_mode),
-                "label": label,
-                "valence": pd.to_numeric(row.iloc[5], errors="coerce"),
-                "arousal": pd.to_numeric(row.iloc[6], errors="coerce"),
-            }
+            text = normalize(read_transcript(txt), text_mode)
+            rec = segment_record(seg, CORPUS, session, speaker_of(seg), wav, text, label, row, 5)
             made = consensus_rows(rec, names, soft, multilabel)
             duplicated += len(made) - 1
             rows += made
     skipped = handle_missing(f"KEMDy20 at {root}", missing, skip_missing)
-    report = {
-        "utterances": len(rows),
-        "multilabel_rows": multi,
-        "multilabel_dropped": len(dropped),
-        "multilabel_duplicated": duplicated,
-        "segment_ids_fixed": fixed,
-        "skipped_missing": skipped,
-    }
+    report = consensus_report(rows, multi, len(dropped), duplicated, fixed, skipped)
     return pd.DataFrame(rows), report
