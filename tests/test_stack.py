@@ -618,3 +618,34 @@ def test_temperatures_are_fitted_on_train_rows_and_never_move_with_test_labels(t
     assert stack_metrics["calibration"]["bins"] == 15
     assert (tmp_path / "sa" / "calibration.png").is_file()
     assert "## Calibration (test)" in (tmp_path / "sa" / "report.md").read_text()
+
+
+def test_compare_pairs_stacks_on_the_same_rows_and_refuses_others(tmp_path):
+    """compare --paired: two stacks of one manifest are compared row for row (their McNemar
+    counts recomputed from their predictions.csv); stacks of other rows are refused by name."""
+    from emofeat.analysis.compare import compare, paired_stacks
+    from emofeat.stack.folder import StackFolder
+
+    paths, y, split = complementary(tmp_path)
+    stack(paths, "lgbm", tmp_path / "runs" / "lgbm")
+    stack(paths, "softvote", tmp_path / "runs" / "sv")
+    compare([tmp_path / "runs"], tmp_path / "cmp", paired=True)
+    pairs = pd.read_csv(tmp_path / "cmp" / "paired.csv")
+    assert len(pairs) == 1 and pairs.rows[0] == 100
+    a = pd.read_csv(pairs.a[0] + "/predictions.csv").set_index("id")
+    b = pd.read_csv(pairs.b[0] + "/predictions.csv").set_index("id")
+    test = a[a.split == "test"].index
+    right_a = a.loc[test, "predicted"] == a.loc[test, "label"]
+    right_b = b.loc[test, "predicted"] == b.loc[test, "label"]
+    assert pairs.mcnemar_b[0] == int((right_a & ~right_b).sum())
+    assert pairs.mcnemar_c[0] == int((~right_a & right_b).sum())
+    assert "## Paired comparisons of the stacks" in (tmp_path / "cmp" / "compare.md").read_text()
+    # Another split of the same utterances: 150 test rows, not the same 100.
+    rng, y2, _, _, _ = world(4, 1)
+    split2 = np.where(np.arange(N) < 250, "train", "test")
+    fold2 = np.where(split2 == "train", np.arange(N) % K, -1)
+    names = [f"class{i}" for i in range(4)]
+    store = make_store(tmp_path / "o.h5", y2, split2, fold2, rng.normal(0, 1, (N, 4)), names)
+    other = stack([store], "lgbm", tmp_path / "other").out
+    with pytest.raises(EmofeatError, match="different test rows"):
+        paired_stacks([StackFolder(tmp_path / "runs" / "lgbm"), StackFolder(other)])

@@ -136,19 +136,26 @@ def _check_label_sets(artifacts: Sequence[StackFolder | RunFolder]) -> None:
 
 
 def compare(
-    paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None
+    paths: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    paired: bool = False,
 ) -> pd.DataFrame:
     """One table across stack and run folders (``emofeat compare``).
 
     Args:
         paths: Stack or run folders, or folders holding them (searched recursively).
         out: A folder to write ``compare.md`` and ``compare.csv`` into; None to write nothing.
+        paired: Also compare every two stacks on their common test rows
+            (:func:`paired_stacks`, written as ``paired.csv`` and a section of ``compare.md``);
+            stacks scored on different rows are then refused.
 
     Returns:
         One row per stack or run, then one per configuration run with several seeds (mean ± std).
 
     Raises:
-        EmofeatError: no stack or run folder under ``paths``, or an output that is an input.
+        EmofeatError: no stack or run folder under ``paths``, an output that is an input, or
+            (``paired``) stacks scored on different test rows.
     """
     artifacts = find_artifacts(paths)
     _check_label_sets(artifacts)
@@ -175,13 +182,103 @@ def compare(
                 entry[col], entry[f"{col}_seed_std"] = values.mean(), values.std(ddof=0)
         summary.append(entry)
     table = pd.concat([rows, pd.DataFrame(summary)], ignore_index=True) if summary else rows
+    pairs = pd.DataFrame()
+    if paired:
+        pairs = paired_stacks([a for a in artifacts if isinstance(a, StackFolder)])
     if out:
         from emofeat.atomic import write_text
 
         out = Path(out)
         write_text(out / "compare.csv", table.to_csv(index=False))
-        write_text(out / "compare.md", to_markdown(table))
+        text = to_markdown(table)
+        if len(pairs):
+            write_text(out / "paired.csv", pairs.to_csv(index=False))
+            text += "\n" + paired_markdown(pairs)
+        write_text(out / "compare.md", text)
     return table
+
+
+def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
+    """Every pair of stacks (of the classes) compared on the same test rows: per metric the
+    difference A − B with its paired bootstrap interval, and McNemar's exact test
+    (:func:`emofeat.metrics.paired_comparison`), from their predictions.csv. Stacks scored on
+    different rows are refused, naming the rows that differ.
+
+    Args:
+        stacks: Stack folders.
+
+    Returns:
+        One row per pair (``a``, ``b``, ``rows``, ``<metric>``, ``<metric>_low``,
+        ``<metric>_high``, ``mcnemar_b``, ``mcnemar_c``, ``mcnemar_p``); empty for fewer than two.
+
+    Raises:
+        EmofeatError: two stacks scored on different test rows (the message names some).
+    """
+    from emofeat.metrics import PAIRED_METRICS, paired_comparison
+    from emofeat.stack.folder import PREDICTIONS
+
+    scored = {}
+    for folder in stacks:
+        path = folder.path / PREDICTIONS
+        if not path.is_file() or "label" not in pd.read_csv(path, nrows=0).columns:
+            continue  # a stack of valence and arousal alone: no classes to compare
+        frame = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
+        # The test rows scored: labelled, and not produced by a model that trained on them.
+        test = frame[
+            (frame.split == "test") & (frame.label != "") & (frame.provenance != "in-sample")
+        ]
+        scored[folder.path] = test.set_index("id")
+    records = []
+    paths = list(scored)
+    for i, a in enumerate(paths):
+        for b in paths[i + 1 :]:
+            A, B = scored[a], scored[b]
+            if set(A.index) != set(B.index):
+                only_a = sorted(set(A.index) - set(B.index))[:3]
+                only_b = sorted(set(B.index) - set(A.index))[:3]
+                raise EmofeatError(
+                    f"{a} and {b} were scored on different test rows (only in the first: "
+                    f"{only_a}; only in the second: {only_b}); a paired comparison needs the "
+                    "same rows: stacks of one manifest"
+                )
+            B = B.loc[A.index]
+            names = sorted(set(A.label) | set(A.predicted) | set(B.predicted))
+            code = {n: k for k, n in enumerate(names)}
+            result = paired_comparison(
+                A.label.map(code), A.predicted.map(code), B.predicted.map(code), len(names)
+            )
+            record = {"a": str(a), "b": str(b), "rows": result["rows"]}
+            for m in PAIRED_METRICS:
+                record[m] = result[m]["difference"]
+                record[f"{m}_low"], record[f"{m}_high"] = result[m]["ci95"]
+            mcnemar = result["mcnemar"]
+            record.update(mcnemar_b=mcnemar["b"], mcnemar_c=mcnemar["c"], mcnemar_p=mcnemar["p"])
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def paired_markdown(paired: pd.DataFrame) -> str:
+    """The paired comparisons of stacks as markdown."""
+    lines = [
+        "## Paired comparisons of the stacks on the same test rows",
+        "",
+        "A − B with 95 % paired bootstrap intervals; McNemar's exact test of accuracy (b: rows "
+        "only A got right, c: only B).",
+        "",
+        "| A | B | rows | Δ accuracy | Δ macro F1 | Δ UAR | b / c | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in paired.iterrows():
+        cells = [
+            f"{r[m]:+.4f} [{r[m + '_low']:+.3f}, {r[m + '_high']:+.3f}]"
+            for m in ("accuracy", "macro_f1", "uar")
+        ]
+        lines.append(
+            f"| {Path(r.a).name} | {Path(r.b).name} | {r.rows} | "
+            + " | ".join(cells)
+            + f" | {r.mcnemar_b} / {r.mcnemar_c} | {r.mcnemar_p:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 COMPARISON_HEADER = "path,kind,configuration,seed"

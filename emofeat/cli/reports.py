@@ -19,13 +19,27 @@ from emofeat.options import given_options
     type=click.Path(file_okay=False, path_type=Path),
     help="Write compare.md and compare.csv here.",
 )
+@click.option(
+    "--paired",
+    is_flag=True,
+    help="Also compare every two stacks on their common test rows: differences with paired "
+    "bootstrap intervals and McNemar's exact test (stacks of different rows are refused).",
+)
 @friendly
-def compare(paths, out):
+def compare(paths, out, paired):
     """One table across stack and run folders; mean ± std over seeds of the same configuration."""
     from emofeat.analysis.compare import compare as compare_folders
-    from emofeat.analysis.compare import to_markdown
+    from emofeat.analysis.compare import paired_markdown, paired_stacks, to_markdown
 
-    click.echo(to_markdown(compare_folders(paths, out)), nl=False)
+    click.echo(to_markdown(compare_folders(paths, out, paired=paired)), nl=False)
+    if paired:  # (the same figures compare.md holds: seeded resamples)
+        from emofeat.analysis.compare import find_artifacts
+        from emofeat.stack.folder import StackFolder
+
+        stacks = [a for a in find_artifacts(paths) if isinstance(a, StackFolder)]
+        pairs = paired_stacks(stacks)
+        if len(pairs):
+            click.echo("\n" + paired_markdown(pairs), nl=False)
 
 
 @click.command()
