@@ -131,23 +131,12 @@ def bootstrap_accuracy(
     Raises:
         ValueError: no utterances.
     """
-    from scipy.stats import bootstrap
-
     correct = (np.asarray(y) == np.asarray(pred)).astype(float)
     if len(correct) == 0:
         raise ValueError("no utterances to bootstrap")
     if correct.min() == correct.max():  # every resample has the same accuracy
         return float(correct[0]), float(correct[0])
-    result = bootstrap(
-        (correct,),
-        np.mean,
-        n_resamples=n,
-        confidence_level=level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-        vectorized=True,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return _percentile_interval((correct,), np.mean, n=n, seed=seed, level=level)
 
 
 DIMENSION_METRICS = ("ccc", "pearson", "rmse")
@@ -172,12 +161,36 @@ def ccc(y: np.ndarray, pred: np.ndarray) -> float:
         raise ValueError(
             f"ccc needs two equally long, non-empty vectors; got {y.shape}, {pred.shape}"
         )
-    my, mp = y.mean(), pred.mean()
-    cov = np.mean((y - my) * (pred - mp))
-    denominator = y.var() + pred.var() + (my - mp) ** 2
-    if denominator == 0:
-        return 1.0  # both constant and equal: perfect agreement
-    return float(2 * cov / denominator)
+    return float(_ccc(y, pred))
+
+
+def _ccc(y: np.ndarray, pred: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Lin's CCC along ``axis`` (population moments), for one pair or many resamples at once;
+    1 where both are constant and equal (perfect agreement)."""
+    my, mp = y.mean(axis, keepdims=True), pred.mean(axis, keepdims=True)
+    cov = ((y - my) * (pred - mp)).mean(axis)
+    den = y.var(axis) + pred.var(axis) + np.squeeze(my - mp, axis) ** 2
+    return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 1.0)
+
+
+def _percentile_interval(
+    data: tuple[np.ndarray, ...], statistic, *, n: int, seed: int, level: float
+) -> tuple[float, float]:
+    """``scipy.stats.bootstrap``'s percentile interval of a vectorised ``statistic`` over rows
+    (several arrays are resampled together: paired)."""
+    from scipy.stats import bootstrap
+
+    result = bootstrap(
+        data,
+        statistic,
+        paired=len(data) > 1,
+        n_resamples=n,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def dimensional_metrics(
@@ -234,30 +247,10 @@ def bootstrap_ccc(
     Raises:
         ValueError: fewer than two rows.
     """
-    from scipy.stats import bootstrap
-
     y, pred = np.asarray(y, np.float64), np.asarray(pred, np.float64)
     if len(y) < 2:
         raise ValueError("a CCC interval needs two rows at least")
-
-    def statistic(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        # ccc over the last axis, for every resample at once (population moments).
-        ma, mb = a.mean(axis, keepdims=True), b.mean(axis, keepdims=True)
-        cov = ((a - ma) * (b - mb)).mean(axis)
-        den = a.var(axis) + b.var(axis) + np.squeeze(ma - mb, axis) ** 2
-        return np.where(den > 0, 2 * cov / np.where(den > 0, den, 1), 1.0)
-
-    result = bootstrap(
-        (y, pred),
-        statistic,
-        paired=True,  # a row's truth and prediction are resampled together
-        n_resamples=n,
-        confidence_level=level,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-        vectorized=True,
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    return _percentile_interval((y, pred), _ccc, n=n, seed=seed, level=level)
 
 
 PAIRED_METRICS = ("accuracy", "weighted_f1", "macro_f1", "uar")
@@ -331,49 +324,59 @@ def weighted_classification(
     }
 
 
-def paired_comparison(
+def paired_comparisons(
     y: np.ndarray,
     pred_a: np.ndarray,
-    pred_b: np.ndarray,
+    others: Mapping[str, np.ndarray],
     n_classes: int,
     *,
     n: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-) -> dict[str, Any]:
-    """A against B on the same rows: per metric the difference A − B with its paired percentile
-    bootstrap interval (both scored on the same resamples of the rows), and McNemar's exact
-    test of their accuracy.
+) -> dict[str, dict[str, Any]]:
+    """A against each of ``others`` on the same rows: per metric the difference A − B with its
+    paired percentile bootstrap interval (every system scored on the same resamples of the
+    rows, drawn once), and McNemar's exact test of their accuracy.
 
     Args:
         y: True classes.
         pred_a: A's predicted classes.
-        pred_b: B's predicted classes, of the same rows.
+        others: Name → B's predicted classes, of the same rows.
         n_classes: The number of classes.
         n: Bootstrap resamples.
         seed: The resampling seed (:func:`resample_weights`).
         level: The confidence level.
 
     Returns:
-        ``{metric: {"difference", "ci95"}, ..., "mcnemar": {"b", "c", "p"}, "rows": n_rows}``.
+        Per name ``{metric: {"difference", "ci95"}, ..., "mcnemar": {"b", "c", "p"},
+        "rows": n_rows}``.
 
     Raises:
         ValueError: no rows.
     """
-    y, pred_a, pred_b = (np.asarray(v).astype(int) for v in (y, pred_a, pred_b))
+    y, pred_a = np.asarray(y).astype(int), np.asarray(pred_a).astype(int)
     if not len(y):
         raise ValueError("no rows to compare")
     weights = resample_weights(len(y), n=n, seed=seed)
-    a = weighted_classification(y, pred_a, weights, n_classes)
-    b = weighted_classification(y, pred_b, weights, n_classes)
-    full_a, full_b = classification_metrics(y, pred_a), classification_metrics(y, pred_b)
+    a, full_a = (
+        weighted_classification(y, pred_a, weights, n_classes),
+        classification_metrics(y, pred_a),
+    )
     tail = (1 - level) / 2 * 100
-    out: dict[str, Any] = {"rows": int(len(y))}
-    for m in PAIRED_METRICS:
-        low, high = np.percentile(a[m] - b[m], [tail, 100 - tail])
-        out[m] = {"difference": full_a[m] - full_b[m], "ci95": (float(low), float(high))}
-    out["mcnemar"] = mcnemar_exact(y, pred_a, pred_b)
-    return out
+    results = {}
+    for name, pred_b in others.items():
+        pred_b = np.asarray(pred_b).astype(int)
+        b, full_b = (
+            weighted_classification(y, pred_b, weights, n_classes),
+            classification_metrics(y, pred_b),
+        )
+        out: dict[str, Any] = {"rows": int(len(y))}
+        for m in PAIRED_METRICS:
+            low, high = np.percentile(a[m] - b[m], [tail, 100 - tail])
+            out[m] = {"difference": full_a[m] - full_b[m], "ci95": (float(low), float(high))}
+        out["mcnemar"] = mcnemar_exact(y, pred_a, pred_b)
+        results[name] = out
+    return results
 
 
 CALIBRATION_BINS = 15  # equal-width bins of the top class's probability, for ECE

@@ -163,7 +163,7 @@ def task_loss(outputs, targets, *, n_classes: int, task: str, dim_loss: str, dim
             p, t = dims[rows, j].float(), t[rows].float()
             if dim_loss == "mse":
                 parts.append(torch.mean((p - t) ** 2))
-            else:
+            else:  # the differentiable twin of emofeat.metrics.ccc, over the batch
                 mp, mt = p.mean(), t.mean()
                 cov = torch.mean((p - mp) * (t - mt))
                 den = p.var(unbiased=False) + t.var(unbiased=False) + (mp - mt) ** 2

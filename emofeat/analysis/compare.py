@@ -201,7 +201,7 @@ def compare(
 def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
     """Every pair of stacks (of the classes) compared on the same test rows: per metric the
     difference A − B with its paired bootstrap interval, and McNemar's exact test
-    (:func:`emofeat.metrics.paired_comparison`), from their predictions.csv. Stacks scored on
+    (:func:`emofeat.metrics.paired_comparisons`), from their predictions.csv. Stacks scored on
     different rows are refused, naming the rows that differ.
 
     Args:
@@ -214,7 +214,7 @@ def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
     Raises:
         EmofeatError: two stacks scored on different test rows (the message names some).
     """
-    from emofeat.metrics import PAIRED_METRICS, paired_comparison
+    from emofeat.metrics import PAIRED_METRICS, paired_comparisons
     from emofeat.stack.folder import PREDICTIONS
 
     scored = {}
@@ -244,9 +244,9 @@ def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
             B = B.loc[A.index]
             names = sorted(set(A.label) | set(A.predicted) | set(B.predicted))
             code = {n: k for k, n in enumerate(names)}
-            result = paired_comparison(
-                A.label.map(code), A.predicted.map(code), B.predicted.map(code), len(names)
-            )
+            result = paired_comparisons(
+                A.label.map(code), A.predicted.map(code), {"b": B.predicted.map(code)}, len(names)
+            )["b"]
             record = {"a": str(a), "b": str(b), "rows": result["rows"]}
             for m in PAIRED_METRICS:
                 record[m] = result[m]["difference"]

@@ -14,7 +14,7 @@ selection with replacement of the stores' predictions, maximising the out-of-fol
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -177,6 +177,7 @@ class FittedDimensional:
     cv_protocol: str
     oof: np.ndarray  # (n, D): the train rows' cross-validated predictions, NaN elsewhere
     train: np.ndarray
+    test: np.ndarray = field(default_factory=lambda: np.array([], np.int64))  # rows scored
 
 
 def fit_dimensional(level1: Level1, meta: str, train: np.ndarray, seed: int) -> FittedDimensional:

@@ -43,7 +43,7 @@ from emofeat.metrics import (
     classification_metrics,
     fit_temperature,
     fold_summary,
-    paired_comparison,
+    paired_comparisons,
     softmax,
 )
 from emofeat.options import OptionError
@@ -296,20 +296,21 @@ def evaluate_stack(fitted: FittedStack, level1: Level1) -> dict[str, Any]:
         )
         block.update(_per_class(y[test], pred, level1.label_names))
         block["model_reports"] = {}
-        block["paired"] = {}
-        seed, C = fitted.config.seed, level1.num_classes
+        others = {}
         for name, lg in zip(level1.names, level1.logits):
             if lg is not None:
                 model_pred = lg[test].argmax(1)
                 block["models"][name] = classification_metrics(y[test], model_pred)
                 block["model_reports"][name] = _per_class(y[test], model_pred, level1.label_names)
-                block["paired"][name] = paired_comparison(y[test], pred, model_pred, C, seed=seed)
+                others[name] = model_pred
         metrics["calibration"] = _calibration(fitted, level1, meta)
         probas = [softmax(lg[test].astype(np.float64)) for lg in level1.logits if lg is not None]
         if len(probas) > 1 and fitted.config.meta != "softvote":
             # The fixed soft vote of the same stores: what the learned ensemble must beat.
-            vote = np.mean(probas, axis=0).argmax(1)
-            block["paired"][SOFT_VOTE] = paired_comparison(y[test], pred, vote, C, seed=seed)
+            others[SOFT_VOTE] = np.mean(probas, axis=0).argmax(1)
+        block["paired"] = paired_comparisons(
+            y[test], pred, others, level1.num_classes, seed=fitted.config.seed
+        )
     metrics["test"] = block
     metrics["models_cv"] = _models_cv(level1, fitted.train)
     if hasattr(meta, "weights_"):
@@ -396,57 +397,54 @@ def write_stack(
     previous one, or none). ``fitted`` is None for a stack of valence and arousal alone."""
     StackFolder(out).check_writable()
     with atomic_folder(out) as tmp:
+        predicted = _write_dimensional_files(tmp, dims, level1) if dims is not None else None
         if fitted is not None:
-            _write_stack_files(tmp, fitted=fitted, level1=level1, metrics=metrics)
-        if dims is not None:
-            _write_dimensional_files(
-                tmp, dims, level1, metrics=metrics, config=config or fitted.config
+            _write_stack_files(
+                tmp, fitted=fitted, level1=level1, metrics=metrics, dimensions=predicted
             )
+            return
+        folder = StackFolder(tmp)
+        record = provenance(_stack_record(config, level1, tmp), config.seed, output="stack")
+        write_text(folder.file(CONFIG), dump_yaml(record))
+        write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
+        origin = _origins(level1, dims.train, cross_validated=True)
+        write_predictions(
+            folder.file(PREDICTIONS), level1, None, origin=origin, dimensions=predicted
+        )
+        write_text(folder.file(REPORT), render_report(metrics, level1.label_names))
 
 
-def _write_dimensional_files(
-    out: Path,
-    dims: FittedDimensional,
-    level1: Level1,
-    *,
-    metrics: dict[str, Any],
-    config: StackConfig,
-) -> None:
-    """The valence/arousal part of a stack folder: its model, its columns in predictions.csv
-    (train rows: the cross-validated predictions), its figure and its report section."""
+def _write_dimensional_files(out: Path, dims: FittedDimensional, level1: Level1) -> np.ndarray:
+    """The valence/arousal model and figure of a stack folder; returns every row's predicted
+    dimensions (train rows: the cross-validated ones), as predictions.csv holds them."""
     import joblib
 
-    from emofeat.stack.dimensional import plot_dimensions, render_dimensional
+    from emofeat.stack.dimensional import plot_dimensions
 
     folder = StackFolder(out)
-    test = np.asarray(metrics["dimensional"].pop("test_row_indices"), dtype=np.int64)
     with atomic_path(folder.file(DIMENSIONAL_MODEL)) as tmp:
         joblib.dump(dims.model, tmp)
     pred = dims.model.predict(level1)
     cross = np.isfinite(dims.oof)
     pred[cross] = dims.oof[cross]
-    if not folder.file(CONFIG).exists():  # a stack of the dimensions alone
-        record = provenance(_stack_record(config, level1, out), config.seed, output="stack")
-        write_text(folder.file(CONFIG), dump_yaml(record))
-        origin = np.where(
-            known_in_sample(level1.in_sample, len(level1)), "in-sample", "out-of-sample"
-        ).astype(object)
-        origin[dims.train] = "cross-validated"
-        frame = pd.DataFrame({"id": level1.ids, "split": level1.split, "provenance": origin})
-        header = [f"# Stacked valence and arousal: {dims.meta}", ""]
-        report = "\n".join([*header, *render_dimensional(metrics["dimensional"])]) + "\n"
-    else:
-        frame = pd.read_csv(folder.file(PREDICTIONS), keep_default_na=False, dtype={"id": str})
-        report = folder.file(REPORT).read_text(encoding="utf-8")
-        report += "\n" + "\n".join(render_dimensional(metrics["dimensional"])) + "\n"
-    for j, name in enumerate(level1.dimension_names):
-        frame[name] = level1.targets[:, j]
-        frame[f"predicted_{name}"] = pred[:, j]
-    with atomic_path(folder.file(PREDICTIONS)) as tmp:
-        frame.to_csv(tmp, index=False)
-    write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
-    write_text(folder.file(REPORT), report)
-    plot_dimensions(level1, pred, test, folder.file(DIMENSIONS_FIGURE))
+    plot_dimensions(level1, pred, dims.test, folder.file(DIMENSIONS_FIGURE))
+    return pred
+
+
+def _origins(level1: Level1, train: np.ndarray, *, cross_validated: bool) -> np.ndarray:
+    """Each row's provenance in predictions.csv: ``in-sample`` where a base model trained on it
+    (or the meta-learner was fitted on it without CV), ``cross-validated`` for train rows the
+    meta-learner predicted from the other folds, ``out-of-sample`` otherwise. A row whose
+    level-1 values are in-sample (or unknown) stays ``in-sample``: the meta-learner's CV cannot
+    make a base model's in-sample value cross-validated."""
+    origin = np.where(
+        known_in_sample(level1.in_sample, len(level1)), "in-sample", "out-of-sample"
+    ).astype(object)
+    origin[train] = "in-sample"
+    if cross_validated:
+        tainted = in_sample_evidence(level1, train)[1]
+        origin[train] = np.where(tainted[train], "in-sample", "cross-validated")
+    return origin
 
 
 def _stack_record(config: StackConfig, level1: Level1, out: Path) -> dict[str, Any]:
@@ -461,7 +459,12 @@ def _stack_record(config: StackConfig, level1: Level1, out: Path) -> dict[str, A
 
 
 def _write_stack_files(
-    out: Path, *, fitted: FittedStack, level1: Level1, metrics: dict[str, Any]
+    out: Path,
+    *,
+    fitted: FittedStack,
+    level1: Level1,
+    metrics: dict[str, Any],
+    dimensions: np.ndarray | None = None,
 ) -> None:
     import joblib
 
@@ -477,23 +480,17 @@ def _write_stack_files(
     write_text(folder.file(METRICS), json.dumps(metrics, indent=2))
     # Train rows get the meta-learner's cross-validated (out-of-fold) predictions, other rows the
     # final model's: no row's prediction comes from a model that was fitted on it.
-    proba = fitted.model.predict_proba(level1)
-    origin = np.where(
-        known_in_sample(level1.in_sample, len(level1)), "in-sample", "out-of-sample"
-    ).astype(object)
-    origin[fitted.train] = "in-sample"
-    # A row whose level-1 values are in-sample (or unknown) stays "in-sample" below: the
-    # meta-learner's CV cannot make a base model's in-sample value cross-validated.
-    tainted = in_sample_evidence(level1, fitted.train)[1]
+    final = fitted.model.predict_proba(level1)
+    proba = final.copy()
     if fitted.oof is not None:
         proba[fitted.train] = fitted.oof
-        origin[fitted.train] = np.where(tainted[fitted.train], "in-sample", "cross-validated")
-    write_predictions(folder.file(PREDICTIONS), level1, proba, origin=origin)
+    origin = _origins(level1, fitted.train, cross_validated=fitted.oof is not None)
+    write_predictions(folder.file(PREDICTIONS), level1, proba, origin=origin, dimensions=dimensions)
     if metrics.get("calibration"):
         label = "ensemble" + (
             " (temperature-scaled)" if fitted.config.calibrate == "temperature" else ""
         )
-        systems = {label: fitted.model.predict_proba(level1)}
+        systems = {label: final}
         systems.update(
             {
                 n: softmax(lg.astype(np.float64))
@@ -595,10 +592,10 @@ def _stack_dimensions(
         dims, choice = choose_dimensional(level1, train, cfg.seed)
     else:
         dims = fit_dimensional(level1, cfg.dim_meta, train, cfg.seed)
+    dims = dataclasses.replace(dims, test=test)  # the rows its figures and figure are over
     block = evaluate_dimensional(dims, level1, test, cfg.seed)
     if choice is not None:
         block["auto"] = choice
-    block["test_row_indices"] = test.tolist()  # for the figure; dropped before metrics.json
     metrics["dimensional"] = block
     return dims, metrics
 

@@ -58,7 +58,21 @@ def test_predictions_line(sources: dict[str, str]) -> str:
 
 
 def render_report(metrics: dict, label_names: list[str]) -> str:
-    """report.md: warning line (if any), the table, CV figures, CI, per-class report, confusion."""
+    """report.md: warning line (if any), the table, CV figures, CI, per-class report, confusion,
+    then valence and arousal where the stack has them (alone for ``--target dimensional``)."""
+    from emofeat.stack.dimensional import render_dimensional
+
+    dims = metrics.get("dimensional")
+    if "meta" not in metrics:  # valence and arousal alone
+        warning = [metrics["in_sample_warning"], ""] if metrics.get("in_sample_warning") else []
+        header = [*warning, f"# Stacked valence and arousal: {dims['meta']}", ""]
+        return "\n".join([*header, *render_dimensional(dims)]) + "\n"
+    return _render_classes(metrics, label_names) + (
+        "\n" + "\n".join(render_dimensional(dims)) + "\n" if dims else ""
+    )
+
+
+def _render_classes(metrics: dict, label_names: list[str]) -> str:
     parts = []
     if metrics.get("in_sample_warning"):
         parts.append(metrics["in_sample_warning"] + "\n")
