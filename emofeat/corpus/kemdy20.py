@@ -86,7 +86,7 @@ def speaker_of(segment_id: str) -> str:
 
 def _split_labels(value: str, where: str) -> list[str]:
     try:
-        return [label_set.canonical(v) for v in value.split(";") if v.strip()]
+        return [label_set.KEMDY.canonical(v) for v in value.split(";") if v.strip()]
     except LabelError as err:
         raise CorpusError(f"{where}: {err}") from None
 

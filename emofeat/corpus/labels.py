@@ -212,34 +212,6 @@ def found_label_set(labels: Iterable[object]) -> LabelSet | None:
     return LabelSet(tuple(sorted(present))) if present else None
 
 
-def canonical(name: str) -> str:
-    """Return the canonical class name of ``name`` (case and surrounding space ignored)."""
-    key = str(name).strip().lower()
-    key = ALIASES.get(key, key)
-    if key not in LABEL_NAMES:
-        raise LabelError(
-            f"unknown emotion label {name!r}; expected one of {', '.join(LABEL_NAMES)} "
-            f"(or the alias{'es' if len(ALIASES) > 1 else ''} {', '.join(ALIASES)})"
-        )
-    return key
-
-
-def index(name: str) -> int:
-    """Class index of a label name (aliases accepted)."""
-    return LABEL_NAMES.index(canonical(name))
-
-
-def indices(names: Iterable[str | None]) -> list[int]:
-    """Class indices of label names; empty or missing names give ``UNKNOWN`` (-1)."""
-    out = []
-    for name in names:
-        if name is None or (isinstance(name, float)) or str(name).strip() == "":
-            out.append(UNKNOWN)
-        else:
-            out.append(index(name))
-    return out
-
-
 def aihub_label(value: str) -> str:
     """Canonical class name of an AI Hub ``상황`` value."""
     key = str(value).strip().lower()
