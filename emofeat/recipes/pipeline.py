@@ -124,6 +124,18 @@ def finetune_step(title: str, o: dict[str, Any]) -> Step:
     return Step(title, "finetune", o, train)
 
 
+def extract_step(title: str, o: dict[str, Any]) -> Step:
+    """The step that extracts one run's store: ``o`` holds its run, manifest, out and options."""
+    from emofeat.extract.config import ExtractConfig
+    from emofeat.extract.run import extract
+
+    def extract_store(o=o):
+        options = {k: v for k, v in o.items() if k not in ("run", "manifest", "out")}
+        return extract(o["manifest"], o["out"], ExtractConfig(run=str(o["run"]), **options))
+
+    return Step(title, "extract", o, extract_store)
+
+
 def ensemble_plan(
     manifest: Path,
     out: Path,
@@ -139,8 +151,6 @@ def ensemble_plan(
     """Steps: fine-tune the five models, extract their stores, (with ``mmm``) MMM over two
     frozen sequence stores as a sixth base model, and the ensembles: the reference's soft vote
     over the five, every other meta-learner over all of them."""
-    from emofeat.extract.config import ExtractConfig
-    from emofeat.extract.run import extract
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
@@ -171,7 +181,6 @@ def ensemble_plan(
             "manifest": manifest,
             "out": runs / base.name,
         }
-
         steps.append(finetune_step(f"fine-tune {base.name}", o))
     for base in BASE_MODELS:
         o = {
@@ -184,18 +193,7 @@ def ensemble_plan(
             # The reference fed whole clips (no windows).
             **({"max_seconds": 0} if protocol == "reference" and base.modality == "speech" else {}),
         }
-
-        def extract_store(o=o):
-            cfg = ExtractConfig(
-                run=str(o["run"]),
-                layers=o["layers"],
-                precision=o["precision"],
-                device=o["device"],
-                **({"max_seconds": o["max_seconds"]} if "max_seconds" in o else {}),
-            )
-            return extract(o["manifest"], o["out"], cfg)
-
-        steps.append(Step(f"extract {base.name}", "extract", o, extract_store))
+        steps.append(extract_step(f"extract {base.name}", o))
     paths = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     extra = []
     if mmm is not None:
@@ -243,8 +241,6 @@ def dimensional_plan(
     stack valence and arousal by ``mean`` (the stores' mean) and ``ridge`` over them and the
     class probabilities of the five categorical stores (categorical evidence for the
     dimensions)."""
-    from emofeat.extract.config import ExtractConfig
-    from emofeat.extract.run import extract
     from emofeat.stack.ensemble import stack
 
     runs, stores = out / "runs", out / "stores"
@@ -259,7 +255,6 @@ def dimensional_plan(
             "manifest": manifest,
             "out": runs / base.name,
         }
-
         steps.append(finetune_step(f"fine-tune {base.name} (classes, valence, arousal)", o))
         e = {
             "run": runs / base.name,
@@ -268,12 +263,7 @@ def dimensional_plan(
             "precision": precision,
             "device": device,
         }
-
-        def extract_store(e=e):
-            cfg = ExtractConfig(run=str(e["run"]), precision=e["precision"], device=e["device"])
-            return extract(e["manifest"], e["out"], cfg)
-
-        steps.append(Step(f"extract {base.name}", "extract", e, extract_store))
+        steps.append(extract_step(f"extract {base.name}", e))
     dims = [stores / f"{b.name}.h5" for b in DIMENSIONAL_MODELS]
     categorical = [stores / f"{b.name}.h5" for b in BASE_MODELS]
     for meta in DIMENSIONAL_METAS:
