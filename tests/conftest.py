@@ -94,3 +94,22 @@ def swap_audio(frame, row: int, path) -> None:
         seconds = float("nan")
     frame.loc[frame.index[row], "audio_path"] = str(path)
     frame.loc[frame.index[row], "duration"] = seconds
+
+
+def recordings_csv(manifest, rows, path, *, prefix: str = "new", labels: bool = False):
+    """New recordings as `emofeat infer` reads them: the audio and text of the manifest's
+    ``rows`` under new ids (``prefix0``, ...), with their labels when asked."""
+    import pandas as pd
+
+    rows = list(rows)
+    frame = pd.DataFrame(
+        {
+            "id": [f"{prefix}{i}" for i in range(len(rows))],
+            "audio_path": [str(manifest.audio_path(r)) for r in rows],
+            "text": manifest.frame["text"].to_numpy()[rows],
+        }
+    )
+    if labels:
+        frame["label"] = manifest.frame["label"].to_numpy()[rows]
+    frame.to_csv(path, index=False)
+    return path

@@ -5,6 +5,7 @@ import statistics
 
 import numpy as np
 import pytest
+from conftest import recordings_csv
 
 from emofeat.extract.config import ExtractConfig
 from emofeat.extract.run import extract
@@ -160,13 +161,7 @@ def test_a_dimensional_stack_is_scored_by_ccc_recomputed_from_its_predictions(
         from emofeat.recipes.infer import infer
 
         pick = [np.flatnonzero(manifest.ids == u)[0] for u in test.id[:3]]
-        pd.DataFrame(
-            {
-                "id": [f"new{i}" for i in range(3)],
-                "audio_path": [str(manifest.audio_path(r)) for r in pick],
-                "text": manifest.frame["text"].to_numpy()[pick],
-            }
-        ).to_csv(tmp_path / "new.csv", index=False)
+        recordings_csv(manifest, pick, tmp_path / "new.csv")
         got = pd.read_csv(infer(out, tmp_path / "new.csv", tmp_path / "inferred.csv"))
         np.testing.assert_allclose(
             got.predicted_valence, test.predicted_valence[:3].to_numpy(), rtol=1e-4

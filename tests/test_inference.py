@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import recordings_csv
 from safetensors.torch import load_file
 
 from emofeat.audio import load_audio
@@ -67,14 +68,7 @@ def test_infer_equals_extract_and_predict_by_hand(trained, manifest, tmp_path):
 
     root, _ = trained
     rows = np.flatnonzero(manifest.split == "test")[:5]
-    csv = pd.DataFrame(
-        {
-            "id": [f"new{i}" for i in range(len(rows))],
-            "audio_path": [str(manifest.audio_path(r)) for r in rows],
-            "text": manifest.frame["text"].to_numpy()[rows],
-        }
-    )
-    csv.to_csv(tmp_path / "new.csv", index=False)
+    csv = pd.read_csv(recordings_csv(manifest, rows, tmp_path / "new.csv"))
     out = infer(root / "stack", tmp_path / "new.csv", tmp_path / "pred.csv")
     got = pd.read_csv(out).set_index("id")
     # By hand: a manifest of the same rows as test rows, one store per run, predict.
@@ -212,13 +206,7 @@ def test_infer_into_a_work_folder_of_another_csv_says_so(trained, manifest, tmp_
     root, _ = trained
     rows = np.flatnonzero(manifest.split == "test")[:4]
     for name, take in (("a", rows[:2]), ("b", rows[2:])):
-        pd.DataFrame(
-            {
-                "id": [f"{name}{i}" for i in range(len(take))],
-                "audio_path": [str(manifest.audio_path(r)) for r in take],
-                "text": manifest.frame["text"].to_numpy()[take],
-            }
-        ).to_csv(tmp_path / f"{name}.csv", index=False)
+        recordings_csv(manifest, take, tmp_path / f"{name}.csv", prefix=name)
     work = tmp_path / "work"
     infer(root / "stack", tmp_path / "a.csv", tmp_path / "a-pred.csv", work=work)
     with pytest.raises(EmofeatError, match=r"holds the stores of another infer call") as info:
@@ -226,12 +214,26 @@ def test_infer_into_a_work_folder_of_another_csv_says_so(trained, manifest, tmp_
     assert "--overwrite" not in str(info.value)
 
 
+def infer_before_and_after_a_move(manifest, project, tmp_path, monkeypatch) -> pd.DataFrame:
+    """Infer three test recordings with the stack in ``project`` (the working directory), then
+    move the project and work from another directory; returns the predictions before."""
+    import os
+
+    from emofeat.recipes.infer import infer
+
+    recordings_csv(manifest, np.flatnonzero(manifest.split == "test")[:3], tmp_path / "new.csv")
+    before = pd.read_csv(infer(Path("stack"), tmp_path / "new.csv", tmp_path / "a.csv"))
+    os.rename(project, tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return before
+
+
 def test_a_project_folder_that_moves_keeps_working(
     manifest, manifest_path, kobert_run, w2v_run, tmp_path, monkeypatch
 ):
     """Stores record their run relative to themselves and stacks their stores relative to the
     stack too: a project folder moved elsewhere, used from another directory, still infers."""
-    import os
     import shutil
 
     from emofeat.recipes.infer import infer
@@ -245,18 +247,7 @@ def test_a_project_folder_that_moves_keeps_working(
         for n in ("kobert", "w2v")
     ]
     stack(stores, "logreg", Path("stack"))
-    rows = np.flatnonzero(manifest.split == "test")[:3]
-    pd.DataFrame(
-        {
-            "id": [f"new{i}" for i in range(len(rows))],
-            "audio_path": [str(manifest.audio_path(r)) for r in rows],
-            "text": manifest.frame["text"].to_numpy()[rows],
-        }
-    ).to_csv(tmp_path / "new.csv", index=False)
-    before = pd.read_csv(infer(Path("stack"), tmp_path / "new.csv", tmp_path / "a.csv"))
-    os.rename(project, tmp_path / "moved")
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
+    before = infer_before_and_after_a_move(manifest, project, tmp_path, monkeypatch)
     with open_store(tmp_path / "moved" / "stores" / "kobert.h5") as s:
         assert s.run_path.resolve() == (tmp_path / "moved" / "runs" / "kobert").resolve()
     after = pd.read_csv(
@@ -288,18 +279,7 @@ def test_a_moved_project_with_frozen_encoder_stores_keeps_working(
     with open_store(stores[0]) as s:
         assert s.config["model"] == os.path.join("..", "models", "kobert")
     stack(stores, "pooled-mixer", Path("stack"))
-    rows = np.flatnonzero(manifest.split == "test")[:3]
-    pd.DataFrame(
-        {
-            "id": [f"new{i}" for i in range(len(rows))],
-            "audio_path": [str(manifest.audio_path(r)) for r in rows],
-            "text": manifest.frame["text"].to_numpy()[rows],
-        }
-    ).to_csv(tmp_path / "new.csv", index=False)
-    before = pd.read_csv(infer(Path("stack"), tmp_path / "new.csv", tmp_path / "a.csv"))
-    os.rename(project, tmp_path / "moved")
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
+    before = infer_before_and_after_a_move(manifest, project, tmp_path, monkeypatch)
     after = pd.read_csv(
         infer(tmp_path / "moved" / "stack", tmp_path / "new.csv", tmp_path / "b.csv")
     )

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import recordings_csv
 from sklearn.metrics import f1_score, recall_score
 
 from emofeat.cli import main
@@ -86,15 +87,7 @@ def test_a_four_class_corpus_goes_through_every_command(four, tmp_path):
     report = (root / "stack" / "report.md").read_text()
     assert "| frustrated |" in report and "angry" not in report
     # New recordings: infer scores them in the stack's four classes.
-    rows = m.frame[m.frame.split == "test"].head(4)
-    pd.DataFrame(
-        {
-            "id": [f"new{i}" for i in range(len(rows))],
-            "audio_path": [str(m.audio_path(i)) for i in rows.index],
-            "text": rows.text,
-            "label": rows.label,
-        }
-    ).to_csv(tmp_path / "new.csv", index=False)
+    recordings_csv(m, np.flatnonzero(m.split == "test")[:4], tmp_path / "new.csv", labels=True)
     run("infer", "--stack", root / "stack", "--csv", tmp_path / "new.csv",
         "--out", tmp_path / "p.csv")  # fmt: skip
     got = pd.read_csv(tmp_path / "p.csv")

@@ -649,3 +649,15 @@ def test_compare_pairs_stacks_on_the_same_rows_and_refuses_others(tmp_path):
     other = stack([store], "lgbm", tmp_path / "other").out
     with pytest.raises(EmofeatError, match="different test rows"):
         paired_stacks([StackFolder(tmp_path / "runs" / "lgbm"), StackFolder(other)])
+
+
+def test_stores_of_the_same_classes_in_another_order_are_refused_saying_so(tmp_path):
+    """Logits are read by index: a store whose label_names hold the same classes in another
+    order is refused (never silently mixed), and the message says how to mend it."""
+    rng, y, split, fold, _ = world(3)
+    names = ["a", "b", "c"]
+    first = make_store(tmp_path / "x.h5", y, split, fold, rng.normal(0, 1, (N, 3)), names)
+    other = make_store(tmp_path / "y.h5", y, split, fold, rng.normal(0, 1, (N, 3)), names[::-1])
+    with pytest.raises(StoreError, match="same classes in another order.*--labels"):
+        stack([first, other], "logreg", tmp_path / "s")
+    assert not (tmp_path / "s").exists()
