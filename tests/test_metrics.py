@@ -129,3 +129,22 @@ def test_bootstrap_ccc_interval_holds_the_estimate():
     lo, hi = bootstrap_ccc(y, p, seed=0)
     assert lo < ccc(y, p) < hi and hi - lo < 0.5
     assert bootstrap_ccc(y, p, seed=0) == (lo, hi)
+
+
+def test_paired_repetitions_edge_cases():
+    """One repetition has no test; a constant difference has no t statistic but a Wilcoxon p
+    (all signs alike: 2 / 2^n); equal figures are ties with p = 1; unpaired lengths and
+    non-finite figures are refused."""
+    from emofeat.metrics import paired_repetitions
+
+    one = paired_repetitions([0.8], [0.7])
+    assert one["n"] == 1 and np.isnan(one["t_p"]) and np.isnan(one["wilcoxon_p"])
+    same = paired_repetitions([0.8, 0.9, 0.7], [0.7, 0.8, 0.6])
+    assert np.isnan(same["t_p"]) and same["wilcoxon_p"] == pytest.approx(2 / 2**3)
+    assert same["wins"] == 3 and same["mean_difference"] == pytest.approx(0.1)
+    tied = paired_repetitions([0.5, 0.6], [0.5, 0.6])
+    assert tied["ties"] == 2 and tied["wilcoxon_p"] == 1.0
+    with pytest.raises(ValueError, match="pair them"):
+        paired_repetitions([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="not finite"):
+        paired_repetitions([0.1, float("nan")], [0.1, 0.2])

@@ -93,25 +93,47 @@ def test_recipe_takes_its_options_from_a_config_file(corpus_dir, tmp_path):
 def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path):
     """What a plan prints is what it runs: each step's command line, parsed by the CLI itself,
     gives the options the step's call receives (the device, weights and MMM options included)."""
+    import itertools
     import shlex
     from pathlib import Path
 
-    from emofeat.recipes.pipeline import BASE_MODELS, MMMPlan, ensemble_plan
+    from emofeat.recipes.pipeline import (
+        BASE_MODELS,
+        MMMPlan,
+        ensemble_plan,
+        prepare_step,
+        repeated_step,
+        repetition_folder,
+    )
 
-    for base in BASE_MODELS:  # extract --run must name an existing folder
-        (tmp_path / "out" / "runs" / base.name).mkdir(parents=True)
-    for protocol in ("crossfit", "reference"):
+    for protocol, repetition in itertools.product(("crossfit", "reference"), (0, 1)):
+        out = repetition_folder(tmp_path / "out", repetition)
+        for base in BASE_MODELS:  # extract --run must name an existing folder
+            (out / "runs" / base.name).mkdir(parents=True, exist_ok=True)
         steps = ensemble_plan(
-            tmp_path / "manifest.csv",
-            tmp_path / "out",
+            out / "manifest.csv",
+            out,
             kobert="/models/kobert",
             wav2vec2="/models/w2v",
             protocol=protocol,
             device="cuda",
             precision="bf16",
             mmm=MMMPlan("/models/kcelectra", "/models/w2v", options={"epochs": 3, "lr": 0.001}),
+            repetition=repetition,
         )
         assert len(steps) == (17 if protocol == "crossfit" else 14)
+        # repetition r trains every model with its seed + r; the first adds no option
+        base_seed = 42 if protocol == "reference" else None
+        for step in steps:
+            if step.name in ("finetune", "fuse"):
+                start = 1024 if step.name == "fuse" else base_seed or 0
+                want = start + repetition if repetition or step.options.get("seed") else None
+                assert step.options.get("seed") == want, step.command
+        if repetition:
+            steps.append(repeated_step(tmp_path / "out", 2))
+            steps.append(
+                prepare_step("p", {"kemdy20": tmp_path, "seed": 1, "out": out / "manifest.csv"})
+            )
         for step in steps:
             args = shlex.split(step.command)
             assert args[:2] == ["emofeat", *step.name.split()[:1]]
@@ -126,6 +148,8 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
             }
             for key, value in step.options.items():
                 got = parsed["stores" if key == "store" else key]
+                if key == "paths":  # compare's arguments
+                    value = list(value)
                 if key in declared:  # a declared option: the value its config class receives
                     d = declared[key]
                     assert d.convert(got) == d.convert(value), (step.command, key)

@@ -661,3 +661,72 @@ def test_stores_of_the_same_classes_in_another_order_are_refused_saying_so(tmp_p
     with pytest.raises(StoreError, match="same classes in another order.*--labels"):
         stack([first, other], "logreg", tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+def test_repeated_comparison_pairs_systems_by_repetition(tmp_path):
+    """compare --repeated: three repetitions (stores of other seeds), each holding the same
+    stacks; every figure's mean ± std equals one computed from each repetition's metrics.json,
+    the paired t-test and the Wilcoxon p equal an independent computation (the t statistic by
+    hand, Wilcoxon's exact p by enumerating every sign of the differences); a repetition that
+    lacks a stack is refused by name."""
+    import itertools
+
+    from scipy.stats import t as student
+
+    from emofeat.analysis.compare import compare, repeated_comparison
+
+    roots = [tmp_path / f"rep{r}" for r in range(3)]
+    for r, root in enumerate(roots):
+        paths, _, _ = complementary(root, seed=r)
+        stack(paths, "lgbm", root / "runs" / "stack-lgbm")
+        stack(paths, "softvote", root / "runs" / "stack-softvote")
+    runs = [root / "runs" for root in roots]
+    compare(runs, tmp_path / "cmp", repeated=True)
+    summary = pd.read_csv(tmp_path / "cmp" / "repeated.csv")
+    pairs = pd.read_csv(tmp_path / "cmp" / "repeated-pairs.csv")
+
+    def figure(root, system, metric):
+        metrics = json.loads((root / "stack-lgbm" / "metrics.json").read_text())
+        if system.startswith("stack-"):
+            metrics = json.loads((root / system / "metrics.json").read_text())
+            return metrics["test"]["ensemble"][metric]
+        return metrics["test"]["models"][system][metric]
+
+    systems = {"stack-lgbm", "stack-softvote", "m0", "m1"}
+    assert set(summary.system) == systems
+    for system in systems:
+        values = np.array([figure(root, system, "uar") for root in runs])
+        row = summary[(summary.system == system) & (summary.metric == "uar")].iloc[0]
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row["std"] == pytest.approx(values.std(ddof=1))
+    # ensembles against base models and each other; base models are not paired with each other
+    assert {(a, b) for a, b in zip(pairs.a, pairs.b)} == {
+        ("stack-lgbm", "m0"),
+        ("stack-lgbm", "m1"),
+        ("stack-lgbm", "stack-softvote"),
+        ("stack-softvote", "m0"),
+        ("stack-softvote", "m1"),
+    }
+    row = pairs[(pairs.a == "stack-lgbm") & (pairs.b == "m0") & (pairs.metric == "accuracy")]
+    row = row.iloc[0]
+    d = np.array([figure(r, "stack-lgbm", "accuracy") - figure(r, "m0", "accuracy") for r in runs])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    assert row.t == pytest.approx(t)
+    assert row.t_p == pytest.approx(2 * student.sf(abs(t), len(d) - 1))
+    ranks = pd.Series(np.abs(d)).rank().to_numpy()
+    observed = ranks[d > 0].sum()
+    sums = [
+        sum(r for r, s in zip(ranks, signs) if s) for signs in itertools.product((0, 1), repeat=3)
+    ]
+    extreme = min(observed, ranks.sum() - observed)
+    p = min(1.0, 2 * np.mean([s <= extreme for s in sums]))
+    assert row.wilcoxon_p == pytest.approx(p)
+    assert row.wins == int((d > 0).sum()) and row.losses == int((d < 0).sum())
+    assert "Paired across the 3 repetitions" in (tmp_path / "cmp" / "compare.md").read_text()
+    import shutil
+
+    shutil.rmtree(runs[2] / "stack-softvote")
+    with pytest.raises(EmofeatError, match="stack-softvote"):
+        repeated_comparison(runs)
+    with pytest.raises(EmofeatError, match="two or more"):
+        repeated_comparison(runs[:1])

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from emofeat.corpus.manifest import DIMENSIONS
@@ -140,6 +141,7 @@ def compare(
     out: str | os.PathLike | None = None,
     *,
     paired: bool = False,
+    repeated: bool = False,
 ) -> pd.DataFrame:
     """One table across stack and run folders (``emofeat compare``).
 
@@ -149,6 +151,9 @@ def compare(
         paired: Also compare every two stacks on their common test rows
             (:func:`paired_stacks`, written as ``paired.csv`` and a section of ``compare.md``);
             stacks scored on different rows are then refused.
+        repeated: ``paths`` are repetitions of one protocol (:func:`repeated_comparison`): also each
+            system's figures over them and the paired tests across them, written as
+            ``repeated.csv``, ``repeated-pairs.csv`` and a section of ``compare.md``.
 
     Returns:
         One row per stack or run, then one per configuration run with several seeds (mean ± std).
@@ -185,6 +190,9 @@ def compare(
     pairs = pd.DataFrame()
     if paired:
         pairs = paired_stacks([a for a in artifacts if isinstance(a, StackFolder)])
+    over = repeated_pairs = pd.DataFrame()
+    if repeated:
+        over, repeated_pairs = repeated_comparison(paths)
     if out:
         from emofeat.atomic import write_text
 
@@ -194,6 +202,10 @@ def compare(
         if len(pairs):
             write_text(out / "paired.csv", pairs.to_csv(index=False))
             text += "\n" + paired_markdown(pairs)
+        if repeated:
+            write_text(out / "repeated.csv", over.to_csv(index=False))
+            write_text(out / "repeated-pairs.csv", repeated_pairs.to_csv(index=False))
+            text += "\n" + repeated_markdown(over, repeated_pairs)
         write_text(out / "compare.md", text)
     return table
 
@@ -277,6 +289,134 @@ def paired_markdown(paired: pd.DataFrame) -> str:
             f"| {Path(r.a).name} | {Path(r.b).name} | {r.rows} | "
             + " | ".join(cells)
             + f" | {r.mcnemar_b} / {r.mcnemar_c} | {r.mcnemar_p:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+REPEATED_FIGURES = ("accuracy", "weighted_f1", "macro_f1", "uar", "mean_ccc")
+
+
+def _systems(root: Path) -> dict[str, dict[str, float]]:
+    """Every system scored under one repetition's folder: each stack's ensemble (``stack-lgbm``:
+    its test figures), each base model a stack scored (its store's name: the same test rows),
+    each run (``run kobert-p05``: its held-out fold mean)."""
+    systems: dict[str, dict[str, float]] = {}
+    for artifact in find_artifacts([root]):
+        name = artifact.path.relative_to(root).as_posix()
+        if isinstance(artifact, RunFolder):
+            summary = artifact.summary().get("summary", {})
+            figures = {m: summary[m]["mean"] for m in REPEATED_FIGURES if m in summary}
+            systems[f"run {name}"] = figures
+            continue
+        metrics = artifact.metrics()
+        test = metrics.get("test") or {}
+        dims = (metrics.get("dimensional") or {}).get("test") or {}
+        ensemble = {m: test.get("ensemble", {}).get(m) for m in REPEATED_FIGURES[:4]}
+        if dims:
+            ensemble["mean_ccc"] = dims["ensemble"]["mean"]["ccc"]
+        systems[name] = {m: v for m, v in ensemble.items() if v is not None}
+        for model, figures in (test.get("models") or {}).items():
+            entry = systems.setdefault(model, {})
+            entry.update({m: figures[m] for m in REPEATED_FIGURES[:4] if m in figures})
+        for model, figures in (dims.get("models") or {}).items():
+            systems.setdefault(model, {})["mean_ccc"] = figures["mean"]["ccc"]
+    return systems
+
+
+def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Repetitions of one protocol (``recipe --seeds N``; or any folders that hold the same
+    stacks and runs by the same relative paths, each trained with other seeds or folds): every
+    system's figures as mean ± std over the repetitions, and every stack's ensemble against
+    each base model and each other ensemble, paired by repetition
+    (:func:`emofeat.metrics.paired_repetitions`: paired t-test, exact Wilcoxon signed-rank).
+
+    Args:
+        paths: One folder per repetition (two or more).
+
+    Returns:
+        ``(summary, pairs)``: summary has one row per system and figure (``system``, ``metric``,
+        ``n``, ``mean``, ``std`` (ddof 1), then one column per repetition); pairs one row per
+        pair and figure (``a``, ``b``, ``metric`` and the test's values).
+
+    Raises:
+        EmofeatError: fewer than two repetitions, or a system missing from some of them (named).
+    """
+    from emofeat.metrics import paired_repetitions
+
+    roots = [Path(p) for p in paths]
+    if len(roots) < 2:
+        raise EmofeatError("--repeated needs two or more repetition folders")
+    found = [_systems(root) for root in roots]
+    _check_label_sets([a for root in roots for a in find_artifacts([root])])
+    names = list(found[0])
+    for root, systems in zip(roots[1:], found[1:]):
+        missing = sorted(set(names) ^ set(systems))
+        if missing:
+            raise EmofeatError(
+                f"{roots[0]} and {root} do not hold the same stacks and runs ({missing[:4]} in "
+                "one only); repetitions must be the same protocol (re-run the missing steps)"
+            )
+    summary = []
+    for name in names:
+        for m in REPEATED_FIGURES:
+            values = [systems[name].get(m) for systems in found]
+            if any(v is None for v in values):
+                continue
+            row = {"system": name, "metric": m, "n": len(values)}
+            row.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)))
+            row.update({f"repetition_{i}": v for i, v in enumerate(values)})
+            summary.append(row)
+    ensembles = [n for n in names if not n.startswith("run ") and _is_stack(roots[0] / n)]
+    others = [n for n in names if not n.startswith("run ") and n not in ensembles]
+    pairs = []
+    for i, a in enumerate(ensembles):
+        for b in [*others, *ensembles[i + 1 :]]:
+            for m in REPEATED_FIGURES:
+                va = [systems[a].get(m) for systems in found]
+                vb = [systems[b].get(m) for systems in found]
+                if any(v is None for v in va + vb):
+                    continue
+                pairs.append({"a": a, "b": b, "metric": m, **paired_repetitions(va, vb)})
+    return pd.DataFrame(summary), pd.DataFrame(pairs)
+
+
+def _is_stack(path: Path) -> bool:
+    return is_output(path, "stack")
+
+
+def repeated_markdown(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
+    """:func:`repeated_comparison`'s tables as markdown."""
+    n = int(summary["n"].iloc[0]) if len(summary) else 0
+    metrics = [m for m in REPEATED_FIGURES if m in set(summary.get("metric", []))]
+    lines = [
+        f"## Over {n} repetitions (mean ± std, ddof 1)",
+        "",
+        "| system | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for system, part in summary.groupby("system", sort=False):
+        cells = []
+        for m in metrics:
+            hit = part[part.metric == m]
+            cells.append(
+                f"{hit['mean'].iloc[0]:.4f} ± {hit['std'].iloc[0]:.4f}" if len(hit) else ""
+            )
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"## Paired across the {n} repetitions",
+        "",
+        "A − B per repetition: mean ± std, wins / losses / ties, the paired t-test's p and the "
+        "exact Wilcoxon signed-rank p (its smallest possible value with n repetitions is "
+        "2 / 2^n).",
+        "",
+        "| A | B | figure | Δ mean ± std | W / L / T | t-test p | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in pairs.iterrows():
+        lines.append(
+            f"| {r.a} | {r.b} | {r.metric} | {r.mean_difference:+.4f} ± {r.std_difference:.4f}"
+            f" | {r.wins} / {r.losses} / {r.ties} | {r.t_p:.3g} | {r.wilcoxon_p:.3g} |"
         )
     return "\n".join(lines) + "\n"
 

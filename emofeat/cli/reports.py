@@ -25,13 +25,25 @@ from emofeat.options import given_options
     help="Also compare every two stacks on their common test rows: differences with paired "
     "bootstrap intervals and McNemar's exact test (stacks of different rows are refused).",
 )
+@click.option(
+    "--repeated",
+    is_flag=True,
+    help="PATHS are repetitions of one protocol (recipe --seeds N: OUT/runs, "
+    "OUT/repeats/1/runs, ...): each system as mean ± std over them, and every ensemble against "
+    "each base model and each other ensemble, paired by repetition (t-test, Wilcoxon).",
+)
 @friendly
-def compare(paths, out, paired):
+def compare(paths, out, paired, repeated):
     """One table across stack and run folders; mean ± std over seeds of the same configuration."""
     from emofeat.analysis.compare import compare as compare_folders
     from emofeat.analysis.compare import paired_markdown, paired_stacks, to_markdown
 
-    click.echo(to_markdown(compare_folders(paths, out, paired=paired)), nl=False)
+    table = compare_folders(paths, out, paired=paired, repeated=repeated)
+    click.echo(to_markdown(table), nl=False)
+    if repeated:
+        from emofeat.analysis.compare import repeated_comparison, repeated_markdown
+
+        click.echo("\n" + repeated_markdown(*repeated_comparison(paths)), nl=False)
     if paired:  # (the same figures compare.md holds: seeded resamples)
         from emofeat.analysis.compare import find_artifacts
         from emofeat.stack.folder import StackFolder

@@ -11,6 +11,19 @@ from emofeat.options import Options, device_option, option, seed_option
 PROTOCOLS = ("crossfit", "reference")
 
 
+def seeds_option() -> object:
+    """How many times a whole protocol runs (declared once for the demo and the recipes)."""
+    return option(
+        1,
+        help="Repetitions of the protocol: repetition r (OUT/repeats/r; the first is OUT itself) "
+        "draws the folds with seed + r and trains every model with its seed + r; with 2 or "
+        "more, OUT/repeats/compare.md gives every figure as mean ± std over them and the "
+        "ensembles against the base models paired by repetition (t-test, Wilcoxon).",
+        low=1,
+        high=100,
+    )
+
+
 @dataclass(frozen=True)
 class DemoConfig(Options):
     """The demo's synthetic corpus and cross-fitting."""
@@ -27,6 +40,7 @@ class DemoConfig(Options):
     )
     per_session: int = option(40, help="Synthetic utterances per session.", low=1, high=100_000)
     aihub: int = option(200, help="Synthetic AI Hub utterances (0: none).", low=0, high=1_000_000)
+    seeds: int = seeds_option()
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class RecipeConfig(Options):
         "train rows, the fixed-weight soft vote).",
         choices=PROTOCOLS,
     )
+    seeds: int = seeds_option()
 
 
 @dataclass(frozen=True)

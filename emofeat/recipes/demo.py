@@ -23,6 +23,9 @@ from emofeat.recipes.pipeline import (
     dimensional_comparison,
     dimensional_plan,
     ensemble_plan,
+    prepare_step,
+    repeated_step,
+    repetition_folder,
     run_plan,
 )
 
@@ -59,7 +62,8 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
     corpus, models = out / "corpus", out / "models"
     manifest = corpus / "manifest.csv"
     marker = corpus / "synth.json"
-    wanted = {k: v for k, v in cfg.to_dict().items() if k != "folds"}
+    # The corpus's options (the folds and repetitions are the manifests', not the corpus's).
+    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ("folds", "seeds")}
     click.secho("[corpus] synthetic KEMDy20 + AI Hub", bold=True)
     if not marker.is_file() or json.loads(marker.read_text()).get("options") != wanted:
         report = synthesize(corpus, **wanted)
@@ -104,11 +108,36 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
         preset_set="tiny",
         device="cpu",
     )
-    steps = ensemble_plan(manifest, out, mmm=mmm, **shared)
-    steps += dimensional_plan(manifest, out, **shared)
+    steps = []
+    for r in range(cfg.seeds):
+        root = repetition_folder(out, r)
+        mine = root / "manifest.csv" if r else manifest
+        if r:  # the same corpus and split, its folds drawn again
+            steps.append(
+                prepare_step(
+                    f"repetition {r}: folds drawn with seed {seed + r}",
+                    {
+                        "kemdy20": corpus / "KEMDy20_v1_1",
+                        "aihub": corpus / "AI_Hub",
+                        "split": "emo-ensemble",
+                        "folds": folds,
+                        "seed": seed + r,
+                        "out": mine,
+                    },
+                )
+            )
+        steps += ensemble_plan(mine, root, mmm=mmm, repetition=r, **shared)
+        steps += dimensional_plan(mine, root, repetition=r, **shared)
+    if cfg.seeds > 1:
+        steps.append(repeated_step(out, cfg.seeds))
     run_plan(steps)
     table, _ = comparison(out)
     dims = dimensional_comparison(out)
+    if cfg.seeds > 1:
+        from emofeat.analysis.compare import repeated_comparison, repeated_markdown
+
+        paths = [repetition_folder(out, r) / "runs" for r in range(cfg.seeds)]
+        dims += "\n\n" + repeated_markdown(*repeated_comparison(paths))
     minutes = (time.perf_counter() - t0) / 60
     report = out / "report.md"
     write_text(

@@ -16,7 +16,15 @@ import click
 from emofeat.corpus.aihub import read_aihub
 from emofeat.corpus.kemdy20 import annotation_files, read_kemdy20
 from emofeat.outputs import register_record_kind
-from emofeat.recipes.pipeline import MMMPlan, Step, ensemble_plan, run_plan
+from emofeat.recipes.pipeline import (
+    MMMPlan,
+    Step,
+    ensemble_plan,
+    prepare_step,
+    repeated_step,
+    repetition_folder,
+    run_plan,
+)
 
 register_record_kind("recipe", legacy_key="protocol")  # OUT/recipe.yaml
 
@@ -60,7 +68,6 @@ def emo_ensemble(
     Raises:
         OptionError: an option's value is refused.
     """
-    from emofeat.corpus.prepare import prepare
     from emofeat.recipes.config import RecipeConfig
 
     cfg = RecipeConfig(**options)
@@ -72,21 +79,20 @@ def emo_ensemble(
     counts = check_inputs(Path(kemdy20), Path(aihub) if aihub else None)
     click.echo("    " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     manifest = out / "manifest.csv"
-    o = {
-        "kemdy20": kemdy20,
-        "aihub": aihub,
-        "split": "emo-ensemble",
-        "folds": folds,
-        "text": "raw",
-        "multilabel": "drop",
-        "out": manifest,
-    }
 
-    def prepare_manifest(o=o):
-        options = {k: v for k, v in o.items() if k != "out"}
-        return prepare(o["out"], **options)
+    def manifest_options(seed: int, path: Path) -> dict[str, Any]:
+        return {
+            "kemdy20": kemdy20,
+            "aihub": aihub,
+            "split": "emo-ensemble",
+            "folds": folds,
+            "text": "raw",
+            "multilabel": "drop",
+            **({"seed": seed} if seed else {}),
+            "out": path,
+        }
 
-    prep = Step("prepare the manifest (emo-ensemble split)", "data prepare", o, prepare_manifest)
+    prep = prepare_step("prepare the manifest (emo-ensemble split)", manifest_options(0, manifest))
     figures = {"manifest": manifest, "plot": out / "figures"}
 
     def class_figures(o=figures):
@@ -104,18 +110,25 @@ def emo_ensemble(
             class_figures,
             positional=("manifest",),
         ),
-        *ensemble_plan(
-            manifest,
-            out,
-            kobert=kobert,
-            wav2vec2=wav2vec2,
-            preset_set="ref",
-            protocol=protocol,
-            mmm=MMMPlan(kcelectra, wav2vec2),  # published lengths and training
-            device=device,
-            precision=precision,
-        ),
     ]
+    shared = dict(
+        kobert=kobert,
+        wav2vec2=wav2vec2,
+        preset_set="ref",
+        protocol=protocol,
+        mmm=MMMPlan(kcelectra, wav2vec2),  # published lengths and training
+        device=device,
+        precision=precision,
+    )
+    for r in range(cfg.seeds):
+        root = repetition_folder(out, r)
+        mine = root / "manifest.csv"
+        if r:  # the same corpora and split, the folds drawn again
+            title = f"repetition {r}: the manifest, folds drawn with seed {r}"
+            steps.append(prepare_step(title, manifest_options(r, mine)))
+        steps += ensemble_plan(mine, root, repetition=r, **shared)
+    if cfg.seeds > 1:
+        steps.append(repeated_step(out, cfg.seeds))
     if not dry_run:  # the options, beside the outputs: `--config OUT/recipe.yaml` re-runs them
         from emofeat.atomic import write_text
         from emofeat.records import dump_yaml, provenance

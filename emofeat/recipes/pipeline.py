@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,10 @@ def command_line(name: str, options: dict[str, Any], positional: Sequence[str] =
     out."""
     import shlex
 
-    parts = ["emofeat", name, *(shlex.quote(str(options[k])) for k in positional)]
+    parts = ["emofeat", name]
+    for key in positional:
+        value = options[key]
+        parts += [shlex.quote(str(v)) for v in (value if isinstance(value, list) else [value])]
     for key, value in options.items():
         if key in positional:
             continue
@@ -110,6 +113,17 @@ def command_line(name: str, options: dict[str, Any], positional: Sequence[str] =
         else:
             parts += [flag, shlex.quote(str(value))]
     return " ".join(parts)
+
+
+def prepare_step(title: str, o: dict[str, Any]) -> Step:
+    """The step that prepares a manifest: ``o`` holds its ``out`` and ``data prepare``'s
+    options (preparing is deterministic: a re-run writes the same manifest)."""
+    from emofeat.corpus.prepare import prepare
+
+    def run(o=o):
+        return prepare(o["out"], **{k: v for k, v in o.items() if k != "out"})
+
+    return Step(title, "data prepare", o, run)
 
 
 def finetune_step(title: str, o: dict[str, Any]) -> Step:
@@ -147,10 +161,12 @@ def ensemble_plan(
     device: str = "auto",
     precision: str = "fp32",
     mmm: MMMPlan | None = None,
+    repetition: int = 0,
 ) -> list[Step]:
     """Steps: fine-tune the five models, extract their stores, (with ``mmm``) MMM over two
     frozen sequence stores as a sixth base model, and the ensembles: the reference's soft vote
-    over the five, every other meta-learner over all of them."""
+    over the five, every other meta-learner over all of them. Repetition r > 0 trains every
+    model with its seed + r (:func:`repetition_seeds`)."""
     from emofeat.stack.ensemble import stack
     from emofeat.stack.meta import META_LEARNERS
 
@@ -176,6 +192,7 @@ def ensemble_plan(
                 if protocol == "reference"
                 else {}
             ),
+            **repetition_seeds(repetition, 42 if protocol == "reference" else 0),
             "folds": folds,
             "device": device,
             "manifest": manifest,
@@ -199,6 +216,7 @@ def ensemble_plan(
     if mmm is not None:
         # Reference protocol: MMM as published, one model on all train rows, a row of the table
         # (its store is in-sample on train rows and joins no stack); crossfit: a base model.
+        mmm = replace(mmm, options={**mmm.options, **repetition_seeds(repetition, 1024)})
         steps += _mmm_steps(
             manifest, runs, stores, mmm, device, precision, single=protocol == "reference"
         )
@@ -235,6 +253,7 @@ def dimensional_plan(
     preset_set: str = "ref",
     device: str = "auto",
     precision: str = "fp32",
+    repetition: int = 0,
 ) -> list[Step]:
     """Steps of the dimensional task: fine-tune a KoBERT and a wav2vec2 of both tasks
     (``--task both``: classes, valence and arousal from one head), extract their stores, and
@@ -251,6 +270,7 @@ def dimensional_plan(
             "model": sources[base.modality],
             "preset": base.presets[preset_set],
             "task": "both",
+            **repetition_seeds(repetition, 0),
             "device": device,
             "manifest": manifest,
             "out": runs / base.name,
@@ -369,6 +389,36 @@ def _mmm_steps(
     title = "MMM (one model on all train rows, as published)" if single else "MMM (cross-fitted)"
     steps.append(Step(title, "fuse", o, fuse_mmm))
     return steps
+
+
+def repetition_seeds(repetition: int, base: int) -> dict[str, int]:
+    """The training seed of repetition ``repetition`` of a protocol whose models train with
+    seed ``base``: ``base + repetition``; repetition 0 adds nothing (its commands stay those
+    of a plan without repetitions, so a first run of a protocol is its repetition 0)."""
+    return {"seed": base + repetition} if repetition else {}
+
+
+def repetition_folder(out: Path, repetition: int) -> Path:
+    """Where repetition r of a protocol lives: ``OUT`` for the first (a protocol run once is
+    its repetition 0, so ``--seeds 3`` later adds two), ``OUT/repeats/r`` for the others."""
+    return out if repetition == 0 else out / "repeats" / str(repetition)
+
+
+def repeated_step(out: Path, seeds: int) -> Step:
+    """The step that compares the repetitions (``emofeat compare --repeated``) into
+    ``OUT/repeats``: each figure as mean ± std over them and the paired tests across them."""
+    from emofeat.analysis.compare import compare
+
+    o = {
+        "paths": [repetition_folder(out, r) / "runs" for r in range(seeds)],
+        "repeated": True,
+        "out": out / "repeats",
+    }
+
+    def run(o=o):
+        return compare(o["paths"], o["out"], repeated=True)
+
+    return Step(f"compare the {seeds} repetitions", "compare", o, run, positional=("paths",))
 
 
 def run_plan(steps: list[Step], dry_run: bool = False) -> None:
