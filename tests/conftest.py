@@ -25,6 +25,19 @@ def corpus_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def kemdy19(tmp_path_factory):
+    """A synthetic KEMDy19 replica (3 sessions): its folder and what synth wrote."""
+    from emofeat.testing.synth import synthesize
+
+    root = tmp_path_factory.mktemp("k19")
+    report = synthesize(
+        root, seed=2, sessions=0, aihub=0, kemdy19=3, per_session=12, min_seconds=0.5,
+        max_seconds=0.8,
+    )  # fmt: skip
+    return root / "KEMDy19", report["kemdy19"]
+
+
+@pytest.fixture(scope="session")
 def manifest_path(corpus_dir):
     from emofeat.corpus.prepare import prepare
 

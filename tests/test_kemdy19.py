@@ -13,18 +13,6 @@ from emofeat.corpus.kemdy19 import read_kemdy19
 from emofeat.errors import CorpusError
 
 
-@pytest.fixture(scope="module")
-def kemdy19(tmp_path_factory):
-    from emofeat.testing.synth import synthesize
-
-    root = tmp_path_factory.mktemp("k19")
-    report = synthesize(
-        root, seed=2, sessions=0, aihub=0, kemdy19=3, per_session=12, min_seconds=0.5,
-        max_seconds=0.8,
-    )  # fmt: skip
-    return root / "KEMDy19", report["kemdy19"]
-
-
 def annotation(path: Path) -> list[list[str]]:
     return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))[2:]
 

@@ -37,6 +37,21 @@ class ProbeConfig(Options):
 
 
 @dataclass(frozen=True)
+class CrossCorpusConfig(Options):
+    """The cross-corpus matrix: which stored features, which head."""
+
+    embedding: str = option(
+        "last", help="The store's embedding the heads read (a layer_NN of --layers all, or last)."
+    )
+    head: str = option(
+        "logreg",
+        help="The classifier trained on one corpus, tested on another.",
+        choices=PROBE_HEADS,
+    )
+    seed: int = seed_option()
+
+
+@dataclass(frozen=True)
 class PlotConfig(Options):
     """A 2-D map of one embedding of a store."""
 

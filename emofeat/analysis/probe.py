@@ -303,20 +303,26 @@ def _cv(estimator, X, y, plan: FoldPlan) -> list[dict[str, float]]:
 def _cv_dimensions(X, targets, names, plan: FoldPlan) -> list[dict[str, float]]:
     """Per held-out fold, the CCC of a ridge regression (standardised features) of each
     dimension (``<name>_ccc``) and their mean (``mean_ccc``)."""
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     scores = []
     for _, fit, held in plan.fold_pairs():
         fold = {}
         for j, name in enumerate(names):
-            model = make_pipeline(StandardScaler(), Ridge(alpha=10.0))
+            model = ridge()
             model.fit(X[fit], targets[fit, j])
             fold[f"{name}_ccc"] = ccc(targets[held, j], model.predict(X[held]))
         fold["mean_ccc"] = float(np.mean(list(fold.values())))
         scores.append(fold)
     return scores
+
+
+def ridge():
+    """The dimensional head of probes and cross-corpus cells: standardised features, then ridge
+    regression (alpha 10)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), Ridge(alpha=10.0))
 
 
 def probe_metrics(table: pd.DataFrame) -> tuple[str, ...]:

@@ -3,7 +3,7 @@
 One module per area, mirroring the library: :mod:`~emofeat.cli.data`, :mod:`~emofeat.cli.models`,
 :mod:`~emofeat.cli.finetune`, :mod:`~emofeat.cli.fuse`, :mod:`~emofeat.cli.extract`,
 :mod:`~emofeat.cli.store`, :mod:`~emofeat.cli.stack`, :mod:`~emofeat.cli.predict` (predict,
-infer), :mod:`~emofeat.cli.reports` (compare, probe) and :mod:`~emofeat.cli.pipelines` (demo,
+infer), :mod:`~emofeat.cli.reports` (compare, probe, crosscorpus) and :mod:`~emofeat.cli.pipelines` (demo,
 recipe); what they share is in :mod:`~emofeat.cli.common`.
 """
 
@@ -51,6 +51,7 @@ for command in (
     predict.infer,
     reports.compare,
     reports.probe,
+    reports.crosscorpus,
     pipelines.demo,
     pipelines.recipe,
     store.store,

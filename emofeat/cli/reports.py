@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from emofeat.analysis.config import ProbeConfig
+from emofeat.analysis.config import CrossCorpusConfig, ProbeConfig
 from emofeat.cli.common import declared_options, friendly
 from emofeat.options import given_options
 
@@ -80,3 +80,33 @@ def probe(store_paths, out, **params):
             best = best_layer(table, metric, model=model)
             click.echo(f"{model}: best layer by CV {metric}: {best}")
     click.echo(f"wrote {out / 'probe.csv'}, {out / 'probe.md'}, {out / 'probe.png'}")
+
+
+@click.command()
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A frozen encoder's store of the manifest's rows (emofeat extract --model NAME).",
+)
+@click.option(
+    "--manifest",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The manifest the store was extracted from (its corpus column tells the corpora apart).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@declared_options(CrossCorpusConfig)
+@friendly
+def crosscorpus(store_path, manifest, out, **params):
+    """Train on each corpus, test on each other: the cross-corpus matrix (UAR, macro F1; CCC
+    where both carry valence and arousal), within-corpus CV on the diagonal (crosscorpus.csv,
+    crosscorpus.md, crosscorpus.png)."""
+    from emofeat.analysis.crosscorpus import cross_corpus
+
+    cross_corpus(store_path, manifest, out, **given_options(CrossCorpusConfig, params))
+    click.echo((out / "crosscorpus.md").read_text(encoding="utf-8"), nl=False)
+    click.echo(
+        f"wrote {out / 'crosscorpus.csv'}, {out / 'crosscorpus.md'}, {out / 'crosscorpus.png'}"
+    )
