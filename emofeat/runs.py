@@ -60,6 +60,9 @@ RUN_ENTRIES = (
     ".*.tmp",
     ".*.lock",  # writer locks (emofeat.locks): kept when a run is replaced
     "mmm.h5",  # a fusion run's store (emofeat fuse)
+    "layer-sum.h5",
+    "layer_weights.csv",  # the layer-sum head's learned layer weights and their figure
+    "layer_weights.png",
 )
 RUN_LOCK = ".run.lock"
 # Options that may differ between the first run of a command and its resumption.

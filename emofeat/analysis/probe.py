@@ -33,29 +33,14 @@ from emofeat.outputs import check_output, register_csv_kind
 LAYER = re.compile(r"^layer_(\d+)$")
 
 
-def _weighted_layers(n_layers: int, width: int, n_classes: int):
-    """``softmax(w) · layers`` → Linear: the probe's network (torch imported when it is fitted)."""
-    import torch
-
-    class WeightedLayers(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.weights = torch.nn.Parameter(torch.zeros(n_layers))
-            self.head = torch.nn.Linear(width, n_classes)
-
-        def forward(self, blocks: torch.Tensor) -> torch.Tensor:
-            return self.head((torch.softmax(self.weights, 0)[None, :, None] * blocks).sum(1))
-
-    return WeightedLayers()
-
-
 class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
     """SUPERB-style probe: a softmax-weighted sum of layers, then a linear classifier.
 
-    One weight per layer and the classifier are learned jointly with AdamW on cross-entropy. ``X``
-    holds the layers side by side, ``n_layers`` blocks of equal width; features are standardised
-    per column first. After :meth:`fit`, ``layer_weights_`` holds the softmax weights (they sum
-    to 1).
+    One weight per layer and the classifier are learned jointly with AdamW on cross-entropy
+    (full batch). ``X`` holds the layers side by side, ``n_layers`` blocks of equal width;
+    features are standardised per column first. The network is the layer-sum head's
+    (:class:`emofeat.fuse.layersum.LayerSum`: one implementation of the weighted sum). After
+    :meth:`fit`, ``layer_weights_`` holds the softmax weights (they sum to 1).
 
     Args:
         n_layers: The number of equal-width layer blocks in ``X``.
@@ -80,11 +65,8 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.seed = seed
 
-    def _blocks(self, X):
-        import torch
-
-        z = (X - self.mean_) / self.scale_
-        return torch.tensor(z.reshape(len(X), self.n_layers, -1), dtype=torch.float32)
+    def _blocks(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32).reshape(len(X), self.n_layers, -1)
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> LayerWeightedProbe:
         """Learn the layer weights and the classifier.
@@ -106,13 +88,14 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         if X.shape[1] % self.n_layers:
             raise ValueError(f"X has {X.shape[1]} features, not {self.n_layers} equal layer blocks")
         self.classes_, yi = np.unique(y, return_inverse=True)
-        self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
+        from emofeat.fuse.layersum import LayerSum
         from emofeat.training import train_head
 
         torch.manual_seed(self.seed)
-        xb = self._blocks(X)
-        net = _weighted_layers(self.n_layers, xb.shape[2], len(self.classes_))
-        target = torch.tensor(yi)
+        blocks = self._blocks(X)
+        net = LayerSum([blocks.shape[1:]], len(self.classes_))
+        net.standardise_with([blocks])
+        xb, target = torch.from_numpy(blocks), torch.tensor(yi)
         train_head(  # full batch: probes are small
             net,
             lambda epoch: [(xb, target)],
@@ -121,8 +104,8 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
             weight_decay=self.weight_decay,
             name="the layer-weighted probe",
         )
-        self.layer_weights_ = torch.softmax(net.weights, 0).detach().numpy().astype(np.float64)
-        self.head_ = net.head
+        (self.layer_weights_,) = net.layer_weights()
+        self.net_ = net
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -136,12 +119,11 @@ class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
         """
         import torch
 
-        check_is_fitted(self, "head_")
+        check_is_fitted(self, "net_")
         X = validate_data(self, X, reset=False)
         with torch.no_grad():
-            w = torch.tensor(self.layer_weights_, dtype=torch.float32)
-            mixed = (w[None, :, None] * self._blocks(X)).sum(1)
-            return torch.softmax(self.head_(mixed), 1).numpy().astype(np.float64)
+            logits = self.net_(torch.from_numpy(self._blocks(X)))
+            return torch.softmax(logits, 1).numpy().astype(np.float64)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """The most probable class of each row.

@@ -156,13 +156,28 @@ class DeclaredOption(click.Option):
     start). Its click default is ``None`` (not given) so that a preset and ``--config`` can fill
     it; the value reaches the config class as typed, and is checked there."""
 
-    def __init__(self, *args, declared_option: Declared, **kwargs):
+    def __init__(
+        self,
+        *args,
+        declared_option: Declared,
+        alternatives: dict[str, Declared] | None = None,
+        of: int = 1,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.declared_option = declared_option
+        self.alternatives = alternatives or {}
+        self.of = of  # how many classes share the flags: an option of fewer says whose it is
 
     def get_help_record(self, ctx):
         d = self.declared_option
-        self.help = help_text(d)
+        texts = {label: help_text(a) for label, a in self.alternatives.items()}
+        if len(set(texts.values())) > 1:  # declared differently by each: say each one's
+            self.help = " ".join(f"{label}: {text}" for label, text in texts.items())
+        elif texts and len(texts) < self.of:
+            self.help = f"{', '.join(texts)} only: {help_text(d)}"
+        else:
+            self.help = help_text(d)
         if d.kind is not bool:
             names = d.spec.names()
             kinds = {int: "INTEGER", float: "NUMBER", list: "LIST"}
@@ -170,24 +185,62 @@ class DeclaredOption(click.Option):
         return super().get_help_record(ctx)
 
 
-def declared_options(cls: type, *, exclude: Sequence[str] = ()) -> Callable:
-    """A decorator adding one flag per command-line option that ``cls`` declares (field order);
-    ``--x/--no-x`` for a boolean, ``--x`` alone for one declared ``flag=True``."""
-    chosen = [d for d in declared(cls) if d.spec.cli and d.name not in set(exclude)]
+def alternative_options(classes: dict[str, type], *, exclude: Sequence[str] = ()) -> Callable:
+    """A decorator adding one flag per command-line option that any of ``classes`` declares
+    (keyed by what chooses the class, e.g. ``{"mmm": MMMConfig, "layer-sum": ...}``); an
+    option several declare is one flag whose help gives each one's default and help where they
+    differ (they must agree on its type). The command builds the chosen class from the flags
+    given (:func:`foreign_options` refuses the others')."""
+    by_name: dict[str, dict[str, Declared]] = {}
+    for label, cls in classes.items():
+        for d in declared(cls):
+            if d.spec.cli and d.name not in set(exclude):
+                by_name.setdefault(d.name, {})[label] = d
+    for name, found in by_name.items():
+        kinds = {d.kind for d in found.values()}
+        if len(kinds) > 1:
+            raise TypeError(f"option {name!r} is declared with several types: {kinds}")
 
     def decorate(fn: Callable) -> Callable:
-        for d in reversed(chosen):
-            name = flag_name(d.name)
+        for name in reversed(list(by_name)):
+            found = by_name[name]
+            d = next(iter(found.values()))
+            flag = flag_name(name)
             if d.kind is bool and d.spec.flag:
-                decls, extra = [name], {"is_flag": True}
+                decls, extra = [flag], {"is_flag": True}
             elif d.kind is bool:
-                decls, extra = [f"{name}/--no-{name[2:]}"], {}
+                decls, extra = [f"{flag}/--no-{flag[2:]}"], {}
             else:
-                decls, extra = [name], {"type": click.STRING}
+                decls, extra = [flag], {"type": click.STRING}
             option = click.option(
-                *decls, d.name, cls=DeclaredOption, declared_option=d, default=None, **extra
+                *decls,
+                name,
+                cls=DeclaredOption,
+                declared_option=d,
+                alternatives=found if len(classes) > 1 else None,
+                of=len(classes),
+                default=None,
+                **extra,
             )
             fn = option(fn)
         return fn
 
     return decorate
+
+
+def foreign_options(chosen: type, classes: dict[str, type], params: dict, label: str) -> None:
+    """Refuse flags given for another of ``classes`` than ``chosen`` (named by ``label``)."""
+    from emofeat.options import option_names
+
+    mine = set(option_names(chosen))
+    others = {n for cls in classes.values() for n in option_names(cls)} - mine
+    given = sorted(n for n in others if params.get(n) is not None)
+    if given:
+        flags = ", ".join(flag_name(n) for n in given)
+        raise click.UsageError(f"{flags}: not an option of {label}")
+
+
+def declared_options(cls: type, *, exclude: Sequence[str] = ()) -> Callable:
+    """A decorator adding one flag per command-line option that ``cls`` declares (field order);
+    ``--x/--no-x`` for a boolean, ``--x`` alone for one declared ``flag=True``."""
+    return alternative_options({cls.__name__: cls}, exclude=exclude)

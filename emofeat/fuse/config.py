@@ -16,7 +16,8 @@ from emofeat.options import (
 )
 from emofeat.tasks import dim_loss_option, dim_weight_option, task_option
 
-FUSION_MODELS = ("mmm",)
+FUSION_MODELS = ("mmm", "layer-sum")
+LAYER_SUM_HEADS = ("linear", "mlp")
 FUSIONS = ("mixer", "concat", "3way")
 ACCUMULATIONS = ("published", "standard")
 
@@ -25,7 +26,13 @@ ACCUMULATIONS = ("published", "standard")
 class FuseConfig(Options):
     """What a fusion run fuses and how it is cross-fitted."""
 
-    model: str = option("mmm", help="The fusion model.", choices=FUSION_MODELS)
+    model: str = option(
+        "mmm",
+        help="The model trained over the stores: mmm (a text and an audio sequence store) or "
+        "layer-sum (a softmax-weighted sum of each store's layers, --layers all, then a small "
+        "head; several stores: one weighted sum each, side by side, one head).",
+        choices=FUSION_MODELS,
+    )
     folds: int | None = option(
         None,
         help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
@@ -96,6 +103,31 @@ class MMMConfig(Options):
             "concat_text": self.concat_text,
         }
 
+
+@dataclass(frozen=True)
+class LayerSumConfig(Options):
+    """The layer-sum head's training options (``fuse --model layer-sum``)."""
+
+    head: str = option(
+        "linear",
+        help="What reads the weighted sum of layers: one linear layer (SUPERB's) or an MLP "
+        "(--hidden units, ReLU).",
+        choices=LAYER_SUM_HEADS,
+    )
+    hidden: int = option(256, help="The MLP head's hidden units.", low=1, high=65_536)
+    epochs: int = option(50, help="Training epochs.", low=1, high=10_000)
+    lr: float = option(1e-3, help="AdamW learning rate.", low=0, high=10, low_open=True)
+    weight_decay: float = option(1e-3, help="AdamW weight decay.", low=0, high=10)
+    batch_size: int = option(64, help="Rows per batch.", low=1, high=1_000_000)
+    task: str = task_option()
+    dim_loss: str = dim_loss_option()
+    dim_weight: float = dim_weight_option()
+    seed: int = seed_option()
+    device: str = device_option()
+
+
+# Each fusion model's training options (``fuse --model NAME``).
+MODEL_CONFIGS: dict[str, type] = {"mmm": MMMConfig, "layer-sum": LayerSumConfig}
 
 # Inputs a fusion run's record holds beside the options (re-run with --config RUN/config.yaml).
 INPUTS = ("stores", "out")

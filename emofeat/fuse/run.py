@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -35,10 +35,10 @@ from emofeat.atomic import atomic_path
 from emofeat.corpus.manifest import DIMENSIONS
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
-from emofeat.fuse.config import FuseConfig, MMMConfig
+from emofeat.fuse.config import FuseConfig, LayerSumConfig, MMMConfig
 from emofeat.metrics import logits_metrics
 from emofeat.options import option_defaults
-from emofeat.records import sha256_of_weights
+from emofeat.records import relative_path, sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Aligned, Provenance, Store, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
@@ -55,16 +55,21 @@ def fuse(
     overwrite: bool = False,
     **options: Any,
 ) -> dict[int, dict[str, Any]]:
-    """Cross-fit fusion ``model`` over ``stores`` (MMM: a text, then an audio sequence store)
-    into the run folder ``out`` with its store ``out/<model>.h5``; returns each fold's held-out
-    metrics (as ``emofeat finetune`` does). ``folds=0`` trains one model on all train rows
-    instead (MMM's own protocol: one model evaluated on test); its store's train rows are then
-    in-sample, so it joins tables but not stacks.
+    """Cross-fit fusion ``model`` over ``stores`` into the run folder ``out`` with its store
+    ``out/<model>.h5``; returns each fold's held-out metrics (as ``emofeat finetune`` does).
+    MMM reads a text, then an audio sequence store; layer-sum (:mod:`emofeat.fuse.layersum`)
+    one or more stores of layers (``extract --layers all``), one weighted sum each, side by
+    side, one head, and writes each fold's layer weights (``layer_weights.csv``,
+    ``layer_weights.png``) and the weighted sums (the store's ``last`` embedding) too.
+    ``folds=0`` trains one model on all train rows instead (MMM's own protocol: one model
+    evaluated on test); its store's train rows are then in-sample, so it joins tables but not
+    stacks.
 
     Args:
-        stores: MMM's text, then audio sequence store.
+        stores: MMM's text, then audio sequence store; layer-sum's stores of layers.
         out: the run folder.
-        config: MMM's training options (default: the published ones).
+        config: the model's training options (:class:`~emofeat.fuse.config.MMMConfig`, default
+            the published ones; :class:`~emofeat.fuse.config.LayerSumConfig`).
         overwrite: replace a run made with other options or inputs.
         options: the options of :class:`~emofeat.fuse.config.FuseConfig`.
 
@@ -73,44 +78,50 @@ def fuse(
 
     Raises:
         OptionError: an option's value is refused (before anything is read or written).
-        EmofeatError: not two stores, folds that do not fit the stores, in-sample inputs
-            (without ``allow_in_sample``), a run made with other options (without ``overwrite``).
+        EmofeatError: not two stores (MMM), no store or a store without layers (layer-sum),
+            folds that do not fit the stores, in-sample inputs (without ``allow_in_sample``), a
+            run made with other options (without ``overwrite``).
     """
     from emofeat.device import pick_device
-    from emofeat.fuse import mmm
 
     run_cfg = FuseConfig(**options)
-    cfg = config or MMMConfig()
-    if len(stores) != 2:
+    model = MODELS[run_cfg.model]
+    cfg = config or model.config()
+    if not isinstance(cfg, model.config):
         raise EmofeatError(
-            f"MMM fuses two sequence stores (--store TEXT --store AUDIO); got {len(stores)}"
+            f"--model {run_cfg.model} takes {model.config.__name__}, got {type(cfg).__name__}"
         )
+    model.check_stores(stores)
     run = RunFolder(out)
     device = pick_device(cfg.device)
-    with aligned(stores, allow_incomplete=run_cfg.allow_incomplete) as inputs:
-        pairs = FusionInputs.of(inputs, cfg.task)
-        model_folds = _model_folds(pairs.plan, run_cfg)
-        evidence = _evidence(pairs, allow_in_sample=run_cfg.allow_in_sample)
+    with aligned(stores, allow_incomplete=run_cfg.allow_incomplete) as aligned_inputs:
+        inputs = model.inputs(aligned_inputs, cfg.task)
+        model_folds = _model_folds(inputs.plan, run_cfg)
+        evidence = _evidence(inputs, allow_in_sample=run_cfg.allow_in_sample)
         options = {**run_cfg.to_dict(), **cfg.to_dict()}
         run.start(
-            _run_record(pairs, stores, run_cfg, options=options, n_models=len(model_folds)),
+            _run_record(inputs, stores, run_cfg, model, options=options, n_models=len(model_folds)),
             cfg.seed,
             overwrite,
-            defaults=option_defaults(FuseConfig, MMMConfig),
+            defaults=option_defaults(FuseConfig, model.config),
         )
-        train = partial(_train_fold, pairs, run=run, cfg=cfg, device=device)
-        trained = run.train_folds(pairs.plan, model_folds, train, load=mmm.load)
+        train = partial(_train_fold, inputs, model=model, run=run, cfg=cfg, device=device)
+        trained = run.train_folds(inputs.plan, model_folds, train, load=model.load)
+        models = [trained.models[k] for k in model_folds]
         _write_fused(
             run,
-            pairs,
-            [trained.models[k] for k in model_folds],
+            inputs,
+            models,
+            model=model,
             model_folds=model_folds,
             evidence=evidence,
-            keep=inputs.keep,
+            keep=aligned_inputs.keep,
             run_cfg=run_cfg,
             options=options,
             device=device,
         )
+        if model.report is not None:
+            model.report(run, inputs, models, model_folds)
     run.write_summary(trained.metrics, [])
     return trained.metrics
 
@@ -151,6 +162,15 @@ class FusionInputs:
         usable[inputs.keep] = True
         plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
         return cls(text, audio, inputs.positions, plan, task)
+
+    @property
+    def stores(self) -> list[Store]:
+        return [self.text, self.audio]
+
+    @property
+    def ref(self) -> Store:
+        """The store whose rows, labels and targets the run follows."""
+        return self.text
 
     @property
     def n_classes(self) -> int:
@@ -212,17 +232,16 @@ def _model_folds(plan: FoldPlan, run_cfg: FuseConfig) -> list[int]:
     return plan.folds
 
 
-def _evidence(pairs: FusionInputs, *, allow_in_sample: bool):
+def _evidence(inputs, *, allow_in_sample: bool):
     """The inputs' combined evidence per row; in-sample or unknown inputs are refused unless
     ``allow_in_sample``."""
-    opened = (pairs.text, pairs.audio)
     evidence = combine_evidence(
-        [s.name for s in opened],
+        [s.name for s in inputs.stores],
         [
             s.in_sample[p] if s.in_sample is not None else None
-            for s, p in zip(opened, pairs.positions)
+            for s, p in zip(inputs.stores, inputs.positions)
         ],
-        pairs.plan.train_rows,
+        inputs.plan.train_rows,
     )
     if evidence.problems and not allow_in_sample:
         raise EmofeatError(
@@ -234,9 +253,10 @@ def _evidence(pairs: FusionInputs, *, allow_in_sample: bool):
 
 
 def _run_record(
-    pairs: FusionInputs,
+    inputs,
     stores: Sequence[str | os.PathLike],
     run_cfg: FuseConfig,
+    model: FusionModel,
     *,
     options: dict[str, Any],
     n_models: int,
@@ -245,98 +265,97 @@ def _run_record(
     return {
         **options,
         "family": run_cfg.model,
-        "modality": "text+speech",
+        "modality": model.modality(inputs),
         "source": run_cfg.model,
         "folds": 0 if run_cfg.folds == 0 else n_models,
-        "label_names": list(pairs.text.label_names),
+        "label_names": list(inputs.ref.label_names),
         "stores": [str(Path(p).resolve()) for p in stores],
-        "store_identities": [s.identity for s in (pairs.text, pairs.audio)],
-        "split_scheme": pairs.text.provenance.split_scheme,
-        "assignment_sha256": pairs.plan.assignment_sha256(),
+        "store_identities": [s.identity for s in inputs.stores],
+        "split_scheme": inputs.ref.provenance.split_scheme,
+        "assignment_sha256": inputs.plan.assignment_sha256(),
     }
 
 
 def _train_fold(
-    pairs: FusionInputs, k: int, label: str, *, run: RunFolder, cfg: MMMConfig, device: str
+    inputs, k: int, label: str, *, model: FusionModel, run: RunFolder, cfg, device: str
 ):
     """Train, evaluate on its held-out rows and save fold model ``k``; (metrics, model)."""
-    from emofeat.fuse import mmm
-
-    fit, held = pairs.plan.fit_rows(k), pairs.plan.held_rows(k)
-    dims, n_classes = pairs.dims, pairs.n_classes
-    net = mmm.new_model(dims, pairs.n_outputs, cfg)
+    fit, held = inputs.plan.fit_rows(k), inputs.plan.held_rows(k)
+    net = model.new(inputs, fit, cfg)
     history = _train_with_progress(
-        net, pairs.dataset(fit), cfg=cfg, n_classes=n_classes, device=device, label=label
+        lambda progress: model.train(net, inputs, fit, cfg, device=device, progress=progress),
+        rows=len(fit),
+        epochs=cfg.epochs,
+        label=label,
     )
     metrics = {}
     if len(held):
-        outputs = mmm.predict(net, pairs.dataset(held), device)
+        outputs = model.predict(net, inputs, held, device)
         metrics = (
-            logits_metrics(pairs.labels[held], outputs)
-            if pairs.task == "categorical"
-            else task_metrics(outputs, pairs.targets[held], n_classes, pairs.task)
+            logits_metrics(inputs.labels[held], outputs)
+            if inputs.task == "categorical"
+            else task_metrics(outputs, inputs.targets[held], inputs.n_classes, inputs.task)
         )
     metrics.update(fold=k, train_rows=len(fit), heldout_rows=len(held), kept="final")
     run.save_fold(
         k,
-        lambda folder: mmm.save(net, folder, dims=dims, n_classes=pairs.n_outputs, cfg=cfg),
+        lambda folder: model.save(net, folder, inputs, cfg),
         metrics=metrics,
         log_history=history,
-        train_ids=pairs.plan.ids[fit],
+        train_ids=inputs.plan.ids[fit],
         select_ids=[],
     )
     return metrics, net
 
 
 def _train_with_progress(
-    net, dataset, *, cfg: MMMConfig, n_classes: int, device: str, label: str
+    train: Callable, *, rows: int, epochs: int, label: str
 ) -> list[dict[str, float]]:
-    """Train one fold model with a progress bar in rows (rows/s), epoch and loss."""
+    """Run ``train(progress)`` with a progress bar in rows (rows/s), epoch and loss."""
     from tqdm.auto import tqdm
 
-    from emofeat.fuse import mmm
+    bar = tqdm(total=epochs * rows, unit="row", desc=label, dynamic_ncols=True)
 
-    bar = tqdm(total=cfg.epochs * len(dataset), unit="row", desc=label, dynamic_ncols=True)
-
-    def progress(epoch: int, rows: int, loss: float) -> None:
-        bar.update(rows)
-        bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss:.3f}", refresh=False)
+    def progress(epoch: int, n: int, loss: float) -> None:
+        bar.update(n)
+        bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{loss:.3f}", refresh=False)
 
     try:
-        return mmm.train(net, dataset, cfg, n_classes=n_classes, device=device, progress=progress)
+        return train(progress)
     finally:
         bar.close()
 
 
 def _provenance(
-    run: RunFolder, pairs: FusionInputs, run_cfg: FuseConfig, *, in_sample: np.ndarray | None
+    run: RunFolder, inputs, run_cfg: FuseConfig, modality: str, *, in_sample: np.ndarray | None
 ) -> Provenance:
     """The fused store's attributes; ``out_of_fold`` is derived from its rows' evidence (true
     only when no labelled train row is in-sample; unknown, not written, when the evidence is)."""
-    train = pairs.plan.labelled_train
+    train = inputs.plan.labelled_train
     if in_sample is None:
         out_of_fold = None
     else:
-        out_of_fold = bool(pairs.plan.cross_fitted and run_cfg.folds != 0) and not bool(
+        out_of_fold = bool(inputs.plan.cross_fitted and run_cfg.folds != 0) and not bool(
             in_sample[train].any()
         )
     return Provenance(
         model_id=run_cfg.model,
         checkpoint_sha256=sha256_of_weights([str(d) for d in run.finished_fold_dirs()]),
         family=run_cfg.model,
-        modality="text+speech",
+        modality=modality,
         layers=[],
-        split_scheme=pairs.text.provenance.split_scheme,
-        run=str(run.path),
+        split_scheme=inputs.ref.provenance.split_scheme,
+        run=relative_path(run.path, run.path),  # the store lives in its run folder: "."
         out_of_fold=out_of_fold,
     )
 
 
 def _write_fused(
     run: RunFolder,
-    pairs: FusionInputs,
+    inputs,
     models: list,
     *,
+    model: FusionModel,
     model_folds: list[int],
     evidence,
     keep: np.ndarray,
@@ -344,33 +363,39 @@ def _write_fused(
     options: dict[str, Any],
     device: str,
 ) -> None:
-    """The fused store ``run/<model>.h5``: each row's logits from the fold models the
-    cross-fitting rule routes it to, its evidence, and what predicted the test rows."""
-    from emofeat.fuse import mmm
-
-    groups = pairs.plan.model_groups(model_folds)
-    outputs = np.full((len(pairs.text), pairs.n_outputs), np.nan, np.float32)
+    """The fused store ``run/<model>.h5``: each row's outputs (and, for a model that has one,
+    its embedding) from the fold models the cross-fitting rule routes it to (their mean where
+    several), its evidence, and what predicted the test rows."""
+    groups = inputs.plan.model_groups(model_folds)
+    outputs = np.full((len(inputs.ref), inputs.n_outputs), np.nan, np.float32)
+    embedding = None
     for members, rows in groups:
         outputs[rows] = np.mean(
-            [mmm.predict(models[i], pairs.dataset(rows), device) for i in members], axis=0
+            [model.predict(models[i], inputs, rows, device) for i in members], axis=0
         )
-    logits, dims = split_outputs(outputs, pairs.n_classes, pairs.task)
+        if model.embed is not None:
+            mean = np.mean([model.embed(models[i], inputs, rows, device) for i in members], 0)
+            if embedding is None:
+                embedding = np.zeros((len(inputs.ref), mean.shape[1]), np.float32)
+            embedding[rows] = mean
+    logits, dims = split_outputs(outputs, inputs.n_classes, inputs.task)
     # Evidence from what trained each fold model (its rows.json) and from the inputs.
     in_sample = (
-        pairs.plan.in_sample(groups, run.fold_usage(), evidence.in_sample)
+        inputs.plan.in_sample(groups, run.fold_usage(), evidence.in_sample)
         if evidence.in_sample is not None
         else None
     )
     # What predicted the test rows, from the groups (stack reports and compare name it).
-    tested = describe_test_predictions(len(pairs.plan.other_models(groups)))
+    tested = describe_test_predictions(len(inputs.plan.other_models(groups)))
     _write_store(
         run.path / f"{run_cfg.model}.h5",
-        ref=pairs.text,
+        ref=inputs.ref,
         rows=keep,
         logits=logits,
         dimensions=dims,
+        embedding=embedding,
         in_sample=in_sample,
-        provenance=_provenance(run, pairs, run_cfg, in_sample=in_sample),
+        provenance=_provenance(run, inputs, run_cfg, model.modality(inputs), in_sample=in_sample),
         config={**options, "test_predictions": tested},
     )
 
@@ -385,9 +410,11 @@ def _write_store(
     provenance: Provenance,
     config: dict[str, Any],
     dimensions: np.ndarray | None = None,
+    embedding: np.ndarray | None = None,
 ) -> None:
     """The fused store, built under a temporary name and renamed into place (its logits, its
-    valence and arousal for a task with dimensions, the true values as its input's)."""
+    valence and arousal for a task with dimensions, the true values as its input's, and an
+    embedding ``last`` when the model has one)."""
     with atomic_path(path, suffix=".h5") as tmp:
         layout = StoreLayout(
             ids=ref.ids,
@@ -401,6 +428,7 @@ def _write_store(
             targets=ref.dimension_targets() if ref.has_dimension_targets else None,
             dimensions=dimensions is not None,
             dimension_names=ref.dimension_names or list(DIMENSIONS),
+            embeddings={"last": embedding.shape[1]} if embedding is not None else {},
         )
         writer = create_store(tmp, layout, attrs=provenance.to_attrs())
         with writer:
@@ -408,7 +436,128 @@ def _write_store(
                 rows,
                 logits=logits[rows] if logits is not None else None,
                 dimensions=dimensions[rows] if dimensions is not None else None,
+                embeddings={"last": embedding[rows]} if embedding is not None else None,
             )
             missing = np.setdiff1d(np.arange(len(ref)), rows)
             writer.skip(missing, "not done in every input store")
         writer.finalize()
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    """What the cross-fitting of :func:`fuse` needs of one fusion model: its options, its
+    inputs, and how one fold model is made, trained, applied, saved and loaded."""
+
+    config: type
+    check_stores: Callable[[Sequence], None]
+    inputs: Callable[[Aligned, str], Any]
+    new: Callable[[Any, np.ndarray, Any], Any]
+    train: Callable[..., list[dict[str, float]]]
+    predict: Callable[[Any, Any, np.ndarray, str], np.ndarray]
+    save: Callable[[Any, Path, Any, Any], None]
+    load: Callable[[Path], Any]
+    modality: Callable[[Any], str]
+    embed: Callable[[Any, Any, np.ndarray, str], np.ndarray] | None = None
+    report: Callable[[RunFolder, Any, list, list[int]], None] | None = None
+
+
+def _mmm() -> FusionModel:
+    from emofeat.fuse import mmm
+
+    def check(stores: Sequence) -> None:
+        if len(stores) != 2:
+            raise EmofeatError(
+                f"MMM fuses two sequence stores (--store TEXT --store AUDIO); got {len(stores)}"
+            )
+
+    return FusionModel(
+        config=MMMConfig,
+        check_stores=check,
+        inputs=FusionInputs.of,
+        new=lambda inputs, rows, cfg: mmm.new_model(inputs.dims, inputs.n_outputs, cfg),
+        train=lambda net, inputs, rows, cfg, *, device, progress: mmm.train(
+            net,
+            inputs.dataset(rows),
+            cfg,
+            n_classes=inputs.n_classes,
+            device=device,
+            progress=progress,
+        ),
+        predict=lambda net, inputs, rows, device: mmm.predict(net, inputs.dataset(rows), device),
+        save=lambda net, folder, inputs, cfg: mmm.save(
+            net, folder, dims=inputs.dims, n_classes=inputs.n_outputs, cfg=cfg
+        ),
+        load=mmm.load,
+        modality=lambda inputs: "text+speech",
+    )
+
+
+def _layer_sum() -> FusionModel:
+    from emofeat.fuse import layersum
+
+    def check(stores: Sequence) -> None:
+        if not stores:
+            raise EmofeatError("layer-sum needs one store of layers or more (--store)")
+
+    return FusionModel(
+        config=LayerSumConfig,
+        check_stores=check,
+        inputs=layersum.LayerInputs.of,
+        new=layersum.new_model,
+        train=layersum.train,
+        predict=layersum.predict,
+        save=lambda net, folder, inputs, cfg: layersum.save(net, folder, inputs=inputs, cfg=cfg),
+        load=layersum.load,
+        modality=lambda inputs: "+".join(
+            dict.fromkeys(s.provenance.modality or "unknown" for s in inputs.stores)
+        ),
+        embed=layersum.embed,
+        report=layer_weights_report,
+    )
+
+
+class _Models(dict):
+    """The fusion models by name, built when first asked for (torch is imported then)."""
+
+    makers = {"mmm": _mmm, "layer-sum": _layer_sum}
+
+    def __missing__(self, name: str) -> FusionModel:
+        self[name] = self.makers[name]()
+        return self[name]
+
+
+MODELS: dict[str, FusionModel] = _Models()
+
+
+def layer_weights_report(run: RunFolder, inputs, models: list, model_folds: list[int]) -> None:
+    """``layer_weights.csv`` (fold, store, layer, weight) and ``layer_weights.png`` (each
+    store's weight per layer, mean ± std over the fold models) in the run folder."""
+    import pandas as pd
+
+    from emofeat.analysis.plots import pyplot, save_figure
+
+    records = []
+    for k, net in zip(model_folds, models):
+        for store, names, weights in zip(inputs.stores, inputs.layers, net.layer_weights()):
+            for name, w in zip(names, weights):
+                records.append({"fold": k, "store": store.name, "layer": name, "weight": w})
+    table = pd.DataFrame(records)
+    with atomic_path(run.path / "layer_weights.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    plt = pyplot()
+    stores = list(dict.fromkeys(table["store"]))
+    fig, axes = plt.subplots(
+        len(stores), 1, figsize=(max(5.0, 0.35 * table["layer"].nunique() + 2), 3 * len(stores))
+    )
+    for ax, store in zip(np.atleast_1d(axes), stores):
+        part = table[table.store == store].groupby("layer", sort=False)["weight"]
+        mean, std = part.mean(), part.std(ddof=0)
+        x = np.arange(len(mean))
+        ax.bar(x, mean.to_numpy(), yerr=std.to_numpy(), capsize=3, color="tab:blue")
+        ax.axhline(1 / len(mean), ls="--", color="grey", lw=1, label="equal weights")
+        ax.set_xticks(x, [n.replace("layer_", "") for n in mean.index], fontsize=8)
+        ax.set_xlabel("layer (0: the encoder's input embeddings / CNN features)")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(f"{store}: layer weights, mean ± std over {len(models)} fold model(s)")
+        ax.legend(fontsize=8, frameon=False)
+    save_figure(fig, run.path / "layer_weights.png")
