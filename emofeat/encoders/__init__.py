@@ -82,7 +82,9 @@ def family_table() -> list[dict[str, str]]:
                 "inputs": " ".join((cls.__doc__ or "").split("\n\n")[0].split()),
             }
         )
-    return rows
+    from emofeat.extract.opensmile import family_row  # a feature extractor beside the encoders
+
+    return [*rows, family_row()]
 
 
 def family_of(model_type: str, source: str) -> str:

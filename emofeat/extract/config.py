@@ -34,7 +34,8 @@ class ExtractConfig(Options):
 
     model: str | None = option(
         None,
-        help="Frozen encoder: kobert, wav2vec2, a hub id or a folder.",
+        help="Frozen encoder: kobert, wav2vec2, a hub id or a folder; or openSMILE's "
+        "features: opensmile:eGeMAPSv02, opensmile:ComParE_2016 (emofeat models list).",
         identity=True,
         path=True,
     )

@@ -43,6 +43,7 @@ from emofeat.errors import EmofeatError
 from emofeat.extract.compute import Work, compute
 from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
 from emofeat.extract.models import Models, Routing, load_models, route_rows
+from emofeat.extract.opensmile import extract_opensmile, is_opensmile
 from emofeat.outputs import check_output, register_record_kind
 from emofeat.records import dump_yaml, environment, provenance, record_paths, relative_path
 from emofeat.store import (
@@ -80,6 +81,15 @@ def extract(manifest: str | Path | Manifest, out: str | Path, cfg: ExtractConfig
     """
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
     out = Path(out)
+    if is_opensmile(cfg.model):  # a feature extractor, not an encoder: its own path
+        if distributed.world_size() > 1:
+            raise EmofeatError(
+                "openSMILE extraction runs in one process; start it without torchrun"
+            )
+        _check_outputs(out, m=m, cfg=cfg)
+        extract_opensmile(m, out, cfg)
+        write_record(out, m, cfg)
+        return out
     device = distributed.process_device(pick_device(cfg.device))
     check_precision(cfg.precision, device)
     _check_outputs(out, m=m, cfg=cfg)

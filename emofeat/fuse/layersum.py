@@ -100,16 +100,14 @@ class LayerSum(nn.Module):
 def store_layers(store) -> list[str]:
     """The layer datasets a store gives the head: its ``layer_NN`` in order, else its one
     embedding (a store of functionals), else an error naming what it holds."""
-    layers = sorted(
-        (int(LAYER.match(n).group(1)), n) for n in store.embedding_names if LAYER.match(n)
-    )
+    datasets = list(store.layout.embeddings)  # (aliases such as "last" name one of them)
+    layers = sorted((int(LAYER.match(n).group(1)), n) for n in datasets if LAYER.match(n))
     if layers:
         return [n for _, n in layers]
-    if len(store.embedding_names) == 1:
-        return list(store.embedding_names)
+    if len(datasets) == 1:
+        return datasets
     raise StoreError(
-        f"{store.path}: no layer_NN embeddings (it holds {store.embedding_names}); extract it "
-        "with --layers all"
+        f"{store.path}: no layer_NN embeddings (it holds {datasets}); extract it with --layers all"
     )
 
 

@@ -1,0 +1,259 @@
+"""openSMILE as a feature source: ``emofeat extract --model opensmile:eGeMAPSv02`` (or
+``opensmile:ComParE_2016``, any feature set of ``opensmile.FeatureSet``).
+
+Each row's audio is decoded and resampled by emofeat's audio path (:func:`emofeat.audio.load_audio`,
+16 kHz mono, time-reversed with ``--reverse``) — the same samples every speech model of
+emofeat sees — and handed to ``opensmile.Smile.process_signal``: the feature set's functionals
+(eGeMAPSv02: 88 values; ComParE_2016: 6,373) are the store's one embedding, ``functionals``
+(aliased ``last``); with ``--sequence`` the low-level descriptors per 10 ms frame are its
+``last`` sequence (eGeMAPSv02: 25 per frame). A frozen feature extractor learned from no row of
+the corpus: its store's rows are out-of-fold by construction (no row in-sample, no logits).
+The store records the feature set and openSMILE's version; its identity holds the sha256 of
+the feature set's configuration files, so another openSMILE release that computes other values
+is a new store, never resumed into. Resumable like every extraction: the rows done are kept.
+
+openSMILE is an optional dependency (``pip install 'emofeat[opensmile]'``; ``make install``
+installs it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from emofeat.audio import AudioError, load_audio
+from emofeat.corpus.manifest import DIMENSIONS, Manifest
+from emofeat.errors import EmofeatError
+from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
+from emofeat.records import environment, record_paths
+from emofeat.store import Provenance, StoreLayout, open_writer
+
+PREFIX = "opensmile:"
+SAMPLE_RATE = 16000
+EMBEDDING = "functionals"
+DEFAULT_SEQUENCE_FRAMES = 512  # 10 ms frames: 5.12 s, as a speech model's 512 frames at 20 ms
+
+
+def family_row() -> dict[str, str]:
+    """openSMILE's row of ``emofeat models list`` (its feature sets, when it is installed)."""
+    try:
+        import opensmile
+
+        sets = ", ".join(PREFIX + f.name for f in opensmile.FeatureSet)
+        needs = f"nothing: the opensmile package ({opensmile.__version__}) computes the features"
+    except ImportError:
+        sets = f"{PREFIX}eGeMAPSv02, {PREFIX}ComParE_2016, ..."
+        needs = "the opensmile package: pip install 'emofeat[opensmile]' (not installed)"
+    return {
+        "family": "opensmile",
+        "modality": "speech",
+        "model_types": "-",
+        "short_names": sets,
+        "needs": needs,
+        "inputs": "16 kHz mono samples decoded by emofeat; one vector of functionals per row "
+        "(eGeMAPSv02: 88), low-level descriptors per 10 ms frame with --sequence.",
+    }
+
+
+def is_opensmile(model: str | None) -> bool:
+    """Whether ``--model`` names an openSMILE feature set (``opensmile:NAME``)."""
+    return bool(model) and str(model).startswith(PREFIX)
+
+
+def feature_set(model: str):
+    """The ``opensmile.FeatureSet`` that ``opensmile:NAME`` names.
+
+    Raises:
+        EmofeatError: openSMILE is not installed, or NAME is not one of its feature sets.
+    """
+    try:
+        import opensmile
+    except ImportError:
+        raise EmofeatError(
+            f"--model {model}: openSMILE is not installed; pip install 'emofeat[opensmile]'"
+        ) from None
+    name = model[len(PREFIX) :]
+    known = [f.name for f in opensmile.FeatureSet]
+    if name not in known:
+        raise EmofeatError(f"--model {model}: no openSMILE feature set {name!r}; known: {known}")
+    return opensmile.FeatureSet[name]
+
+
+def _smile(model: str, level: str):
+    import opensmile
+
+    return opensmile.Smile(
+        feature_set=feature_set(model), feature_level=opensmile.FeatureLevel[level]
+    )
+
+
+def _config_sha256(smile) -> str:
+    """The sha256 of the feature set's configuration files (what decides the values)."""
+    digest = hashlib.sha256()
+    folder = Path(smile.config_path).parent
+    for path in sorted(folder.rglob("*.conf")):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _check_options(cfg: ExtractConfig) -> None:
+    """Refuse the options that mean nothing to openSMILE (by name), before anything is read."""
+    problems = cfg.changed("model_path", "text_filter", "sequence_padding", "max_len", "precision")
+    problems += [f"--pooling {cfg.pooling}"] if cfg.pooling != "mean" else []
+    if cfg.layers not in ("last", "all"):
+        problems.append(f"--layers {cfg.layers}")
+    if problems:
+        raise EmofeatError(
+            f"--model {cfg.model}: {', '.join(problems)} do(es) not apply to openSMILE (its "
+            "functionals are one per-utterance vector: no layers, pooling, tokens or autocast)"
+        )
+
+
+def extract_opensmile(m: Manifest, out: Path, cfg: ExtractConfig) -> Path:
+    """Extract openSMILE features of every row of ``m`` into the store ``out`` (resumable).
+
+    Args:
+        m: The manifest.
+        out: The store to write (``.h5``).
+        cfg: The extraction options (``cfg.model`` is ``opensmile:NAME``).
+
+    Returns:
+        ``out``.
+
+    Raises:
+        EmofeatError: openSMILE missing, an unknown feature set, an option that does not apply,
+            a row without readable audio (without ``skip_bad``).
+    """
+    import opensmile
+
+    _check_options(cfg)
+    functionals = _smile(cfg.model, "Functionals")
+    lld = _smile(cfg.model, "LowLevelDescriptors") if cfg.sequence else None
+    frames = cfg.sequence_length or DEFAULT_SEQUENCE_FRAMES
+    bad, samples = _read_headers(m)
+    if bad and not cfg.skip_bad:
+        row, reason = next(iter(bad.items()))
+        raise EmofeatError(
+            f"row {m.ids[row]!r}: {reason} ({len(bad)} row(s) in all); fix them or pass "
+            "--skip-bad to record them as skipped"
+        )
+    weights = _config_sha256(functionals)
+    layout = StoreLayout(
+        ids=m.ids,
+        labels=m.label_indices,
+        split=m.split,
+        fold=m.fold,
+        label_names=m.label_names,
+        embeddings={EMBEDDING: len(functionals.feature_names)},
+        logits=False,
+        targets=m.dimensions if np.isfinite(m.dimensions).any() else None,
+        dimension_names=list(DIMENSIONS),
+        embedding_dtype=cfg.dtype,
+        in_sample=np.zeros(len(m), bool),  # learned from no row: out-of-fold by construction
+        aliases={"last": EMBEDDING},
+        sequences={"last": (frames, len(lld.feature_names))} if lld is not None else {},
+        config={
+            **record_paths({k: getattr(cfg, k) for k in VALUE_KEYS}, (), out.parent),
+            "sequence_length": frames if lld is not None else cfg.sequence_length,
+            "weights_sha256": [weights],
+            "feature_set": cfg.model[len(PREFIX) :],
+            "opensmile_version": opensmile.__version__,
+            "feature_names": list(functionals.feature_names),
+            "test_predictions": "a frozen feature extractor (openSMILE): no model was trained",
+            "model_revision": opensmile.__version__,
+        },
+    )
+    origin = Provenance(
+        model_id=cfg.model,
+        model_revision=opensmile.__version__,
+        checkpoint_sha256=weights,
+        family="opensmile",
+        modality="speech",
+        pooling=EMBEDDING,
+        layers=[EMBEDDING],
+        reverse=bool(cfg.reverse),
+        precision="fp32",
+        split_scheme=m.split_scheme,
+        sample_rate=SAMPLE_RATE,
+    )
+    attrs = {
+        **origin.to_attrs(),
+        "environment": environment(),
+        "identity_keys": list(STORE_IDENTITY),
+    }
+    writer = open_writer(out, layout, attrs=attrs, overwrite=cfg.overwrite)
+    try:
+        pending = [int(r) for r in writer.pending]
+        for r in [r for r in pending if r in bad]:
+            writer.skip([r], bad[r])
+        todo = [r for r in pending if r not in bad]
+        if not todo:
+            tqdm.write(f"[{out.name}] every row is done already; nothing to compute")
+        _compute(m, writer, todo, samples, functionals=functionals, lld=lld, cfg=cfg, out=out)
+        writer.finalize()
+    finally:
+        writer.close()
+    return out
+
+
+def _read_headers(m: Manifest) -> tuple[dict[int, str], np.ndarray]:
+    """Rows whose audio cannot be read (a text-only row, a missing or broken file) with the
+    reason, and every readable row's samples at 16 kHz (from its header)."""
+    from emofeat.audio import audio_length
+
+    bad, samples = {}, np.zeros(len(m), np.int64)
+    for r in range(len(m)):
+        if not str(m.frame["audio_path"].iat[r]).strip():
+            bad[r] = "no audio (a text-only row)"
+            continue
+        try:
+            samples[r] = audio_length(m.audio_path(r), SAMPLE_RATE)
+        except AudioError as err:
+            bad[r] = str(err)
+    return bad, samples
+
+
+def _compute(
+    m, writer, todo, samples: np.ndarray, *, functionals, lld, cfg: ExtractConfig, out: Path
+) -> None:
+    """Compute and write the rows ``todo`` in blocks (a kill loses at most one block); the
+    progress bar counts audio seconds (``samples`` per row, from the headers)."""
+    total = int(samples[todo].sum()) if todo else 0
+    block = cfg.flush_rows or 256
+    bar = tqdm(
+        total=total,
+        unit="audio-s",
+        unit_scale=1 / SAMPLE_RATE,
+        desc=f"extract {out.name}",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} audio-s [{elapsed}<{remaining}, {rate_fmt}]",
+    )
+    started = time.perf_counter()
+    try:
+        for start in range(0, len(todo), block):
+            rows = todo[start : start + block]
+            values, sequences = [], []
+            for r in rows:
+                x = load_audio(m.audio_path(r), SAMPLE_RATE, reverse=bool(cfg.reverse))
+                values.append(functionals.process_signal(x, SAMPLE_RATE).to_numpy()[0])
+                if lld is not None:
+                    sequences.append(lld.process_signal(x, SAMPLE_RATE).to_numpy())
+                bar.update(int(samples[r]))
+            writer.write(
+                rows,
+                embeddings={EMBEDDING: np.asarray(values, np.float32)},
+                sequences={"last": sequences} if lld is not None else None,
+            )
+    finally:
+        bar.close()
+    if todo:
+        took = time.perf_counter() - started
+        tqdm.write(
+            f"[{out.name}] {len(todo)} rows, {total / SAMPLE_RATE:.1f} audio-s in {took:.1f} s "
+            f"({total / SAMPLE_RATE / max(took, 1e-9):.1f} audio-s/s)"
+        )
