@@ -294,19 +294,25 @@ def paired_markdown(paired: pd.DataFrame) -> str:
 
 
 REPEATED_FIGURES = ("accuracy", "weighted_f1", "macro_f1", "uar", "mean_ccc")
+SHOWN_PAIRED = ("accuracy", "uar", "mean_ccc")
+
+
+HELD_OUT = "held-out folds"  # what a run's figures are scored on (the others: test rows)
 
 
 def _systems(root: Path) -> dict[str, dict[str, float]]:
-    """Every system scored under one repetition's folder: each stack's ensemble (``stack-lgbm``:
-    its test figures), each base model a stack scored (its store's name: the same test rows),
-    each run (``run kobert-p05``: its held-out fold mean)."""
+    """Every system scored under one repetition's folder, in the order shown: each stack's
+    ensemble (``stack-lgbm``: its test figures), each base model a stack scored (its store's
+    name: the same test rows), then each run (``run kobert-p05``: the mean of its held-out
+    folds)."""
     systems: dict[str, dict[str, float]] = {}
+    runs: dict[str, dict[str, float]] = {}
     for artifact in find_artifacts([root]):
         name = artifact.path.relative_to(root).as_posix()
         if isinstance(artifact, RunFolder):
             summary = artifact.summary().get("summary", {})
             figures = {m: summary[m]["mean"] for m in REPEATED_FIGURES if m in summary}
-            systems[f"run {name}"] = figures
+            runs[f"run {name}"] = figures
             continue
         metrics = artifact.metrics()
         test = metrics.get("test") or {}
@@ -320,7 +326,8 @@ def _systems(root: Path) -> dict[str, dict[str, float]]:
             entry.update({m: figures[m] for m in REPEATED_FIGURES[:4] if m in figures})
         for model, figures in (dims.get("models") or {}).items():
             systems.setdefault(model, {})["mean_ccc"] = figures["mean"]["ccc"]
-    return systems
+    ensembles = {n: f for n, f in systems.items() if _is_stack(root / n)}
+    return {**ensembles, **{n: f for n, f in systems.items() if n not in ensembles}, **runs}
 
 
 def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -334,9 +341,11 @@ def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFram
         paths: One folder per repetition (two or more).
 
     Returns:
-        ``(summary, pairs)``: summary has one row per system and figure (``system``, ``metric``,
-        ``n``, ``mean``, ``std`` (ddof 1), then one column per repetition); pairs one row per
-        pair and figure (``a``, ``b``, ``metric`` and the test's values).
+        ``(summary, pairs)``: summary has one row per system and figure (``system``,
+        ``scored_on`` (test rows, or a run's held-out folds), ``metric``, ``n``, ``mean``,
+        ``std`` (ddof 1), then one column per repetition); pairs one row per pair and figure
+        (``a``, ``b``, ``metric`` and the test's values), every figure of
+        :data:`REPEATED_FIGURES` both have.
 
     Raises:
         EmofeatError: fewer than two repetitions, or a system missing from some of them (named).
@@ -362,7 +371,8 @@ def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFram
             values = [systems[name].get(m) for systems in found]
             if any(v is None for v in values):
                 continue
-            row = {"system": name, "metric": m, "n": len(values)}
+            scored = HELD_OUT if name.startswith("run ") else "test"
+            row = {"system": name, "scored_on": scored, "metric": m, "n": len(values)}
             row.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)))
             row.update({f"repetition_{i}": v for i, v in enumerate(values)})
             summary.append(row)
@@ -391,11 +401,14 @@ def repeated_markdown(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
     lines = [
         f"## Over {n} repetitions (mean ± std, ddof 1)",
         "",
-        "| system | " + " | ".join(metrics) + " |",
-        "|---|" + "---|" * len(metrics),
+        "Stacks and the base models they score: the test rows; runs: the mean of their "
+        "held-out folds.",
+        "",
+        "| system | scored on | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
     ]
     for system, part in summary.groupby("system", sort=False):
-        cells = []
+        cells = [part["scored_on"].iloc[0]]
         for m in metrics:
             hit = part[part.metric == m]
             cells.append(
@@ -413,7 +426,9 @@ def repeated_markdown(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
         "| A | B | figure | Δ mean ± std | W / L / T | t-test p | Wilcoxon p |",
         "|---|---|---|---|---|---|---|",
     ]
-    for _, r in pairs.iterrows():
+    # accuracy, UAR and mean CCC here; every figure in repeated-pairs.csv
+    shown = pairs[pairs.metric.isin(SHOWN_PAIRED)] if len(pairs) else pairs
+    for _, r in shown.iterrows():
         lines.append(
             f"| {r.a} | {r.b} | {r.metric} | {r.mean_difference:+.4f} ± {r.std_difference:.4f}"
             f" | {r.wins} / {r.losses} / {r.ties} | {r.t_p:.3g} | {r.wilcoxon_p:.3g} |"

@@ -68,6 +68,22 @@ class RecipeConfig(Options):
 
 
 @dataclass(frozen=True)
+class FrozenConfig(Options):
+    """The frozen-encoder protocol: all-layer stores, a layer-sum head on each, their stack
+    (the heads' own options are :class:`~emofeat.fuse.config.LayerSumConfig`'s)."""
+
+    pooling: str = option(
+        "mean",
+        help="How each layer is pooled over frames/tokens (mean+std doubles its width).",
+        choices=("mean", "mean+std"),
+    )
+    device: str = device_option()
+    precision: str = option(
+        "fp32", help="Extraction precision (bf16/fp16 on a GPU).", choices=PRECISION_NAMES
+    )
+
+
+@dataclass(frozen=True)
 class InferConfig(Options):
     """How new recordings are predicted with a trained stack."""
 

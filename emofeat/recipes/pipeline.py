@@ -301,6 +301,104 @@ def dimensional_plan(
     return steps
 
 
+FROZEN_METAS = ("softvote", "logreg", "lgbm")  # the heads' ensembles (equal-weight vote)
+
+
+def frozen_plan(
+    manifest: Path,
+    out: Path,
+    models: dict[str, str],
+    *,
+    pooling: str = "mean",
+    device: str = "auto",
+    precision: str = "fp32",
+    head: dict[str, Any] | None = None,
+) -> list[Step]:
+    """Steps of the frozen-encoder protocol: per model (name → a local encoder folder, a short
+    name, or ``opensmile:SET``) its all-layer store (``extract --layers all``; openSMILE: its
+    functionals), a layer-sum head cross-fitted over it (``fuse --model layer-sum``, options
+    ``head``), then the heads stacked by :data:`FROZEN_METAS`."""
+    from emofeat.extract.opensmile import is_opensmile
+    from emofeat.fuse.config import LayerSumConfig
+    from emofeat.fuse.run import fuse
+    from emofeat.stack.ensemble import stack
+
+    runs, stores = out / "runs", out / "stores"
+    steps = []
+    for name, model in models.items():
+        smile = is_opensmile(model)
+        o = {
+            "model": model,
+            **({} if smile else {"layers": "all", "pooling": pooling, "precision": precision}),
+            "device": device,
+            "manifest": manifest,
+            "out": stores / f"{name}.h5",
+        }
+        steps.append(
+            extract_step(f"extract {name} ({'functionals' if smile else 'all layers'})", o)
+        )
+        f = {
+            "model": "layer-sum",
+            "store": [stores / f"{name}.h5"],
+            **(head or {}),
+            "device": device,
+            "out": runs / name,
+        }
+
+        def train_head(f=f):
+            options = {k: v for k, v in f.items() if k not in ("model", "store", "out")}
+            return fuse(f["store"], f["out"], config=LayerSumConfig(**options), model="layer-sum")
+
+        steps.append(Step(f"layer-sum head over {name}", "fuse", f, train_head))
+    heads = [runs / name / "layer-sum.h5" for name in models]
+    for meta in FROZEN_METAS:
+        o = {"store": heads, "meta": meta, "out": runs / f"stack-{meta}"}
+
+        def fit(o=o):
+            return stack(o["store"], o["meta"], o["out"])
+
+        steps.append(Step(f"stack the heads: {meta}", "stack", o, fit))
+    return steps
+
+
+def frozen_comparison(out: Path, names: Sequence[str]) -> str:
+    """Every head's figures cross-validated over the train folds (its held-out fold models,
+    mean ± std) and on test, and every stack's."""
+    from emofeat.runs import RunFolder
+    from emofeat.stack.folder import StackFolder
+
+    stacks = {
+        meta: StackFolder(out / "runs" / f"stack-{meta}").metrics()
+        for meta in FROZEN_METAS
+        if StackFolder(out / "runs" / f"stack-{meta}").exists()
+    }
+    tests = next(iter(stacks.values()))["test"]["models"] if stacks else {}
+    lines = [
+        "| model | CV accuracy | CV UAR | test accuracy | test macro F1 | test UAR |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cells(cv: dict, test: dict) -> str:
+        parts = [
+            f"{cv[m]['mean']:.4f} ± {cv[m]['std']:.4f}" if m in cv else ""
+            for m in ("accuracy", "uar")
+        ]
+        parts += [f"{test[m]:.4f}" if m in test else "" for m in ("accuracy", "macro_f1", "uar")]
+        return " | ".join(parts)
+
+    for name in names:
+        run = RunFolder(out / "runs" / name)
+        summary = run.summary().get("summary", {}) if run.metrics_path.is_file() else {}
+        # (the stack names a store by its file, by its folder too where files share a name)
+        key = "layer-sum" if len(names) == 1 else f"{name}/layer-sum"
+        lines.append(f"| layer-sum head: {name} | {cells(summary, tests.get(key, {}))} |")
+    for meta, metrics in stacks.items():
+        label = "equal-weight soft vote" if meta == "softvote" else f"stacked: {meta}"
+        figures = cells(metrics.get("cv", {}), metrics["test"]["ensemble"])
+        lines.append(f"| ensemble ({label}) | {figures} |")
+    return "\n".join(lines)
+
+
 def dimensional_comparison(out: Path) -> str:
     """The test table of valence and arousal (CCC with its 95 % bootstrap interval, mean CCC)."""
     from emofeat.stack.folder import StackFolder
