@@ -101,6 +101,7 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
         BASE_MODELS,
         MMMPlan,
         ensemble_plan,
+        frozen_plan,
         prepare_step,
         repeated_step,
         repetition_folder,
@@ -129,6 +130,17 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
                 start = 1024 if step.name == "fuse" else base_seed or 0
                 want = start + repetition if repetition or step.options.get("seed") else None
                 assert step.options.get("seed") == want, step.command
+        if repetition and protocol == "crossfit":  # the frozen recipe's steps too
+            models = {"enc": str(tmp_path / "enc"), "smile": "opensmile:eGeMAPSv02"}
+            steps += frozen_plan(
+                out / "manifest.csv",
+                out / "frozen",
+                models,
+                pooling="mean+std",
+                device="cuda",
+                precision="bf16",
+                head={"epochs": 7, "head": "mlp"},
+            )
         if repetition:
             steps.append(repeated_step(tmp_path / "out", 2))
             steps.append(
@@ -160,3 +172,39 @@ def test_every_printed_command_line_parses_to_the_options_its_step_runs(tmp_path
                 else:
                     assert got == value, (step.command, key)
             assert parsed.get("device", "cuda") == "cuda"  # every step runs where it was asked
+
+
+def test_frozen_recipe_reports_each_head_and_ensemble_as_their_folders_hold_them(
+    manifest_path, tiny_kobert, tmp_path
+):
+    """recipe frozen: an all-layer store and a layer-sum head per model (a tiny KoBERT folder,
+    openSMILE when installed), their stacks, and a report whose every figure is the one its
+    run's or stack's metrics.json holds."""
+    import importlib.util
+    import json
+
+    out = tmp_path / "frozen"
+    args = ["recipe", "frozen", "--manifest", str(manifest_path), "--out", str(out)]
+    args += ["--model", f"text={tiny_kobert}", "--epochs", "5"]
+    names = ["text"]
+    if importlib.util.find_spec("opensmile") is not None:
+        args += ["--model", "opensmile:eGeMAPSv02"]
+        names.append("eGeMAPSv02")
+    r = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    report = (out / "report.md").read_text()
+    for name in names:
+        summary = json.loads((out / "runs" / name / "metrics.json").read_text())["summary"]
+        cv = summary["accuracy"]
+        assert f"| layer-sum head: {name} | {cv['mean']:.4f} ± {cv['std']:.4f} |" in report
+        config = json.loads(
+            json.dumps(
+                __import__("yaml").safe_load((out / "runs" / name / "config.yaml").read_text())
+            )
+        )
+        assert config["config"]["epochs"] == 5 if "config" in config else config["epochs"] == 5
+    for meta in ("softvote", "logreg", "lgbm"):
+        test = json.loads((out / "runs" / f"stack-{meta}" / "metrics.json").read_text())["test"]
+        assert f"{test['ensemble']['accuracy']:.4f}" in report
+    again = CliRunner().invoke(main, args, catch_exceptions=False)  # resumes: nothing retrained
+    assert again.output.count("already trained, kept") == 2 * len(names)

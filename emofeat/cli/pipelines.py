@@ -15,8 +15,9 @@ from emofeat.cli.common import (
     resolve_declared,
     show_config,
 )
+from emofeat.fuse.config import LayerSumConfig
 from emofeat.options import given_options
-from emofeat.recipes.config import DemoConfig, RecipeConfig
+from emofeat.recipes.config import DemoConfig, FrozenConfig, RecipeConfig
 
 
 @click.command()
@@ -71,3 +72,44 @@ def recipe_emo_ensemble(kemdy20, aihub, out, dry_run, config_file, print_config,
     emo_ensemble(
         kemdy20, aihub=aihub, out=Path(out or "emo-ensemble"), dry_run=dry_run, **cfg.to_dict()
     )
+
+
+@recipe.command("frozen")
+@click.option("--manifest", required=True, type=click.Path(path_type=Path), help="The manifest.")
+@click.option(
+    "--model",
+    "models",
+    required=True,
+    multiple=True,
+    help="A frozen encoder (a local folder of any family, a short name) or opensmile:SET; "
+    "repeat for each, NAME=MODEL to name it (default: the folder's name).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@declared_options(FrozenConfig)
+@declared_options(LayerSumConfig, exclude=("device",))
+@friendly
+def recipe_frozen(manifest, models, out, **params):
+    """Frozen encoders instead of fine-tuning: each model's all-layer store, a layer-sum head
+    cross-fitted on each, and their stack, with one table of every head's CV and test figures
+    and the ensembles' (OUT/report.md)."""
+    from emofeat.recipes.frozen import frozen
+
+    named = dict(model_name(m) for m in models)
+    if len(named) != len(models):
+        raise click.UsageError(f"two --model share a name: {list(models)}; name them NAME=MODEL")
+    frozen(
+        manifest,
+        out,
+        named,
+        head=given_options(LayerSumConfig, params),
+        **given_options(FrozenConfig, params),
+    )
+
+
+def model_name(model: str) -> tuple[str, str]:
+    """``NAME=MODEL`` as (NAME, MODEL); a bare model is named by its folder or set's name."""
+    if "=" in model:
+        name, _, model = model.partition("=")
+        return name, model
+    name = model.split(":", 1)[1] if model.startswith("opensmile:") else Path(model).name
+    return name, model

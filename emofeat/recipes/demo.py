@@ -3,13 +3,16 @@
 synthesise → manifest (emo-ensemble split, K folds) → tiny KoBERT and wav2vec2 → fine-tune five
 models with cross-fitting (KoBERT at dropout 0.3/0.5/0.7, wav2vec2 forward and reverse) → five
 stores → MMM over frozen tiny KcELECTRA and wav2vec2 sequence stores as a sixth → ensembles
-(reference soft vote over the five, caruana, logreg, lgbm over all six) → one comparison report.
+(reference soft vote over the five, caruana, logreg, lgbm over all six) → valence and arousal
+→ frozen encoders (layer-sum heads over the tiny encoders' layers and openSMILE's eGeMAPS, and
+their stacks) → one comparison report.
 Re-running it continues where it stopped. It uses 3 folds (the recipe uses 5) so that the six
 tiny speech fold models train end to end within the 15-minute budget on 2 CPU cores.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from pathlib import Path
@@ -23,6 +26,8 @@ from emofeat.recipes.pipeline import (
     dimensional_comparison,
     dimensional_plan,
     ensemble_plan,
+    frozen_comparison,
+    frozen_plan,
     prepare_step,
     repeated_step,
     repetition_folder,
@@ -130,9 +135,20 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
         steps += dimensional_plan(mine, root, repetition=r, **shared)
     if cfg.seeds > 1:
         steps.append(repeated_step(out, cfg.seeds))
+    # Frozen encoders instead of fine-tuning: a layer-sum head over every layer of each tiny
+    # encoder and over openSMILE's eGeMAPS functionals, then their stacks.
+    frozen_models = {"kobert": str(models / "kobert"), "wav2vec2": str(models / "wav2vec2")}
+    if importlib.util.find_spec("opensmile") is not None:
+        frozen_models["eGeMAPSv02"] = "opensmile:eGeMAPSv02"
+    steps += frozen_plan(manifest, out / "frozen", frozen_models, device="cpu")
     run_plan(steps)
     table, _ = comparison(out)
     dims = dimensional_comparison(out)
+    dims += (
+        "\n\n## Frozen encoders (no fine-tuning): layer-sum heads and their stacks\n\n"
+        "CV: each head's held-out fold models (mean ± std over folds); test: the test rows.\n\n"
+        + frozen_comparison(out / "frozen", list(frozen_models))
+    )
     if cfg.seeds > 1:
         from emofeat.analysis.compare import repeated_comparison, repeated_markdown
 

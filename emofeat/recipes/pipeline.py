@@ -139,13 +139,15 @@ def finetune_step(title: str, o: dict[str, Any]) -> Step:
 
 
 def extract_step(title: str, o: dict[str, Any]) -> Step:
-    """The step that extracts one run's store: ``o`` holds its run, manifest, out and options."""
+    """The step that extracts one store: ``o`` holds its run (fine-tuned) or model (frozen),
+    manifest, out and options."""
     from emofeat.extract.config import ExtractConfig
     from emofeat.extract.run import extract
 
     def extract_store(o=o):
-        options = {k: v for k, v in o.items() if k not in ("run", "manifest", "out")}
-        return extract(o["manifest"], o["out"], ExtractConfig(run=str(o["run"]), **options))
+        options = {k: v for k, v in o.items() if k not in ("manifest", "out")}
+        paths = {k: str(options[k]) for k in ("run", "model") if options.get(k) is not None}
+        return extract(o["manifest"], o["out"], ExtractConfig(**{**options, **paths}))
 
     return Step(title, "extract", o, extract_store)
 
