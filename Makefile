@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/extract_bench.py --out bench-out
 	$(BIN)/python benchmarks/long_clip_bench.py --out bench-out/long-clip
 	$(BIN)/python benchmarks/family_bench.py --out bench-out/families
+	$(BIN)/python benchmarks/frozen_bench.py --out bench-out
 
 clean:
 	rm -rf demo-out bench-out site .pytest_cache

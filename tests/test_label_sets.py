@@ -114,7 +114,10 @@ def test_stores_of_two_label_sets_are_never_stacked(four, tmp_path):
     with pytest.raises(EmofeatError, match=r"label_names differ: \['frustrated'.*\['angry'"):
         stack([root / "stores/kobert.h5", tmp_path / "frozen.h5"], "pooled-mixer", tmp_path / "s")
     assert not (tmp_path / "s").exists()
-    with pytest.raises(EmofeatError, match="frozen encoder's embeddings. Score them with `emofeat"):
+    with pytest.raises(
+        EmofeatError,
+        match=r"embeddings. Make it a base model with a cross-fitted head over its layers",
+    ):
         stack([tmp_path / "frozen.h5"], "lgbm", tmp_path / "s")  # no logits: says what works
     result = CliRunner().invoke(
         main,

@@ -285,8 +285,9 @@ def paired_markdown(paired: pd.DataFrame) -> str:
             f"{r[m]:+.4f} [{r[m + '_low']:+.3f}, {r[m + '_high']:+.3f}]"
             for m in ("accuracy", "macro_f1", "uar")
         ]
+        a, b = _short_names(Path(r.a), Path(r.b))
         lines.append(
-            f"| {Path(r.a).name} | {Path(r.b).name} | {r.rows} | "
+            f"| {a} | {b} | {r.rows} | "
             + " | ".join(cells)
             + f" | {r.mcnemar_b} / {r.mcnemar_c} | {r.mcnemar_p:.3g} |"
         )
@@ -434,6 +435,15 @@ def repeated_markdown(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
             f" | {r.wins} / {r.losses} / {r.ties} | {r.t_p:.3g} | {r.wilcoxon_p:.3g} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _short_names(a: Path, b: Path) -> tuple[str, str]:
+    """Two folders' names as a table shows them: their own names, or where those are the same,
+    their paths below the folder they share."""
+    if a.name != b.name:
+        return a.name, b.name
+    common = Path(os.path.commonpath([a.resolve(), b.resolve()]))
+    return str(a.resolve().relative_to(common)), str(b.resolve().relative_to(common))
 
 
 COMPARISON_HEADER = "path,kind,configuration,seed"

@@ -77,9 +77,10 @@ class Level1:
             if lg is None:
                 raise StoreError(
                     f"store {self.names[k]} has no logits: it holds a frozen encoder's embeddings. "
-                    "Score them with `emofeat probe`, stack them with --meta pooled-mixer (it "
-                    "reads embeddings), or stack the fine-tuned runs' stores (`extract --run`) "
-                    "with this meta-learner"
+                    "Make it a base model with a cross-fitted head over its layers (`emofeat fuse "
+                    "--model layer-sum --store` it; its store has logits and stacks), score it "
+                    "with `emofeat probe`, or stack it with --meta pooled-mixer (it reads "
+                    "embeddings)"
                 )
             lg = lg.astype(np.float64)
             blocks.append(softmax(lg) if kind == "proba" else lg)
