@@ -196,7 +196,7 @@ def encoders_page() -> str:
     Returns:
         A Markdown page with one section per registered family (``emofeat models list``).
     """
-    from emofeat.encoders import family_table
+    from emofeat.extract.opensmile import model_table
 
     parts = [
         "# Encoder families",
@@ -207,7 +207,7 @@ def encoders_page() -> str:
         "(`emofeat models list` prints the same).",
         "",
     ]
-    for row in family_table():
+    for row in model_table():
         parts += [f"## `{row['family']}` ({row['modality']})", "", row["inputs"], ""]
         parts += [
             _table(

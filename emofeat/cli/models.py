@@ -19,9 +19,9 @@ def models() -> None:
 @friendly
 def models_list():
     """The encoder families: model types each loads, short names, what a folder needs."""
-    from emofeat.encoders import family_table
+    from emofeat.extract.opensmile import model_table
 
-    for row in family_table():
+    for row in model_table():
         click.echo(f"{row['family']} ({row['modality']})")
         click.echo(f"  model types: {row['model_types']}")
         click.echo(f"  short names: {row['short_names']}")

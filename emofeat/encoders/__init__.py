@@ -82,9 +82,7 @@ def family_table() -> list[dict[str, str]]:
                 "inputs": " ".join((cls.__doc__ or "").split("\n\n")[0].split()),
             }
         )
-    from emofeat.extract.opensmile import family_row  # a feature extractor beside the encoders
-
-    return [*rows, family_row()]
+    return rows
 
 
 def family_of(model_type: str, source: str) -> str:

@@ -59,6 +59,14 @@ def family_row() -> dict[str, str]:
     }
 
 
+def model_table() -> list[dict[str, str]]:
+    """Every model ``extract --model`` takes, one row per source (``emofeat models list``, the
+    encoder families page): the encoder families, then openSMILE."""
+    from emofeat.encoders import family_table
+
+    return [*family_table(), family_row()]
+
+
 def is_opensmile(model: str | None) -> bool:
     """Whether ``--model`` names an openSMILE feature set (``opensmile:NAME``)."""
     return bool(model) and str(model).startswith(PREFIX)
