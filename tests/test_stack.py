@@ -639,7 +639,10 @@ def test_compare_pairs_stacks_on_the_same_rows_and_refuses_others(tmp_path):
     right_b = b.loc[test, "predicted"] == b.loc[test, "label"]
     assert pairs.mcnemar_b[0] == int((right_a & ~right_b).sum())
     assert pairs.mcnemar_c[0] == int((~right_a & right_b).sum())
-    assert "## Paired comparisons of the stacks" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert (
+        "## Paired comparisons on the same test rows"
+        in (tmp_path / "cmp" / "compare.md").read_text()
+    )
     # Another split of the same utterances: 150 test rows, not the same 100.
     rng, y2, _, _, _ = world(4, 1)
     split2 = np.where(np.arange(N) < 250, "train", "test")
@@ -730,3 +733,36 @@ def test_repeated_comparison_pairs_systems_by_repetition(tmp_path):
         repeated_comparison(runs)
     with pytest.raises(EmofeatError, match="two or more"):
         repeated_comparison(runs[:1])
+
+
+def test_compare_pairs_stores_with_stacks_on_the_same_test_rows(tmp_path):
+    """compare --paired with stores (a run's out-of-fold store): a store against a stack of it
+    gives the stack report's own paired figures; the store's row holds its test and held-out
+    accuracy, recomputed here from its logits; a frozen encoder's store is refused."""
+    from emofeat.analysis.compare import compare
+
+    paths, y, split = complementary(tmp_path)
+    result = stack(paths, "lgbm", tmp_path / "runs" / "lgbm")
+    table = compare([tmp_path / "runs", paths[0], paths[1]], tmp_path / "cmp", paired=True)
+    pairs = pd.read_csv(tmp_path / "cmp" / "paired.csv")
+    row = pairs[(pairs.a == str(tmp_path / "runs" / "lgbm")) & (pairs.b == str(paths[0]))]
+    own = result.metrics["test"]["paired"]["m0"]
+    assert row.accuracy.iloc[0] == pytest.approx(own["accuracy"]["difference"])
+    assert (row.mcnemar_b.iloc[0], row.mcnemar_c.iloc[0]) == (
+        own["mcnemar"]["b"],
+        own["mcnemar"]["c"],
+    )
+    with h5py.File(paths[0]) as f:
+        pred = f["logits"][:].argmax(1)
+    store = table[table.path == str(paths[0])].iloc[0]
+    test, train = split == "test", split == "train"
+    assert store.test_accuracy == pytest.approx((pred[test] == y[test]).mean())
+    assert store.heldout_accuracy == pytest.approx((pred[train] == y[train]).mean())
+    frozen = make_store(
+        tmp_path / "frozen.h5", y, split, np.where(train, np.arange(N) % K, -1),
+        np.zeros((N, 4)), [f"class{i}" for i in range(4)],
+    )  # fmt: skip
+    with h5py.File(frozen, "a") as f:
+        del f["logits"]
+    with pytest.raises(EmofeatError, match="no predictions to compare"):
+        compare([paths[0], frozen], paired=True)

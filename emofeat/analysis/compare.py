@@ -116,6 +116,56 @@ def _row(artifact: StackFolder | RunFolder) -> dict[str, Any]:
     return row
 
 
+def _is_store_file(path: Path) -> bool:
+    from emofeat.store.reader import is_store
+
+    return path.suffix == ".h5" and is_store(path)
+
+
+def _store_predictions(path: Path, *, split: str) -> pd.DataFrame:
+    """A store's predicted and true classes (names) of its labelled rows of ``split`` that no
+    model trained on (its evidence), done, indexed by id; refused without logits."""
+    import numpy as np
+
+    from emofeat.store import open_store
+
+    with open_store(path) as s:
+        if not s.has_logits:
+            raise EmofeatError(
+                f"{path}: a frozen encoder's store has no predictions to compare; compare the "
+                "store of a head trained on it (emofeat fuse --model layer-sum)"
+            )
+        keep = (s.split == split) & (s.labels >= 0) & s.done
+        if s.in_sample is not None:
+            keep &= ~s.in_sample
+        rows = np.flatnonzero(keep)
+        names = np.asarray(s.label_names)
+        predicted = names[s.logits(rows).argmax(1)]
+        return pd.DataFrame(
+            {"label": names[s.labels[rows]], "predicted": predicted},
+            index=pd.Index(s.ids[rows], name="id"),
+        )
+
+
+def _store_row(path: Path) -> dict[str, Any]:
+    """A store's row of the table: its test figures, and its out-of-fold train rows' (each
+    predicted by a model that did not train on it: held-out)."""
+    from emofeat.metrics import classification_metrics
+
+    row: dict[str, Any] = {
+        "path": str(path),
+        "kind": "store",
+        "configuration": f"store {path.stem}",
+    }
+    for split, prefix in (("test", "test"), ("train", "heldout")):
+        frame = _store_predictions(path, split=split)
+        if len(frame):
+            figures = classification_metrics(frame.label.to_numpy(), frame.predicted.to_numpy())
+            for m in FIGURES if prefix == "test" else ("accuracy", "macro_f1", "uar"):
+                row[f"{prefix}_{m}"] = figures[m]
+    return row
+
+
 def _check_label_sets(artifacts: Sequence[StackFolder | RunFolder]) -> None:
     """Figures over different classes are not comparable: refuse folders of several label sets,
     naming each set and a folder that has it (folders written before label sets were recorded
@@ -146,28 +196,34 @@ def compare(
     """One table across stack and run folders (``emofeat compare``).
 
     Args:
-        paths: Stack or run folders, or folders holding them (searched recursively).
+        paths: Stack or run folders, or folders holding them (searched recursively), and
+            stores (a run's ``extract --run`` store, a fused or frozen head's): a store's row
+            holds its test figures and its out-of-fold train rows' (held-out) figures.
         out: A folder to write ``compare.md`` and ``compare.csv`` into; None to write nothing.
-        paired: Also compare every two stacks on their common test rows
+        paired: Also compare every two stacks or stores on their common test rows
             (:func:`paired_stacks`, written as ``paired.csv`` and a section of ``compare.md``);
-            stacks scored on different rows are then refused.
+            ones scored on different rows are then refused.
         repeated: ``paths`` are repetitions of one protocol (:func:`repeated_comparison`): also each
             system's figures over them and the paired tests across them, written as
             ``repeated.csv``, ``repeated-pairs.csv`` and a section of ``compare.md``.
 
     Returns:
-        One row per stack or run, then one per configuration run with several seeds (mean ± std).
+        One row per stack, run or store, then one per configuration run with several seeds
+        (mean ± std); its ``attrs["markdown"]`` is the text of ``compare.md`` (every section).
 
     Raises:
         EmofeatError: no stack or run folder under ``paths``, an output that is an input, or
             (``paired``) stacks scored on different test rows.
     """
-    artifacts = find_artifacts(paths)
+    stores = [Path(p) for p in paths if Path(p).is_file() and _is_store_file(Path(p))]
+    folders = [p for p in paths if Path(p) not in stores]
+    artifacts = find_artifacts(folders) if folders or not stores else []
     _check_label_sets(artifacts)
     if out:
-        found = [a.path for a in artifacts]
+        found = [a.path for a in artifacts] + stores
         check_output(Path(out) / "compare.csv", kind="comparison", inputs=found, what="-o")
-    rows = pd.DataFrame([_checked_row(f) for f in artifacts])
+    rows = pd.DataFrame([_checked_row(f) for f in artifacts] + [_store_row(p) for p in stores])
+    rows["seed"] = rows["seed"].astype("Int64") if "seed" in rows else pd.NA  # stores have none
     labels = ("path", "kind", "configuration", "seed", "base_test_rows")
     numeric = [c for c in rows.columns if c not in labels]
     seeds = rows.groupby("configuration").filter(lambda g: g["seed"].nunique() > 1)
@@ -189,42 +245,47 @@ def compare(
     table = pd.concat([rows, pd.DataFrame(summary)], ignore_index=True) if summary else rows
     pairs = pd.DataFrame()
     if paired:
-        pairs = paired_stacks([a for a in artifacts if isinstance(a, StackFolder)])
+        pairs = paired_stacks([a for a in artifacts if isinstance(a, StackFolder)], stores)
     over = repeated_pairs = pd.DataFrame()
     if repeated:
         over, repeated_pairs = repeated_comparison(paths)
+    text = to_markdown(table)
+    text += "\n" + paired_markdown(pairs) if len(pairs) else ""
+    text += "\n" + repeated_markdown(over, repeated_pairs) if repeated else ""
+    table.attrs["markdown"] = text  # what compare.md holds (the CLI prints it)
     if out:
         from emofeat.atomic import write_text
 
         out = Path(out)
         write_text(out / "compare.csv", table.to_csv(index=False))
-        text = to_markdown(table)
         if len(pairs):
             write_text(out / "paired.csv", pairs.to_csv(index=False))
-            text += "\n" + paired_markdown(pairs)
         if repeated:
             write_text(out / "repeated.csv", over.to_csv(index=False))
             write_text(out / "repeated-pairs.csv", repeated_pairs.to_csv(index=False))
-            text += "\n" + repeated_markdown(over, repeated_pairs)
         write_text(out / "compare.md", text)
     return table
 
 
-def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
-    """Every pair of stacks (of the classes) compared on the same test rows: per metric the
-    difference A − B with its paired bootstrap interval, and McNemar's exact test
-    (:func:`emofeat.metrics.paired_comparisons`), from their predictions.csv. Stacks scored on
-    different rows are refused, naming the rows that differ.
+def paired_stacks(
+    stacks: Sequence[StackFolder], stores: Sequence[str | os.PathLike] = ()
+) -> pd.DataFrame:
+    """Every pair of stacks (of the classes) and stores compared on the same test rows: per
+    metric the difference A − B with its paired bootstrap interval, and McNemar's exact test
+    (:func:`emofeat.metrics.paired_comparisons`), from the stacks' predictions.csv and the
+    stores' logits. Ones scored on different rows are refused, naming the rows that differ.
 
     Args:
         stacks: Stack folders.
+        stores: Stores (a run's, a fused or frozen head's): their labelled test rows that no
+            model trained on.
 
     Returns:
         One row per pair (``a``, ``b``, ``rows``, ``<metric>``, ``<metric>_low``,
         ``<metric>_high``, ``mcnemar_b``, ``mcnemar_c``, ``mcnemar_p``); empty for fewer than two.
 
     Raises:
-        EmofeatError: two stacks scored on different test rows (the message names some).
+        EmofeatError: two of them scored on different test rows (the message names some).
     """
     from emofeat.metrics import PAIRED_METRICS, paired_comparisons
     from emofeat.stack.folder import PREDICTIONS
@@ -240,6 +301,8 @@ def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
             (frame.split == "test") & (frame.label != "") & (frame.provenance != "in-sample")
         ]
         scored[folder.path] = test.set_index("id")
+    for store in map(Path, stores):
+        scored[store] = _store_predictions(store, split="test")
     records = []
     paths = list(scored)
     for i, a in enumerate(paths):
@@ -272,7 +335,7 @@ def paired_stacks(stacks: Sequence[StackFolder]) -> pd.DataFrame:
 def paired_markdown(paired: pd.DataFrame) -> str:
     """The paired comparisons of stacks as markdown."""
     lines = [
-        "## Paired comparisons of the stacks on the same test rows",
+        "## Paired comparisons on the same test rows",
         "",
         "A − B with 95 % paired bootstrap intervals; McNemar's exact test of accuracy (b: rows "
         "only A got right, c: only B).",
@@ -456,7 +519,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     """The table as markdown (numbers to 4 decimals, empty cells blank)."""
 
     def cell(v: Any) -> str:
-        if v is None or (isinstance(v, float) and pd.isna(v)):
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
             return ""
         return f"{v:.4f}" if isinstance(v, float) else str(v)
 

@@ -22,8 +22,8 @@ from emofeat.options import given_options
 @click.option(
     "--paired",
     is_flag=True,
-    help="Also compare every two stacks on their common test rows: differences with paired "
-    "bootstrap intervals and McNemar's exact test (stacks of different rows are refused).",
+    help="Also compare every two stacks or stores on their common test rows: differences with "
+    "paired bootstrap intervals and McNemar's exact test (ones of different rows are refused).",
 )
 @click.option(
     "--repeated",
@@ -34,24 +34,12 @@ from emofeat.options import given_options
 )
 @friendly
 def compare(paths, out, paired, repeated):
-    """One table across stack and run folders; mean ± std over seeds of the same configuration."""
+    """One table across stack and run folders and stores (a run's, a head's); mean ± std over
+    seeds of the same configuration."""
     from emofeat.analysis.compare import compare as compare_folders
-    from emofeat.analysis.compare import paired_markdown, paired_stacks, to_markdown
 
     table = compare_folders(paths, out, paired=paired, repeated=repeated)
-    click.echo(to_markdown(table), nl=False)
-    if repeated:
-        from emofeat.analysis.compare import repeated_comparison, repeated_markdown
-
-        click.echo("\n" + repeated_markdown(*repeated_comparison(paths)), nl=False)
-    if paired:  # (the same figures compare.md holds: seeded resamples)
-        from emofeat.analysis.compare import find_artifacts
-        from emofeat.stack.folder import StackFolder
-
-        stacks = [a for a in find_artifacts(paths) if isinstance(a, StackFolder)]
-        pairs = paired_stacks(stacks)
-        if len(pairs):
-            click.echo("\n" + paired_markdown(pairs), nl=False)
+    click.echo(table.attrs["markdown"], nl=False)
 
 
 @click.command()
