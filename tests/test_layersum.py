@@ -89,11 +89,15 @@ def test_held_out_logits_equal_an_independent_head_and_the_store_stacks(tmp_path
         logits = s.logits()
         assert s.provenance.out_of_fold and not s.in_sample[fold >= 0].any()
         assert s.layout.embeddings == {"last": D}
-    train = np.flatnonzero(fold >= 0)
+    train, test = np.flatnonzero(fold >= 0), np.flatnonzero(fold < 0)
+    test_mean = np.zeros((len(test), C))
     for k in range(3):
         fit, held = train[fold[train] != k], np.flatnonzero(fold == k)
-        expected = independent_head(layers, y, fit, held, cfg)
-        np.testing.assert_allclose(logits[held], expected, atol=1e-4)
+        expected = independent_head(layers, y, fit, np.concatenate([held, test]), cfg)
+        np.testing.assert_allclose(logits[held], expected[: len(held)], atol=1e-4)
+        test_mean += expected[len(held) :] / 3
+    # test rows: the mean of the three fold models (the cross-fitting rule)
+    np.testing.assert_allclose(logits[test], test_mean, atol=1e-4)
     weights = pd.read_csv(tmp_path / "run" / "layer_weights.csv")
     sums = weights.groupby("fold").weight.sum()
     assert list(sums.index) == [0, 1, 2] and np.allclose(sums, 1.0)
@@ -101,9 +105,12 @@ def test_held_out_logits_equal_an_independent_head_and_the_store_stacks(tmp_path
     mean = weights.groupby("layer").weight.mean()
     assert mean["layer_02"] > mean["layer_00"]
     assert (tmp_path / "run" / "layer_weights.png").stat().st_size > 5000
-    # test rows: the mean of the three fold models (the cross-fitting rule)
     result = stack([tmp_path / "run" / "layer-sum.h5"], "logreg", tmp_path / "stack")
     assert result.metrics["test"]["ensemble"]["accuracy"] > 1 / C
+    from emofeat.recipes.infer import extraction_plan
+
+    with pytest.raises(EmofeatError, match="store layer-sum was made by `emofeat fuse`"):
+        extraction_plan(tmp_path / "stack")  # infer rebuilds extracted stores only
 
 
 def test_resume_overwrite_one_model_and_the_cli(tmp_path):
