@@ -33,6 +33,7 @@ from torch import nn
 
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import LayerSumConfig
+from emofeat.fuse.inputs import StoreInputs
 
 LAYER = re.compile(r"^layer_(\d+)$")
 ARCHITECTURE = "layersum.json"
@@ -112,60 +113,17 @@ def store_layers(store) -> list[str]:
 
 
 @dataclass
-class LayerInputs:
+class LayerInputs(StoreInputs):
     """The stores of a layer-sum run aligned by id, their layers in memory, the fold plan."""
 
-    stores: list
-    positions: list[np.ndarray]  # each store's row of every id of the first store
-    keep: np.ndarray  # rows of the first store done in every store
-    plan: object
-    task: str = "categorical"
+    keep: np.ndarray | None = None  # rows of the first store done in every store
 
     @classmethod
     def of(cls, inputs, task: str = "categorical") -> LayerInputs:
         """The aligned stores ``inputs`` (refused without valence and arousal for a ``task``
         with dimensions)."""
-        from emofeat.crossfit import FoldPlan
-        from emofeat.tasks import has_dimensions
-
-        first = inputs.first
-        if has_dimensions(task) and not first.has_dimension_targets:
-            raise StoreError(
-                f"--task {task}: {first.path} holds no valence or arousal (its manifest had "
-                "none); extract it with a manifest that has them"
-            )
-        usable = np.zeros(len(first), bool)
-        usable[inputs.keep] = True
-        plan = FoldPlan.from_store(first).excluding(np.flatnonzero(~usable))
-        return cls(list(inputs.stores), list(inputs.positions), inputs.keep, plan, task)
-
-    @property
-    def ref(self):
-        """The store whose rows, labels and targets the run follows (the first)."""
-        return self.stores[0]
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.ref.label_names)
-
-    @property
-    def n_outputs(self) -> int:
-        from emofeat.tasks import output_names
-
-        return len(output_names(self.ref.label_names, self.task))
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return self.ref.labels.astype(int)
-
-    @cached_property
-    def targets(self) -> np.ndarray:
-        """Per row ``[class, valence, arousal]`` (-1 / NaN where a row has none)."""
-        ref = self.ref
-        dims = ref.dimension_targets() if ref.has_dimension_targets else None
-        if dims is None:
-            dims = np.full((len(ref), 2), np.nan)
-        return np.column_stack([self.labels, dims]).astype(np.float64)
+        plan = cls.common_plan(inputs, task, hint="extract it with a manifest that has them")
+        return cls(list(inputs.stores), list(inputs.positions), plan, task, inputs.keep)
 
     @cached_property
     def layers(self) -> list[list[str]]:
@@ -199,10 +157,6 @@ class LayerInputs:
     def blocks(self, rows: np.ndarray) -> list[np.ndarray]:
         """The rows' layers, per store."""
         return [b[rows] for b in self.data]
-
-    def y(self, rows: np.ndarray) -> np.ndarray:
-        """The training targets of the rows (class indices, or ``[class, valence, arousal]``)."""
-        return self.labels[rows] if self.task == "categorical" else self.targets[rows]
 
 
 def new_model(inputs: LayerInputs, rows: np.ndarray, cfg: LayerSumConfig) -> LayerSum:

@@ -25,7 +25,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property, partial
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,14 @@ from emofeat.corpus.manifest import DIMENSIONS
 from emofeat.crossfit import FoldPlan, combine_evidence
 from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import FuseConfig, LayerSumConfig, MMMConfig
+from emofeat.fuse.inputs import StoreInputs
 from emofeat.metrics import logits_metrics
 from emofeat.options import option_defaults
 from emofeat.records import relative_path, sha256_of_weights
 from emofeat.runs import RunFolder
 from emofeat.store import Aligned, Provenance, Store, StoreLayout, aligned, create_store
 from emofeat.store.layout import describe_test_predictions
-from emofeat.tasks import has_dimensions, output_names, split_outputs, task_metrics
+from emofeat.tasks import split_outputs, task_metrics
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +127,8 @@ def fuse(
     return trained.metrics
 
 
-@dataclass
-class FusionInputs:
-    """A text and an audio sequence store aligned by id, and the fold plan of their common
-    rows."""
-
-    text: Store
-    audio: Store
-    positions: list[np.ndarray]  # each store's row of every id of the text store
-    plan: FoldPlan
-    task: str = "categorical"  # what the fusion head predicts (emofeat.tasks)
+class FusionInputs(StoreInputs):
+    """MMM's inputs: a text and an audio sequence store aligned by id."""
 
     @classmethod
     def of(cls, inputs: Aligned, task: str = "categorical") -> FusionInputs:
@@ -153,45 +146,17 @@ class FusionInputs:
                 f"got {text.name} ({said[0]}) then {audio.name} ({said[1]})"
                 + ("; give them the other way round" if said == ["speech", "text"] else "")
             )
-        if has_dimensions(task) and not text.has_dimension_targets:
-            raise StoreError(
-                f"--task {task}: {text.path} holds no valence or arousal (its manifest had "
-                "none); extract the sequence stores with a manifest that has them"
-            )
-        usable = np.zeros(len(text), bool)
-        usable[inputs.keep] = True
-        plan = FoldPlan.from_store(text).excluding(np.flatnonzero(~usable))
-        return cls(text, audio, inputs.positions, plan, task)
+        hint = "extract the sequence stores with a manifest that has them"
+        plan = cls.common_plan(inputs, task, hint=hint)
+        return cls([text, audio], list(inputs.positions), plan, task)
 
     @property
-    def stores(self) -> list[Store]:
-        return [self.text, self.audio]
+    def text(self) -> Store:
+        return self.stores[0]
 
     @property
-    def ref(self) -> Store:
-        """The store whose rows, labels and targets the run follows."""
-        return self.text
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.text.label_names)
-
-    @property
-    def n_outputs(self) -> int:
-        """The head's outputs: the classes, then valence and arousal (emofeat.tasks)."""
-        return len(output_names(self.text.label_names, self.task))
-
-    @cached_property
-    def targets(self) -> np.ndarray:
-        """Per row ``[class, valence, arousal]`` (-1 / NaN where a row has none)."""
-        dims = self.text.dimension_targets() if self.text.has_dimension_targets else None
-        if dims is None:
-            dims = np.full((len(self.text), 2), np.nan)
-        return np.column_stack([self.labels, dims]).astype(np.float64)
-
-    @cached_property
-    def labels(self) -> np.ndarray:
-        return self.text.labels.astype(int)
+    def audio(self) -> Store:
+        return self.stores[1]
 
     @property
     def dims(self) -> dict[str, int]:
@@ -208,7 +173,7 @@ class FusionInputs:
             self.audio,
             rows_t=self.positions[0][rows],
             rows_a=self.positions[1][rows],
-            y=self.labels[rows] if self.task == "categorical" else self.targets[rows],
+            y=self.y(rows),
         )
 
 
