@@ -30,7 +30,8 @@ from sklearn.metrics import (
 )
 
 METRICS = ("accuracy", "weighted_precision", "weighted_recall", "weighted_f1", "macro_f1", "uar")
-FOLD_KEYS = ("accuracy", "macro_f1", "uar", "loss")  # what a fold summary reports
+# What a run's fold summary reports (each figure some fold has: CCC with valence and arousal).
+FOLD_KEYS = ("accuracy", "macro_f1", "uar", "loss", "valence_ccc", "arousal_ccc", "mean_ccc")
 
 
 def classification_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -2,6 +2,8 @@
 trained by independent code on that fold's rows; layer weights sum to 1; its store stacks;
 resume, one model, several stores, dimensions, refusals."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,6 +159,9 @@ def test_several_stores_side_by_side_and_dimensions(tmp_path):
     cfg = LayerSumConfig(epochs=5, task="both", head="mlp", hidden=8)
     metrics = fuse([a, b], tmp_path / "run", config=cfg, model="layer-sum")
     assert "mean_ccc" in metrics[0]
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())["summary"]
+    per_fold = [metrics[k]["mean_ccc"] for k in range(3)]  # the run's summary holds CCC too
+    assert summary["mean_ccc"]["mean"] == pytest.approx(np.mean(per_fold))
     weights = pd.read_csv(tmp_path / "run" / "layer_weights.csv")
     sums = weights.groupby(["fold", "store"]).weight.sum()
     assert len(sums) == 6 and np.allclose(sums, 1.0)

@@ -139,7 +139,9 @@ def print_folds(results: dict, summary: dict) -> None:
     for fold, met in results.items():
         click.echo(
             f"fold {fold}: "
-            + ", ".join(f"{k} {met[k]:.4f}" for k in ("accuracy", "macro_f1", "uar") if k in met)
+            + ", ".join(
+                f"{k} {met[k]:.4f}" for k in ("accuracy", "macro_f1", "uar", "mean_ccc") if k in met
+            )
         )
     if summary:
         click.echo(
