@@ -9,4 +9,4 @@ analysis in :mod:`emofeat.analysis` and the tiny models and synthetic corpus in
 transformers) are imported by the modules that need them.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
