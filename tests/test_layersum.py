@@ -197,3 +197,16 @@ def test_refusals(tmp_path):
         from emofeat.fuse.config import MMMConfig
 
         fuse([path], tmp_path / "r3", config=MMMConfig(), model="layer-sum")
+
+
+def test_a_non_finite_stored_value_is_named_not_trained_on(tmp_path):
+    """A store another program edited (NaN in one layer of one row) is refused by name, before
+    anything is written."""
+    import h5py
+
+    path, *_ = layer_store(tmp_path / "all.h5")
+    with h5py.File(path, "a") as f:
+        f["embeddings/layer_01"][7, 2] = np.nan
+    with pytest.raises(EmofeatError, match=r"all\.h5.*(non-finite|NaN)"):
+        fuse([path], tmp_path / "run", config=LayerSumConfig(epochs=1), model="layer-sum")
+    assert not (tmp_path / "run").exists()  # refused before the run folder is written

@@ -123,7 +123,9 @@ class LayerInputs(StoreInputs):
         """The aligned stores ``inputs`` (refused without valence and arousal for a ``task``
         with dimensions)."""
         plan = cls.common_plan(inputs, task, hint="extract it with a manifest that has them")
-        return cls(list(inputs.stores), list(inputs.positions), plan, task, inputs.keep)
+        found = cls(list(inputs.stores), list(inputs.positions), plan, task, inputs.keep)
+        _ = found.data  # read and checked (finite values) before the run folder is written
+        return found
 
     @cached_property
     def layers(self) -> list[list[str]]:
