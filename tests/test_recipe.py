@@ -1,5 +1,6 @@
 """The reference recipe's dry run on the synthetic corpus: inputs checked, steps printed, nothing run."""
 
+import numpy as np
 from click.testing import CliRunner
 
 from emofeat.cli import main
@@ -206,3 +207,35 @@ def test_frozen_recipe_reports_each_head_and_ensemble_as_their_folders_hold_them
         assert f"{test['ensemble']['accuracy']:.4f}" in report
     again = CliRunner().invoke(main, args, catch_exceptions=False)  # resumes: nothing retrained
     assert again.output.count("already trained, kept") == 2 * len(names)
+
+
+def test_infer_rebuilds_the_frozen_heads_for_new_recordings(manifest, manifest_path, tmp_path):
+    """A stack of layer-sum heads labels new recordings: infer extracts each frozen encoder's
+    layers for them and applies the heads' fold models; for recordings that are the manifest's
+    test rows under new ids, the probabilities equal the stack's own test predictions."""
+    import pandas as pd
+    from conftest import recordings_csv
+
+    from emofeat.recipes.frozen import frozen
+    from emofeat.recipes.infer import FusedPlan, extraction_plan, infer
+    from emofeat.testing.tiny import build_tiny_kobert
+
+    texts = list(manifest.frame["text"])
+    models = {  # two heads, whose stores share a file name (runs/NAME/layer-sum.h5)
+        name: str(build_tiny_kobert(tmp_path / name, texts, hidden=32, seed=seed))
+        for name, seed in (("text", 0), ("copy", 1))
+    }
+    frozen(manifest_path, tmp_path / "f", models, head={"epochs": 3})
+    stack_dir = tmp_path / "f" / "runs" / "stack-logreg"
+    plan = extraction_plan(stack_dir)
+    assert sorted(plan) == ["copy-layer-sum", "text-layer-sum"]
+    for name in ("copy", "text"):  # a head: its run, and its input store's extraction
+        how = plan[f"{name}-layer-sum"]
+        assert isinstance(how, FusedPlan) and list(how.inputs) == [name]
+    rows = np.flatnonzero(manifest.split == "test")[:6]
+    recordings_csv(manifest, rows, tmp_path / "new.csv")
+    got = pd.read_csv(infer(stack_dir, tmp_path / "new.csv", tmp_path / "pred.csv"))
+    own = pd.read_csv(stack_dir / "predictions.csv").set_index("id")
+    expected = own.loc[manifest.ids[rows]].filter(like="p_").to_numpy()
+    np.testing.assert_allclose(got.filter(like="p_").to_numpy(), expected, atol=1e-5)
+    assert set(got.provenance) == {"out-of-sample"}

@@ -292,7 +292,13 @@ def _train_with_progress(
 
 
 def _provenance(
-    run: RunFolder, inputs, run_cfg: FuseConfig, modality: str, *, in_sample: np.ndarray | None
+    run: RunFolder,
+    inputs,
+    run_cfg: FuseConfig,
+    modality: str,
+    *,
+    in_sample: np.ndarray | None,
+    path: Path,
 ) -> Provenance:
     """The fused store's attributes; ``out_of_fold`` is derived from its rows' evidence (true
     only when no labelled train row is in-sample; unknown, not written, when the evidence is)."""
@@ -310,7 +316,7 @@ def _provenance(
         modality=modality,
         layers=[],
         split_scheme=inputs.ref.provenance.split_scheme,
-        run=relative_path(run.path, run.path),  # the store lives in its run folder: "."
+        run=relative_path(run.path, path.parent),  # relative to the store: a project can move
         out_of_fold=out_of_fold,
     )
 
@@ -327,10 +333,11 @@ def _write_fused(
     run_cfg: FuseConfig,
     options: dict[str, Any],
     device: str,
+    path: Path | None = None,
 ) -> None:
-    """The fused store ``run/<model>.h5``: each row's outputs (and, for a model that has one,
-    its embedding) from the fold models the cross-fitting rule routes it to (their mean where
-    several), its evidence, and what predicted the test rows."""
+    """The fused store (``path``, by default ``run/<model>.h5``): each row's outputs (and, for
+    a model that has one, its embedding) from the fold models the cross-fitting rule routes it
+    to (their mean where several), its evidence, and what predicted the test rows."""
     groups = inputs.plan.model_groups(model_folds)
     outputs = np.full((len(inputs.ref), inputs.n_outputs), np.nan, np.float32)
     embedding = None
@@ -352,15 +359,17 @@ def _write_fused(
     )
     # What predicted the test rows, from the groups (stack reports and compare name it).
     tested = describe_test_predictions(len(inputs.plan.other_models(groups)))
+    path = path or run.path / f"{run_cfg.model}.h5"
+    modality = model.modality(inputs)
     _write_store(
-        run.path / f"{run_cfg.model}.h5",
+        path,
         ref=inputs.ref,
         rows=keep,
         logits=logits,
         dimensions=dims,
         embedding=embedding,
         in_sample=in_sample,
-        provenance=_provenance(run, inputs, run_cfg, model.modality(inputs), in_sample=in_sample),
+        provenance=_provenance(run, inputs, run_cfg, modality, in_sample=in_sample, path=path),
         config={**options, "test_predictions": tested},
     )
 
@@ -406,6 +415,69 @@ def _write_store(
             missing = np.setdiff1d(np.arange(len(ref)), rows)
             writer.skip(missing, "not done in every input store")
         writer.finalize()
+
+
+def apply_fusion(
+    run_dir: str | os.PathLike,
+    stores: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    device: str = "auto",
+) -> Path:
+    """A fused store of new rows: the fold models of the fusion run ``run_dir`` applied to
+    ``stores`` — stores of the new rows made as the run's inputs were (the same encoders and
+    options: their identities must equal those the run recorded) — every row predicted by the
+    mean of the fold models, as test rows are. ``emofeat infer`` uses it to rebuild a stack's
+    fused base models (MMM, layer-sum heads) for new recordings.
+
+    Args:
+        run_dir: A finished ``emofeat fuse`` run.
+        stores: The new rows' input stores, in the run's order.
+        out: The fused store to write (replaced when it exists).
+        device: Where the fold models run.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        EmofeatError: the run is unfinished, or the stores are not made as its inputs were.
+    """
+    from emofeat.device import pick_device
+    from emofeat.options import option_names
+
+    from emofeat.outputs import check_output
+
+    check_output(Path(out), kind="store", inputs=[*stores, run_dir])
+    run = RunFolder(run_dir)
+    record = run.read_config()
+    run_cfg = FuseConfig(**{k: record[k] for k in option_names(FuseConfig) if k in record})
+    model = MODELS[run_cfg.model]
+    names = option_names(model.config)
+    cfg = model.config(**{**{k: record[k] for k in names if k in record}, "device": device})
+    folds = run.fold_ids()
+    dirs = run.finished_fold_dirs(folds)
+    with aligned(stores) as aligned_inputs:
+        given = [s.identity for s in aligned_inputs.stores]
+        if given != list(record.get("store_identities", [])):
+            raise EmofeatError(
+                f"the stores {[str(p) for p in stores]} are not made as run {run.path}'s inputs "
+                "were (other encoders, options or order); extract them with its inputs' options"
+            )
+        inputs = model.inputs(aligned_inputs, cfg.task)
+        _write_fused(
+            run,
+            inputs,
+            [model.load(d) for d in dirs],
+            model=model,
+            model_folds=folds,
+            evidence=_evidence(inputs, allow_in_sample=True),
+            keep=aligned_inputs.keep,
+            run_cfg=run_cfg,
+            options={**run_cfg.to_dict(), **cfg.to_dict()},
+            device=pick_device(device),
+            path=Path(out),
+        )
+    return Path(out)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@ its stores came from: build a manifest (every row a prediction-only ``test`` row
 with every base run exactly as the stack's stores were extracted (fold-mean values, as for test
 rows), apply the stack's meta-learner and write ``predictions.csv`` with class probabilities.
 
+A store of ``emofeat fuse`` (MMM, a layer-sum head over a frozen encoder's layers) is rebuilt
+from its run: its input stores are extracted for the new rows as the run's inputs were, and the
+run's fold models are applied to them (:func:`emofeat.fuse.run.apply_fusion`).
+
 The runs are found through the stack's stores (their ``run`` attribute); ``runs={"kobert-p05":
 "elsewhere/kobert-p05"}`` overrides one by store name. The new stores are kept in ``work`` (by
 default ``<out>.stores/`` beside the predictions), so re-running resumes and other code can reuse
@@ -16,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +37,7 @@ from emofeat.errors import EmofeatError, StoreMismatchError
 from emofeat.extract.config import VALUE_KEYS, ExtractConfig
 from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
+from emofeat.fuse.run import apply_fusion
 from emofeat.outputs import check_output
 from emofeat.records import resolve_paths
 from emofeat.runs import RunFolder
@@ -50,44 +56,81 @@ def stack_stores(stack_dir: str | os.PathLike) -> list[Path]:
     return StackFolder(stack_dir).stores()
 
 
+@dataclass(frozen=True)
+class FusedPlan:
+    """How a store of ``emofeat fuse`` is rebuilt for new rows: its run's fold models applied
+    to its input stores, each extracted as the run's inputs were."""
+
+    run: Path
+    inputs: dict[str, ExtractConfig]  # input store name → its extraction, in the run's order
+
+
 def extraction_plan(
     stack_dir: str | os.PathLike, runs: Mapping[str, str] | None = None
-) -> dict[str, ExtractConfig]:
-    """Store name → the extraction that reproduces that store for new rows (its run, or its
-    frozen encoder, and every option that decided its values)."""
+) -> dict[str, ExtractConfig | FusedPlan]:
+    """Store name → what reproduces that store for new rows: the extraction (its run, or its
+    frozen encoder, and every option that decided its values), or for a fused store (MMM, a
+    layer-sum head) its run and its input stores' extractions. Stores of one file name get
+    their folder's name in front (``kobert-layer-sum``)."""
     runs = dict(runs or {})
-    plan = {}
-    for path in stack_stores(stack_dir):
+    paths = stack_stores(stack_dir)
+    stems = [p.stem for p in paths]
+    plan: dict[str, ExtractConfig | FusedPlan] = {}
+    for path in paths:
+        name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}-{path.stem}"
         with open_store(path) as s:
-            name, run, config = s.name, s.run_path, s.config
-            family = s.provenance.family
-        if family in FUSION_MODELS:
+            family, fused_run = s.provenance.family, s.run_path
+        if family not in FUSION_MODELS:
+            plan[name] = _extraction(path, runs.pop(name, None))
+            continue
+        run = Path(runs.pop(name, fused_run))
+        if not RunFolder(run).exists():
             raise EmofeatError(
-                f"store {name} was made by `emofeat fuse` ({family}) over other stores, and "
-                "`emofeat infer` rebuilds extracted stores only; label new recordings with a "
-                "stack fitted without it"
+                f"store {name} was made by `emofeat fuse` from run {run}, which is not here; "
+                f"pass --run {name}=DIR with the run folder"
             )
-        values = {k: config[k] for k in VALUE_KEYS if k in config}
-        # A frozen encoder's folder, as the store recorded it (relative to itself).
-        keys = ExtractConfig(**values).path_options()
-        values = resolve_paths(values, keys, Path(path).parent)
-        run = runs.pop(name, run)
-        if run:
-            values.update(run=str(run), model=None, model_path=None)
-            if not RunFolder(run).exists():
+        inputs = {}
+        for recorded in map(Path, RunFolder(run).read_config().get("stores", [])):
+            if not recorded.is_file():
                 raise EmofeatError(
-                    f"store {name} was extracted from run {run}, which is not here; "
-                    f"pass --run {name}=DIR with the run folder"
+                    f"store {name}: its run {run} was fused from {recorded}, which is not here; "
+                    "the input stores tell how to extract new rows for it"
                 )
-        elif not values.get("model"):
-            raise EmofeatError(f"store {name} records neither a run nor a model; re-extract it")
-        plan[name] = ExtractConfig(**values)
+            inputs[recorded.stem] = _extraction(recorded, None)
+        plan[name] = FusedPlan(run, inputs)
     if runs:
         raise EmofeatError(
             f"--run names stores that are not part of the stack: {sorted(runs)}; "
             f"its stores: {sorted(plan)}"
         )
     return plan
+
+
+def _extraction(path: Path, run: str | None) -> ExtractConfig:
+    """The extraction that reproduces the extracted store ``path`` for new rows (``run``: its
+    run folder, where it moved)."""
+    with open_store(path) as s:
+        name, recorded, config = s.name, s.run_path, s.config
+        if s.provenance.family in FUSION_MODELS:
+            raise EmofeatError(
+                f"store {name} was fused from another fused store; `emofeat infer` rebuilds one "
+                "level of fusion"
+            )
+    values = {k: config[k] for k in VALUE_KEYS if k in config}
+    # A frozen encoder's folder, as the store recorded it (relative to itself).
+    keys = ExtractConfig(**values).path_options()
+    values = resolve_paths(values, keys, Path(path).parent)
+    run = run or recorded
+    if run:
+        values.update(run=str(run), model=None, model_path=None)
+        if not RunFolder(run).exists():
+            raise EmofeatError(
+                f"store {name} was extracted from run {run}, which is not here; "
+                f"pass --run {name}=DIR with the run folder"
+            )
+    elif not values.get("model"):
+        raise EmofeatError(f"store {name} records neither a run nor a model; re-extract it")
+    return ExtractConfig(**values)
 
 
 def infer(
@@ -119,8 +162,8 @@ def infer(
 
     Raises:
         OptionError: an option's value is refused.
-        EmofeatError: no rows to predict, a base run that cannot be found, unreadable rows
-            (without ``skip_bad``), a stack built on stores ``infer`` cannot rebuild (fused stores).
+        EmofeatError: no rows to predict, a base run (or a fused store's input store) that
+            cannot be found, unreadable rows (without ``skip_bad``).
     """
     from emofeat.recipes.config import InferConfig
 
@@ -150,16 +193,15 @@ def infer(
         labels=classes,
     )
     paths = []
-    for name, cfg in plan.items():
-        cfg = cfg.replace(device=opts.device, skip_bad=opts.skip_bad)
-        try:
-            paths.append(extract(manifest, work / f"{name}.h5", cfg))
-        except StoreMismatchError as err:
-            raise EmofeatError(
-                f"{work / f'{name}.h5'} is a store of other rows or options "
-                f"({'; '.join(err.problems[:2])}): --work {work} holds the stores "
-                "of another infer call; give another --work, or delete that folder"
-            ) from None
+    for name, how in plan.items():
+        if isinstance(how, FusedPlan):  # its inputs, then its run's fold models over them
+            inputs = [
+                _extract(manifest, work / f"{name}.inputs" / f"{i}.h5", cfg, opts, work)
+                for i, cfg in how.inputs.items()
+            ]
+            paths.append(apply_fusion(how.run, inputs, work / f"{name}.h5", device=opts.device))
+            continue
+        paths.append(_extract(manifest, work / f"{name}.h5", how, opts, work))
     with load_level1(paths, allow_incomplete=opts.skip_bad, flag="--skip-bad") as level1:
         if not len(level1):
             raise EmofeatError(
@@ -173,6 +215,19 @@ def infer(
                 "%d row(s) could not be computed (see the stores in %s)", level1.dropped, work
             )
     return out
+
+
+def _extract(manifest: Path, out: Path, cfg: ExtractConfig, opts, work: Path) -> Path:
+    """One store of the new rows (resumed when ``--work`` already holds it)."""
+    cfg = cfg.replace(device=opts.device, skip_bad=opts.skip_bad)
+    try:
+        return extract(manifest, out, cfg)
+    except StoreMismatchError as err:
+        raise EmofeatError(
+            f"{out} is a store of other rows or options ({'; '.join(err.problems[:2])}): "
+            f"--work {work} holds the stores of another infer call; give another --work, or "
+            "delete that folder"
+        ) from None
 
 
 def _check_work(work: Path) -> None:
