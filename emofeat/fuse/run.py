@@ -444,7 +444,6 @@ def apply_fusion(
     """
     from emofeat.device import pick_device
     from emofeat.options import option_names
-
     from emofeat.outputs import check_output
 
     check_output(Path(out), kind="store", inputs=[*stores, run_dir])
