@@ -103,6 +103,27 @@ def resolve_path(recorded: str, base: str | os.PathLike) -> Path:
     return beside if beside.exists() or not path.exists() else path
 
 
+def recorded_stores(config: Mapping[str, Any], base: str | os.PathLike) -> list[Path]:
+    """The input stores a record at ``base`` lists twice — ``stores`` as they were (absolute)
+    and ``stores_relative`` (relative to ``base``): where they were, else where they are beside
+    the record (the project folder moved). A record without the relative list gives the first.
+
+    Args:
+        config: The record's ``config``.
+        base: The folder of the record.
+
+    Returns:
+        The store paths.
+    """
+    stores = list(config.get("stores") or [])
+    relative = config.get("stores_relative") or []
+    if len(relative) != len(stores):
+        return [Path(s) for s in stores]
+    return [
+        Path(s) if Path(s).exists() else resolve_path(r, base) for s, r in zip(stores, relative)
+    ]
+
+
 def record_paths(
     values: Mapping[str, Any], keys: Iterable[str], base: str | os.PathLike
 ) -> dict[str, Any]:

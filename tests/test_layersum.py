@@ -126,6 +126,14 @@ def test_resume_overwrite_one_model_and_the_cli(tmp_path):
     again = CliRunner().invoke(main, [*args, "--epochs", "3"], catch_exceptions=False)
     assert "already trained, kept" in again.output
     np.testing.assert_array_equal(open_store(run / "layer-sum.h5").logits(), before)
+    # a run recorded before its stores' relative paths were resumes too
+    import yaml
+
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    del record["config"]["stores_relative"]
+    (run / "config.yaml").write_text(yaml.safe_dump(record))
+    older = CliRunner().invoke(main, [*args, "--epochs", "3"], catch_exceptions=False)
+    assert older.exit_code == 0 and older.output.count("already trained, kept") == 3
     other = CliRunner().invoke(main, [*args, "--epochs", "4"])
     assert other.exit_code != 0 and "epochs" in other.output
     mmm_only = CliRunner().invoke(main, [*args, "--fusion", "concat"])

@@ -212,7 +212,10 @@ def test_frozen_recipe_reports_each_head_and_ensemble_as_their_folders_hold_them
 def test_infer_rebuilds_the_frozen_heads_for_new_recordings(manifest, manifest_path, tmp_path):
     """A stack of layer-sum heads labels new recordings: infer extracts each frozen encoder's
     layers for them and applies the heads' fold models; for recordings that are the manifest's
-    test rows under new ids, the probabilities equal the stack's own test predictions."""
+    test rows under new ids, the probabilities equal the stack's own test predictions — after
+    the project folder (encoders, stores, heads, stack) moved elsewhere."""
+    import shutil
+
     import pandas as pd
     from conftest import recordings_csv
 
@@ -220,13 +223,14 @@ def test_infer_rebuilds_the_frozen_heads_for_new_recordings(manifest, manifest_p
     from emofeat.recipes.infer import FusedPlan, extraction_plan, infer
     from emofeat.testing.tiny import build_tiny_kobert
 
-    texts = list(manifest.frame["text"])
+    texts, project = list(manifest.frame["text"]), tmp_path / "project"
     models = {  # two heads, whose stores share a file name (runs/NAME/layer-sum.h5)
-        name: str(build_tiny_kobert(tmp_path / name, texts, hidden=32, seed=seed))
+        name: str(build_tiny_kobert(project / name, texts, hidden=32, seed=seed))
         for name, seed in (("text", 0), ("copy", 1))
     }
-    frozen(manifest_path, tmp_path / "f", models, head={"epochs": 3})
-    stack_dir = tmp_path / "f" / "runs" / "stack-logreg"
+    frozen(manifest_path, project / "f", models, head={"epochs": 3})
+    shutil.move(project, tmp_path / "moved")
+    stack_dir = tmp_path / "moved" / "f" / "runs" / "stack-logreg"
     plan = extraction_plan(stack_dir)
     assert sorted(plan) == ["copy-layer-sum", "text-layer-sum"]
     for name in ("copy", "text"):  # a head: its run, and its input store's extraction

@@ -100,12 +100,14 @@ def fuse(
         model_folds = _model_folds(inputs.plan, run_cfg)
         evidence = _evidence(inputs, allow_in_sample=run_cfg.allow_in_sample)
         options = {**run_cfg.to_dict(), **cfg.to_dict()}
-        run.start(
-            _run_record(inputs, stores, run_cfg, model, options=options, n_models=len(model_folds)),
-            cfg.seed,
-            overwrite,
-            defaults=option_defaults(FuseConfig, model.config),
+        n_models = len(model_folds)
+        record = _run_record(
+            inputs, stores, run_cfg, model, options=options, n_models=n_models, out=run.path
         )
+        # A run recorded before its stores' relative paths were is the same run.
+        defaults = option_defaults(FuseConfig, model.config)
+        defaults["stores_relative"] = record["stores_relative"]
+        run.start(record, cfg.seed, overwrite, defaults=defaults)
         train = partial(_train_fold, inputs, model=model, run=run, cfg=cfg, device=device)
         trained = run.train_folds(inputs.plan, model_folds, train, load=model.load)
         models = [trained.models[k] for k in model_folds]
@@ -225,6 +227,7 @@ def _run_record(
     *,
     options: dict[str, Any],
     n_models: int,
+    out: Path,
 ) -> dict[str, Any]:
     """The run's ``config.yaml``: the options, the inputs' identities and the fold assignment."""
     return {
@@ -235,6 +238,8 @@ def _run_record(
         "folds": 0 if run_cfg.folds == 0 else n_models,
         "label_names": list(inputs.ref.label_names),
         "stores": [str(Path(p).resolve()) for p in stores],
+        # beside the run too, so that a moved project finds them (records.recorded_stores)
+        "stores_relative": [relative_path(p, out) for p in stores],
         "store_identities": [s.identity for s in inputs.stores],
         "split_scheme": inputs.ref.provenance.split_scheme,
         "assignment_sha256": inputs.plan.assignment_sha256(),

@@ -39,7 +39,7 @@ from emofeat.extract.run import extract
 from emofeat.fuse.config import FUSION_MODELS
 from emofeat.fuse.run import apply_fusion
 from emofeat.outputs import check_output
-from emofeat.records import resolve_paths
+from emofeat.records import recorded_stores, resolve_paths
 from emofeat.runs import RunFolder
 from emofeat.stack.ensemble import apply_stack
 from emofeat.stack.folder import StackFolder
@@ -90,7 +90,7 @@ def extraction_plan(
                 f"pass --run {name}=DIR with the run folder"
             )
         inputs = {}
-        for recorded in map(Path, RunFolder(run).read_config().get("stores", [])):
+        for recorded in recorded_stores(RunFolder(run).read_config(), run):
             if not recorded.is_file():
                 raise EmofeatError(
                     f"store {name}: its run {run} was fused from {recorded}, which is not here; "

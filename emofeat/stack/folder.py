@@ -18,7 +18,7 @@ from emofeat.atomic import foreign_entries
 from emofeat.corpus.labels import LabelSet
 from emofeat.errors import EmofeatError
 from emofeat.outputs import check_output, register_record_kind
-from emofeat.records import FOLDER_RECORD, read_json, read_record, resolve_path
+from emofeat.records import FOLDER_RECORD, read_json, read_record, recorded_stores
 
 MODEL = "model.joblib"
 CONFIG = FOLDER_RECORD
@@ -66,17 +66,9 @@ class StackFolder:
     def stores(self) -> list[Path]:
         """The stores the stack was fitted on, as its record names them."""
         config = self.read_record()["config"]
-        stores = config.get("stores")
-        if not stores:
+        if not config.get("stores"):
             raise EmofeatError(f"{self.path / CONFIG}: lists no stores; re-run `emofeat stack`")
-        relative = config.get("stores_relative") or []
-        if len(relative) != len(stores):
-            return [Path(s) for s in stores]
-        # Where they were, else where they are beside the stack (the project folder moved).
-        return [
-            Path(s) if Path(s).exists() else resolve_path(r, self.path)
-            for s, r in zip(stores, relative)
-        ]
+        return recorded_stores(config, self.path)
 
     def label_set(self) -> LabelSet:
         """The classes the stack predicts, in its probability columns' order (as its record
