@@ -49,6 +49,8 @@ LOG_HISTORY = "log_history.json"
 SKIPPED = "skipped.csv"
 CURVES = "training_curves.png"
 ROWS = "rows.json"
+LAYER_WEIGHTS = "layer_weights.csv"  # a layer-sum run's learned layer weights, and their figure
+LAYER_WEIGHTS_FIGURE = "layer_weights.png"
 # What a run folder holds (fold folders being saved, the atomic writer's temporary files).
 RUN_ENTRIES = (
     CONFIG,
@@ -61,12 +63,14 @@ RUN_ENTRIES = (
     ".*.lock",  # writer locks (emofeat.locks): kept when a run is replaced
     "mmm.h5",  # a fusion run's store (emofeat fuse)
     "layer-sum.h5",
-    "layer_weights.csv",  # the layer-sum head's learned layer weights and their figure
-    "layer_weights.png",
+    LAYER_WEIGHTS,
+    LAYER_WEIGHTS_FIGURE,
 )
 RUN_LOCK = ".run.lock"
 # Options that may differ between the first run of a command and its resumption.
-RESUMABLE_KEYS = ("device",)
+# (stores_relative: where a fusion run's input stores lie beside it, derived from its stores and
+# folder; a run recorded before it was is the same run)
+RESUMABLE_KEYS = ("device", "stores_relative")
 
 
 register_record_kind("run", legacy_key="family", folder=True)  # runs/NAME/config.yaml

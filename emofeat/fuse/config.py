@@ -1,6 +1,6 @@
 """The options of ``emofeat fuse``, declared once (:mod:`emofeat.options`): what the fusion run
-does with its inputs (:class:`FuseConfig`), and MMM's training (:class:`MMMConfig`, whose
-defaults are the published values)."""
+does with its inputs (:class:`FuseConfig`), MMM's training (:class:`MMMConfig`, whose
+defaults are the published values) and the layer-sum head's (:class:`LayerSumConfig`)."""
 
 from __future__ import annotations
 
@@ -16,37 +16,9 @@ from emofeat.options import (
 )
 from emofeat.tasks import dim_loss_option, dim_weight_option, task_option
 
-FUSION_MODELS = ("mmm", "layer-sum")
 LAYER_SUM_HEADS = ("linear", "mlp")
 FUSIONS = ("mixer", "concat", "3way")
 ACCUMULATIONS = ("published", "standard")
-
-
-@dataclass(frozen=True)
-class FuseConfig(Options):
-    """What a fusion run fuses and how it is cross-fitted."""
-
-    model: str = option(
-        "mmm",
-        help="The model trained over the stores: mmm (a text and an audio sequence store) or "
-        "layer-sum (a softmax-weighted sum of each store's layers, --layers all, then a small "
-        "head; several stores: one weighted sum each, side by side, one head).",
-        choices=FUSION_MODELS,
-    )
-    folds: int | None = option(
-        None,
-        help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
-        "stacks).",
-        low=0,
-        high=1000,
-        default_text="one model per fold of the stores",
-    )
-    allow_in_sample: bool = option(
-        False,
-        help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
-        flag=True,
-    )
-    allow_incomplete: bool = allow_incomplete_option()
 
 
 @dataclass(frozen=True)
@@ -128,6 +100,35 @@ class LayerSumConfig(Options):
 
 # Each fusion model's training options (``fuse --model NAME``).
 MODEL_CONFIGS: dict[str, type] = {"mmm": MMMConfig, "layer-sum": LayerSumConfig}
+FUSION_MODELS = tuple(MODEL_CONFIGS)
+
+
+@dataclass(frozen=True)
+class FuseConfig(Options):
+    """What a fusion run fuses and how it is cross-fitted."""
+
+    model: str = option(
+        "mmm",
+        help="The model trained over the stores: mmm (a text and an audio sequence store) or "
+        "layer-sum (a softmax-weighted sum of each store's layers, --layers all, then a small "
+        "head; several stores: one weighted sum each, side by side, one head).",
+        choices=FUSION_MODELS,
+    )
+    folds: int | None = option(
+        None,
+        help="0: one model on all train rows (MMM's own protocol; its store joins tables, not "
+        "stacks).",
+        low=0,
+        high=1000,
+        default_text="one model per fold of the stores",
+    )
+    allow_in_sample: bool = option(
+        False,
+        help="Fuse stores whose train rows are in-sample or unknown (the fused store says so).",
+        flag=True,
+    )
+    allow_incomplete: bool = allow_incomplete_option()
+
 
 # Inputs a fusion run's record holds beside the options (re-run with --config RUN/config.yaml).
 INPUTS = ("stores", "out")

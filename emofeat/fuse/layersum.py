@@ -219,26 +219,19 @@ def train(
 
 
 @torch.no_grad()
-def predict(net: LayerSum, inputs: LayerInputs, rows: np.ndarray, device: str) -> np.ndarray:
-    """The head's outputs (n, outputs) for ``rows``, in order."""
+def predict(
+    net: LayerSum, inputs: LayerInputs, rows: np.ndarray, device: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The head's outputs (n, outputs) for ``rows``, in order, and the weighted sums it read
+    (n, sum of widths): one pass over the rows' layers, 1,024 rows at a time."""
     net.to(device).eval()
-    out = []
+    outputs, mixed = [], []
     for part in np.array_split(rows, max(1, -(-len(rows) // 1024))):
         blocks = [torch.from_numpy(b).to(device) for b in inputs.blocks(part)]
-        out.append(net(*blocks).float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, inputs.n_outputs), np.float32)
-
-
-@torch.no_grad()
-def embed(net: LayerSum, inputs: LayerInputs, rows: np.ndarray, device: str) -> np.ndarray:
-    """The weighted sums the head reads (n, sum of widths), for ``rows``."""
-    net.to(device).eval()
-    return np.concatenate(
-        [
-            net.mixed(*(torch.from_numpy(b).to(device) for b in inputs.blocks(part))).cpu().numpy()
-            for part in np.array_split(rows, max(1, -(-len(rows) // 1024)))
-        ]
-    )
+        sums = net.mixed(*blocks)
+        outputs.append(net.head(sums).float().cpu().numpy())
+        mixed.append(sums.float().cpu().numpy())
+    return np.concatenate(outputs), np.concatenate(mixed)
 
 
 def save(net: LayerSum, folder: Path, *, inputs: LayerInputs, cfg: LayerSumConfig) -> None:
@@ -272,3 +265,39 @@ def load(folder: Path) -> LayerSum:
             f"{folder}: not a layer-sum fold model ({err}); re-run `emofeat fuse --overwrite`"
         ) from None
     return net.eval()
+
+
+def report(run, inputs: LayerInputs, models: list[LayerSum], model_folds: list[int]) -> None:
+    """The run folder's ``layer_weights.csv`` (fold, store, layer, weight) and
+    ``layer_weights.png`` (each store's weight per layer, mean ± std over the fold models)."""
+    import pandas as pd
+
+    from emofeat.analysis.plots import pyplot, save_figure
+    from emofeat.atomic import atomic_path
+    from emofeat.runs import LAYER_WEIGHTS, LAYER_WEIGHTS_FIGURE
+
+    records = []
+    for k, net in zip(model_folds, models):
+        for store, names, weights in zip(inputs.stores, inputs.layers, net.layer_weights()):
+            for name, w in zip(names, weights):
+                records.append({"fold": k, "store": store.name, "layer": name, "weight": w})
+    table = pd.DataFrame(records)
+    with atomic_path(run.path / LAYER_WEIGHTS) as tmp:
+        table.to_csv(tmp, index=False)
+    plt = pyplot()
+    stores = list(dict.fromkeys(table["store"]))
+    fig, axes = plt.subplots(
+        len(stores), 1, figsize=(max(5.0, 0.35 * table["layer"].nunique() + 2), 3 * len(stores))
+    )
+    for ax, store in zip(np.atleast_1d(axes), stores):
+        part = table[table.store == store].groupby("layer", sort=False)["weight"]
+        mean, std = part.mean(), part.std(ddof=0)
+        x = np.arange(len(mean))
+        ax.bar(x, mean.to_numpy(), yerr=std.to_numpy(), capsize=3, color="tab:blue")
+        ax.axhline(1 / len(mean), ls="--", color="grey", lw=1, label="equal weights")
+        ax.set_xticks(x, [n.replace("layer_", "") for n in mean.index], fontsize=8)
+        ax.set_xlabel("layer (0: the encoder's input embeddings / CNN features)")
+        ax.set_ylabel("softmax weight")
+        ax.set_title(f"{store}: layer weights, mean ± std over {len(models)} fold model(s)")
+        ax.legend(fontsize=8, frameon=False)
+    save_figure(fig, run.path / LAYER_WEIGHTS_FIGURE)

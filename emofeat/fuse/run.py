@@ -86,7 +86,7 @@ def fuse(
     from emofeat.device import pick_device
 
     run_cfg = FuseConfig(**options)
-    model = MODELS[run_cfg.model]
+    model = fusion_model(run_cfg.model)
     cfg = config or model.config()
     if not isinstance(cfg, model.config):
         raise EmofeatError(
@@ -104,10 +104,7 @@ def fuse(
         record = _run_record(
             inputs, stores, run_cfg, model, options=options, n_models=n_models, out=run.path
         )
-        # A run recorded before its stores' relative paths were is the same run.
-        defaults = option_defaults(FuseConfig, model.config)
-        defaults["stores_relative"] = record["stores_relative"]
-        run.start(record, cfg.seed, overwrite, defaults=defaults)
+        run.start(record, cfg.seed, overwrite, defaults=option_defaults(FuseConfig, model.config))
         train = partial(_train_fold, inputs, model=model, run=run, cfg=cfg, device=device)
         trained = run.train_folds(inputs.plan, model_folds, train, load=model.load)
         models = [trained.models[k] for k in model_folds]
@@ -260,7 +257,7 @@ def _train_fold(
     )
     metrics = {}
     if len(held):
-        outputs = model.predict(net, inputs, held, device)
+        outputs, _ = model.predict(net, inputs, held, device)
         metrics = (
             logits_metrics(inputs.labels[held], outputs)
             if inputs.task == "categorical"
@@ -345,13 +342,12 @@ def _write_fused(
     to (their mean where several), its evidence, and what predicted the test rows."""
     groups = inputs.plan.model_groups(model_folds)
     outputs = np.full((len(inputs.ref), inputs.n_outputs), np.nan, np.float32)
-    embedding = None
+    embedding = None  # for a model whose predictions come with the embedding its head read
     for members, rows in groups:
-        outputs[rows] = np.mean(
-            [model.predict(models[i], inputs, rows, device) for i in members], axis=0
-        )
-        if model.embed is not None:
-            mean = np.mean([model.embed(models[i], inputs, rows, device) for i in members], 0)
+        each = [model.predict(models[i], inputs, rows, device) for i in members]
+        outputs[rows] = np.mean([o for o, _ in each], axis=0)
+        if each[0][1] is not None:
+            mean = np.mean([e for _, e in each], axis=0)
             if embedding is None:
                 embedding = np.zeros((len(inputs.ref), mean.shape[1]), np.float32)
             embedding[rows] = mean
@@ -448,16 +444,18 @@ def apply_fusion(
         EmofeatError: the run is unfinished, or the stores are not made as its inputs were.
     """
     from emofeat.device import pick_device
-    from emofeat.options import option_names
+    from emofeat.options import resolve
     from emofeat.outputs import check_output
 
     check_output(Path(out), kind="store", inputs=[*stores, run_dir])
     run = RunFolder(run_dir)
     record = run.read_config()
-    run_cfg = FuseConfig(**{k: record[k] for k in option_names(FuseConfig) if k in record})
-    model = MODELS[run_cfg.model]
-    names = option_names(model.config)
-    cfg = model.config(**{**{k: record[k] for k in names if k in record}, "device": device})
+    source = str(run.config_path)
+    run_cfg = resolve(FuseConfig, file_values=record, source=source, record=True)
+    model = fusion_model(run_cfg.model)
+    cfg = resolve(
+        model.config, given={"device": device}, file_values=record, source=source, record=True
+    )
     folds = run.fold_ids()
     dirs = run.finished_fold_dirs(folds)
     with aligned(stores) as aligned_inputs:
@@ -494,11 +492,11 @@ class FusionModel:
     inputs: Callable[[Aligned, str], Any]
     new: Callable[[Any, np.ndarray, Any], Any]
     train: Callable[..., list[dict[str, float]]]
-    predict: Callable[[Any, Any, np.ndarray, str], np.ndarray]
+    # (outputs, the embedding its head read or None) of rows
+    predict: Callable[[Any, Any, np.ndarray, str], tuple[np.ndarray, np.ndarray | None]]
     save: Callable[[Any, Path, Any, Any], None]
     load: Callable[[Path], Any]
     modality: Callable[[Any], str]
-    embed: Callable[[Any, Any, np.ndarray, str], np.ndarray] | None = None
     report: Callable[[RunFolder, Any, list, list[int]], None] | None = None
 
 
@@ -524,7 +522,10 @@ def _mmm() -> FusionModel:
             device=device,
             progress=progress,
         ),
-        predict=lambda net, inputs, rows, device: mmm.predict(net, inputs.dataset(rows), device),
+        predict=lambda net, inputs, rows, device: (
+            mmm.predict(net, inputs.dataset(rows), device),
+            None,
+        ),
         save=lambda net, folder, inputs, cfg: mmm.save(
             net, folder, dims=inputs.dims, n_classes=inputs.n_outputs, cfg=cfg
         ),
@@ -552,53 +553,10 @@ def _layer_sum() -> FusionModel:
         modality=lambda inputs: "+".join(
             dict.fromkeys(s.provenance.modality or "unknown" for s in inputs.stores)
         ),
-        embed=layersum.embed,
-        report=layer_weights_report,
+        report=layersum.report,
     )
 
 
-class _Models(dict):
-    """The fusion models by name, built when first asked for (torch is imported then)."""
-
-    makers = {"mmm": _mmm, "layer-sum": _layer_sum}
-
-    def __missing__(self, name: str) -> FusionModel:
-        self[name] = self.makers[name]()
-        return self[name]
-
-
-MODELS: dict[str, FusionModel] = _Models()
-
-
-def layer_weights_report(run: RunFolder, inputs, models: list, model_folds: list[int]) -> None:
-    """``layer_weights.csv`` (fold, store, layer, weight) and ``layer_weights.png`` (each
-    store's weight per layer, mean ± std over the fold models) in the run folder."""
-    import pandas as pd
-
-    from emofeat.analysis.plots import pyplot, save_figure
-
-    records = []
-    for k, net in zip(model_folds, models):
-        for store, names, weights in zip(inputs.stores, inputs.layers, net.layer_weights()):
-            for name, w in zip(names, weights):
-                records.append({"fold": k, "store": store.name, "layer": name, "weight": w})
-    table = pd.DataFrame(records)
-    with atomic_path(run.path / "layer_weights.csv") as tmp:
-        table.to_csv(tmp, index=False)
-    plt = pyplot()
-    stores = list(dict.fromkeys(table["store"]))
-    fig, axes = plt.subplots(
-        len(stores), 1, figsize=(max(5.0, 0.35 * table["layer"].nunique() + 2), 3 * len(stores))
-    )
-    for ax, store in zip(np.atleast_1d(axes), stores):
-        part = table[table.store == store].groupby("layer", sort=False)["weight"]
-        mean, std = part.mean(), part.std(ddof=0)
-        x = np.arange(len(mean))
-        ax.bar(x, mean.to_numpy(), yerr=std.to_numpy(), capsize=3, color="tab:blue")
-        ax.axhline(1 / len(mean), ls="--", color="grey", lw=1, label="equal weights")
-        ax.set_xticks(x, [n.replace("layer_", "") for n in mean.index], fontsize=8)
-        ax.set_xlabel("layer (0: the encoder's input embeddings / CNN features)")
-        ax.set_ylabel("softmax weight")
-        ax.set_title(f"{store}: layer weights, mean ± std over {len(models)} fold model(s)")
-        ax.legend(fontsize=8, frameon=False)
-    save_figure(fig, run.path / "layer_weights.png")
+def fusion_model(name: str) -> FusionModel:
+    """The fusion model ``name`` (its module, and torch, imported when asked for)."""
+    return {"mmm": _mmm, "layer-sum": _layer_sum}[name]()
