@@ -13,7 +13,6 @@ learned layer weights are written too. Runs on a CPU in minutes for thousands of
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,6 @@ from emofeat.crossfit import FoldPlan
 from emofeat.errors import EmofeatError
 from emofeat.metrics import ccc, classification_metrics, fold_summary
 from emofeat.outputs import check_output, register_csv_kind
-
-LAYER = re.compile(r"^layer_(\d+)$")
 
 
 class LayerWeightedProbe(ClassifierMixin, BaseEstimator):
@@ -165,6 +162,7 @@ def probe_layers(
     Raises:
         OptionError: an option's value is refused.
     """
+    from emofeat.stack.level1 import store_names
     from emofeat.stack.meta import MetaContext, get_meta
     from emofeat.store import aligned
 
@@ -175,7 +173,7 @@ def probe_layers(
     paths = [stores] if isinstance(stores, (str, os.PathLike)) else list(stores)
     out = Path(out)
     check_output(out / "probe.csv", kind="probe-table", inputs=paths, what="--out")
-    models = model_names(paths)
+    models = store_names(paths)
     with aligned(paths) as a:
         whole = FoldPlan.from_store(a.first)
         rows = a.keep[np.isin(a.keep, whole.train_rows)]  # done everywhere, labelled, train
@@ -197,9 +195,7 @@ def probe_layers(
         classes = list(range(len(a.first.label_names)))
         inputs = []
         for path, store, positions in zip(paths, a.stores, a.positions):
-            layers = sorted(
-                (int(LAYER.match(n).group(1)), n) for n in store.layout.embeddings if LAYER.match(n)
-            )
+            layers = store.layers
             if len(layers) < 2:
                 raise EmofeatError(
                     f"{path}: {len(layers)} layer dataset(s) (layer_NN); extract with --layers all"
@@ -237,15 +233,6 @@ def probe_layers(
         Path(tmp).write_text(layer_table(table), encoding="utf-8")
     _plot(table, out / "probe.png", "ridge" if dimensional else meta)
     return table
-
-
-def model_names(paths: Sequence[str | os.PathLike]) -> list[str]:
-    """A short, unique name per store: its file name, with its folder where names repeat."""
-    stems = [Path(p).stem for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    names = [f"{Path(p).parent.name}/{Path(p).stem}" for p in paths]
-    return names if len(set(names)) == len(names) else [str(p) for p in paths]
 
 
 def layer_table(table: pd.DataFrame) -> str:

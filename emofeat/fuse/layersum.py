@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,7 +34,6 @@ from emofeat.errors import EmofeatError, StoreError
 from emofeat.fuse.config import LayerSumConfig
 from emofeat.fuse.inputs import StoreInputs
 
-LAYER = re.compile(r"^layer_(\d+)$")
 ARCHITECTURE = "layersum.json"
 WEIGHTS = "model.safetensors"
 
@@ -101,10 +99,10 @@ class LayerSum(nn.Module):
 def store_layers(store) -> list[str]:
     """The layer datasets a store gives the head: its ``layer_NN`` in order, else its one
     embedding (a store of functionals), else an error naming what it holds."""
-    datasets = list(store.layout.embeddings)  # (aliases such as "last" name one of them)
-    layers = sorted((int(LAYER.match(n).group(1)), n) for n in datasets if LAYER.match(n))
+    layers = store.layers
     if layers:
-        return [n for _, n in layers]
+        return [name for _, name in layers]
+    datasets = list(store.layout.embeddings)  # (aliases such as "last" name one of them)
     if len(datasets) == 1:
         return datasets
     raise StoreError(

@@ -70,14 +70,16 @@ def extraction_plan(
 ) -> dict[str, ExtractConfig | FusedPlan]:
     """Store name → what reproduces that store for new rows: the extraction (its run, or its
     frozen encoder, and every option that decided its values), or for a fused store (MMM, a
-    layer-sum head) its run and its input stores' extractions. Stores of one file name get
-    their folder's name in front (``kobert-layer-sum``)."""
+    layer-sum head) its run and its input stores' extractions. Stores are named as the stack
+    names them (:func:`~emofeat.stack.level1.store_names`; ``kobert/layer-sum`` becomes
+    ``kobert-layer-sum``, a file name)."""
+    from emofeat.stack.level1 import store_names
+
     runs = dict(runs or {})
     paths = stack_stores(stack_dir)
-    stems = [p.stem for p in paths]
     plan: dict[str, ExtractConfig | FusedPlan] = {}
-    for path in paths:
-        name = path.stem if stems.count(path.stem) == 1 else f"{path.parent.name}-{path.stem}"
+    for path, name in zip(paths, store_names(paths)):
+        name = name.replace("/", "-")
         with open_store(path) as s:
             family, fused_run = s.provenance.family, s.run_path
         if family not in FUSION_MODELS:

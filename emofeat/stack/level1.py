@@ -123,6 +123,24 @@ class Level1:
         self.close()
 
 
+def store_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """How stores are named beside each other (stack reports, probes, infer's work folder):
+    their file names without the suffix; with their folder in front where file names repeat
+    (``kobert/layer-sum``); their whole paths where even those repeat.
+
+    Args:
+        paths: The stores' paths.
+
+    Returns:
+        One unique name per store, in order.
+    """
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    names = [f"{Path(p).parent.name}/{Path(p).stem}" for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
 def load_level1(
     paths: Sequence[str | os.PathLike],
     *,
@@ -147,11 +165,8 @@ def load_level1(
     a = aligned(paths, allow_incomplete=allow_incomplete, flag=flag)
     try:
         stores, first, keep = a.stores, a.first, a.keep
-        names = [s.name for s in stores]
-        if len(set(names)) != len(names):
-            names = [f"{s.path.parent.name}/{s.name}" for s in stores]
         return Level1(
-            names=names,
+            names=store_names([s.path for s in stores]),
             keys=[s.identity for s in stores],
             legacy_keys=[s.legacy_identity for s in stores],
             paths=[s.path for s in stores],

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import h5py
 import numpy as np
 
 from emofeat.errors import StoreError
+
+LAYER = re.compile(r"^layer_(\d+)$")  # a hidden state's dataset, as extraction names it
 from emofeat.outputs import register_kind
 from emofeat.store.layout import (
     REQUIRED,
@@ -211,6 +214,14 @@ class Store:
     def embedding_names(self) -> list[str]:
         """The names of the stored embeddings (``last``, ``layer_07``, ``pooler``, ...), sorted."""
         return sorted(self._embedding_group().keys())
+
+    @property
+    def layers(self) -> list[tuple[int, str]]:
+        """The stored hidden states (``extract --layers``): (hidden-state index, dataset name)
+        of each ``layer_NN`` embedding, by index (0: the input embeddings / CNN features)."""
+        datasets, _ = embedding_datasets(self._f)  # (not the aliases: "last" names one of them)
+        found = (LAYER.match(n) for n in datasets)
+        return sorted((int(hit.group(1)), hit.group(0)) for hit in found if hit)
 
     @property
     def provenance(self) -> Provenance:
