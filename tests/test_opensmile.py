@@ -2,6 +2,8 @@
 samples; sequences of low-level descriptors; resume and identity; refusals; a layer-sum head
 over it."""
 
+import re
+
 import numpy as np
 import pytest
 import soundfile
@@ -99,11 +101,19 @@ def test_resume_identity_and_refusals(small, tmp_path):
     frame.loc[0, "duration"] = float("nan")
     path = tmp_path / "text-row.csv"
     write_manifest(frame, path, labels=small.label_set)
-    with pytest.raises(EmofeatError, match=repr(str(frame.id[0]))):
+    with pytest.raises(EmofeatError, match=re.escape(f"{frame.id[0]}: no audio")):
         extract(path, tmp_path / "t.h5", ExtractConfig(model="opensmile:eGeMAPSv02"))
     extract(path, tmp_path / "t.h5", ExtractConfig(model="opensmile:eGeMAPSv02", skip_bad=True))
     with open_store(tmp_path / "t.h5") as s:
         assert not s.done[0] and s.done[1:].all()
+    # audio that changed since `data prepare` is refused as the speech encoders refuse it
+    frame = small.frame.copy()
+    frame.loc[1, "duration"] = frame.loc[1, "duration"] + 0.5
+    write_manifest(frame, tmp_path / "changed.csv", labels=small.label_set)
+    with pytest.raises(EmofeatError, match="changed since `data prepare`"):
+        extract(
+            tmp_path / "changed.csv", tmp_path / "c.h5", ExtractConfig(model="opensmile:eGeMAPSv02")
+        )
 
 
 def test_a_layer_sum_head_over_functionals(small, tmp_path):

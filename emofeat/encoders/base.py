@@ -72,6 +72,39 @@ class RowCheck:
     bad_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
 
 
+def check_rows(
+    manifest: Manifest,
+    rows: np.ndarray,
+    check_row: Callable[[int], float | str],
+    *,
+    skip_bad: bool,
+) -> RowCheck:
+    """Usable rows and the others with their reasons, by ``check_row`` (a row's length, or why
+    it cannot be used); without ``skip_bad`` a bad row is an error that lists the first ones."""
+    good, bad, bad_rows, lengths = [], [], [], []
+    ids = manifest.ids
+    for r in rows:
+        res = check_row(int(r))
+        if isinstance(res, str):
+            bad.append((ids[r], res))
+            bad_rows.append(int(r))
+        else:
+            good.append(int(r))
+            lengths.append(res)
+    if bad and not skip_bad:
+        listing = "\n".join(f"  {u}: {why}" for u, why in bad[:10])
+        raise EmofeatError(
+            f"{len(bad)} unusable utterance(s); first ones:\n{listing}\n"
+            "Fix them, or pass --skip-bad to leave them out (they are recorded)."
+        )
+    return RowCheck(
+        np.asarray(good, dtype=int),
+        bad,
+        np.asarray(lengths, dtype=float),
+        np.asarray(bad_rows, dtype=int),
+    )
+
+
 @dataclass
 class EncoderOutput:
     """One forward pass of one model over a batch of rows: per hidden-state index the pooled
@@ -328,29 +361,10 @@ class Encoder(ABC):
     def check_rows(
         self, manifest: Manifest, rows: np.ndarray, *, skip_bad: bool, min_length: int = 1
     ) -> RowCheck:
-        """Usable rows and the others with their reasons; without ``skip_bad`` a bad row is an
-        error that lists the first ones."""
-        good, bad, bad_rows, lengths = [], [], [], []
-        ids = manifest.ids
-        for r in rows:
-            res = self.check_row(manifest, int(r), min_length)
-            if isinstance(res, str):
-                bad.append((ids[r], res))
-                bad_rows.append(int(r))
-            else:
-                good.append(int(r))
-                lengths.append(res)
-        if bad and not skip_bad:
-            listing = "\n".join(f"  {u}: {why}" for u, why in bad[:10])
-            raise EmofeatError(
-                f"{len(bad)} unusable utterance(s); first ones:\n{listing}\n"
-                "Fix them, or pass --skip-bad to leave them out (they are recorded)."
-            )
-        return RowCheck(
-            np.asarray(good, dtype=int),
-            bad,
-            np.asarray(lengths, dtype=float),
-            np.asarray(bad_rows, dtype=int),
+        """Usable rows and the others with their reasons (:func:`check_rows` with
+        :meth:`check_row`)."""
+        return check_rows(
+            manifest, rows, lambda r: self.check_row(manifest, r, min_length), skip_bad=skip_bad
         )
 
     @abstractmethod

@@ -352,6 +352,33 @@ def _pad(piece: np.ndarray, min_len: int) -> np.ndarray:
     return np.pad(piece, (0, min_len - len(piece))) if len(piece) < min_len else piece
 
 
+def audio_row(manifest, row: int, sample_rate: int, min_length: int = 1) -> float | str:
+    """A speech row's seconds at ``sample_rate`` (exact samples, so that windows are cut the
+    same way everywhere), or why it cannot be used: no audio, an unreadable file, shorter than
+    ``min_length`` samples, or audio that changed since ``data prepare``. Every speech source
+    (the encoders, openSMILE) checks its rows with it."""
+    if not str(manifest.frame["audio_path"].iat[row]).strip():
+        return "no audio (a text-only row); extract it with a text model"
+    path = manifest.audio_path(row)
+    try:
+        frames, rate = header(path)  # one read of the header, with its checks
+    except AudioError as err:
+        return str(err)
+    seconds = resampled_length(frames, rate, sample_rate) / sample_rate
+    if seconds * sample_rate < min_length:
+        return (
+            f"{path}: {seconds * 1000:.1f} ms is shorter than the encoder can see "
+            f"({min_length} samples at {sample_rate} Hz)"
+        )
+    prepared = manifest.durations[row] if manifest.durations is not None else np.nan
+    if np.isfinite(prepared) and abs(prepared - frames / rate) > 1e-3:
+        return (
+            f"{path}: the audio changed since `data prepare` (the manifest says "
+            f"{prepared:.3f} s, the file holds {frames / rate:.3f} s); prepare the manifest again"
+        )
+    return seconds
+
+
 @register_family
 class SpeechEncoder(Encoder):
     """wav2vec2 and XLS-R (and their relatives): a normalised waveform, with an attention mask
@@ -409,28 +436,7 @@ class SpeechEncoder(Encoder):
 
     # -- rows
     def check_row(self, manifest, row, min_length=1):
-        if not str(manifest.frame["audio_path"].iat[row]).strip():
-            return "no audio (a text-only row); extract it with a text model"
-        path = manifest.audio_path(row)
-        try:
-            frames, rate = header(path)  # one read of the header, with its checks
-        except AudioError as err:
-            return str(err)
-        # Exact samples at the model's rate: row_parts cuts the same windows as load_pieces.
-        sr = self.options.sample_rate
-        seconds = resampled_length(frames, rate, sr) / sr
-        if seconds * self.options.sample_rate < min_length:
-            return (
-                f"{path}: {seconds * 1000:.1f} ms is shorter than the encoder can see "
-                f"({min_length} samples at {self.options.sample_rate} Hz)"
-            )
-        prepared = manifest.durations[row] if manifest.durations is not None else np.nan
-        if np.isfinite(prepared) and abs(prepared - frames / rate) > 1e-3:
-            return (
-                f"{path}: the audio changed since `data prepare` (the manifest says "
-                f"{prepared:.3f} s, the file holds {frames / rate:.3f} s); prepare the manifest again"
-            )
-        return seconds
+        return audio_row(manifest, row, self.options.sample_rate, min_length)
 
     def _window(self) -> int | None:
         opts = self.options

@@ -25,12 +25,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from emofeat.audio import AudioError, load_audio
+from emofeat.audio import load_audio
 from emofeat.corpus.manifest import DIMENSIONS, Manifest
+from emofeat.encoders.base import check_rows
+from emofeat.encoders.speech import audio_row
 from emofeat.errors import EmofeatError
 from emofeat.extract.config import STORE_IDENTITY, VALUE_KEYS, ExtractConfig
 from emofeat.records import environment, record_paths
 from emofeat.store import Provenance, StoreLayout, open_writer
+from emofeat.store.layout import describe_test_predictions
 
 PREFIX = "opensmile:"
 SAMPLE_RATE = 16000
@@ -143,13 +146,16 @@ def extract_opensmile(m: Manifest, out: Path, cfg: ExtractConfig) -> Path:
     functionals = _smile(cfg.model, "Functionals")
     lld = _smile(cfg.model, "LowLevelDescriptors") if cfg.sequence else None
     frames = cfg.sequence_length or DEFAULT_SEQUENCE_FRAMES
-    bad, samples = _read_headers(m)
-    if bad and not cfg.skip_bad:
-        row, reason = next(iter(bad.items()))
-        raise EmofeatError(
-            f"row {m.ids[row]!r}: {reason} ({len(bad)} row(s) in all); fix them or pass "
-            "--skip-bad to record them as skipped"
-        )
+    # The speech encoders' row check: readable audio, unchanged since `data prepare`.
+    checked = check_rows(
+        m,
+        np.arange(len(m)),
+        lambda r: audio_row(m, r, SAMPLE_RATE),
+        skip_bad=cfg.skip_bad,
+    )
+    bad = dict(zip(checked.bad_rows.tolist(), (why for _, why in checked.bad)))
+    seconds = np.zeros(len(m))
+    seconds[checked.good] = checked.lengths
     weights = _config_sha256(functionals)
     layout = StoreLayout(
         ids=m.ids,
@@ -172,7 +178,7 @@ def extract_opensmile(m: Manifest, out: Path, cfg: ExtractConfig) -> Path:
             "feature_set": cfg.model[len(PREFIX) :],
             "opensmile_version": opensmile.__version__,
             "feature_names": list(functionals.feature_names),
-            "test_predictions": "a frozen feature extractor (openSMILE): no model was trained",
+            "test_predictions": describe_test_predictions(1),  # one extractor for every row
             "model_revision": opensmile.__version__,
         },
     )
@@ -202,35 +208,19 @@ def extract_opensmile(m: Manifest, out: Path, cfg: ExtractConfig) -> Path:
         todo = [r for r in pending if r not in bad]
         if not todo:
             tqdm.write(f"[{out.name}] every row is done already; nothing to compute")
-        _compute(m, writer, todo, samples, functionals=functionals, lld=lld, cfg=cfg, out=out)
+        _compute(m, writer, todo, seconds, functionals=functionals, lld=lld, cfg=cfg, out=out)
         writer.finalize()
     finally:
         writer.close()
     return out
 
 
-def _read_headers(m: Manifest) -> tuple[dict[int, str], np.ndarray]:
-    """Rows whose audio cannot be read (a text-only row, a missing or broken file) with the
-    reason, and every readable row's samples at 16 kHz (from its header)."""
-    from emofeat.audio import audio_length
-
-    bad, samples = {}, np.zeros(len(m), np.int64)
-    for r in range(len(m)):
-        if not str(m.frame["audio_path"].iat[r]).strip():
-            bad[r] = "no audio (a text-only row)"
-            continue
-        try:
-            samples[r] = audio_length(m.audio_path(r), SAMPLE_RATE)
-        except AudioError as err:
-            bad[r] = str(err)
-    return bad, samples
-
-
 def _compute(
-    m, writer, todo, samples: np.ndarray, *, functionals, lld, cfg: ExtractConfig, out: Path
+    m, writer, todo, seconds: np.ndarray, *, functionals, lld, cfg: ExtractConfig, out: Path
 ) -> None:
     """Compute and write the rows ``todo`` in blocks (a kill loses at most one block); the
-    progress bar counts audio seconds (``samples`` per row, from the headers)."""
+    progress bar counts audio seconds (``seconds`` per row, exact samples from the headers)."""
+    samples = np.rint(seconds * SAMPLE_RATE).astype(np.int64)  # whole units: no float drift
     total = int(samples[todo].sum()) if todo else 0
     block = cfg.flush_rows or 256
     bar = tqdm(
