@@ -113,7 +113,7 @@ def test_refusals_name_what_is_wrong(three, corpus_dir, manifest_path, tmp_path)
     from emofeat.store import StoreLayout, create_store
 
     manifest, store = three
-    with pytest.raises(EmofeatError, match="not in"):  # the wrong manifest
+    with pytest.raises(EmofeatError, match="different ids: only in the store"):  # wrong manifest
         cross_corpus(store, manifest_path, tmp_path / "a")
     with pytest.raises(EmofeatError, match="no embedding 'layer_03'"):
         cross_corpus(store, manifest, tmp_path / "b", embedding="layer_03")

@@ -59,7 +59,7 @@ def cross_corpus(
     """
     from emofeat.corpus.manifest import read_manifest, read_sidecar_record
     from emofeat.stack.meta import MetaContext, get_meta
-    from emofeat.store import open_store
+    from emofeat.store import StoreLayout, open_store
 
     cfg = CrossCorpusConfig(**options)
     out = Path(out)
@@ -80,33 +80,25 @@ def cross_corpus(
             raise EmofeatError(
                 f"{store}: no embedding {cfg.embedding!r}; it holds {s.embedding_names}"
             )
-        if list(s.label_names) != list(m.label_names):
+        # The store must hold the manifest's rows, labels, split and folds (matched by id).
+        expected = StoreLayout(
+            ids=m.ids, labels=m.label_indices, split=m.split, fold=m.fold, label_names=m.label_names
+        )
+        problems = s.layout.differences(
+            expected, by_id=True, datasets=False, there=f"in {manifest}"
+        )
+        if problems:
             raise EmofeatError(
-                f"{store} holds the classes {list(s.label_names)}, {manifest} "
-                f"{list(m.label_names)}: give the manifest the store was extracted from"
+                f"{store}: {'; '.join(problems[:2])}: give the manifest the store was extracted "
+                "from"
             )
-        done = np.arange(len(s))
-        ids = s.ids
-        where = pd.Series(np.arange(len(m)), index=m.ids)
-        missing = ids[~np.isin(ids, m.ids)]
-        if len(missing):
-            raise EmofeatError(
-                f"{store}: {len(missing)} row(s) are not in {manifest} (e.g. {missing[0]!r}): "
-                "give the manifest the store was extracted from"
-            )
-        at = where[ids].to_numpy()
-        labels = s.labels[done].astype(int)
-        if not np.array_equal(labels, m.label_indices[at]):
-            bad = ids[np.flatnonzero(labels != m.label_indices[at])[0]]
-            raise EmofeatError(
-                f"{store} and {manifest} label row {bad!r} differently: give the manifest the "
-                "store was extracted from"
-            )
-        X = s.embeddings(cfg.embedding, done).astype(np.float64)
+        at = pd.Series(np.arange(len(m)), index=m.ids)[s.ids].to_numpy()  # store row → manifest
+        labels = s.labels.astype(int)
+        X = s.embeddings(cfg.embedding).astype(np.float64)
         targets = (
-            s.dimension_targets(done).astype(np.float64)
+            s.dimension_targets().astype(np.float64)
             if s.has_dimension_targets
-            else np.full((len(done), 2), np.nan)
+            else np.full((len(s), 2), np.nan)
         )
         dimension_names = s.dimension_names if s.has_dimension_targets else []
         plan = FoldPlan.from_store(s)
