@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,9 @@ def _is_store_file(path: Path) -> bool:
     return path.suffix == ".h5" and is_store(path)
 
 
-def _store_predictions(path: Path, *, split: str) -> pd.DataFrame:
-    """A store's predicted and true classes (names) of its labelled rows of ``split`` that no
-    model trained on (its evidence), done, indexed by id; refused without logits."""
+def _store_predictions(path: Path) -> pd.DataFrame:
+    """A store's split, predicted and true classes (names) of its labelled, done rows that no
+    model trained on (its evidence), indexed by id; refused without logits."""
     import numpy as np
 
     from emofeat.store import open_store
@@ -135,21 +136,22 @@ def _store_predictions(path: Path, *, split: str) -> pd.DataFrame:
                 f"{path}: a frozen encoder's store has no predictions to compare; compare the "
                 "store of a head trained on it (emofeat fuse --model layer-sum)"
             )
-        keep = (s.split == split) & (s.labels >= 0) & s.done
+        keep = (s.labels >= 0) & s.done
         if s.in_sample is not None:
             keep &= ~s.in_sample
         rows = np.flatnonzero(keep)
         names = np.asarray(s.label_names)
         predicted = names[s.logits(rows).argmax(1)]
         return pd.DataFrame(
-            {"label": names[s.labels[rows]], "predicted": predicted},
+            {"split": s.split[rows], "label": names[s.labels[rows]], "predicted": predicted},
             index=pd.Index(s.ids[rows], name="id"),
         )
 
 
-def _store_row(path: Path) -> dict[str, Any]:
-    """A store's row of the table: its test figures, and its out-of-fold train rows' (each
-    predicted by a model that did not train on it: held-out)."""
+def _store_row(path: Path, frame: pd.DataFrame) -> dict[str, Any]:
+    """A store's row of the table from its predictions (:func:`_store_predictions`): its test
+    figures, and its out-of-fold train rows' (each predicted by a model that did not train on
+    it: held-out)."""
     from emofeat.metrics import classification_metrics
 
     row: dict[str, Any] = {
@@ -158,9 +160,9 @@ def _store_row(path: Path) -> dict[str, Any]:
         "configuration": f"store {path.stem}",
     }
     for split, prefix in (("test", "test"), ("train", "heldout")):
-        frame = _store_predictions(path, split=split)
-        if len(frame):
-            figures = classification_metrics(frame.label.to_numpy(), frame.predicted.to_numpy())
+        part = frame[frame.split == split]
+        if len(part):
+            figures = classification_metrics(part.label.to_numpy(), part.predicted.to_numpy())
             for m in FIGURES if prefix == "test" else ("accuracy", "macro_f1", "uar"):
                 row[f"{prefix}_{m}"] = figures[m]
     return row
@@ -222,7 +224,10 @@ def compare(
     if out:
         found = [a.path for a in artifacts] + stores
         check_output(Path(out) / "compare.csv", kind="comparison", inputs=found, what="-o")
-    rows = pd.DataFrame([_checked_row(f) for f in artifacts] + [_store_row(p) for p in stores])
+    predictions = {p: _store_predictions(p) for p in stores}  # each store read once
+    rows = pd.DataFrame(
+        [_checked_row(f) for f in artifacts] + [_store_row(p, f) for p, f in predictions.items()]
+    )
     rows["seed"] = rows["seed"].astype("Int64") if "seed" in rows else pd.NA  # stores have none
     labels = ("path", "kind", "configuration", "seed", "base_test_rows")
     numeric = [c for c in rows.columns if c not in labels]
@@ -245,7 +250,8 @@ def compare(
     table = pd.concat([rows, pd.DataFrame(summary)], ignore_index=True) if summary else rows
     pairs = pd.DataFrame()
     if paired:
-        pairs = paired_stacks([a for a in artifacts if isinstance(a, StackFolder)], stores)
+        stacks = [a for a in artifacts if isinstance(a, StackFolder)]
+        pairs = _paired({**_stack_test_rows(stacks), **_test_rows(predictions)})
     over = repeated_pairs = pd.DataFrame()
     if repeated:
         over, repeated_pairs = repeated_comparison(paths)
@@ -287,22 +293,38 @@ def paired_stacks(
     Raises:
         EmofeatError: two of them scored on different test rows (the message names some).
     """
-    from emofeat.metrics import PAIRED_METRICS, paired_comparisons
+    predictions = {Path(p): _store_predictions(Path(p)) for p in stores}
+    return _paired({**_stack_test_rows(stacks), **_test_rows(predictions)})
+
+
+def _stack_test_rows(stacks: Sequence[StackFolder]) -> dict[Path, pd.DataFrame]:
+    """Each stack's scored test rows from its predictions.csv: labelled, and not produced by a
+    model that trained on them (stacks of valence and arousal alone have no classes)."""
     from emofeat.stack.folder import PREDICTIONS
 
     scored = {}
     for folder in stacks:
         path = folder.path / PREDICTIONS
         if not path.is_file() or "label" not in pd.read_csv(path, nrows=0).columns:
-            continue  # a stack of valence and arousal alone: no classes to compare
+            continue
         frame = pd.read_csv(path, dtype={"id": str, "label": str}, keep_default_na=False)
-        # The test rows scored: labelled, and not produced by a model that trained on them.
         test = frame[
             (frame.split == "test") & (frame.label != "") & (frame.provenance != "in-sample")
         ]
         scored[folder.path] = test.set_index("id")
-    for store in map(Path, stores):
-        scored[store] = _store_predictions(store, split="test")
+    return scored
+
+
+def _test_rows(predictions: dict[Path, pd.DataFrame]) -> dict[Path, pd.DataFrame]:
+    """The stores' scored test rows (:func:`_store_predictions`)."""
+    return {p: frame[frame.split == "test"] for p, frame in predictions.items()}
+
+
+def _paired(scored: dict[Path, pd.DataFrame]) -> pd.DataFrame:
+    """Every two of ``scored`` (test rows: ``label`` and ``predicted``, indexed by id) compared
+    on the same rows (see :func:`paired_stacks`)."""
+    from emofeat.metrics import PAIRED_METRICS, paired_comparisons
+
     records = []
     paths = list(scored)
     for i, a in enumerate(paths):
@@ -364,19 +386,33 @@ SHOWN_PAIRED = ("accuracy", "uar", "mean_ccc")
 HELD_OUT = "held-out folds"  # what a run's figures are scored on (the others: test rows)
 
 
-def _systems(root: Path) -> dict[str, dict[str, float]]:
+@dataclass
+class _System:
+    """One system of a repetition: what it is (``ensemble``, ``base`` model of a stack, or
+    ``run``) and its figures."""
+
+    kind: str
+    figures: dict[str, float]
+
+    @property
+    def scored_on(self) -> str:
+        return HELD_OUT if self.kind == "run" else "test"
+
+
+def _systems(artifacts: Sequence[StackFolder | RunFolder], root: Path) -> dict[str, _System]:
     """Every system scored under one repetition's folder, in the order shown: each stack's
     ensemble (``stack-lgbm``: its test figures), each base model a stack scored (its store's
     name: the same test rows), then each run (``run kobert-p05``: the mean of its held-out
     folds)."""
-    systems: dict[str, dict[str, float]] = {}
-    runs: dict[str, dict[str, float]] = {}
-    for artifact in find_artifacts([root]):
+    ensembles: dict[str, _System] = {}
+    bases: dict[str, _System] = {}
+    runs: dict[str, _System] = {}
+    for artifact in artifacts:
         name = artifact.path.relative_to(root).as_posix()
         if isinstance(artifact, RunFolder):
             summary = artifact.summary().get("summary", {})
             figures = {m: summary[m]["mean"] for m in REPEATED_FIGURES if m in summary}
-            runs[f"run {name}"] = figures
+            runs[f"run {name}"] = _System("run", figures)
             continue
         metrics = artifact.metrics()
         test = metrics.get("test") or {}
@@ -384,14 +420,15 @@ def _systems(root: Path) -> dict[str, dict[str, float]]:
         ensemble = {m: test.get("ensemble", {}).get(m) for m in REPEATED_FIGURES[:4]}
         if dims:
             ensemble["mean_ccc"] = dims["ensemble"]["mean"]["ccc"]
-        systems[name] = {m: v for m, v in ensemble.items() if v is not None}
+        ensembles[name] = _System("ensemble", {m: v for m, v in ensemble.items() if v is not None})
         for model, figures in (test.get("models") or {}).items():
-            entry = systems.setdefault(model, {})
+            entry = bases.setdefault(model, _System("base", {})).figures
             entry.update({m: figures[m] for m in REPEATED_FIGURES[:4] if m in figures})
         for model, figures in (dims.get("models") or {}).items():
-            systems.setdefault(model, {})["mean_ccc"] = figures["mean"]["ccc"]
-    ensembles = {n: f for n, f in systems.items() if _is_stack(root / n)}
-    return {**ensembles, **{n: f for n, f in systems.items() if n not in ensembles}, **runs}
+            bases.setdefault(model, _System("base", {})).figures["mean_ccc"] = figures["mean"][
+                "ccc"
+            ]
+    return {**ensembles, **bases, **runs}
 
 
 def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -419,8 +456,9 @@ def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFram
     roots = [Path(p) for p in paths]
     if len(roots) < 2:
         raise EmofeatError("--repeated needs two or more repetition folders")
-    found = [_systems(root) for root in roots]
-    _check_label_sets([a for root in roots for a in find_artifacts([root])])
+    artifacts = [find_artifacts([root]) for root in roots]
+    _check_label_sets([a for found in artifacts for a in found])
+    found = [_systems(mine, root) for mine, root in zip(artifacts, roots)]
     names = list(found[0])
     for root, systems in zip(roots[1:], found[1:]):
         missing = sorted(set(names) ^ set(systems))
@@ -429,33 +467,31 @@ def repeated_comparison(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFram
                 f"{roots[0]} and {root} do not hold the same stacks and runs ({missing[:4]} in "
                 "one only); repetitions must be the same protocol (re-run the missing steps)"
             )
+
+    def values(name: str, metric: str) -> list[float | None]:
+        return [systems[name].figures.get(metric) for systems in found]
+
     summary = []
     for name in names:
         for m in REPEATED_FIGURES:
-            values = [systems[name].get(m) for systems in found]
-            if any(v is None for v in values):
+            got = values(name, m)
+            if any(v is None for v in got):
                 continue
-            scored = HELD_OUT if name.startswith("run ") else "test"
-            row = {"system": name, "scored_on": scored, "metric": m, "n": len(values)}
-            row.update(mean=float(np.mean(values)), std=float(np.std(values, ddof=1)))
-            row.update({f"repetition_{i}": v for i, v in enumerate(values)})
+            row = {"system": name, "scored_on": found[0][name].scored_on, "metric": m}
+            row.update(n=len(got), mean=float(np.mean(got)), std=float(np.std(got, ddof=1)))
+            row.update({f"repetition_{i}": v for i, v in enumerate(got)})
             summary.append(row)
-    ensembles = [n for n in names if not n.startswith("run ") and _is_stack(roots[0] / n)]
-    others = [n for n in names if not n.startswith("run ") and n not in ensembles]
+    ensembles = [n for n in names if found[0][n].kind == "ensemble"]
+    bases = [n for n in names if found[0][n].kind == "base"]
     pairs = []
     for i, a in enumerate(ensembles):
-        for b in [*others, *ensembles[i + 1 :]]:
+        for b in [*bases, *ensembles[i + 1 :]]:
             for m in REPEATED_FIGURES:
-                va = [systems[a].get(m) for systems in found]
-                vb = [systems[b].get(m) for systems in found]
+                va, vb = values(a, m), values(b, m)
                 if any(v is None for v in va + vb):
                     continue
                 pairs.append({"a": a, "b": b, "metric": m, **paired_repetitions(va, vb)})
     return pd.DataFrame(summary), pd.DataFrame(pairs)
-
-
-def _is_stack(path: Path) -> bool:
-    return is_output(path, "stack")
 
 
 def repeated_markdown(summary: pd.DataFrame, pairs: pd.DataFrame) -> str:
