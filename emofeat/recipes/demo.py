@@ -28,9 +28,7 @@ from emofeat.recipes.pipeline import (
     ensemble_plan,
     frozen_comparison,
     frozen_plan,
-    prepare_step,
-    repeated_step,
-    repetition_folder,
+    repeated_plan,
     run_plan,
 )
 
@@ -113,28 +111,26 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
         preset_set="tiny",
         device="cpu",
     )
-    steps = []
-    for r in range(cfg.seeds):
-        root = repetition_folder(out, r)
-        mine = root / "manifest.csv" if r else manifest
-        if r:  # the same corpus and split, its folds drawn again
-            steps.append(
-                prepare_step(
-                    f"repetition {r}: folds drawn with seed {seed + r}",
-                    {
-                        "kemdy20": corpus / "KEMDy20_v1_1",
-                        "aihub": corpus / "AI_Hub",
-                        "split": "emo-ensemble",
-                        "folds": folds,
-                        "seed": seed + r,
-                        "out": mine,
-                    },
-                )
-            )
-        steps += ensemble_plan(mine, root, mmm=mmm, repetition=r, **shared)
-        steps += dimensional_plan(mine, root, repetition=r, **shared)
-    if cfg.seeds > 1:
-        steps.append(repeated_step(out, cfg.seeds))
+    prepared = {  # how the manifest was prepared; a repetition draws its folds again
+        "kemdy20": corpus / "KEMDy20_v1_1",
+        "aihub": corpus / "AI_Hub",
+        "split": "emo-ensemble",
+        "folds": folds,
+    }
+
+    def repetition(manifest: Path, root: Path, r: int) -> list:
+        return [
+            *ensemble_plan(manifest, root, mmm=mmm, repetition=r, **shared),
+            *dimensional_plan(manifest, root, repetition=r, **shared),
+        ]
+
+    steps = repeated_plan(
+        out,
+        cfg.seeds,
+        manifest,
+        prepare_options=lambda r: {**prepared, "seed": seed + r},
+        plan=repetition,
+    )
     # Frozen encoders instead of fine-tuning: a layer-sum head over every layer of each tiny
     # encoder and over openSMILE's eGeMAPS functionals, then their stacks.
     frozen_models = {"kobert": str(models / "kobert"), "wav2vec2": str(models / "wav2vec2")}
@@ -149,11 +145,14 @@ def demo(out: str | Path = "demo-out", **options: Any) -> Path:
         "CV: each head's held-out fold models (mean ± std over folds); test: the test rows.\n\n"
         + frozen_comparison(out / "frozen", list(frozen_models))
     )
-    if cfg.seeds > 1:
-        from emofeat.analysis.compare import repeated_comparison, repeated_markdown
+    if cfg.seeds > 1:  # the repetitions' comparison, as the last step wrote it
+        import pandas as pd
 
-        paths = [repetition_folder(out, r) / "runs" for r in range(cfg.seeds)]
-        dims += "\n\n" + repeated_markdown(*repeated_comparison(paths))
+        from emofeat.analysis.compare import repeated_markdown
+
+        repeats = out / "repeats"
+        summary = pd.read_csv(repeats / "repeated.csv")
+        dims += "\n\n" + repeated_markdown(summary, pd.read_csv(repeats / "repeated-pairs.csv"))
     minutes = (time.perf_counter() - t0) / 60
     report = out / "report.md"
     write_text(

@@ -21,8 +21,7 @@ from emofeat.recipes.pipeline import (
     Step,
     ensemble_plan,
     prepare_step,
-    repeated_step,
-    repetition_folder,
+    repeated_plan,
     run_plan,
 )
 
@@ -80,7 +79,7 @@ def emo_ensemble(
     click.echo("    " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     manifest = out / "manifest.csv"
 
-    def manifest_options(seed: int, path: Path) -> dict[str, Any]:
+    def manifest_options(seed: int) -> dict[str, Any]:  # (repetition r draws its folds with r)
         return {
             "kemdy20": kemdy20,
             "aihub": aihub,
@@ -89,10 +88,11 @@ def emo_ensemble(
             "text": "raw",
             "multilabel": "drop",
             **({"seed": seed} if seed else {}),
-            "out": path,
         }
 
-    prep = prepare_step("prepare the manifest (emo-ensemble split)", manifest_options(0, manifest))
+    prep = prepare_step(
+        "prepare the manifest (emo-ensemble split)", {**manifest_options(0), "out": manifest}
+    )
     figures = {"manifest": manifest, "plot": out / "figures"}
 
     def class_figures(o=figures):
@@ -120,15 +120,13 @@ def emo_ensemble(
         device=device,
         precision=precision,
     )
-    for r in range(cfg.seeds):
-        root = repetition_folder(out, r)
-        mine = root / "manifest.csv"
-        if r:  # the same corpora and split, the folds drawn again
-            title = f"repetition {r}: the manifest, folds drawn with seed {r}"
-            steps.append(prepare_step(title, manifest_options(r, mine)))
-        steps += ensemble_plan(mine, root, repetition=r, **shared)
-    if cfg.seeds > 1:
-        steps.append(repeated_step(out, cfg.seeds))
+    steps += repeated_plan(
+        out,
+        cfg.seeds,
+        manifest,
+        prepare_options=manifest_options,
+        plan=lambda manifest, root, r: ensemble_plan(manifest, root, repetition=r, **shared),
+    )
     if not dry_run:  # the options, beside the outputs: `--config OUT/recipe.yaml` re-runs them
         from emofeat.atomic import write_text
         from emofeat.records import dump_yaml, provenance

@@ -368,12 +368,10 @@ def frozen_comparison(out: Path, names: Sequence[str]) -> str:
     mean ± std) and on test, and every stack's."""
     from emofeat.runs import RunFolder
     from emofeat.stack.folder import StackFolder
+    from emofeat.stack.level1 import store_names
 
-    stacks = {
-        meta: StackFolder(out / "runs" / f"stack-{meta}").metrics()
-        for meta in FROZEN_METAS
-        if StackFolder(out / "runs" / f"stack-{meta}").exists()
-    }
+    folders = {meta: StackFolder(out / "runs" / f"stack-{meta}") for meta in FROZEN_METAS}
+    stacks = {meta: f.metrics() for meta, f in folders.items() if f.exists()}
     tests = next(iter(stacks.values()))["test"]["models"] if stacks else {}
     lines = [
         "| model | CV accuracy | CV UAR | test accuracy | test macro F1 | test UAR |",
@@ -388,11 +386,10 @@ def frozen_comparison(out: Path, names: Sequence[str]) -> str:
         parts += [f"{test[m]:.4f}" if m in test else "" for m in ("accuracy", "macro_f1", "uar")]
         return " | ".join(parts)
 
-    for name in names:
+    heads = [out / "runs" / name / "layer-sum.h5" for name in names]
+    for name, key in zip(names, store_names(heads)):  # (the stacks' names of the heads' stores)
         run = RunFolder(out / "runs" / name)
         summary = run.summary().get("summary", {}) if run.metrics_path.is_file() else {}
-        # (the stack names a store by its file, by its folder too where files share a name)
-        key = "layer-sum" if len(names) == 1 else f"{name}/layer-sum"
         lines.append(f"| layer-sum head: {name} | {cells(summary, tests.get(key, {}))} |")
     for meta, metrics in stacks.items():
         label = "equal-weight soft vote" if meta == "softvote" else f"stacked: {meta}"
@@ -502,6 +499,32 @@ def repetition_folder(out: Path, repetition: int) -> Path:
     """Where repetition r of a protocol lives: ``OUT`` for the first (a protocol run once is
     its repetition 0, so ``--seeds 3`` later adds two), ``OUT/repeats/r`` for the others."""
     return out if repetition == 0 else out / "repeats" / str(repetition)
+
+
+def repeated_plan(
+    out: Path,
+    seeds: int,
+    manifest: Path,
+    *,
+    prepare_options: Callable[[int], dict[str, Any]],
+    plan: Callable[[Path, Path, int], list[Step]],
+) -> list[Step]:
+    """A protocol ``seeds`` times: repetition r in :func:`repetition_folder` (the first is
+    ``out`` itself, on ``manifest``); each later one prepares its own manifest with
+    ``prepare_options(r)`` (``data prepare``'s options: the same corpora, the folds drawn with
+    another seed), then ``plan(manifest, folder, r)``; with two or more, the comparison of the
+    repetitions (:func:`repeated_step`) ends it."""
+    steps = []
+    for r in range(seeds):
+        root = repetition_folder(out, r)
+        mine = root / "manifest.csv" if r else manifest
+        if r:
+            o = {**prepare_options(r), "out": mine}
+            steps.append(prepare_step(f"repetition {r}: folds drawn with seed {o['seed']}", o))
+        steps += plan(mine, root, r)
+    if seeds > 1:
+        steps.append(repeated_step(out, seeds))
+    return steps
 
 
 def repeated_step(out: Path, seeds: int) -> Step:
