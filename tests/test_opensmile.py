@@ -116,6 +116,31 @@ def test_resume_identity_and_refusals(small, tmp_path):
         )
 
 
+def test_a_clip_too_short_for_opensmile_is_named_or_skipped(small, tmp_path):
+    """openSMILE gives NaN functionals for a 50-ms clip: without --skip-bad the row is named
+    (and the rows computed before it are kept), with it the row is skipped; nothing non-finite
+    is stored."""
+    from conftest import swap_audio
+
+    from emofeat.corpus.manifest import write_manifest
+
+    short = tmp_path / "short.wav"
+    soundfile.write(short, 0.1 * np.random.default_rng(0).normal(size=800), 16000)
+    frame = small.frame.copy()
+    swap_audio(frame, 5, short)
+    path = tmp_path / "short.csv"
+    write_manifest(frame, path, labels=small.label_set)
+    cfg = ExtractConfig(model="opensmile:eGeMAPSv02")
+    with pytest.raises(EmofeatError, match=re.escape(f"row {frame.id[5]!r}") + ".*non-finite"):
+        extract(path, tmp_path / "s.h5", cfg)
+    with open_store(tmp_path / "s.h5") as s:
+        assert s.done[:5].all() and not s.done[5:].any()  # computed before it: kept
+    extract(path, tmp_path / "s.h5", cfg.replace(skip_bad=True))
+    with open_store(tmp_path / "s.h5") as s:
+        assert s.complete and not s.done[5] and s.done[np.arange(len(s)) != 5].all()
+        assert "non-finite" in s.skip_reasons()[frame.id[5]]
+
+
 def test_a_layer_sum_head_over_functionals(small, tmp_path):
     from emofeat.fuse.config import LayerSumConfig
     from emofeat.fuse.run import fuse

@@ -233,20 +233,42 @@ def _compute(
     )
     started = time.perf_counter()
     try:
-        for start in range(0, len(todo), block):
-            rows = todo[start : start + block]
-            values, sequences = [], []
-            for r in rows:
-                x = load_audio(m.audio_path(r), SAMPLE_RATE, reverse=bool(cfg.reverse))
-                values.append(functionals.process_signal(x, SAMPLE_RATE).to_numpy()[0])
-                if lld is not None:
-                    sequences.append(lld.process_signal(x, SAMPLE_RATE).to_numpy())
-                bar.update(int(samples[r]))
-            writer.write(
-                rows,
-                embeddings={EMBEDDING: np.asarray(values, np.float32)},
-                sequences={"last": sequences} if lld is not None else None,
-            )
+        rows, values, sequences = [], [], []
+
+        def flush() -> None:  # the computed rows, as one block
+            if rows:
+                writer.write(
+                    rows,
+                    embeddings={EMBEDDING: np.asarray(values, np.float32)},
+                    sequences={"last": list(sequences)} if lld is not None else None,
+                )
+            for done in (rows, values, sequences):
+                done.clear()
+
+        for r in todo:
+            x = load_audio(m.audio_path(r), SAMPLE_RATE, reverse=bool(cfg.reverse))
+            features = functionals.process_signal(x, SAMPLE_RATE).to_numpy()[0]
+            frames = lld.process_signal(x, SAMPLE_RATE).to_numpy() if lld is not None else None
+            bar.update(int(samples[r]))
+            if not (np.isfinite(features).all() and (frames is None or np.isfinite(frames).all())):
+                # openSMILE has no value for some functionals of a very short clip
+                why = (
+                    f"{m.audio_path(r)}: openSMILE gives non-finite features for this "
+                    f"{len(x) / SAMPLE_RATE:.3f}-s clip (too short for {cfg.model}?)"
+                )
+                if not cfg.skip_bad:
+                    flush()  # nothing computed is lost: a re-run resumes after these rows
+                    raise EmofeatError(
+                        f"row {m.ids[r]!r}: {why}; pass --skip-bad to record it as skipped"
+                    )
+                writer.skip([r], why)
+                continue
+            rows.append(r)
+            values.append(features)
+            sequences.append(frames)
+            if len(rows) == block:
+                flush()
+        flush()
     finally:
         bar.close()
     if todo:
