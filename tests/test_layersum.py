@@ -19,8 +19,9 @@ from emofeat.store import StoreLayout, create_store, open_store
 N, D, C = 150, 6, 3
 
 
-def layer_store(path, *, seed=0, n_layers=3, width=D, in_sample=None, dims=False):
-    """Layer i carries the label with strength i (layer 0 none); rows 0..119 train (3 folds)."""
+def layer_store(path, *, seed=0, n_layers=3, width=D, in_sample=None, dims=False, order=None):
+    """Layer i carries the label with strength i (layer 0 none); rows 0..119 train (3 folds);
+    ``order``: the file holds the rows in that order."""
     rng = np.random.default_rng(seed)
     y = np.random.default_rng(0).integers(0, C, N)
     split = np.where(np.arange(N) < 120, "train", "test")
@@ -35,23 +36,24 @@ def layer_store(path, *, seed=0, n_layers=3, width=D, in_sample=None, dims=False
     if dims:
         targets = np.column_stack([3 + (y - 1) * 0.8, 3 - (y - 1) * 0.5]).astype(np.float32)
         targets += np.random.default_rng(1).normal(0, 0.2, targets.shape).astype(np.float32)
+    o = np.arange(N) if order is None else order
     w = create_store(
         path,
         StoreLayout(
-            ids=[f"u{i:03d}" for i in range(N)],
-            labels=y,
-            split=split,
-            fold=fold,
+            ids=np.array([f"u{i:03d}" for i in range(N)])[o],
+            labels=y[o],
+            split=split[o],
+            fold=fold[o],
             label_names=["a", "b", "c"],
             embeddings={name: width for name in layers},
             logits=False,
-            in_sample=np.zeros(N, bool) if in_sample is None else in_sample,
-            targets=targets,
+            in_sample=(np.zeros(N, bool) if in_sample is None else in_sample)[o],
+            targets=targets[o] if targets is not None else None,
             dimension_names=["valence", "arousal"] if dims else [],
         ),
         attrs={"modality": "speech"},
     )
-    w.write(np.arange(N), embeddings=layers)
+    w.write(np.arange(N), embeddings={name: x[o] for name, x in layers.items()})
     w.finalize()
     return path, y, fold, layers
 
@@ -177,6 +179,22 @@ def test_several_stores_side_by_side_and_dimensions(tmp_path):
     with open_store(tmp_path / "run" / "layer-sum.h5") as s:
         assert s.layout.embeddings == {"last": D + 5} and s.has_dimensions
         assert np.isfinite(s.dimensions()).all()
+
+
+def test_a_second_store_with_its_rows_in_another_order_gives_the_same_head(tmp_path):
+    """Stores are aligned by id: the second store's rows shuffled in its file change nothing."""
+    a, *_ = layer_store(tmp_path / "a.h5", seed=0)
+    b, *_ = layer_store(tmp_path / "b.h5", seed=1)
+    shuffled = np.random.default_rng(3).permutation(N)
+    c, *_ = layer_store(tmp_path / "c" / "b.h5", seed=1, order=shuffled)
+    cfg = LayerSumConfig(epochs=3)
+    fuse([a, b], tmp_path / "r1", config=cfg, model="layer-sum")
+    fuse([a, c], tmp_path / "r2", config=cfg, model="layer-sum")
+    with (
+        open_store(tmp_path / "r1" / "layer-sum.h5") as s1,
+        open_store(tmp_path / "r2" / "layer-sum.h5") as s2,
+    ):
+        np.testing.assert_allclose(s1.logits(), s2.logits(), atol=1e-5)
 
 
 def test_refusals(tmp_path):
